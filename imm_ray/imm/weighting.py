@@ -1,0 +1,54 @@
+"""How the IMM risk is weighed against the main loss: λ (Eq. (8)) or the ratio r = λ/(1+λ).
+
+The paper adds λ·IMM to the main loss for language models (Eq. (8)) but, in its logistic
+and RL code (Appendix D), mixes them as (1 − r)·main + r·IMM. The two differ only by the
+overall factor 1 − r = 1/(1 + λ), i.e. a rescaled learning rate.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+
+import torch
+
+#: The modes of :func:`combine`.
+COMBINE_MODES = ("add", "convex")
+
+
+def validate_lambda(lam: float, field: str = "imm_lambda") -> float:
+    """Returns ``lam`` as a float if it is a finite number ≥ 0, else raises ``ValueError``."""
+    if isinstance(lam, bool) or not isinstance(lam, Real) or not math.isfinite(lam) or lam < 0:
+        raise ValueError(f"{field} must be a finite number >= 0, got {lam!r}")
+    return float(lam)
+
+
+def validate_ratio(r: float, field: str = "imm_ratio") -> float:
+    """Returns ``r`` as a float if it is a number in [0, 1), else raises ``ValueError``."""
+    if isinstance(r, bool) or not isinstance(r, Real) or not 0 <= r < 1:
+        raise ValueError(f"{field} must be a number in [0, 1), got {r!r}")
+    return float(r)
+
+
+def lambda_to_ratio(lam: float) -> float:
+    """r = λ / (1 + λ): the IMM share of the convex mix (1 − r)·main + r·IMM."""
+    lam = validate_lambda(lam)
+    return lam / (1.0 + lam)
+
+
+def ratio_to_lambda(r: float) -> float:
+    """λ = r / (1 − r), the inverse of :func:`lambda_to_ratio`."""
+    r = validate_ratio(r)
+    return r / (1.0 - r)
+
+
+def combine(main: torch.Tensor, imm: torch.Tensor, lam: float, mode: str = "add") -> torch.Tensor:
+    """The training objective: ``main + λ·imm`` (``"add"``, Eq. (8)) or
+    ``(1 − r)·main + r·imm`` with r = λ/(1+λ) (``"convex"``, the paper's App. D code).
+    """
+    if mode not in COMBINE_MODES:
+        raise ValueError(f"mode must be one of {COMBINE_MODES}, got {mode!r}")
+    if mode == "add":
+        return main + validate_lambda(lam) * imm
+    r = lambda_to_ratio(lam)
+    return (1.0 - r) * main + r * imm
