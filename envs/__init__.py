@@ -1,0 +1,34 @@
+"""MDP/POMDP pairs: one spec each gives a gym MDP env, its POMDP view and a pomdp-py model.
+
+Importing this package registers the gymnasium ids of every pair (see :mod:`envs.registry`).
+"""
+
+from envs.grid import ACTION_NAMES, ToroidalGrid, ToroidalGridEnv
+from envs.pair import PomdpMdpPair
+from envs.registry import (
+    MDP_ENV_ID,
+    POMDP_ENV_ID,
+    ContextObservation,
+    PairSpec,
+    known_env_ids,
+    make_pair,
+    make_pomdp_env,
+    pair_spec,
+    register_pair,
+)
+
+__all__ = [
+    "ACTION_NAMES",
+    "MDP_ENV_ID",
+    "POMDP_ENV_ID",
+    "ContextObservation",
+    "PairSpec",
+    "PomdpMdpPair",
+    "ToroidalGrid",
+    "ToroidalGridEnv",
+    "known_env_ids",
+    "make_pair",
+    "make_pomdp_env",
+    "pair_spec",
+    "register_pair",
+]

@@ -1,0 +1,98 @@
+"""The contract every MDP/POMDP pair fulfils: one world, seen fully and through a restricted
+context.
+
+A pair is the single source of truth for an environment. Its tables feed three consumers
+that must never disagree:
+
+- the gymnasium MDP env (observes the whole state) and its POMDP view (observes the
+  restricted context only),
+- the tabular pomdp-py model that the restricted solvers (FIB, QMDP) plan on,
+- the IMM learner, which projects a full observation to its restricted context x̄ and
+  extends x̄ back to full observations weighted by the belief π(x̃ | x̄) (paper Eq. 4).
+
+Indices: states ``s ∈ [0, n_states)``, actions ``a ∈ [0, n_actions)``, restricted contexts
+``c ∈ [0, n_contexts)``. To add a new pair, subclass :class:`PomdpMdpPair`, fill in the
+abstract tables, and register it in :mod:`envs.registry`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from functools import cached_property
+
+import numpy as np
+import torch
+
+
+class PomdpMdpPair(ABC):
+    """A finite MDP together with the restricted context its POMDP view observes."""
+
+    n_states: int
+    n_actions: int
+    n_contexts: int
+
+    @abstractmethod
+    def transition_matrix(self) -> np.ndarray:
+        """``T[a, s, s'] = P(s' | s, a)``, shape ``[A, S, S]``; rows sum to 1."""
+
+    @abstractmethod
+    def reward_matrix(self) -> np.ndarray:
+        """``R[a, s, s']``: the reward of the transition ``s --a--> s'``, shape ``[A, S, S]``."""
+
+    @abstractmethod
+    def state_context(self) -> np.ndarray:
+        """The restricted context x̄ of every state, int array of shape ``[S]``."""
+
+    @abstractmethod
+    def state_observation(self) -> np.ndarray:
+        """The MDP's observation of every state, shape ``[S, *obs_shape]``."""
+
+    @abstractmethod
+    def observation_state(self, obs: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`state_observation`: a batch ``[B, *obs_shape]`` → state ids ``[B]``."""
+
+    def observation_matrix(self) -> np.ndarray:
+        """``O[a, s', c] = P(c | s', a)``: the POMDP observes the context of the state landed in."""
+        obs = np.zeros((self.n_actions, self.n_states, self.n_contexts))
+        obs[:, np.arange(self.n_states), self.state_context()] = 1.0
+        return obs
+
+    def expected_reward(self) -> np.ndarray:
+        """``R[s, a] = Σ_s' T[a, s, s'] R[a, s, s']``, shape ``[S, A]``."""
+        return np.einsum("ast,ast->sa", self.transition_matrix(), self.reward_matrix())
+
+    def initial_belief(self) -> np.ndarray:
+        """Distribution of the start state, shape ``[S]``; uniform unless a pair says otherwise."""
+        return np.full(self.n_states, 1.0 / self.n_states)
+
+    def context_belief(self) -> np.ndarray:
+        """``B[c, s] = π(s | x̄ = c)``, shape ``[C, S]``: the extender of paper Eq. (4).
+
+        By default the initial belief conditioned on the context; a pair whose belief over
+        the hidden part drifts with time should override this.
+        """
+        belief = np.zeros((self.n_contexts, self.n_states))
+        belief[self.state_context(), np.arange(self.n_states)] = self.initial_belief()
+        mass = belief.sum(axis=1, keepdims=True)
+        if np.any(mass <= 0):
+            missing = np.flatnonzero(mass[:, 0] <= 0).tolist()
+            raise ValueError(f"contexts {missing} have no state with positive initial belief")
+        return belief / mass
+
+    @cached_property
+    def extension_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every context's support, padded: ``(states [C, K], weights [C, K])``.
+
+        ``K`` is the largest support; padding entries repeat a supported state with weight 0,
+        so a batched forward pass over all ``K`` members stays valid.
+        """
+        belief = self.context_belief()
+        support = [np.flatnonzero(row > 0) for row in belief]
+        width = max(len(s) for s in support)
+        states = np.zeros((self.n_contexts, width), dtype=np.int64)
+        weights = np.zeros((self.n_contexts, width))
+        for c, s in enumerate(support):
+            states[c, : len(s)] = s
+            states[c, len(s) :] = s[0]
+            weights[c, : len(s)] = belief[c, s]
+        return states, weights
