@@ -1,0 +1,196 @@
+"""REINFORCE on RLlib's new API stack, with Induced Model Matching built in.
+
+Each ``train()`` call is one epoch of the paper's RL experiment (App. D.3): sample one
+trajectory (50 steps on the grid) with the current policy, take one Adam step on the
+REINFORCE loss plus λ·IMM, and sync the weights back to the env runners. The number of
+epochs is the dataset size.
+
+Example::
+
+    from imm_ray.rl import ReinforceConfig
+
+    algo = ReinforceConfig().debugging(seed=0).imm(lam=0.25).build_algo()
+    for _ in range(50):
+        algo.train()
+    print(algo.evaluate()["eval_return_mean"])
+"""
+
+from __future__ import annotations
+
+from typing import Any, Self
+
+import gymnasium as gym
+import numpy as np
+import tree
+from ray.rllib.algorithms import Algorithm
+from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.utils.metrics import (
+    ENV_RUNNER_RESULTS,
+    ENV_RUNNER_SAMPLING_TIMER,
+    LEARNER_RESULTS,
+    LEARNER_UPDATE_TIMER,
+    NUM_ENV_STEPS_SAMPLED_LIFETIME,
+    SYNCH_WORKER_WEIGHTS_TIMER,
+    TIMERS,
+)
+
+import envs
+from imm_ray.rl.default_reinforce_rl_module import DEFAULT_MODEL_CONFIG, DefaultReinforceRLModule
+from imm_ray.rl.evaluation import RolloutEvaluator
+from imm_ray.rl.imm_config import IMMConfigMixin
+from imm_ray.rl.reinforce_torch_learner import IMMReinforceTorchLearner
+
+#: Keys of :meth:`Reinforce.evaluate`'s result.
+EVAL_RETURN_MEAN = "eval_return_mean"
+EVAL_RETURNS = "eval_returns"
+
+
+class ReinforceConfig(IMMConfigMixin, AlgorithmConfig):
+    """REINFORCE settings. Defaults are the paper's RL setting (App. D.3 and DESIGN.md).
+
+    Policy one-hot(121) → 32 tanh → 4, Adam lr 1e-2, γ = 0.9 discounted reward-to-go, no
+    baseline, one 50-step trajectory and one gradient step per ``train()``; IMM with the
+    FIB argmax target and λ = 0.25; evaluation over 10 rollouts of 22 steps.
+    """
+
+    def __init__(self, algo_class: type | None = None) -> None:
+        super().__init__(algo_class=algo_class or Reinforce)
+        self.environment(env=envs.MDP_ENV_ID)
+        self.lr = 1e-2
+        self.gamma = 0.9
+        self.num_env_runners = 0
+        self.num_envs_per_env_runner = 1
+        self.batch_mode = "complete_episodes"
+        self.num_episodes_per_train_batch = 1
+        self.evaluation_num_rollouts = 10
+        self.evaluation_horizon = 22
+
+    def training(
+        self,
+        *,
+        num_episodes_per_train_batch: int = NotProvided,
+        **kwargs: Any,
+    ) -> Self:
+        """Sets training settings; see ``AlgorithmConfig.training`` for the shared ones.
+
+        Args:
+            num_episodes_per_train_batch: complete trajectories sampled per gradient step
+                (the paper uses 1).
+        """
+        super().training(**kwargs)
+        if num_episodes_per_train_batch is not NotProvided:
+            _check_int("num_episodes_per_train_batch", num_episodes_per_train_batch, 1)
+            self.num_episodes_per_train_batch = num_episodes_per_train_batch
+        return self
+
+    def evaluation(
+        self,
+        *,
+        evaluation_num_rollouts: int = NotProvided,
+        evaluation_horizon: int = NotProvided,
+        **kwargs: Any,
+    ) -> Self:
+        """Sets evaluation settings.
+
+        Args:
+            evaluation_num_rollouts: rollouts per :meth:`Reinforce.evaluate` call (paper: 10).
+            evaluation_horizon: steps per rollout (paper: 22).
+        """
+        super().evaluation(**kwargs)
+        if evaluation_num_rollouts is not NotProvided:
+            _check_int("evaluation_num_rollouts", evaluation_num_rollouts, 1)
+            self.evaluation_num_rollouts = evaluation_num_rollouts
+        if evaluation_horizon is not NotProvided:
+            _check_int("evaluation_horizon", evaluation_horizon, 1)
+            self.evaluation_horizon = evaluation_horizon
+        return self
+
+    def validate(self) -> None:
+        if isinstance(self.env, str) and self.env in envs.known_env_ids():
+            envs.make_pair(self.env, self.env_config)  # checks env_config's values and keys
+        elif isinstance(self.env, str) and self.env not in gym.registry:
+            raise ValueError(
+                f"env: unknown env id {self.env!r}; known imm-ray ids: "
+                f"{', '.join(envs.known_env_ids())}"
+            )
+        super().validate()
+        if isinstance(self.lr, int | float) and not self.lr > 0:
+            _fail("lr", self.lr, "> 0")
+        if not 0.0 <= self.gamma <= 1.0:
+            _fail("gamma", self.gamma, "in [0, 1]")
+
+    def get_default_rl_module_spec(self) -> RLModuleSpec:
+        return RLModuleSpec(
+            module_class=DefaultReinforceRLModule, model_config=dict(DEFAULT_MODEL_CONFIG)
+        )
+
+    def get_default_learner_class(self) -> type:
+        return IMMReinforceTorchLearner
+
+
+def _check_int(field: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        _fail(field, value, f"an integer >= {minimum}")
+
+
+def _fail(field: str, value: Any, allowed: str) -> None:
+    raise ValueError(f"{field} must be {allowed}, got {value!r}")
+
+
+class Reinforce(Algorithm):
+    """REINFORCE: sample trajectories → one learner update → sync weights."""
+
+    @classmethod
+    def get_default_config(cls) -> ReinforceConfig:
+        return ReinforceConfig()
+
+    def training_step(self) -> None:
+        with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
+            episodes, runner_metrics = self._sample_episodes()
+        self.metrics.aggregate(runner_metrics, key=ENV_RUNNER_RESULTS)
+
+        with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
+            learner_results = self.learner_group.update(
+                episodes=episodes,
+                timesteps={
+                    NUM_ENV_STEPS_SAMPLED_LIFETIME: self.metrics.peek(
+                        (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME)
+                    )
+                },
+            )
+        self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
+
+        with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
+            self.env_runner_group.sync_weights(
+                from_worker_or_learner_group=self.learner_group, inference_only=True
+            )
+
+    def _sample_episodes(self) -> tuple[list, list]:
+        per_runner = -(
+            -self.config.num_episodes_per_train_batch // (self.config.num_env_runners or 1)
+        )
+        sampled = self.env_runner_group.foreach_env_runner(
+            lambda runner: (runner.sample(num_episodes=per_runner), runner.get_metrics()),
+            local_env_runner=self.env_runner_group.num_remote_workers() <= 0,
+        )
+        return tree.flatten([s[0] for s in sampled]), [s[1] for s in sampled]
+
+    def evaluate(self, parallel_train_future: Any = None) -> dict[str, Any]:
+        """Paper evaluation: mean undiscounted return of sampled rollouts from random starts."""
+        if getattr(self, "_evaluator", None) is None:
+            env_id, env_config = self.config.env, dict(self.config.env_config)
+            seed = 10_000_019 + (self.config.seed or 0)
+            self._evaluator = RolloutEvaluator(
+                lambda: gym.make(env_id, **env_config),
+                self.config.evaluation_num_rollouts,
+                self.config.evaluation_horizon,
+                seed,
+            )
+        returns = self._evaluator(self.get_module())
+        return {EVAL_RETURN_MEAN: float(returns.mean()), EVAL_RETURNS: returns.tolist()}
+
+    def cleanup(self) -> None:
+        if getattr(self, "_evaluator", None) is not None:
+            self._evaluator.close()
+        super().cleanup()

@@ -1,0 +1,72 @@
+"""The ``imm-ray`` command as a user runs it: real subprocesses, real embedded Ray."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+
+import pytest
+
+from imm_ray.cli import build_parser
+
+
+def imm_ray(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "imm_ray.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--lam", "-1"], "--lam must be 'rule' or a finite number >= 0"),
+        (["--lam", "inf"], "--lam must be 'rule' or a finite number >= 0"),
+        (["--target", "softmax", "--temperature", "0"], "temperature must be > 0"),
+        (["--epsilon", "1.5"], "epsilon must be in [0, 1]"),
+        (["--grid-size", "1"], "size must be an integer >= 2"),
+        (["--seeds", "5-2"], "--seeds must look like"),
+        (["--env", "imm_ray/Nope-v0"], "unknown env id 'imm_ray/Nope-v0'"),
+        (["--no-imm", "--env", "Nope-v0"], "unknown env id 'Nope-v0'"),
+    ],
+)
+def test_bad_input_exits_2_with_a_message_and_no_traceback(args, message):
+    result = imm_ray("train", "rl", *args, timeout=60)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_help_documents_every_option():
+    result = imm_ray("train", "rl", "--help", timeout=60)
+    assert result.returncode == 0
+    rl = build_parser()._subparsers._group_actions[0].choices["train"]
+    rl = rl._subparsers._group_actions[0].choices["rl"]
+    options = [a for a in rl._actions if a.option_strings and a.dest != "help"]
+    assert len(options) >= 14
+    for action in options:
+        assert action.help, f"{action.option_strings} has no help text"
+        assert action.option_strings[0] in result.stdout
+
+
+def test_train_prints_a_table_and_writes_results(tmp_path):
+    out = tmp_path / "res.csv"
+    result = imm_ray(
+        "train", "rl", "--compare", "--epochs", "2", "3", "--seeds", "0-1", "--output", str(out)
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["epochs", "method", "mean", "reward", "p10", "p90", "seeds"]
+    body = [line.split() for line in lines[2:6]]
+    assert {(row[0], row[1]) for row in body} == {
+        ("2", "imm"),
+        ("2", "no-imm"),
+        ("3", "imm"),
+        ("3", "no-imm"),
+    }
+    assert all(row[-1] == "2" for row in body)
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 8 and {r["method"] for r in rows} == {"imm", "no-imm"}
