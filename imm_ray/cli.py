@@ -172,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train_rl(args: argparse.Namespace) -> int:
     from imm_ray.rl.imm_config import TargetSpec
-    from imm_ray.rl.runs import IMM, NO_IMM, plan_runs, summarize
+    from imm_ray.rl.runs import IMM, NO_IMM, plan_runs
+    from tuning.aggregate import format_table, summarize
 
     methods = [NO_IMM] if args.no_imm else [NO_IMM, IMM] if args.compare else [IMM]
     try:
@@ -199,8 +200,12 @@ def _train_rl(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from None
 
     results = _run_on_ray(runs, args.address)
-    table = summarize(runs, results)
-    print(_format_table(table))
+    records = (
+        (run.method, epoch, value)
+        for run, result in zip(runs, results, strict=True)
+        for epoch, value in result.items()
+    )
+    print(format_table(summarize(records)))
     if args.output is not None:
         _write_csv_atomically(args.output, runs, results)
         print(f"per-seed results: {args.output}")
@@ -229,19 +234,6 @@ def _run_on_ray(runs, address: str | None) -> list[dict[int, float]]:
             flush=True,
         )
     return results
-
-
-def _format_table(rows) -> str:
-    header = ("epochs", "method", "mean reward", "p10", "p90", "seeds")
-    lines = [header] + [
-        (str(r.epochs), r.method, f"{r.mean:.3f}", f"{r.p10:.3f}", f"{r.p90:.3f}", str(r.seeds))
-        for r in rows
-    ]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    fmt = lambda line: "  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True))  # noqa: E731
-    return "\n".join(
-        [fmt(lines[0]), fmt(tuple("-" * w for w in widths))] + [fmt(x) for x in lines[1:]]
-    )
 
 
 def _write_csv_atomically(path: Path, runs, results) -> None:

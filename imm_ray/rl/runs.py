@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from imm_ray.rl.imm_config import TargetSpec, paper_lambda
 from imm_ray.rl.reinforce import EVAL_RETURN_MEAN, ReinforceConfig
 
@@ -81,27 +79,3 @@ def train_and_evaluate(run: RunSpec) -> dict[int, float]:
         return results
     finally:
         algo.stop()
-
-
-@dataclass(frozen=True)
-class Summary:
-    """Across-seed statistics of the per-seed mean reward at one (method, epochs) setting."""
-
-    method: str
-    epochs: int
-    mean: float
-    p10: float
-    p90: float
-    seeds: int
-
-
-def summarize(runs: list[RunSpec], results: list[dict[int, float]]) -> list[Summary]:
-    """Mean and 10th/90th percentiles across seeds, per method and epoch count."""
-    cells: dict[tuple[str, int], list[float]] = {}
-    for run, result in zip(runs, results, strict=True):
-        for epoch, value in result.items():
-            cells.setdefault((run.method, epoch), []).append(value)
-    return [
-        Summary(method, epochs, float(np.mean(v)), *np.percentile(v, [10, 90]).tolist(), len(v))
-        for (method, epochs), v in sorted(cells.items(), key=lambda kv: (kv[0][1], kv[0][0]))
-    ]

@@ -1,0 +1,1 @@
+"""Sweeps: experiment definitions, running them on Ray, and aggregating seeds into tables."""
