@@ -110,3 +110,16 @@ def test_no_imm_logs_no_imm_loss(ray_session):
         assert EVAL_RETURN_MEAN in algo.evaluate()
     finally:
         algo.stop()
+
+
+def test_evaluation_interval_puts_the_eval_reward_in_train_results(ray_session):
+    algo = ReinforceConfig().debugging(seed=0).evaluation(evaluation_interval=2).build_algo()
+    try:
+        first, second = algo.train(), algo.train()
+    finally:
+        algo.stop()
+    assert "evaluation" not in first
+    assert len(second["evaluation"]["eval_returns"]) == 10
+    assert second["evaluation"][EVAL_RETURN_MEAN] == pytest.approx(
+        np.mean(second["evaluation"]["eval_returns"])
+    )
