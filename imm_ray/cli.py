@@ -167,7 +167,127 @@ def build_parser() -> argparse.ArgumentParser:
         "$RAY_ADDRESS, else an embedded local Ray",
     )
     rl.set_defaults(handler=_train_rl)
+
+    sweep = commands.add_parser(
+        "sweep",
+        help="run a named experiment or a YAML/TOML sweep file on Ray Tune",
+        description=(
+            "Run a sweep on Ray Tune and write summary.csv, summary.md and figure.png "
+            "under STORAGE/NAME. Named experiments: "
+            "figure2, figure9, lambda-search."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    sweep.add_argument("experiment", metavar="NAME|FILE", help="experiment name or sweep file")
+    sweep.add_argument(
+        "--seeds",
+        type=_positive_int("--seeds"),
+        default=None,
+        help="number of seeds (overrides the experiment's)",
+    )
+    sweep.add_argument(
+        "--storage", type=Path, default=Path("results"), help="where results are stored"
+    )
+    sweep.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted sweep in STORAGE/NAME without rerunning finished trials",
+    )
+    sweep.add_argument(
+        "--cpus-per-trial", type=float, default=None, help="CPUs reserved per trial [default: 1]"
+    )
+    sweep.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        default=None,
+        help="GPUs per trial, fractions allowed; the learner runs on the GPU [default: 0]",
+    )
+    sweep.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster to join; default: $RAY_ADDRESS, else an embedded local Ray",
+    )
+    sweep.set_defaults(handler=_sweep)
+
+    report = commands.add_parser(
+        "report", help="redraw the CSV, markdown table and plot of a stored sweep"
+    )
+    report.add_argument("path", type=Path, metavar="PATH", help="a sweep folder: STORAGE/NAME")
+    report.set_defaults(handler=_report)
     return parser
+
+
+def _experiment(args: argparse.Namespace):
+    import dataclasses
+
+    from tuning.config_file import load_experiment
+    from tuning.experiments import EXPERIMENTS
+
+    if args.experiment in EXPERIMENTS:
+        experiment = EXPERIMENTS[args.experiment]
+    elif Path(args.experiment).suffix in (".yaml", ".yml", ".toml"):
+        experiment = load_experiment(args.experiment)
+    else:
+        raise UsageError(
+            f"experiment must be one of {', '.join(EXPERIMENTS)} or a .yaml/.toml file, "
+            f"got {args.experiment!r}"
+        )
+    overrides = {
+        key: value
+        for key, value in (
+            ("seeds", args.seeds),
+            ("cpus_per_trial", args.cpus_per_trial),
+            ("gpus_per_trial", args.gpus_per_trial),
+        )
+        if value is not None
+    }
+    return dataclasses.replace(experiment, **overrides)
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from tuning.report import write_report
+    from tuning.sweep import run_sweep
+
+    try:
+        experiment = _experiment(args)
+        # Every setting's config is validated (target solved, env checked) before Ray starts.
+        for setting in experiment.settings:
+            _validate_setting(experiment, setting)
+        folder = run_sweep(experiment, args.storage, resume=args.resume, address=args.address)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    return _print_report(write_report(folder))
+
+
+def _validate_setting(experiment, setting) -> None:
+    from imm_ray.rl.runs import IMM, NO_IMM, RunSpec
+
+    RunSpec(
+        method=IMM if setting.imm else NO_IMM,
+        seed=0,
+        lam=setting.lam_at(max(experiment.epochs)),
+        eval_epochs=experiment.epochs,
+        target=setting.target,
+        num_samples=setting.num_samples,
+        env=experiment.env,
+        env_config=experiment.env_config,
+    ).config().validate()
+
+
+def _report(args: argparse.Namespace) -> int:
+    from tuning.report import write_report
+
+    try:
+        return _print_report(write_report(args.path))
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+def _print_report(paths: dict[str, Path]) -> int:
+    print(paths["table"].read_text())
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return 0
 
 
 def _train_rl(args: argparse.Namespace) -> int:

@@ -55,11 +55,17 @@ class JointOneHot(nn.Module):
         else:
             self.out_dim = int(np.prod(space.shape))
 
+    def index(self, obs: torch.Tensor, batch_dims: int = 1) -> torch.Tensor:
+        """The joint index ``Σᵢ obsᵢ · strideᵢ`` of discrete observations whose first
+        ``batch_dims`` axes are batch axes; shape ``obs.shape[:batch_dims]``."""
+        if not self.discrete:
+            raise ValueError("index() needs a Discrete or MultiDiscrete observation space")
+        return (obs.long().reshape(*obs.shape[:batch_dims], -1) * self.strides).sum(-1)
+
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         if not self.discrete:
             return obs.reshape(obs.shape[0], -1).float()
-        index = (obs.long().reshape(obs.shape[0], -1) * self.strides).sum(-1)
-        return nn.functional.one_hot(index, self.out_dim).float()
+        return nn.functional.one_hot(self.index(obs), self.out_dim).float()
 
 
 def _mlp(sizes: list[int], activation: type[nn.Module]) -> nn.Sequential:

@@ -30,11 +30,15 @@ class RunSpec:
     num_samples: int | None = None
     env: str | None = None
     env_config: dict | None = None
+    num_gpus: float = 0.0
+    """GPUs for the (local) learner; fractions share a GPU between trials."""
 
     def config(self) -> ReinforceConfig:
         """The RLlib config of this run (validated by RLlib when built)."""
         config = ReinforceConfig().debugging(seed=self.seed)
         config.environment(env=self.env or config.env, env_config=dict(self.env_config or {}))
+        if self.num_gpus > 0:
+            config.learners(num_gpus_per_learner=self.num_gpus)
         if self.method == NO_IMM:
             return config.imm(target=None)
         return config.imm(lam=self.lam, target=self.target, num_samples=self.num_samples)

@@ -1,0 +1,189 @@
+"""Sweeps as users run them: ``imm-ray sweep`` in a subprocess, killed and resumed, then
+redrawn with ``imm-ray report``; and submitted to a real ``ray start --head`` node."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+SWEEP = """\
+name: tiny
+epochs: [3, 6]
+seeds: 3
+settings:
+  - label: No IMM
+    imm: false
+  - label: IMM
+"""
+TRIALS = 6
+
+
+def imm_ray(*args: str, env: dict | None = None, timeout: float = 300):
+    return subprocess.run(
+        [sys.executable, "-m", "imm_ray.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def finished_trials(folder: Path) -> dict[str, float]:
+    """Trial folder → mtime of its result file, for trials that reported their last epoch."""
+    done = {}
+    for result in folder.glob("*/result.json"):
+        epochs = [json.loads(line)["epoch"] for line in result.read_text().splitlines() if line]
+        if 6 in epochs:
+            done[result.parent.name] = result.stat().st_mtime
+    return done
+
+
+def test_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path):
+    sweep = tmp_path / "tiny.yaml"
+    sweep.write_text(SWEEP)
+    storage = tmp_path / "results"
+    folder = storage / "tiny"
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "imm_ray.cli", "sweep", str(sweep), "--storage", str(storage)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 240
+    while len(finished_trials(folder)) < 2 and driver.poll() is None:
+        assert time.monotonic() < deadline, "no trial finished in time"
+        time.sleep(0.5)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    before = finished_trials(folder)
+    assert 2 <= len(before) < TRIALS, "the kill must land mid-sweep"
+
+    again = imm_ray("sweep", str(sweep), "--storage", str(storage))
+    assert again.returncode == 2 and "--resume" in again.stderr
+
+    resumed = imm_ray("sweep", str(sweep), "--storage", str(storage), "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    after = finished_trials(folder)
+    assert len(after) == TRIALS
+    assert {name: after[name] for name in before} == before, "a finished trial was rerun"
+    table = (folder / "summary.md").read_text()
+    body = [line for line in table.splitlines() if line.startswith("| ") and "[" in line]
+    assert [line.split("|")[1].strip() for line in body] == ["3", "6"]
+    rows = (folder / "summary.csv").read_text().splitlines()
+    assert rows[0] == "setting,epochs,mean,p10,p90,seeds"
+    assert len(rows) == 5 and all(row.endswith(",3") for row in rows[1:])
+
+    (folder / "summary.csv").unlink()
+    (folder / "figure.png").unlink()
+    report = imm_ray("report", str(folder))
+    assert report.returncode == 0, report.stderr
+    assert (folder / "summary.csv").read_text().splitlines() == rows
+    assert (folder / "figure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sweep_cli_rejects_bad_input_before_starting(tmp_path):
+    unknown = imm_ray("sweep", "figure99", "--storage", str(tmp_path))
+    assert unknown.returncode == 2 and "figure2, figure9, lambda-search" in unknown.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(SWEEP.replace("seeds: 3", "seeds: -1"))
+    result = imm_ray("sweep", str(bad), "--storage", str(tmp_path))
+    assert result.returncode == 2 and "bad.yaml:3: seeds" in result.stderr
+    assert "Traceback" not in result.stderr
+    missing = imm_ray("report", str(tmp_path / "nothing"))
+    assert missing.returncode == 2 and "holds no sweep" in missing.stderr
+    assert not any(tmp_path.glob("*/experiment_state*.json"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def head_node():
+    """A real single-node Ray cluster from ``ray start --head --block``, stopped afterwards."""
+    # Ray's unix sockets live under --temp-dir, and socket paths are limited to ~107 bytes.
+    temp_dir = tempfile.mkdtemp(prefix="immray-", dir="/tmp")
+    ray_bin = Path(sys.executable).with_name("ray")
+    dashboard = free_port()
+    node = subprocess.Popen(
+        [
+            str(ray_bin),
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            f"--port={free_port()}",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            "--num-cpus=2",
+            "--disable-usage-stats",
+            f"--temp-dir={temp_dir}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        # Jobs inherit the node's PATH: put this environment's `imm-ray` on it.
+        env={**os.environ, "PATH": f"{ray_bin.parent}{os.pathsep}{os.environ['PATH']}"},
+    )
+    try:
+        yield f"http://127.0.0.1:{dashboard}"
+    finally:
+        os.killpg(node.pid, signal.SIGTERM)
+        try:
+            node.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(node.pid, signal.SIGKILL)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_ray_job_submit_runs_a_sweep_on_a_head_node(head_node, tmp_path):
+    sweep = tmp_path / "tiny.yaml"
+    sweep.write_text(SWEEP.replace("seeds: 3", "seeds: 1"))
+    storage = tmp_path / "cluster-results"
+    ray_bin = Path(sys.executable).with_name("ray")
+    # The client reads the cluster's token from ~/.ray/auth_token in token mode.
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    env.pop("RAY_ADDRESS", None)
+    repo = Path(__file__).resolve().parents[2]
+    command = [
+        str(ray_bin),
+        "job",
+        "submit",
+        "--address",
+        head_node,
+        "--working-dir",
+        str(repo),
+        "--",
+        "imm-ray",
+        "sweep",
+        str(sweep),
+        "--storage",
+        str(storage),
+    ]
+    deadline = time.monotonic() + 120
+    while True:  # the job agent takes a few seconds to come up after `ray start`
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+        if result.returncode == 0 or time.monotonic() > deadline:
+            break
+        if "No available agent" not in result.stdout + result.stderr and (
+            "Failed to connect" not in result.stdout + result.stderr
+        ):
+            break
+        time.sleep(3)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "succeeded" in result.stdout + result.stderr
+    rows = (storage / "tiny" / "summary.csv").read_text().splitlines()
+    assert len(rows) == 5 and all(row.endswith(",1") for row in rows[1:])

@@ -1,0 +1,177 @@
+"""Named RL experiments as data: settings × dataset sizes × seeds.
+
+An :class:`Experiment` lists *settings* (one curve each: IMM or not, λ or the λ rule, the
+restricted target's kind and quality), the dataset sizes (epochs) and the number of seeds.
+:func:`trial_plan` turns it into Tune trials. The paper's figures are in
+:data:`EXPERIMENTS`; users write the same structure as YAML or TOML
+(:mod:`tuning.config_file`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from imm_ray.rl.imm_config import TargetSpec, paper_lambda
+
+PAPER_EPOCHS = (10, 20, 50, 75, 100, 125, 150, 175, 200, 250, 300, 350, 400, 450, 500)
+X_AXES = ("epochs", "lambda_ratio")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One curve of a figure: how (and whether) IMM is applied."""
+
+    label: str
+    """Legend label; unique within an experiment."""
+    imm: bool = True
+    """Add the IMM term; ``False`` is plain REINFORCE."""
+    lam: float | None = None
+    """Fixed λ ≥ 0, or ``None`` for the paper's rule λ(epochs) (App. D.3)."""
+    target: TargetSpec = field(default_factory=TargetSpec)
+    """The restricted target P̂ and its quality (argmax / softmax T / ε)."""
+    num_samples: int | None = None
+    """Sampled extension with k members instead of enumerating the belief's support."""
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            raise ValueError("label must be a non-empty string")
+        if self.lam is not None and (
+            isinstance(self.lam, bool)
+            or not isinstance(self.lam, int | float)
+            or not math.isfinite(self.lam)
+            or self.lam < 0
+        ):
+            raise ValueError(f"lambda must be 'rule' or a finite number >= 0, got {self.lam!r}")
+        if self.num_samples is not None and (
+            isinstance(self.num_samples, bool)
+            or not isinstance(self.num_samples, int)
+            or self.num_samples < 1
+        ):
+            raise ValueError(f"num_samples must be an integer >= 1, got {self.num_samples!r}")
+
+    def lam_at(self, epochs: int) -> float:
+        """λ used for a run of ``epochs`` epochs (0 without IMM)."""
+        if not self.imm:
+            return 0.0
+        return paper_lambda(epochs) if self.lam is None else float(self.lam)
+
+    @property
+    def lambda_ratio(self) -> float | None:
+        """r = λ/(1+λ) for a fixed λ; ``None`` under the rule."""
+        if not self.imm:
+            return 0.0
+        return None if self.lam is None else self.lam / (1.0 + self.lam)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A sweep: every setting at every dataset size, over ``seeds`` seeds."""
+
+    name: str
+    settings: tuple[Setting, ...]
+    epochs: tuple[int, ...] = PAPER_EPOCHS
+    seeds: int = 30
+    env: str = "imm_ray/ToroidalGrid-v0"
+    env_config: dict[str, Any] = field(default_factory=dict)
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    x_axis: str = "epochs"
+    """What the plot's x axis shows: ``"epochs"`` or ``"lambda_ratio"`` (one curve per epochs)."""
+
+    def __post_init__(self) -> None:
+        if not self.name or any(c in self.name for c in "/\\ "):
+            raise ValueError(
+                f"name must be a non-empty word without '/', '\\' or spaces, got {self.name!r}"
+            )
+        if not self.settings:
+            raise ValueError("settings must list at least one setting")
+        labels = [s.label for s in self.settings]
+        duplicates = sorted({label for label in labels if labels.count(label) > 1})
+        if duplicates:
+            raise ValueError(f"settings labels must be unique, repeated: {', '.join(duplicates)}")
+        if not self.epochs or any(
+            isinstance(e, bool) or not isinstance(e, int) or e < 1 for e in self.epochs
+        ):
+            raise ValueError(
+                f"epochs must be a non-empty list of integers >= 1, got {self.epochs!r}"
+            )
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
+            raise ValueError(f"seeds must be an integer >= 1, got {self.seeds!r}")
+        if not _number(self.cpus_per_trial) or self.cpus_per_trial <= 0:
+            raise ValueError(f"cpus_per_trial must be a number > 0, got {self.cpus_per_trial!r}")
+        if not _number(self.gpus_per_trial) or self.gpus_per_trial < 0:
+            raise ValueError(f"gpus_per_trial must be a number >= 0, got {self.gpus_per_trial!r}")
+        if self.x_axis not in X_AXES:
+            raise ValueError(f"x_axis must be one of {', '.join(X_AXES)}, got {self.x_axis!r}")
+        if self.x_axis == "lambda_ratio" and any(s.lambda_ratio is None for s in self.settings):
+            raise ValueError("x_axis 'lambda_ratio' needs a fixed lambda in every setting")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def trial_plan(experiment: Experiment) -> list[dict[str, Any]]:
+    """One Tune trial per (setting, λ, seed): its epochs are evaluated along one run.
+
+    While λ is constant, evaluating a longer run at each shorter dataset size is
+    statistically the same as separate runs; the λ rule changes λ at 200 epochs, so a
+    rule setting gets two runs per seed.
+    """
+    trials = []
+    for setting in experiment.settings:
+        groups: dict[float, list[int]] = {}
+        for epochs in sorted(set(experiment.epochs)):
+            groups.setdefault(setting.lam_at(epochs), []).append(epochs)
+        for lam, epochs in groups.items():
+            for seed in range(experiment.seeds):
+                trials.append(
+                    {
+                        "setting": setting.label,
+                        "imm": setting.imm,
+                        "lam": lam,
+                        "target": vars(setting.target).copy(),
+                        "num_samples": setting.num_samples,
+                        "epochs": epochs,
+                        "seeds": [seed],
+                        "env": experiment.env,
+                        "env_config": dict(experiment.env_config),
+                        "gpus": experiment.gpus_per_trial,
+                    }
+                )
+    return trials
+
+
+def _figure(name: str, settings: list[Setting], **kwargs: Any) -> Experiment:
+    return Experiment(name=name, settings=tuple(settings), **kwargs)
+
+
+NO_IMM = Setting("No IMM", imm=False)
+IMM_ARGMAX = Setting("IMM using maximal utility action")
+
+EXPERIMENTS: dict[str, Experiment] = {
+    "figure2": _figure("figure2", [NO_IMM, IMM_ARGMAX]),
+    "figure9": _figure(
+        "figure9",
+        [
+            NO_IMM,
+            IMM_ARGMAX,
+            Setting(
+                "IMM using softmaxed POMDP policy (T=0.5)",
+                target=TargetSpec(kind="softmax", temperature=0.5),
+            ),
+            Setting(
+                "IMM using softmaxed POMDP policy (T=1.0)",
+                target=TargetSpec(kind="softmax", temperature=1.0),
+            ),
+        ],
+    ),
+    "lambda-search": _figure(
+        "lambda-search",
+        [Setting(f"r={r / 10:.1f}", imm=r > 0, lam=(r / 10) / (1 - r / 10)) for r in range(10)],
+        epochs=(50, 200, 400),
+        x_axis="lambda_ratio",
+    ),
+}

@@ -1,0 +1,107 @@
+"""Running an :class:`~tuning.experiments.Experiment` on Ray Tune, resumably.
+
+Every trial trains its seeds for one setting and one λ, and reports once per evaluated
+dataset size: ``{"epoch": e, "rewards": {seed: mean evaluation reward}}``. Results land
+under ``storage/<experiment name>/`` (Tune's experiment state plus one folder per trial);
+:mod:`tuning.report` turns them into the CSV, the markdown table and the plot.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from tuning.experiments import Experiment, trial_plan
+from tuning.report import save_experiment
+
+#: How often Tune retries a crashed trial before marking it errored.
+MAX_FAILURES = 2
+
+
+class SweepError(ValueError):
+    """A sweep that cannot start (e.g. results already there without ``--resume``)."""
+
+
+def rl_trainable(config: dict[str, Any]) -> None:
+    """Tune function trainable: one setting × one λ × its seeds, evaluated along the way."""
+    from imm_ray.rl.imm_config import TargetSpec
+    from imm_ray.rl.runs import IMM, NO_IMM, RunSpec, train_and_evaluate
+
+    trial = config["trial"]
+    runs = [
+        RunSpec(
+            method=IMM if trial["imm"] else NO_IMM,
+            seed=seed,
+            lam=trial["lam"],
+            eval_epochs=tuple(trial["epochs"]),
+            target=TargetSpec(**trial["target"]),
+            num_samples=trial["num_samples"],
+            env=trial["env"],
+            env_config=trial["env_config"],
+            num_gpus=trial["gpus"],
+        )
+        for seed in trial["seeds"]
+    ]
+    per_seed = {run.seed: train_and_evaluate(run) for run in runs}
+    for epoch in trial["epochs"]:
+        tune.report({"epoch": epoch, "rewards": {str(s): r[epoch] for s, r in per_seed.items()}})
+
+
+def run_sweep(
+    experiment: Experiment,
+    storage: Path,
+    *,
+    resume: bool = False,
+    address: str | None = None,
+    verbose: int = 1,
+) -> Path:
+    """Runs (or with ``resume`` continues) ``experiment``; returns its results folder.
+
+    ``address`` joins a running cluster (default: ``$RAY_ADDRESS``, else an embedded Ray).
+    """
+    import ray
+
+    storage = storage.expanduser().resolve()
+    folder = storage / experiment.name
+    state_exists = any(folder.glob("experiment_state*.json")) if folder.is_dir() else False
+    if resume and not state_exists:
+        raise SweepError(f"--resume: no sweep to resume at {folder}")
+    if not resume and folder.exists() and any(folder.iterdir()):
+        raise SweepError(
+            f"{folder} already holds results; pass --resume to continue that sweep, or "
+            "choose another --storage"
+        )
+    trainable = tune.with_resources(
+        rl_trainable, {"cpu": experiment.cpus_per_trial, "gpu": experiment.gpus_per_trial}
+    )
+    if not ray.is_initialized():
+        ray.init(address=address, logging_level=logging.WARNING)
+    if resume:
+        tuner = tune.Tuner.restore(
+            str(folder), trainable, resume_unfinished=True, resume_errored=True
+        )
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        save_experiment(folder, experiment)
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"trial": tune.grid_search(trial_plan(experiment))},
+            run_config=tune.RunConfig(
+                name=experiment.name,
+                storage_path=str(storage),
+                failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
+                verbose=verbose,
+            ),
+            tune_config=tune.TuneConfig(trial_dirname_creator=_trial_dirname),
+        )
+    tuner.fit()
+    return folder
+
+
+def _trial_dirname(trial: Any) -> str:
+    spec = trial.config["trial"]
+    label = "".join(c if c.isalnum() else "_" for c in spec["setting"])[:40]
+    return f"{trial.trial_id}_{label}_lam{spec['lam']:.3g}_seed{spec['seeds'][0]}"
