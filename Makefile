@@ -31,3 +31,4 @@ format: setup
 
 bench: setup
 	$(PY) benchmarks/rl_throughput.py
+	$(PY) benchmarks/rl_seeds_throughput.py

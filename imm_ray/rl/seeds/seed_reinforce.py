@@ -1,0 +1,292 @@
+"""Many independent seeds of IMM-REINFORCE in one RLlib algorithm.
+
+One :class:`SeedReinforce` trains S seeds of the paper's RL setting (App. D.3) side by
+side: a batched RLModule holds every seed's policy, :class:`SeedTensorEnvRunner` samples
+one 50-step trajectory per seed per epoch as one tensor program, and the learner takes
+one Adam step on the sum of the seeds' own losses. A seed's run is the same whether it
+trains alone or beside others (its weights, trajectories and evaluations depend only on
+its own seed). Each ``train()`` runs ``epochs_per_iteration`` epochs, so RLlib's fixed
+per-iteration costs are paid once per several epochs.
+
+Example::
+
+    from imm_ray.rl.seeds import SeedReinforceConfig, train_and_evaluate_seeds
+
+    config = SeedReinforceConfig().training(seeds=list(range(30))).imm(lam=0.25)
+    rewards = train_and_evaluate_seeds(config, eval_epochs=[10, 50])  # {10: [30], 50: [30]}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Self
+
+import numpy as np
+from ray.rllib.algorithms import Algorithm
+from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
+from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_RL_MODULE
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.utils.metrics import (
+    ENV_RUNNER_RESULTS,
+    ENV_RUNNER_SAMPLING_TIMER,
+    LEARNER_RESULTS,
+    LEARNER_UPDATE_TIMER,
+    NUM_ENV_STEPS_SAMPLED_LIFETIME,
+    SYNCH_WORKER_WEIGHTS_TIMER,
+    TIMERS,
+)
+from ray.rllib.utils.typing import ResultDict
+
+import envs
+from envs import PomdpMdpPair
+from imm_ray.rl.default_reinforce_rl_module import DEFAULT_MODEL_CONFIG
+from imm_ray.rl.imm_config import IMMConfigMixin
+from imm_ray.rl.reinforce import EVAL_RETURN_MEAN
+from imm_ray.rl.seeds.batched_module import BatchedReinforceRLModule
+from imm_ray.rl.seeds.seed_learner import SeedReinforceTorchLearner
+from imm_ray.rl.seeds.tensor_env_runner import SeedTensorEnvRunner
+
+#: Key of :meth:`SeedReinforce.evaluate`'s result: every seed's mean return, in seed order.
+EVAL_SEED_RETURNS = "eval_seed_returns"
+
+
+class SeedReinforceConfig(IMMConfigMixin, AlgorithmConfig):
+    """Settings of :class:`SeedReinforce`; defaults are the paper's RL setting per seed.
+
+    Policy one-hot(121) → 32 tanh → 4, Adam lr 1e-2, γ = 0.9 discounted reward-to-go, no
+    baseline, one trajectory of the env's length (50) and one gradient step per epoch; IMM
+    with the exact induced model, the FIB argmax target and λ = 0.25; evaluation over 10
+    rollouts of 22 steps. Only local EnvRunner and Learner are supported (the seeds are the
+    parallelism), and no gradient clipping (a global norm would couple the seeds).
+    """
+
+    def __init__(self, algo_class: type | None = None) -> None:
+        super().__init__(algo_class=algo_class or SeedReinforce)
+        self.environment(env=envs.MDP_ENV_ID)
+        self.lr = 1e-2
+        self.gamma = 0.9
+        self.num_env_runners = 0
+        self.env_runner_cls = SeedTensorEnvRunner
+        self.add_default_connectors_to_learner_pipeline = False
+        # RLlib's NaN guard scans every gradient twice per step; without it a NaN still
+        # reaches only its own seed's weights, since Adam is elementwise.
+        self.torch_skip_nan_gradients = True
+        self.seeds: list[int] = [0]
+        self.epochs_per_iteration = 1
+        self.trajectory_length: int | None = None
+        self.evaluation_num_rollouts = 10
+        self.evaluation_horizon = 22
+
+    def training(
+        self,
+        *,
+        seeds: Sequence[int] = NotProvided,
+        epochs_per_iteration: int = NotProvided,
+        trajectory_length: int | None = NotProvided,
+        **kwargs: Any,
+    ) -> Self:
+        """Sets training settings; see ``AlgorithmConfig.training`` for the shared ones.
+
+        Args:
+            seeds: the seeds trained side by side, distinct integers >= 0.
+            epochs_per_iteration: epochs (one trajectory and one gradient step per seed
+                each) per ``train()`` call.
+            trajectory_length: steps per trajectory; ``None`` takes the env's truncation
+                length (``trajectory_length`` of its pair, 50 on the grid).
+        """
+        super().training(**kwargs)
+        if seeds is not NotProvided:
+            self.seeds = _check_seeds(seeds)
+        if epochs_per_iteration is not NotProvided:
+            _check_int("epochs_per_iteration", epochs_per_iteration, 1)
+            self.epochs_per_iteration = int(epochs_per_iteration)
+        if trajectory_length is not NotProvided:
+            if trajectory_length is not None:
+                _check_int("trajectory_length", trajectory_length, 1)
+                trajectory_length = int(trajectory_length)
+            self.trajectory_length = trajectory_length
+        return self
+
+    def evaluation(
+        self,
+        *,
+        evaluation_num_rollouts: int = NotProvided,
+        evaluation_horizon: int = NotProvided,
+        **kwargs: Any,
+    ) -> Self:
+        """Sets evaluation settings.
+
+        Args:
+            evaluation_num_rollouts: rollouts per seed per evaluation (paper: 10).
+            evaluation_horizon: steps per rollout (paper: 22).
+        """
+        super().evaluation(**kwargs)
+        if evaluation_num_rollouts is not NotProvided:
+            _check_int("evaluation_num_rollouts", evaluation_num_rollouts, 1)
+            self.evaluation_num_rollouts = int(evaluation_num_rollouts)
+        if evaluation_horizon is not NotProvided:
+            _check_int("evaluation_horizon", evaluation_horizon, 1)
+            self.evaluation_horizon = int(evaluation_horizon)
+        return self
+
+    def trajectory_length_for(self, pair: PomdpMdpPair) -> int:
+        """The steps per trajectory: the setting, or the pair's ``trajectory_length``."""
+        if self.trajectory_length is not None:
+            return self.trajectory_length
+        length = getattr(pair, "trajectory_length", None)
+        if length is None:
+            raise ValueError(
+                f"trajectory_length is required: {type(pair).__name__} has no trajectory_length"
+            )
+        return int(length)
+
+    def validate(self) -> None:
+        if not isinstance(self.env, str) or self.env not in envs.known_env_ids():
+            raise ValueError(
+                f"env must be the MDP id of a registered pair ({', '.join(envs.known_env_ids())}), "
+                f"got {self.env!r}"
+            )
+        if envs.pair_spec(self.env).mdp_id != self.env:
+            raise ValueError(
+                f"env must be an MDP id (the policy observes the full state), got the "
+                f"POMDP id {self.env!r}"
+            )
+        pair = envs.make_pair(self.env, self.env_config)  # checks env_config's keys and values
+        super().validate()
+        _check_seeds(self.seeds)
+        self.trajectory_length_for(pair)
+        if isinstance(self.lr, int | float) and not self.lr > 0:
+            _fail("lr", self.lr, "> 0")
+        if not 0.0 <= self.gamma <= 1.0:
+            _fail("gamma", self.gamma, "in [0, 1]")
+        if self.grad_clip is not None:
+            _fail("grad_clip", self.grad_clip, "None (clipping would couple the seeds)")
+        if self.num_env_runners != 0:
+            _fail("num_env_runners", self.num_env_runners, "0 (the seeds are vectorized)")
+        if self.num_learners != 0:
+            _fail("num_learners", self.num_learners, "0 (one local learner holds all seeds)")
+        if self.imm_num_samples is not None:
+            _fail("imm_num_samples", self.imm_num_samples, "None (exact induced model)")
+        if self.add_default_connectors_to_learner_pipeline:
+            _fail(
+                "add_default_connectors_to_learner_pipeline",
+                True,
+                "False (SeedReturnsToGo builds the batch)",
+            )
+
+    def get_default_rl_module_spec(self) -> RLModuleSpec:
+        return RLModuleSpec(
+            module_class=BatchedReinforceRLModule,
+            model_config={**DEFAULT_MODEL_CONFIG, "seeds": list(self.seeds)},
+        )
+
+    def get_default_learner_class(self) -> type:
+        return SeedReinforceTorchLearner
+
+
+def _check_seeds(seeds: Any) -> list[int]:
+    if isinstance(seeds, str | bytes) or not isinstance(seeds, Iterable):
+        _fail("seeds", seeds, "a non-empty list of distinct integers >= 0")
+    seeds = list(seeds)
+    if (
+        not seeds
+        or any(isinstance(s, bool) or not isinstance(s, int | np.integer) or s < 0 for s in seeds)
+        or len(set(seeds)) != len(seeds)
+    ):
+        _fail("seeds", seeds, "a non-empty list of distinct integers >= 0")
+    return [int(s) for s in seeds]
+
+
+def _check_int(field: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        _fail(field, value, f"an integer >= {minimum}")
+
+
+def _fail(field: str, value: Any, allowed: str) -> None:
+    raise ValueError(f"{field} must be {allowed}, got {value!r}")
+
+
+class SeedReinforce(Algorithm):
+    """Per epoch: every seed samples one trajectory → one learner update → weight sync."""
+
+    @classmethod
+    def get_default_config(cls) -> SeedReinforceConfig:
+        return SeedReinforceConfig()
+
+    def setup(self, config: AlgorithmConfig) -> None:
+        super().setup(config)
+        # Set by train_epochs() to cut the last iteration short.
+        self._epochs_next_iteration: int | None = None
+
+    @property
+    def epochs(self) -> int:
+        """Epochs trained so far (the same for every seed)."""
+        return self.env_runner.epochs
+
+    def training_step(self) -> None:
+        runner = self.env_runner
+        epochs = self._epochs_next_iteration or self.config.epochs_per_iteration
+        for _ in range(epochs):
+            with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
+                trajectories = runner.sample()
+            steps = {NUM_ENV_STEPS_SAMPLED_LIFETIME: runner.num_env_steps_sampled_lifetime}
+            with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
+                learner_results = self.learner_group.update(episodes=trajectories, timesteps=steps)
+            self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
+            with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
+                # What EnvRunnerGroup.sync_weights does for a local runner, minus the copy
+                # into Ray's object store it makes for remote runners (there are none).
+                state = self.learner_group.get_state(
+                    components=f"{COMPONENT_LEARNER}/{COMPONENT_RL_MODULE}", inference_only=True
+                )
+                runner.set_state(state[COMPONENT_LEARNER])
+        self.metrics.aggregate([runner.get_metrics()], key=ENV_RUNNER_RESULTS)
+
+    def train_epochs(self, epochs: int) -> ResultDict:
+        """Trains every seed ``epochs`` more epochs, in ``train()`` calls of at most
+        ``epochs_per_iteration`` epochs; returns the last call's result."""
+        _check_int("epochs", epochs, 1)
+        result: ResultDict = {}
+        try:
+            while epochs > 0:
+                self._epochs_next_iteration = min(epochs, self.config.epochs_per_iteration)
+                result = self.train()
+                epochs -= self._epochs_next_iteration
+        finally:
+            self._epochs_next_iteration = None
+        return result
+
+    def evaluate_seeds(self) -> np.ndarray:
+        """Paper evaluation of every seed: mean undiscounted return of
+        ``evaluation_num_rollouts`` sampled rollouts of ``evaluation_horizon`` steps from
+        uniform random starts, shape ``[S]`` in the order of ``seeds``."""
+        return self.env_runner.evaluate(
+            self.config.evaluation_num_rollouts, self.config.evaluation_horizon
+        )
+
+    def evaluate(self, parallel_train_future: Any = None) -> dict[str, Any]:
+        """:meth:`evaluate_seeds` as RLlib's evaluation result: the mean over seeds and
+        every seed's value."""
+        returns = self.evaluate_seeds()
+        return {EVAL_RETURN_MEAN: float(returns.mean()), EVAL_SEED_RETURNS: returns.tolist()}
+
+
+def train_and_evaluate_seeds(
+    config: SeedReinforceConfig, eval_epochs: Iterable[int]
+) -> dict[int, np.ndarray]:
+    """Trains ``config``'s seeds to the largest of ``eval_epochs`` and returns every seed's
+    evaluation at each of them, ``{epochs: [S]}`` (seeds in the config's order)."""
+    eval_epochs = sorted(set(eval_epochs))
+    if not eval_epochs:
+        raise ValueError("eval_epochs must name at least one epoch count")
+    for e in eval_epochs:
+        _check_int("eval_epochs", e, 1)
+    algo = config.build_algo()
+    try:
+        results = {}
+        for epoch in eval_epochs:
+            algo.train_epochs(epoch - algo.epochs)
+            results[epoch] = algo.evaluate_seeds()
+        return results
+    finally:
+        algo.stop()

@@ -1,0 +1,93 @@
+"""A pair's tables as torch tensors: many walkers step through one MDP at once.
+
+Every walker's step is a table look-up, so S seeds × N walkers move as one tensor program:
+the start state, each action and (for stochastic pairs) each next state are drawn by
+inverse-CDF sampling from uniforms the caller supplies (:mod:`~imm_ray.rl.seeds.streams`),
+which keeps the randomness of each seed in that seed's own stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from envs.pair import PomdpMdpPair
+from imm_ray.rl.seeds.streams import inverse_cdf
+
+
+@dataclass(frozen=True)
+class Walk:
+    """Walkers' paths, each ``[S, N, H]``: the state before each step, its action, its reward."""
+
+    states: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+
+
+class TensorPair:
+    """The MDP of a :class:`~envs.pair.PomdpMdpPair`: ``T[a, s, s']``, ``R[a, s, s']`` and the
+    initial belief, as tensors.
+
+    A pair whose transitions are all deterministic (the grid) steps by a next-state table
+    ``N[a, s]`` and draws one uniform per step (the action); otherwise the next state is
+    drawn from ``T[a, s, ·]`` with a second uniform.
+    """
+
+    def __init__(self, pair: PomdpMdpPair) -> None:
+        transitions = pair.transition_matrix()
+        rewards = pair.reward_matrix()
+        self.n_states, self.n_actions = pair.n_states, pair.n_actions
+        self.start_cdf = torch.as_tensor(np.cumsum(pair.initial_belief()), dtype=torch.float32)
+        self.deterministic = bool(np.all(transitions.max(axis=-1) == 1.0))
+        if self.deterministic:
+            next_state = transitions.argmax(axis=-1)
+            actions, states = np.indices(next_state.shape)
+            self.next_state = torch.as_tensor(next_state, dtype=torch.long)
+            self.next_reward = torch.as_tensor(
+                rewards[actions, states, next_state], dtype=torch.float32
+            )
+        else:
+            self.next_cdf = torch.as_tensor(np.cumsum(transitions, axis=-1), dtype=torch.float32)
+            self.reward = torch.as_tensor(rewards, dtype=torch.float32)
+
+    @property
+    def uniforms_per_step(self) -> int:
+        """Uniforms a walker consumes per step: the action, plus the next state if stochastic."""
+        return 1 if self.deterministic else 2
+
+    def start(self, u: torch.Tensor) -> torch.Tensor:
+        """Start states drawn from the initial belief, one per uniform in ``u``."""
+        return inverse_cdf(self.start_cdf, u)
+
+    def step(
+        self, states: torch.Tensor, actions: torch.Tensor, u: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(s', r)`` with ``s' ~ T[a, s, ·]`` (``u`` draws it; ``None`` if deterministic)."""
+        if self.deterministic:
+            return self.next_state[actions, states], self.next_reward[actions, states]
+        next_states = inverse_cdf(self.next_cdf[actions, states], u)
+        return next_states, self.reward[actions, states, next_states]
+
+    def walk(self, policy_cdf: torch.Tensor, u_start: torch.Tensor, u_steps: torch.Tensor) -> Walk:
+        """``H`` steps of ``S × N`` walkers under per-seed policies.
+
+        Args:
+            policy_cdf: ``[S, n_states, A]``, cumulative sums of π_s(a | state) of seed s.
+            u_start: ``[S, N]`` uniforms for the start states.
+            u_steps: ``[S, N, H, uniforms_per_step]`` uniforms for the steps.
+        """
+        seeds, walkers, horizon, _ = u_steps.shape
+        # One flat table so that a (seed, state) pair is a single index.
+        flat_cdf = policy_cdf.reshape(seeds * self.n_states, self.n_actions)
+        offset = torch.arange(seeds).unsqueeze(1) * self.n_states
+        state = self.start(u_start)
+        states, actions, rewards = [], [], []
+        for t in range(horizon):
+            action = inverse_cdf(flat_cdf[offset + state], u_steps[:, :, t, 0])
+            u_next = None if self.deterministic else u_steps[:, :, t, 1]
+            next_state, reward = self.step(state, action, u_next)
+            states.append(state), actions.append(action), rewards.append(reward)
+            state = next_state
+        return Walk(*(torch.stack(x, dim=-1) for x in (states, actions, rewards)))
