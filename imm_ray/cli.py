@@ -245,33 +245,19 @@ def _experiment(args: argparse.Namespace):
 
 
 def _sweep(args: argparse.Namespace) -> int:
+    from tuning.experiments import trial_plan
     from tuning.report import write_report
-    from tuning.sweep import run_sweep
+    from tuning.sweep import run_sweep, validate_trial
 
     try:
         experiment = _experiment(args)
-        # Every setting's config is validated (target solved, env checked) before Ray starts.
-        for setting in experiment.settings:
-            _validate_setting(experiment, setting)
+        # Every trial's config is validated (target solved, env checked) before Ray starts.
+        for trial in {(t["setting"], t["lam"]): t for t in trial_plan(experiment)}.values():
+            validate_trial(trial)
         folder = run_sweep(experiment, args.storage, resume=args.resume, address=args.address)
     except ValueError as err:
         raise UsageError(str(err)) from None
     return _print_report(write_report(folder))
-
-
-def _validate_setting(experiment, setting) -> None:
-    from imm_ray.rl.runs import IMM, NO_IMM, RunSpec
-
-    RunSpec(
-        method=IMM if setting.imm else NO_IMM,
-        seed=0,
-        lam=setting.lam_at(max(experiment.epochs)),
-        eval_epochs=experiment.epochs,
-        target=setting.target,
-        num_samples=setting.num_samples,
-        env=experiment.env,
-        env_config=experiment.env_config,
-    ).config().validate()
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -30,7 +30,17 @@ import yaml
 from imm_ray.rl.imm_config import TargetSpec
 from tuning.experiments import Experiment, Setting
 
-TOP_KEYS = {"name", "env", "env_config", "epochs", "seeds", "resources", "settings", "x_axis"}
+TOP_KEYS = {
+    "name",
+    "env",
+    "env_config",
+    "epochs",
+    "seeds",
+    "seeds_per_trial",
+    "resources",
+    "settings",
+    "x_axis",
+}
 RESOURCE_KEYS = {"cpus_per_trial", "gpus_per_trial"}
 SETTING_KEYS = {"label", "imm", "lambda", "lambda_ratio", "target", "num_samples"}
 TARGET_KEYS = {"kind", "temperature", "epsilon", "solver", "discount"}
@@ -146,7 +156,7 @@ class _Builder:
         kwargs: dict[str, Any] = {
             "name": data.get("name", self.path.stem),
             "settings": tuple(self.setting(s, ("settings", i)) for i, s in enumerate(settings)),
-            **{k: data[k] for k in ("env", "env_config", "x_axis") if k in data},
+            **{k: data[k] for k in ("env", "env_config", "x_axis", "seeds_per_trial") if k in data},
             **dict(resources),
         }
         if "epochs" in data:

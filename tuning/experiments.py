@@ -79,6 +79,8 @@ class Experiment:
     gpus_per_trial: float = 0.0
     x_axis: str = "epochs"
     """What the plot's x axis shows: ``"epochs"`` or ``"lambda_ratio"`` (one curve per epochs)."""
+    seeds_per_trial: int | None = None
+    """Seeds trained side by side in one trial (seed-vectorized); ``None``: all of them."""
 
     def __post_init__(self) -> None:
         if not self.name or any(c in self.name for c in "/\\ "):
@@ -103,6 +105,14 @@ class Experiment:
             raise ValueError(f"cpus_per_trial must be a number > 0, got {self.cpus_per_trial!r}")
         if not _number(self.gpus_per_trial) or self.gpus_per_trial < 0:
             raise ValueError(f"gpus_per_trial must be a number >= 0, got {self.gpus_per_trial!r}")
+        if self.seeds_per_trial is not None and (
+            isinstance(self.seeds_per_trial, bool)
+            or not isinstance(self.seeds_per_trial, int)
+            or self.seeds_per_trial < 1
+        ):
+            raise ValueError(
+                f"seeds_per_trial must be an integer >= 1, got {self.seeds_per_trial!r}"
+            )
         if self.x_axis not in X_AXES:
             raise ValueError(f"x_axis must be one of {', '.join(X_AXES)}, got {self.x_axis!r}")
         if self.x_axis == "lambda_ratio" and any(s.lambda_ratio is None for s in self.settings):
@@ -114,7 +124,10 @@ def _number(value: Any) -> bool:
 
 
 def trial_plan(experiment: Experiment) -> list[dict[str, Any]]:
-    """One Tune trial per (setting, λ, seed): its epochs are evaluated along one run.
+    """One Tune trial per (setting, λ, chunk of seeds): its epochs are evaluated along one run.
+
+    The seeds of a chunk train side by side in one seed-vectorized algorithm; chunks of
+    ``seeds_per_trial`` let Tune spread a large seed count over several workers.
 
     While λ is constant, evaluating a longer run at each shorter dataset size is
     statistically the same as separate runs; the λ rule changes λ at 200 epochs, so a
@@ -126,7 +139,7 @@ def trial_plan(experiment: Experiment) -> list[dict[str, Any]]:
         for epochs in sorted(set(experiment.epochs)):
             groups.setdefault(setting.lam_at(epochs), []).append(epochs)
         for lam, epochs in groups.items():
-            for seed in range(experiment.seeds):
+            for chunk in _chunks(range(experiment.seeds), experiment.seeds_per_trial):
                 trials.append(
                     {
                         "setting": setting.label,
@@ -135,13 +148,18 @@ def trial_plan(experiment: Experiment) -> list[dict[str, Any]]:
                         "target": vars(setting.target).copy(),
                         "num_samples": setting.num_samples,
                         "epochs": epochs,
-                        "seeds": [seed],
+                        "seeds": chunk,
                         "env": experiment.env,
                         "env_config": dict(experiment.env_config),
                         "gpus": experiment.gpus_per_trial,
                     }
                 )
     return trials
+
+
+def _chunks(seeds: range, size: int | None) -> list[list[int]]:
+    size = size or len(seeds)
+    return [list(seeds[i : i + size]) for i in range(0, len(seeds), size)]
 
 
 def _figure(name: str, settings: list[Setting], **kwargs: Any) -> Experiment:

@@ -25,29 +25,66 @@ class SweepError(ValueError):
     """A sweep that cannot start (e.g. results already there without ``--resume``)."""
 
 
+def trial_runs(trial: dict[str, Any]) -> Any:
+    """What a trial trains: one seed-vectorized ``SeedReinforceConfig`` for all its seeds,
+    or, for a sampled extension (which the vectorized path leaves out), a list of per-seed
+    ``RunSpec``s."""
+    from imm_ray.rl.imm_config import TargetSpec
+    from imm_ray.rl.runs import IMM, NO_IMM, RunSpec
+    from imm_ray.rl.seeds import SeedReinforceConfig
+
+    target = TargetSpec(**trial["target"])
+    if trial["num_samples"] is not None:
+        return [
+            RunSpec(
+                method=IMM if trial["imm"] else NO_IMM,
+                seed=seed,
+                lam=trial["lam"],
+                eval_epochs=tuple(trial["epochs"]),
+                target=target,
+                num_samples=trial["num_samples"],
+                env=trial["env"],
+                env_config=trial["env_config"],
+                num_gpus=trial["gpus"],
+            )
+            for seed in trial["seeds"]
+        ]
+    config = (
+        SeedReinforceConfig()
+        .environment(env=trial["env"], env_config=dict(trial["env_config"]))
+        .training(seeds=trial["seeds"])
+        .imm(lam=trial["lam"], target=target if trial["imm"] else None)
+    )
+    if trial["gpus"] > 0:
+        config.learners(num_gpus_per_learner=trial["gpus"])
+    return config
+
+
+def validate_trial(trial: dict[str, Any]) -> None:
+    """Checks a trial's settings against its env (target solved, shapes) without Ray."""
+    runs = trial_runs(trial)
+    for config in [run.config() for run in runs] if isinstance(runs, list) else [runs]:
+        config.validate()
+
+
 def rl_trainable(config: dict[str, Any]) -> None:
     """Tune function trainable: one setting × one λ × its seeds, evaluated along the way."""
-    from imm_ray.rl.imm_config import TargetSpec
-    from imm_ray.rl.runs import IMM, NO_IMM, RunSpec, train_and_evaluate
+    from imm_ray.rl.runs import train_and_evaluate
+    from imm_ray.rl.seeds import train_and_evaluate_seeds
 
     trial = config["trial"]
-    runs = [
-        RunSpec(
-            method=IMM if trial["imm"] else NO_IMM,
-            seed=seed,
-            lam=trial["lam"],
-            eval_epochs=tuple(trial["epochs"]),
-            target=TargetSpec(**trial["target"]),
-            num_samples=trial["num_samples"],
-            env=trial["env"],
-            env_config=trial["env_config"],
-            num_gpus=trial["gpus"],
-        )
-        for seed in trial["seeds"]
-    ]
-    per_seed = {run.seed: train_and_evaluate(run) for run in runs}
+    runs = trial_runs(trial)
+    if isinstance(runs, list):
+        per_seed = {run.seed: train_and_evaluate(run) for run in runs}
+        rewards = {e: {s: r[e] for s, r in per_seed.items()} for e in trial["epochs"]}
+    else:
+        per_epoch = train_and_evaluate_seeds(runs, trial["epochs"])
+        rewards = {
+            e: dict(zip(trial["seeds"], values.tolist(), strict=True))
+            for e, values in per_epoch.items()
+        }
     for epoch in trial["epochs"]:
-        tune.report({"epoch": epoch, "rewards": {str(s): r[epoch] for s, r in per_seed.items()}})
+        tune.report({"epoch": epoch, "rewards": {str(s): v for s, v in rewards[epoch].items()}})
 
 
 def run_sweep(
@@ -104,4 +141,5 @@ def run_sweep(
 def _trial_dirname(trial: Any) -> str:
     spec = trial.config["trial"]
     label = "".join(c if c.isalnum() else "_" for c in spec["setting"])[:40]
-    return f"{trial.trial_id}_{label}_lam{spec['lam']:.3g}_seed{spec['seeds'][0]}"
+    seeds = spec["seeds"]
+    return f"{trial.trial_id}_{label}_lam{spec['lam']:.3g}_seeds{seeds[0]}-{seeds[-1]}"

@@ -47,15 +47,23 @@ def test_lambda_search_covers_ratios_0_to_0_9_at_three_sizes():
     assert [round(s.lambda_ratio, 6) for s in search.settings] == [r / 10 for r in range(10)]
 
 
-def test_rule_settings_train_one_run_per_lambda_and_seed():
+def test_rule_settings_train_one_run_per_lambda_with_all_seeds_side_by_side():
     trials = trial_plan(EXPERIMENTS["figure2"])
     no_imm = [t for t in trials if not t["imm"]]
     imm = [t for t in trials if t["imm"]]
-    # No IMM: one run per seed to 500 epochs; the λ rule switches at 200: two runs per seed.
-    assert len(no_imm) == 30 and no_imm[0]["epochs"] == list(PAPER_EPOCHS)
-    assert len(imm) == 60
+    # No IMM: one run to 500 epochs; the λ rule switches at 200 epochs: two IMM runs.
+    assert len(no_imm) == 1 and no_imm[0]["epochs"] == list(PAPER_EPOCHS)
+    assert no_imm[0]["seeds"] == list(range(30))
+    assert len(imm) == 2
     assert {t["lam"] for t in imm} == {paper_lambda(10), paper_lambda(500)}
-    assert sorted(e for t in imm if t["seeds"] == [0] for e in t["epochs"]) == list(PAPER_EPOCHS)
+    assert sorted(e for t in imm for e in t["epochs"]) == list(PAPER_EPOCHS)
+
+
+def test_seeds_per_trial_splits_the_seeds_into_chunks():
+    experiment = Experiment(
+        "x", (Setting("a", imm=False),), epochs=(5,), seeds=7, seeds_per_trial=3
+    )
+    assert [t["seeds"] for t in trial_plan(experiment)] == [[0, 1, 2], [3, 4, 5], [6]]
 
 
 @pytest.mark.parametrize(
@@ -68,6 +76,7 @@ def test_rule_settings_train_one_run_per_lambda_and_seed():
         ({"cpus_per_trial": 0}, "cpus_per_trial must be a number > 0"),
         ({"settings": (Setting("a"), Setting("a"))}, "labels must be unique, repeated: a"),
         ({"x_axis": "time"}, "x_axis must be one of epochs, lambda_ratio"),
+        ({"seeds_per_trial": 0}, "seeds_per_trial must be an integer >= 1"),
     ],
 )
 def test_bad_experiments_fail_at_construction(kwargs, message):

@@ -20,6 +20,7 @@ SWEEP = """\
 name: tiny
 epochs: [3, 6]
 seeds: 3
+seeds_per_trial: 1
 settings:
   - label: No IMM
     imm: false
