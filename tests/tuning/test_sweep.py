@@ -188,3 +188,36 @@ def test_ray_job_submit_runs_a_sweep_on_a_head_node(head_node, tmp_path):
     assert "succeeded" in result.stdout + result.stderr
     rows = (storage / "tiny" / "summary.csv").read_text().splitlines()
     assert len(rows) == 5 and all(row.endswith(",1") for row in rows[1:])
+
+
+def test_a_crashed_trial_is_retried_and_the_sweep_completes(tmp_path):
+    """SIGKILL the worker process of a running trial: Tune's FailureConfig reruns it."""
+    sweep = tmp_path / "crash.yaml"
+    sweep.write_text(SWEEP.replace("epochs: [3, 6]", "epochs: [200, 400]"))
+    storage = tmp_path / "results"
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "imm_ray.cli", "sweep", str(sweep), "--storage", str(storage)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    killed = None
+    deadline = time.monotonic() + 180
+    while killed is None and driver.poll() is None and time.monotonic() < deadline:
+        listing = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True)
+        workers = [
+            line.split()[0] for line in listing.stdout.splitlines() if "ray::ImplicitFunc" in line
+        ]
+        if workers:
+            time.sleep(1.0)  # let it get into training
+            os.kill(int(workers[0]), signal.SIGKILL)
+            killed = workers[0]
+        time.sleep(0.2)
+    output, _ = driver.communicate(timeout=300)
+    assert killed is not None, "no trial worker was seen running"
+    assert driver.returncode == 0, output[-3000:]
+    rows = (storage / "tiny" / "summary.csv").read_text().splitlines()
+    assert len(rows) == 5 and all(row.endswith(",3") for row in rows[1:])
+    assert "errored after" in output, "the kill must have failed a running trial"
+    assert "Trial status: 6 TERMINATED" in output
