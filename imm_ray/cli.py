@@ -173,8 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a named experiment or a YAML/TOML sweep file on Ray Tune",
         description=(
             "Run a sweep on Ray Tune and write summary.csv, summary.md and figure.png "
-            "under STORAGE/NAME. Named experiments: "
-            "figure2, figure9, lambda-search."
+            "under STORAGE/NAME. Named experiments: RL figure2, figure9, lambda-search; "
+            "logistic regression figure1, figure4, figure6, figure8, figure10, table4."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -183,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--seeds",
         type=_positive_int("--seeds"),
         default=None,
-        help="number of seeds (overrides the experiment's)",
+        help="number of seeds, or Monte Carlo runs for the logistic experiments "
+        "(overrides the experiment's)",
     )
     sweep.add_argument(
         "--storage", type=Path, default=Path("results"), help="where results are stored"
@@ -218,42 +219,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _experiment(args: argparse.Namespace):
-    import dataclasses
-
     from tuning.config_file import load_experiment
-    from tuning.experiments import EXPERIMENTS
+    from tuning.experiments import _all_experiments
 
-    if args.experiment in EXPERIMENTS:
-        experiment = EXPERIMENTS[args.experiment]
+    experiments = _all_experiments()
+    if args.experiment in experiments:
+        experiment = experiments[args.experiment]
     elif Path(args.experiment).suffix in (".yaml", ".yml", ".toml"):
         experiment = load_experiment(args.experiment)
     else:
         raise UsageError(
-            f"experiment must be one of {', '.join(EXPERIMENTS)} or a .yaml/.toml file, "
+            f"experiment must be one of {', '.join(experiments)} or a .yaml/.toml file, "
             f"got {args.experiment!r}"
         )
-    overrides = {
-        key: value
-        for key, value in (
-            ("seeds", args.seeds),
-            ("cpus_per_trial", args.cpus_per_trial),
-            ("gpus_per_trial", args.gpus_per_trial),
-        )
-        if value is not None
-    }
-    return dataclasses.replace(experiment, **overrides)
+    return experiment.with_overrides(
+        seeds=args.seeds, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial
+    )
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from tuning.experiments import trial_plan
     from tuning.report import write_report
-    from tuning.sweep import run_sweep, validate_trial
+    from tuning.sweep import run_sweep
 
     try:
         experiment = _experiment(args)
-        # Every trial's config is validated (target solved, env checked) before Ray starts.
-        for trial in {(t["setting"], t["lam"]): t for t in trial_plan(experiment)}.values():
-            validate_trial(trial)
+        # Every trial's settings are validated (targets solved, envs checked) before Ray starts.
+        experiment.validate()
         folder = run_sweep(experiment, args.storage, resume=args.resume, address=args.address)
     except ValueError as err:
         raise UsageError(str(err)) from None

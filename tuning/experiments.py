@@ -1,22 +1,54 @@
-"""Named RL experiments as data: settings × dataset sizes × seeds.
+"""Named experiments as data: settings × dataset sizes × seeds.
 
-An :class:`Experiment` lists *settings* (one curve each: IMM or not, λ or the λ rule, the
-restricted target's kind and quality), the dataset sizes (epochs) and the number of seeds.
-:func:`trial_plan` turns it into Tune trials. The paper's figures are in
-:data:`EXPERIMENTS`; users write the same structure as YAML or TOML
-(:mod:`tuning.config_file`).
+An :class:`Experiment` (RL) lists *settings* (one curve each: IMM or not, λ or the λ rule,
+the restricted target's kind and quality), the dataset sizes (epochs) and the number of
+seeds. :func:`trial_plan` turns it into Tune trials. The paper's RL figures are in
+:data:`EXPERIMENTS`, beside the logistic ones of :mod:`tuning.logistic`; users write RL
+sweeps as YAML or TOML (:mod:`tuning.config_file`).
+
+Every experiment kind offers the same interface to :mod:`tuning.sweep` and
+:mod:`tuning.report` (:class:`SweepExperiment`): its trials and trainable, and how a
+(setting, dataset size) result is drawn — which curve, at which x.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 from imm_ray.rl.imm_config import TargetSpec, paper_lambda
 
 PAPER_EPOCHS = (10, 20, 50, 75, 100, 125, 150, 175, 200, 250, 300, 350, 400, 450, 500)
 X_AXES = ("epochs", "lambda_ratio")
+
+
+class SweepExperiment(Protocol):
+    """What :func:`~tuning.sweep.run_sweep` and :func:`~tuning.report.write_report` need.
+
+    Every trial dict carries ``"setting"`` (a setting's label), ``"sizes"`` (the dataset
+    sizes it reports, in order) and ``"tag"`` (a short name for its folder); its trainable
+    reports ``{"size": n, "values": {seed or run: value}}`` once per size.
+    """
+
+    kind: ClassVar[str]
+    name: str
+    cpus_per_trial: float
+    gpus_per_trial: float
+    size_name: ClassVar[str]
+    """Column name of the dataset size in the CSV (``epochs``, ``n``)."""
+    y_label: ClassVar[str]
+
+    def trials(self) -> list[dict[str, Any]]: ...
+    def validate(self) -> None: ...
+    def trainable(self) -> Callable[[dict[str, Any]], None]: ...
+    def curves(self) -> list[str]: ...
+    def point(self, setting: str, size: int) -> tuple[str, float]: ...
+    def x_label(self) -> str: ...
+    def with_overrides(self, **overrides: Any) -> SweepExperiment: ...
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -118,6 +150,58 @@ class Experiment:
         if self.x_axis == "lambda_ratio" and any(s.lambda_ratio is None for s in self.settings):
             raise ValueError("x_axis 'lambda_ratio' needs a fixed lambda in every setting")
 
+    # The sweep interface (SweepExperiment).
+    kind: ClassVar[str] = "rl"
+    size_name: ClassVar[str] = "epochs"
+    y_label: ClassVar[str] = "Average Reward"
+    gap: ClassVar[None] = None
+
+    def trials(self) -> list[dict[str, Any]]:
+        return trial_plan(self)
+
+    def validate(self) -> None:
+        """Checks every (setting, λ)'s config (target solved, env checked) without Ray."""
+        from tuning.sweep import validate_trial
+
+        for trial in {(t["setting"], t["lam"]): t for t in self.trials()}.values():
+            validate_trial(trial)
+
+    def trainable(self) -> Callable[[dict[str, Any]], None]:
+        from tuning.sweep import rl_trainable
+
+        return rl_trainable
+
+    def curves(self) -> list[str]:
+        if self.x_axis == "lambda_ratio":
+            return [f"{e} epochs" for e in sorted(set(self.epochs))]
+        return [s.label for s in self.settings]
+
+    def point(self, setting: str, size: int) -> tuple[str, float]:
+        if self.x_axis == "lambda_ratio":
+            ratio = {s.label: s.lambda_ratio for s in self.settings}
+            return f"{size} epochs", float(ratio[setting])
+        return setting, float(size)
+
+    def x_label(self) -> str:
+        if self.x_axis == "lambda_ratio":
+            return "λ ratio r = λ / (1 + λ)"
+        return "Number of epochs"
+
+    def with_overrides(self, **overrides: Any) -> Experiment:
+        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Experiment:
+        data = {k: v for k, v in data.items() if k != "kind"}
+        data["settings"] = tuple(
+            Setting(**{**s, "target": TargetSpec(**s["target"])}) for s in data["settings"]
+        )
+        data["epochs"] = tuple(data["epochs"])
+        return cls(**data)
+
 
 def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
@@ -143,6 +227,8 @@ def trial_plan(experiment: Experiment) -> list[dict[str, Any]]:
                 trials.append(
                     {
                         "setting": setting.label,
+                        "sizes": epochs,
+                        "tag": f"lam{lam:.3g}_seeds{chunk[0]}-{chunk[-1]}",
                         "imm": setting.imm,
                         "lam": lam,
                         "target": vars(setting.target).copy(),
@@ -193,3 +279,9 @@ EXPERIMENTS: dict[str, Experiment] = {
         x_axis="lambda_ratio",
     ),
 }
+
+
+def _all_experiments() -> dict[str, Any]:
+    from tuning.logistic import EXPERIMENTS as LOGISTIC
+
+    return {**EXPERIMENTS, **LOGISTIC}

@@ -1,24 +1,23 @@
 """Stored sweep results → ``summary.csv``, ``summary.md`` and ``figure.png``.
 
 Reads every trial's ``result.json`` under a sweep folder (no Ray needed), keeps one value
-per (setting, λ, seed, epochs) — a trial rerun after a crash or a resume reports the same
-deterministic values again — and summarizes across seeds: the mean of the per-seed mean
-reward with its 10th and 90th percentiles, as in the paper's figures.
+per (setting, dataset size, seed or run) — a trial rerun after a crash or a resume
+reports the same deterministic values again — and summarizes across seeds: the mean with
+its 10th and 90th percentiles, as in the paper's figures. The CSV has one row per
+(setting, size); the table and the plot place each at the experiment's (curve, x).
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import json
 import os
 import tempfile
 from pathlib import Path
 
-from imm_ray.rl.imm_config import TargetSpec
 from tuning.aggregate import Summary, summarize
-from tuning.experiments import Experiment, Setting
+from tuning.experiments import Experiment, SweepExperiment
 
 CSV_NAME, TABLE_NAME, PLOT_NAME = "summary.csv", "summary.md", "figure.png"
 #: Name of the file recording which experiment a sweep folder holds.
@@ -29,28 +28,28 @@ class ReportError(ValueError):
     """A folder that holds no readable sweep."""
 
 
-def save_experiment(folder: Path, experiment: Experiment) -> None:
+def save_experiment(folder: Path, experiment: SweepExperiment) -> None:
     """Records the experiment beside its results so :func:`write_report` can redraw it."""
-    _write_atomically(
-        folder / EXPERIMENT_FILE, json.dumps(dataclasses.asdict(experiment), indent=2)
-    )
+    _write_atomically(folder / EXPERIMENT_FILE, json.dumps(experiment.to_dict(), indent=2))
 
 
-def load_saved_experiment(folder: Path) -> Experiment:
+def load_saved_experiment(folder: Path) -> SweepExperiment:
+    from tuning.logistic import LogisticExperiment
+
     path = folder / EXPERIMENT_FILE
     if not path.is_file():
         raise ReportError(f"{folder} holds no sweep (no {EXPERIMENT_FILE})")
     data = json.loads(path.read_text())
-    data["settings"] = tuple(
-        Setting(**{**s, "target": TargetSpec(**s["target"])}) for s in data["settings"]
-    )
-    data["epochs"] = tuple(data["epochs"])
-    return Experiment(**data)
+    kinds = {cls.kind: cls for cls in (Experiment, LogisticExperiment)}
+    kind = data.get("kind", Experiment.kind)
+    if kind not in kinds:
+        raise ReportError(f"{path}: unknown experiment kind {kind!r}")
+    return kinds[kind].from_dict(data)
 
 
-def collect(folder: Path) -> list[tuple[str, int, int, float]]:
-    """``(setting, epochs, seed, reward)`` rows from every trial under ``folder``."""
-    values: dict[tuple[str, float, int, int], float] = {}
+def collect(folder: Path) -> list[tuple[str, int, str, float]]:
+    """``(setting, size, seed, value)`` rows from every trial under ``folder``."""
+    values: dict[tuple[str, int, str], float] = {}
     for result_file in sorted(folder.glob("*/result.json")):
         params_file = result_file.with_name("params.json")
         if not params_file.is_file():
@@ -60,9 +59,10 @@ def collect(folder: Path) -> list[tuple[str, int, int, float]]:
             if not line.strip():
                 continue
             row = json.loads(line)
-            for seed, reward in row.get("rewards", {}).items():
-                values[(trial["setting"], trial["lam"], int(seed), int(row["epoch"]))] = reward
-    return [(s, epochs, seed, r) for (s, _, seed, epochs), r in sorted(values.items())]
+            setting = row.get("setting", trial["setting"])
+            for seed, value in row.get("values", {}).items():
+                values[(setting, int(row["size"]), seed)] = value
+    return [(s, size, seed, v) for (s, size, seed), v in sorted(values.items())]
 
 
 def write_report(folder: Path) -> dict[str, Path]:
@@ -72,24 +72,24 @@ def write_report(folder: Path) -> dict[str, Path]:
     rows = collect(folder)
     if not rows:
         raise ReportError(f"{folder} holds no finished trial results yet")
-    summaries = summarize((setting, epochs, r) for setting, epochs, _, r in rows)
-    order = {s.label: i for i, s in enumerate(experiment.settings)}
+    summaries = summarize((setting, size, v) for setting, size, _, v in rows)
+    order = {label: i for i, label in enumerate(s.label for s in experiment.settings)}
     summaries.sort(key=lambda s: (s.epochs, order.get(s.method, len(order))))
     paths = {
         "csv": folder / CSV_NAME,
         "table": folder / TABLE_NAME,
         "plot": folder / PLOT_NAME,
     }
-    _write_atomically(paths["csv"], _csv(summaries))
+    _write_atomically(paths["csv"], _csv(summaries, experiment))
     _write_atomically(paths["table"], markdown_table(summaries, experiment))
     _plot(summaries, experiment, paths["plot"])
     return paths
 
 
-def _csv(summaries: list[Summary]) -> str:
+def _csv(summaries: list[Summary], experiment: SweepExperiment) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["setting", "epochs", "mean", "p10", "p90", "seeds"])
+    writer.writerow(["setting", experiment.size_name, "mean", "p10", "p90", "seeds"])
     for s in summaries:
         writer.writerow(
             [s.method, s.epochs, f"{s.mean:.4f}", f"{s.p10:.4f}", f"{s.p90:.4f}", s.seeds]
@@ -97,58 +97,63 @@ def _csv(summaries: list[Summary]) -> str:
     return out.getvalue()
 
 
-def markdown_table(summaries: list[Summary], experiment: Experiment) -> str:
-    """One row per dataset size, one ``mean [p10, p90]`` column per setting."""
-    labels = [s.label for s in experiment.settings if any(x.method == s.label for x in summaries)]
-    cell = {(s.epochs, s.method): s for s in summaries}
+def _points(
+    summaries: list[Summary], experiment: SweepExperiment
+) -> dict[tuple[str, float], Summary]:
+    """(curve, x) → summary, as the experiment draws them."""
+    return {experiment.point(s.method, s.epochs): s for s in summaries}
+
+
+def _x_text(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def markdown_table(summaries: list[Summary], experiment: SweepExperiment) -> str:
+    """One row per x, one ``mean [p10, p90]`` column per curve (and the experiment's gap)."""
+    points = _points(summaries, experiment)
+    curves = [c for c in experiment.curves() if any(key[0] == c for key in points)]
+    gap = getattr(experiment, "gap", None)
+    gap_header = [f"{gap[0]} − {gap[1]}"] if gap else []
+    unit = "seeds" if experiment.kind == "rl" else "runs"
     lines = [
-        f"# {experiment.name}: mean evaluation reward over seeds [10th, 90th percentile]",
+        f"# {experiment.name}: {experiment.y_label}, mean over {unit} [10th, 90th percentile]",
         "",
-        "| epochs | " + " | ".join(labels) + " | seeds |",
-        "|---:|" + "---:|" * len(labels) + "---:|",
+        f"| {experiment.x_label()} | " + " | ".join(curves + gap_header) + f" | {unit} |",
+        "|---:|" + "---:|" * (len(curves) + len(gap_header)) + "---:|",
     ]
-    for epochs in sorted({s.epochs for s in summaries}):
+    for x in sorted({key[1] for key in points}):
         cells = [
-            f"{c.mean:.3f} [{c.p10:.3f}, {c.p90:.3f}]" if (c := cell.get((epochs, label))) else "–"
-            for label in labels
+            f"{c.mean:.3f} [{c.p10:.3f}, {c.p90:.3f}]" if (c := points.get((curve, x))) else "–"
+            for curve in curves
         ]
-        seeds = max(c.seeds for label in labels if (c := cell.get((epochs, label))))
-        lines.append(f"| {epochs} | " + " | ".join(cells) + f" | {seeds} |")
+        if gap:
+            first, second = points.get((gap[0], x)), points.get((gap[1], x))
+            cells.append(f"{first.mean - second.mean:+.3f}" if first and second else "–")
+        seeds = max(c.seeds for curve in curves if (c := points.get((curve, x))))
+        lines.append(f"| {_x_text(x)} | " + " | ".join(cells) + f" | {seeds} |")
     return "\n".join(lines) + "\n"
 
 
-def _plot(summaries: list[Summary], experiment: Experiment, path: Path) -> None:
+def _plot(summaries: list[Summary], experiment: SweepExperiment, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    points = _points(summaries, experiment)
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    if experiment.x_axis == "lambda_ratio":
-        ratio = {s.label: s.lambda_ratio for s in experiment.settings}
-        curves = {
-            f"{e} epochs": [s for s in summaries if s.epochs == e]
-            for e in sorted({s.epochs for s in summaries})
-        }
-        xs = {name: [ratio[s.method] for s in rows] for name, rows in curves.items()}
-        ax.set_xlabel("λ ratio r = λ / (1 + λ)")
-    else:
-        curves = {
-            s.label: [x for x in summaries if x.method == s.label] for s in experiment.settings
-        }
-        xs = {name: [s.epochs for s in rows] for name, rows in curves.items()}
-        ax.set_xlabel("Number of epochs")
-    for name, rows in curves.items():
-        if not rows:
+    for curve in experiment.curves():
+        xs = sorted(x for c, x in points if c == curve)
+        if not xs:
             continue
-        order = sorted(range(len(rows)), key=lambda i: xs[name][i])
-        x = [xs[name][i] for i in order]
-        mean = [rows[i].mean for i in order]
-        low = [rows[i].mean - rows[i].p10 for i in order]
-        high = [rows[i].p90 - rows[i].mean for i in order]
-        ax.errorbar(x, mean, yerr=[low, high], marker="o", markersize=3, capsize=3, label=name)
-    ax.set_ylabel("Average Reward")
-    ax.set_title(f"{experiment.name}: mean over seeds, 10th–90th percentile bars")
+        rows = [points[(curve, x)] for x in xs]
+        mean = [r.mean for r in rows]
+        low = [r.mean - r.p10 for r in rows]
+        high = [r.p90 - r.mean for r in rows]
+        ax.errorbar(xs, mean, yerr=[low, high], marker="o", markersize=3, capsize=3, label=curve)
+    ax.set_xlabel(experiment.x_label())
+    ax.set_ylabel(experiment.y_label)
+    ax.set_title(f"{experiment.name}: mean, 10th–90th percentile bars")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

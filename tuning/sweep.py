@@ -1,8 +1,9 @@
-"""Running an :class:`~tuning.experiments.Experiment` on Ray Tune, resumably.
+"""Running an experiment (:class:`~tuning.experiments.SweepExperiment`) on Ray Tune, resumably.
 
-Every trial trains its seeds for one setting and one λ, and reports once per evaluated
-dataset size: ``{"epoch": e, "rewards": {seed: mean evaluation reward}}``. Results land
-under ``storage/<experiment name>/`` (Tune's experiment state plus one folder per trial);
+Every trial trains one setting (for RL: one λ and a chunk of seeds; for the logistic
+experiments: a group of dataset sizes with all their Monte Carlo runs) and reports once
+per dataset size: ``{"size": n, "values": {seed or run: value}}``. Results land under
+``storage/<experiment name>/`` (Tune's experiment state plus one folder per trial);
 :mod:`tuning.report` turns them into the CSV, the markdown table and the plot.
 """
 
@@ -14,7 +15,7 @@ from typing import Any
 
 from ray import tune
 
-from tuning.experiments import Experiment, trial_plan
+from tuning.experiments import SweepExperiment
 from tuning.report import save_experiment
 
 #: How often Tune retries a crashed trial before marking it errored.
@@ -84,11 +85,11 @@ def rl_trainable(config: dict[str, Any]) -> None:
             for e, values in per_epoch.items()
         }
     for epoch in trial["epochs"]:
-        tune.report({"epoch": epoch, "rewards": {str(s): v for s, v in rewards[epoch].items()}})
+        tune.report({"size": epoch, "values": {str(s): v for s, v in rewards[epoch].items()}})
 
 
 def run_sweep(
-    experiment: Experiment,
+    experiment: SweepExperiment,
     storage: Path,
     *,
     resume: bool = False,
@@ -112,7 +113,8 @@ def run_sweep(
             "choose another --storage"
         )
     trainable = tune.with_resources(
-        rl_trainable, {"cpu": experiment.cpus_per_trial, "gpu": experiment.gpus_per_trial}
+        experiment.trainable(),
+        {"cpu": experiment.cpus_per_trial, "gpu": experiment.gpus_per_trial},
     )
     if not ray.is_initialized():
         ray.init(address=address, logging_level=logging.WARNING)
@@ -125,14 +127,14 @@ def run_sweep(
         save_experiment(folder, experiment)
         tuner = tune.Tuner(
             trainable,
-            param_space={"trial": tune.grid_search(trial_plan(experiment))},
+            param_space={"trial": tune.grid_search(experiment.trials())},
             run_config=tune.RunConfig(
                 name=experiment.name,
                 storage_path=str(storage),
                 failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
                 verbose=verbose,
             ),
-            tune_config=tune.TuneConfig(trial_dirname_creator=_trial_dirname),
+            tune_config=tune.TuneConfig(trial_dirname_creator=_trial_dirname, reuse_actors=True),
         )
     tuner.fit()
     return folder
@@ -141,5 +143,4 @@ def run_sweep(
 def _trial_dirname(trial: Any) -> str:
     spec = trial.config["trial"]
     label = "".join(c if c.isalnum() else "_" for c in spec["setting"])[:40]
-    seeds = spec["seeds"]
-    return f"{trial.trial_id}_{label}_lam{spec['lam']:.3g}_seeds{seeds[0]}-{seeds[-1]}"
+    return f"{trial.trial_id}_{label}_{spec['tag']}"

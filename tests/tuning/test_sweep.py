@@ -26,7 +26,6 @@ settings:
     imm: false
   - label: IMM
 """
-TRIALS = 6
 
 
 def imm_ray(*args: str, env: dict | None = None, timeout: float = 300):
@@ -43,15 +42,17 @@ def finished_trials(folder: Path) -> dict[str, float]:
     """Trial folder → mtime of its result file, for trials that reported their last epoch."""
     done = {}
     for result in folder.glob("*/result.json"):
-        epochs = [json.loads(line)["epoch"] for line in result.read_text().splitlines() if line]
+        epochs = [json.loads(line)["size"] for line in result.read_text().splitlines() if line]
         if 6 in epochs:
             done[result.parent.name] = result.stat().st_mtime
     return done
 
 
 def test_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path):
+    # 16 one-seed trials: Tune reuses its workers, so a short sweep would end before the kill.
     sweep = tmp_path / "tiny.yaml"
-    sweep.write_text(SWEEP)
+    sweep.write_text(SWEEP.replace("seeds: 3", "seeds: 8"))
+    trials = 16
     storage = tmp_path / "results"
     folder = storage / "tiny"
     driver = subprocess.Popen(
@@ -67,7 +68,7 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
     before = finished_trials(folder)
-    assert 2 <= len(before) < TRIALS, "the kill must land mid-sweep"
+    assert 2 <= len(before) < trials, "the kill must land mid-sweep"
 
     again = imm_ray("sweep", str(sweep), "--storage", str(storage))
     assert again.returncode == 2 and "--resume" in again.stderr
@@ -75,14 +76,14 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     resumed = imm_ray("sweep", str(sweep), "--storage", str(storage), "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     after = finished_trials(folder)
-    assert len(after) == TRIALS
+    assert len(after) == trials
     assert {name: after[name] for name in before} == before, "a finished trial was rerun"
     table = (folder / "summary.md").read_text()
     body = [line for line in table.splitlines() if line.startswith("| ") and "[" in line]
     assert [line.split("|")[1].strip() for line in body] == ["3", "6"]
     rows = (folder / "summary.csv").read_text().splitlines()
     assert rows[0] == "setting,epochs,mean,p10,p90,seeds"
-    assert len(rows) == 5 and all(row.endswith(",3") for row in rows[1:])
+    assert len(rows) == 5 and all(row.endswith(",8") for row in rows[1:])
 
     (folder / "summary.csv").unlink()
     (folder / "figure.png").unlink()

@@ -1,0 +1,1 @@
+"""Supervised IMM experiments as Tune trainables (the logistic-regression toy problem)."""

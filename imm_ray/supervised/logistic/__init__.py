@@ -1,0 +1,11 @@
+"""Logistic regression with a one-feature Bayes target (Section 7.1, Appendix D.1).
+
+:mod:`~imm_ray.supervised.logistic.data` draws the data and computes the exact target,
+:mod:`~imm_ray.supervised.logistic.train` trains many Monte Carlo runs as one batched
+tensor program, and :mod:`~imm_ray.supervised.logistic.trainable` is its Tune trainable.
+"""
+
+from imm_ray.supervised.logistic.data import QUALITY_MIX, Problem
+from imm_ray.supervised.logistic.train import METHODS, Method, schedule_ratio, train_and_score
+
+__all__ = ["METHODS", "QUALITY_MIX", "Method", "Problem", "schedule_ratio", "train_and_score"]

@@ -1,0 +1,320 @@
+"""The paper's logistic-regression experiments (Section 7.1, Appendices B.2, D.1, D.4, D.5).
+
+A :class:`LogisticExperiment` lists settings (one method each: baseline, sampled or
+serialized IMM, noising, interpolation, with r fixed or scheduled and the target's
+quality), the dataset sizes n and the number of Monte Carlo runs. A trial trains *all*
+runs of one setting at a group of sizes as one batched tensor program
+(:mod:`imm_ray.supervised.logistic`), so a 300-run figure is a handful of trials.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from imm_ray.supervised.logistic.data import QUALITY_MIX, Problem
+from imm_ray.supervised.logistic.train import MAX_SCHEDULE_N, METRICS, Method, schedule_ratio
+
+X_AXES = ("size", "ratio")
+PAPER_SIZES = tuple(range(2, 51))
+
+
+@dataclass(frozen=True)
+class LogisticSetting:
+    """One curve (or, on a ratio axis, one point of each size's curve)."""
+
+    label: str
+    method: Method = field(default_factory=Method)
+    group: str = ""
+    """On the ratio axis: curves are named ``"n=<size>"`` plus this (e.g. ``", lr=0.1"``)."""
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            raise ValueError("label must be a non-empty string")
+
+
+@dataclass(frozen=True)
+class LogisticExperiment:
+    """Every setting at every size n, over ``runs`` Monte Carlo runs."""
+
+    name: str
+    settings: tuple[LogisticSetting, ...]
+    sizes: tuple[int, ...] = PAPER_SIZES
+    runs: int = 300
+    problem: Problem = field(default_factory=Problem)
+    seed: int = 0
+    test_size: int = 10_000
+    metric: str = "accuracy"
+    """``accuracy`` (test accuracy, %) or ``imm_risk`` (Eq. (23) on the training set)."""
+    x_axis: str = "size"
+    """``size`` (curves per setting) or ``ratio`` (x = the setting's r, curves per size)."""
+    gap: tuple[str, str] | None = None
+    """Two setting labels whose mean difference the table adds as a column (Table 4)."""
+    imm_trials: int = 3
+    """Trials each sampled-IMM setting is split into (by sizes, balancing the n² cost)."""
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+
+    kind: ClassVar[str] = "logistic"
+    size_name: ClassVar[str] = "n"
+
+    def __post_init__(self) -> None:
+        if not self.name or any(c in self.name for c in "/\\ "):
+            raise ValueError(
+                f"name must be a non-empty word without '/', '\\' or spaces, got {self.name!r}"
+            )
+        if not self.settings:
+            raise ValueError("settings must list at least one setting")
+        labels = [s.label for s in self.settings]
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated:
+            raise ValueError(f"settings labels must be unique, repeated: {', '.join(repeated)}")
+        if not self.sizes or any(
+            isinstance(n, bool) or not isinstance(n, int) or n < 2 for n in self.sizes
+        ):
+            raise ValueError(f"sizes must be a non-empty list of integers >= 2, got {self.sizes!r}")
+        if any(s.method.ratio is None for s in self.settings) and max(self.sizes) > MAX_SCHEDULE_N:
+            raise ValueError(
+                f"sizes must be <= {MAX_SCHEDULE_N} where r follows the schedule, "
+                f"got {max(self.sizes)}"
+            )
+        for name, value in (("runs", self.runs), ("test_size", self.test_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if self.metric not in METRICS:
+            raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
+        if self.x_axis not in X_AXES:
+            raise ValueError(f"x_axis must be one of {', '.join(X_AXES)}, got {self.x_axis!r}")
+        if self.x_axis == "ratio" and any(
+            s.method.ratio is None and s.method.name != "baseline" for s in self.settings
+        ):
+            raise ValueError("x_axis 'ratio' needs a fixed ratio in every setting")
+        if self.gap is not None and (len(self.gap) != 2 or not set(self.gap) <= set(labels)):
+            raise ValueError(f"gap must name two setting labels, got {self.gap!r}")
+        if isinstance(self.imm_trials, bool) or not isinstance(self.imm_trials, int):
+            raise ValueError(f"imm_trials must be an integer >= 1, got {self.imm_trials!r}")
+        if self.imm_trials < 1:
+            raise ValueError(f"imm_trials must be an integer >= 1, got {self.imm_trials!r}")
+        for name, value, low in (
+            ("cpus_per_trial", self.cpus_per_trial, 0.0),
+            ("gpus_per_trial", self.gpus_per_trial, 0.0),
+        ):
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if (
+                not number
+                or not math.isfinite(value)
+                or value < low
+                or (name == "cpus_per_trial" and value == 0)
+            ):
+                bound = "> 0" if name == "cpus_per_trial" else ">= 0"
+                raise ValueError(f"{name} must be a number {bound}, got {value!r}")
+
+    @property
+    def y_label(self) -> str:  # type: ignore[override]
+        return "Accuracy (%)" if self.metric == "accuracy" else "IMM risk on the training set"
+
+    def trials(self) -> list[dict[str, Any]]:
+        """Sampled-IMM settings, split into ``imm_trials`` size groups each; every other
+        setting (linear in n, and cheap) shares one trial, where ``interpolation`` reuses the
+        baseline's training. The costliest trials come first, so the cheap ones fill gaps.
+        """
+        sizes = sorted(set(self.sizes))
+        groups: list[tuple[list[LogisticSetting], list[int]]] = []
+        cheap = [s for s in self.settings if s.method.name != "imm"]
+        for setting in self.settings:
+            if setting.method.name == "imm":
+                groups += [([setting], part) for part in _balanced(sizes, self.imm_trials)]
+        if cheap:
+            groups.append((cheap, sizes))
+        trials = [
+            {
+                "setting": " + ".join(s.label for s in settings),
+                "settings": [
+                    {"label": s.label, "method": dataclasses.asdict(s.method)} for s in settings
+                ],
+                "sizes": part,
+                "tag": f"n{part[0]}-{part[-1]}",
+                "problem": dataclasses.asdict(self.problem),
+                "runs": self.runs,
+                "seed": self.seed,
+                "test_size": self.test_size,
+                "metric": self.metric,
+                "cpus": self.cpus_per_trial,
+                "gpus": self.gpus_per_trial,
+            }
+            for settings, part in groups
+        ]
+        trials.sort(key=_cost, reverse=True)
+        return trials
+
+    def validate(self) -> None:
+        """Rebuilds every trial's methods and problem, as the trainable will."""
+        from imm_ray.supervised.logistic.trainable import trial_methods
+
+        for trial in self.trials():
+            methods, _ = trial_methods(trial)
+            for method in methods:
+                if method.ratio is None and method.name != "baseline":
+                    for n in trial["sizes"]:
+                        schedule_ratio(n)
+
+    def trainable(self) -> Callable[[dict[str, Any]], None]:
+        from imm_ray.supervised.logistic.trainable import logistic_trainable
+
+        return logistic_trainable
+
+    def curves(self) -> list[str]:
+        if self.x_axis == "ratio":
+            groups = dict.fromkeys(s.group for s in self.settings)
+            return [f"n={n}{g}" for g in groups for n in sorted(set(self.sizes))]
+        return [s.label for s in self.settings]
+
+    def point(self, setting: str, size: int) -> tuple[str, float]:
+        if self.x_axis == "ratio":
+            spec = next(s for s in self.settings if s.label == setting)
+            return f"n={size}{spec.group}", spec.method.ratio_at(size)
+        return setting, float(size)
+
+    def x_label(self) -> str:
+        return "r = λ / (1 + λ)" if self.x_axis == "ratio" else "Dataset size n"
+
+    def with_overrides(
+        self,
+        seeds: int | None = None,
+        cpus_per_trial: float | None = None,
+        gpus_per_trial: float | None = None,
+    ) -> LogisticExperiment:
+        """``seeds`` sets the number of Monte Carlo runs."""
+        changes = {
+            "runs": seeds,
+            "cpus_per_trial": cpus_per_trial,
+            "gpus_per_trial": gpus_per_trial,
+        }
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LogisticExperiment:
+        data = {k: v for k, v in data.items() if k != "kind"}
+        data["settings"] = tuple(
+            LogisticSetting(**{**s, "method": Method(**s["method"])}) for s in data["settings"]
+        )
+        data["problem"] = Problem(**{**data["problem"], "coef": tuple(data["problem"]["coef"])})
+        data["sizes"] = tuple(data["sizes"])
+        if data.get("gap") is not None:
+            data["gap"] = tuple(data["gap"])
+        return cls(**data)
+
+
+def _imm_cost(n: int) -> float:
+    """Relative per-step cost of a sampled-IMM run of n points: its n × n member table plus
+    the per-point work (measured: a term ≈ 60·n matches the split of the figure1 trials)."""
+    return n**2 + 60 * n
+
+
+def _cost(trial: dict[str, Any]) -> float:
+    total = 0.0
+    for setting in trial["settings"]:
+        method = setting["method"]
+        per_run = _imm_cost if method["name"] == "imm" else lambda n: 60 * n
+        total += sum(per_run(n) for n in trial["sizes"]) * method["max_steps"]
+    return total * trial["runs"]
+
+
+def _balanced(sizes: list[int], parts: int) -> list[list[int]]:
+    """Splits sorted sizes into ≤ ``parts`` contiguous groups of about equal IMM cost."""
+    parts = min(parts, len(sizes))
+    total = sum(_imm_cost(n) for n in sizes)
+    groups: list[list[int]] = [[]]
+    done = 0.0
+    for n in sizes:
+        cost = _imm_cost(n)
+        if groups[-1] and len(groups) < parts and done + cost / 2 > total * len(groups) / parts:
+            groups.append([])
+        groups[-1].append(n)
+        done += cost
+    return groups
+
+
+def _schedule(name: str, **kwargs: Any) -> Method:
+    return Method(name=name, **kwargs)
+
+
+HAT = "P̂"
+EXPERIMENTS: dict[str, LogisticExperiment] = {
+    "figure1": LogisticExperiment(
+        "figure1",
+        (
+            LogisticSetting(f"IMM with Target Model {HAT}", _schedule("imm")),
+            LogisticSetting(f"Noising with Target Model {HAT}", _schedule("noising")),
+            LogisticSetting(f"Interpolation with Target Model {HAT}", _schedule("interpolation")),
+            LogisticSetting("No IMM, Noising or Interpolation", _schedule("baseline")),
+        ),
+    ),
+    "figure4": LogisticExperiment(
+        "figure4",
+        tuple(
+            LogisticSetting(f"r={r / 10:.1f}", Method(name="imm", ratio=r / 10)) for r in range(10)
+        ),
+        sizes=(10,),
+        runs=30,
+        metric="imm_risk",
+        x_axis="ratio",
+        imm_trials=1,
+    ),
+    "figure6": LogisticExperiment(
+        "figure6",
+        tuple(
+            LogisticSetting(
+                f"r={r / 10:.1f}, lr={lr}",
+                Method(name="imm", ratio=r / 10, lr=lr),
+                group=f", lr={lr}",
+            )
+            for lr in (0.1, 1.0)
+            for r in range(10)
+        ),
+        sizes=(2, 10, 20),
+        runs=30,
+        x_axis="ratio",
+        imm_trials=1,
+    ),
+    "figure8": LogisticExperiment(
+        "figure8",
+        (
+            *(
+                LogisticSetting(
+                    f"IMM with {quality} quality model", _schedule("imm", target_mix=mix)
+                )
+                for quality, mix in QUALITY_MIX.items()
+            ),
+            LogisticSetting("No IMM", _schedule("baseline")),
+        ),
+    ),
+    "figure10": LogisticExperiment(
+        "figure10",
+        (
+            LogisticSetting("Sampled IMM", _schedule("imm")),
+            LogisticSetting("Serialized IMM", _schedule("serialized")),
+            LogisticSetting("Noising", _schedule("noising")),
+            LogisticSetting("No IMM or Noising", _schedule("baseline")),
+        ),
+    ),
+    "table4": LogisticExperiment(
+        "table4",
+        (
+            LogisticSetting("Baseline", _schedule("baseline")),
+            LogisticSetting("Noising", Method(name="noising", ratio=0.6)),
+            LogisticSetting("IMM", Method(name="imm", ratio=0.6)),
+        ),
+        sizes=(5, 10, 15, 20, 30, 40, 50),
+        gap=("IMM", "Noising"),
+    ),
+}
+"""The logistic figures and tables; λ = 1.5 is r = 0.6 (Table 4)."""
