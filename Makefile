@@ -32,3 +32,4 @@ format: setup
 bench: setup
 	$(PY) benchmarks/rl_throughput.py
 	$(PY) benchmarks/rl_seeds_throughput.py
+	$(PY) benchmarks/logistic_figure1.py
