@@ -115,16 +115,7 @@ class Experiment:
     """Seeds trained side by side in one trial (seed-vectorized); ``None``: all of them."""
 
     def __post_init__(self) -> None:
-        if not self.name or any(c in self.name for c in "/\\ "):
-            raise ValueError(
-                f"name must be a non-empty word without '/', '\\' or spaces, got {self.name!r}"
-            )
-        if not self.settings:
-            raise ValueError("settings must list at least one setting")
-        labels = [s.label for s in self.settings]
-        duplicates = sorted({label for label in labels if labels.count(label) > 1})
-        if duplicates:
-            raise ValueError(f"settings labels must be unique, repeated: {', '.join(duplicates)}")
+        check_name_and_labels(self.name, [s.label for s in self.settings])
         if not self.epochs or any(
             isinstance(e, bool) or not isinstance(e, int) or e < 1 for e in self.epochs
         ):
@@ -201,6 +192,17 @@ class Experiment:
         )
         data["epochs"] = tuple(data["epochs"])
         return cls(**data)
+
+
+def check_name_and_labels(name: str, labels: list[str]) -> None:
+    """An experiment's name is a folder name; its settings' labels are its curves: unique."""
+    if not name or any(c in name for c in "/\\ "):
+        raise ValueError(f"name must be a non-empty word without '/', '\\' or spaces, got {name!r}")
+    if not labels:
+        raise ValueError("settings must list at least one setting")
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise ValueError(f"settings labels must be unique, repeated: {', '.join(repeated)}")
 
 
 def _number(value: Any) -> bool:

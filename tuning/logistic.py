@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 from imm_ray.supervised.logistic.data import QUALITY_MIX, Problem
 from imm_ray.supervised.logistic.train import MAX_SCHEDULE_N, METRICS, Method, schedule_ratio
+from tuning.experiments import check_name_and_labels
 
 X_AXES = ("size", "ratio")
 PAPER_SIZES = tuple(range(2, 51))
@@ -62,16 +63,8 @@ class LogisticExperiment:
     size_name: ClassVar[str] = "n"
 
     def __post_init__(self) -> None:
-        if not self.name or any(c in self.name for c in "/\\ "):
-            raise ValueError(
-                f"name must be a non-empty word without '/', '\\' or spaces, got {self.name!r}"
-            )
-        if not self.settings:
-            raise ValueError("settings must list at least one setting")
         labels = [s.label for s in self.settings]
-        repeated = sorted({label for label in labels if labels.count(label) > 1})
-        if repeated:
-            raise ValueError(f"settings labels must be unique, repeated: {', '.join(repeated)}")
+        check_name_and_labels(self.name, labels)
         if not self.sizes or any(
             isinstance(n, bool) or not isinstance(n, int) or n < 2 for n in self.sizes
         ):

@@ -199,12 +199,6 @@ def _split_logits(weights: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor,
     return own, other
 
 
-def _member_log_probs(weights: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """log Q(y | x1_t, x2_t', x3_t') as ``[R, N, N, 2]`` (row t, member t')."""
-    own, other = _split_logits(weights, x)
-    return _log_probs(own[:, :, None] + other[:, None, :])
-
-
 def kernel_weights(runs: Runs, alpha: float) -> torch.Tensor:
     """Laplace weights w_tt' = exp(−α |x1_t − x1_t'|) over each run's own points, ``[R, N, N]``."""
     x1 = runs.x[..., 0]
