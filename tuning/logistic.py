@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from imm_ray.supervised.logistic.data import QUALITY_MIX, Problem
-from imm_ray.supervised.logistic.train import MAX_SCHEDULE_N, METRICS, Method, schedule_ratio
+from imm_ray.supervised.logistic.train import METRICS, Method
 from tuning.experiments import check_name_and_labels
 
 X_AXES = ("size", "ratio")
@@ -69,11 +69,6 @@ class LogisticExperiment:
             isinstance(n, bool) or not isinstance(n, int) or n < 2 for n in self.sizes
         ):
             raise ValueError(f"sizes must be a non-empty list of integers >= 2, got {self.sizes!r}")
-        if any(s.method.ratio is None for s in self.settings) and max(self.sizes) > MAX_SCHEDULE_N:
-            raise ValueError(
-                f"sizes must be <= {MAX_SCHEDULE_N} where r follows the schedule, "
-                f"got {max(self.sizes)}"
-            )
         for name, value in (("runs", self.runs), ("test_size", self.test_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -150,11 +145,7 @@ class LogisticExperiment:
         from imm_ray.supervised.logistic.trainable import trial_methods
 
         for trial in self.trials():
-            methods, _ = trial_methods(trial)
-            for method in methods:
-                if method.ratio is None and method.name != "baseline":
-                    for n in trial["sizes"]:
-                        schedule_ratio(n)
+            trial_methods(trial)
 
     def trainable(self) -> Callable[[dict[str, Any]], None]:
         from imm_ray.supervised.logistic.trainable import logistic_trainable
@@ -241,6 +232,15 @@ def _schedule(name: str, **kwargs: Any) -> Method:
 
 
 HAT = "P̂"
+#: λ schedules per target quality (Appendix D.4: weaker targets need less IMM as n grows).
+#: High quality is the paper's rule. The others are read off ``quality-search``, which runs
+#: on seed 1, apart from figure8's seed 0. Its best r per size was: medium 0.9 up to n = 10,
+#: then 0.5 at n = 20 and 0.2 from n = 30; low 0.9 up to n = 5, then 0.1.
+QUALITY_SCHEDULES: dict[str, dict[str, Any]] = {
+    "high": {},
+    "medium": {"schedule": (1.25, -0.035), "ratio_range": (0.2, 0.9)},
+    "low": {"schedule": (1.7, -0.16), "ratio_range": (0.1, 0.9)},
+}
 EXPERIMENTS: dict[str, LogisticExperiment] = {
     "figure1": LogisticExperiment(
         "figure1",
@@ -280,15 +280,31 @@ EXPERIMENTS: dict[str, LogisticExperiment] = {
     ),
     "figure8": LogisticExperiment(
         "figure8",
-        (
-            *(
-                LogisticSetting(
-                    f"IMM with {quality} quality model", _schedule("imm", target_mix=mix)
-                )
-                for quality, mix in QUALITY_MIX.items()
-            ),
-            LogisticSetting("No IMM", _schedule("baseline")),
+        tuple(
+            LogisticSetting(
+                f"IMM with {quality} quality model",
+                _schedule("imm", target_mix=QUALITY_MIX[quality], **QUALITY_SCHEDULES[quality]),
+            )
+            for quality in ("high", "medium", "low")
+        )
+        + (LogisticSetting("No IMM", _schedule("baseline")),),
+    ),
+    "quality-search": LogisticExperiment(
+        "quality-search",
+        tuple(
+            LogisticSetting(
+                f"r={r / 10:.1f}, {quality}",
+                Method(name="imm", ratio=r / 10, target_mix=mix),
+                group=f", {quality} quality",
+            )
+            for quality, mix in QUALITY_MIX.items()
+            for r in range(10)
         ),
+        sizes=(2, 5, 10, 20, 30, 50),
+        runs=100,
+        seed=1,
+        x_axis="ratio",
+        imm_trials=1,
     ),
     "figure10": LogisticExperiment(
         "figure10",

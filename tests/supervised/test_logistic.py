@@ -53,6 +53,16 @@ def test_bayes_predictor_is_the_best_one_feature_classifier_and_the_quality_mix_
     assert np.all(problem.target(x[:, 0], 1.0) == 0.5)
 
 
+def test_the_schedule_is_the_papers_rule_clipped_to_its_range():
+    assert schedule_ratio(2) == pytest.approx(0.7958)
+    assert schedule_ratio(50) == pytest.approx(0.263)
+    assert schedule_ratio(80) == 0.0  # past n = 73 the rule would go negative: IMM off
+    assert schedule_ratio(30, (1.25, -0.035), (0.2, 0.9)) == pytest.approx(0.2)
+    assert schedule_ratio(5, (1.25, -0.035), (0.2, 0.9)) == pytest.approx(0.9)
+    assert Method(schedule=(1.7, -0.16), ratio_range=(0.1, 0.9)).ratio_at(8) == pytest.approx(0.42)
+    assert Method(name="baseline").ratio_at(5) == 0.0 and Method(ratio=0.3).ratio_at(5) == 0.3
+
+
 def runs64(sizes=(4, 7), runs=3, seed=0):
     return make_runs(Problem(), sizes, range(runs), seed).to("cpu", torch.float64)
 
@@ -164,7 +174,12 @@ def test_interpolation_reuses_the_baseline_training():
         (lambda: Method(alpha=-1), "alpha must be a number > 0"),
         (lambda: Method(refresh_every=0), "refresh_every must be an integer >= 1"),
         (lambda: Method(max_steps=0), "max_steps must be an integer >= 1"),
-        (lambda: schedule_ratio(80), r"dataset size must be an integer in \[1, 73\]"),
+        (lambda: schedule_ratio(0), "dataset size must be an integer >= 1"),
+        (
+            lambda: Method(schedule=(1.0,)),
+            r"schedule must be two finite numbers \(intercept, slope\)",
+        ),
+        (lambda: Method(ratio_range=(0.5, 0.2)), "ratio_range must be .* 0 <= low <= high < 1"),
         (
             lambda: train_and_score([Method()], Problem(), (5,), runs=2, metric="auc"),
             "metric must be one of accuracy, imm_risk",

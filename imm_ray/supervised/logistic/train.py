@@ -20,7 +20,8 @@ from :mod:`imm_ray.imm` (its binary, additive-logit fast path for sampled IMM):
 - ``interpolation``: trained as ``baseline``; P̂ is mixed into the test prediction with
   weight r (Figure 1).
 
-r is fixed, or the paper's schedule r(n) = −0.0111·n + 0.818 (Appendix D.1.1).
+r is fixed, or a schedule r(n) = intercept + slope·n clipped to [0, 0.9]; the default is the
+paper's r(n) = 0.818 − 0.0111·n (Appendix D.1.1).
 """
 
 from __future__ import annotations
@@ -45,15 +46,27 @@ from imm_ray.imm.binary import (
 from imm_ray.supervised.logistic.data import Problem
 
 METHODS = ("baseline", "imm", "serialized", "noising", "interpolation")
-#: Largest n for which the schedule keeps r ≥ 0.
-MAX_SCHEDULE_N = 73
+#: The paper's λ schedule as r = λ/(1+λ) = 0.818 − 0.0111·n (Appendix D.1.1): (intercept, slope).
+PAPER_SCHEDULE = (0.818, -0.0111)
+#: The range r is clipped to: r = 0 turns IMM off; r → 1 would drop the main loss.
+RATIO_RANGE = (0.0, 0.9)
 
 
-def schedule_ratio(n: int) -> float:
-    """The paper's λ schedule as r = λ/(1+λ) = −0.0111·n + 0.818 (Appendix D.1.1)."""
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_SCHEDULE_N:
-        raise ValueError(f"dataset size must be an integer in [1, {MAX_SCHEDULE_N}], got {n!r}")
-    return -0.0111 * n + 0.818
+def schedule_ratio(
+    n: int,
+    schedule: tuple[float, float] = PAPER_SCHEDULE,
+    ratio_range: tuple[float, float] = RATIO_RANGE,
+) -> float:
+    """r(n) = intercept + slope·n, clipped to ``ratio_range``.
+
+    The paper's schedule stays inside [0, 0.9] for n = 2 … 73 (0.7958 at n = 2, 0.263 at
+    n = 50); beyond n = 73 it clips to 0, i.e. plain cross-entropy.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"dataset size must be an integer >= 1, got {n!r}")
+    intercept, slope = schedule
+    low, high = ratio_range
+    return float(min(max(intercept + slope * n, low), high))
 
 
 @dataclass(frozen=True)
@@ -64,6 +77,10 @@ class Method:
     """One of :data:`METHODS`."""
     ratio: float | None = None
     """Fixed r = λ/(1+λ) in [0, 1), or ``None`` for the schedule r(n)."""
+    schedule: tuple[float, float] = PAPER_SCHEDULE
+    """(intercept, slope) of r(n) = intercept + slope·n when ``ratio`` is ``None``."""
+    ratio_range: tuple[float, float] = RATIO_RANGE
+    """(low, high) that the scheduled r is clipped to, 0 ≤ low ≤ high < 1."""
     target_mix: float = 0.0
     """P̂ mixed with a coin flip at this rate (0 best; 0.2 and 0.5 in Appendix D.4)."""
     lr: float = 1.0
@@ -86,6 +103,23 @@ class Method:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.name!r}")
         if self.ratio is not None and (not _finite(self.ratio) or not 0 <= self.ratio < 1):
             raise ValueError(f"ratio must be a number in [0, 1) or None, got {self.ratio!r}")
+        schedule = tuple(self.schedule)
+        if len(schedule) != 2 or not all(_finite(v) for v in schedule):
+            raise ValueError(
+                f"schedule must be two finite numbers (intercept, slope), got {self.schedule!r}"
+            )
+        object.__setattr__(self, "schedule", tuple(float(v) for v in schedule))
+        bounds = tuple(self.ratio_range)
+        if (
+            len(bounds) != 2
+            or not all(_finite(v) for v in bounds)
+            or not (0 <= bounds[0] <= bounds[1] < 1)
+        ):
+            raise ValueError(
+                "ratio_range must be (low, high) with 0 <= low <= high < 1, "
+                f"got {self.ratio_range!r}"
+            )
+        object.__setattr__(self, "ratio_range", tuple(float(v) for v in bounds))
         if not _finite(self.target_mix) or not 0 <= self.target_mix <= 1:
             raise ValueError(f"target_mix must be a number in [0, 1], got {self.target_mix!r}")
         if not _finite(self.lr) or self.lr <= 0:
@@ -111,7 +145,9 @@ class Method:
         """r for a run of n points (0 for the baseline)."""
         if self.name == "baseline":
             return 0.0
-        return schedule_ratio(n) if self.ratio is None else float(self.ratio)
+        if self.ratio is not None:
+            return float(self.ratio)
+        return schedule_ratio(n, self.schedule, self.ratio_range)
 
     @property
     def trained_with_target(self) -> bool:
@@ -429,10 +465,9 @@ def train_and_score(
         raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
     if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
         raise ValueError(f"runs must be an integer >= 1, got {runs!r}")
-    for method in methods:
-        if method.ratio is None and method.name != "baseline":
-            for n in sizes:
-                schedule_ratio(n)  # refuses sizes the schedule does not cover, before any work
+    for n in sizes:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"sizes must be integers >= 1, got {n!r}")
     test = held_out_set(problem, test_size, seed) if metric == "accuracy" else None
     scores: list[dict[int, np.ndarray]] = [{} for _ in methods]
     # Only sampled IMM builds an n × n member table per run; the others are linear in n.
@@ -440,17 +475,17 @@ def train_and_score(
     for bucket in size_buckets(sizes, power=2 if quadratic else 1):
         batch = make_runs(problem, bucket, range(runs), seed).to(device)
         n = batch.n.cpu().numpy()
-        trained: dict[tuple, tuple[torch.Tensor, Trainer]] = {}
+        trained: dict[object, tuple[torch.Tensor, Trainer]] = {}
         for index, method in enumerate(methods):
-            # Interpolation trains exactly the baseline; only its test prediction differs.
-            as_trained = (
-                Method(**{**vars(method), "name": "baseline", "ratio": None, "target_mix": 0.0})
-                if method.name == "interpolation"
-                else method
+            # Interpolation trains exactly the baseline (cross-entropy only): runs sharing
+            # the optimizer settings share one training; only test predictions differ.
+            plain = method.name in ("baseline", "interpolation")
+            as_trained = Method(
+                "baseline", lr=method.lr, max_steps=method.max_steps, tol=method.tol
             )
-            key = tuple(sorted(vars(as_trained).items()))
+            key = ("baseline", method.lr, method.max_steps, method.tol) if plain else method
             if key not in trained:
-                trainer = Trainer(as_trained, problem, batch)
+                trainer = Trainer(as_trained if plain else method, problem, batch)
                 trained[key] = (trainer.fit(), trainer)
             weights, trainer = trained[key]
             values = (
