@@ -174,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Run a sweep on Ray Tune and write summary.csv, summary.md and figure.png "
             "under STORAGE/NAME. Named experiments: RL figure2, figure9, lambda-search; "
-            "logistic regression figure1, figure4, figure6, figure8, figure10, table4."
+            "logistic regression figure1, figure4, figure6, figure8, figure10, table4, "
+            "quality-search."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
