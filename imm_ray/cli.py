@@ -220,18 +220,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _experiment(args: argparse.Namespace):
-    from tuning.config_file import load_experiment
-    from tuning.experiments import _all_experiments
+    from tuning.base import LOGISTIC_NAMES, RL_NAMES, named_experiment
 
-    experiments = _all_experiments()
-    if args.experiment in experiments:
-        experiment = experiments[args.experiment]
-    elif Path(args.experiment).suffix in (".yaml", ".yml", ".toml"):
+    experiment = named_experiment(args.experiment)
+    if experiment is None and Path(args.experiment).suffix in (".yaml", ".yml", ".toml"):
+        from tuning.config_file import load_experiment
+
         experiment = load_experiment(args.experiment)
-    else:
+    if experiment is None:
         raise UsageError(
-            f"experiment must be one of {', '.join(experiments)} or a .yaml/.toml file, "
-            f"got {args.experiment!r}"
+            f"experiment must be one of {', '.join(RL_NAMES + LOGISTIC_NAMES)} or a "
+            f".yaml/.toml file, got {args.experiment!r}"
         )
     return experiment.with_overrides(
         seeds=args.seeds, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial

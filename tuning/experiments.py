@@ -7,7 +7,7 @@ seeds. :func:`trial_plan` turns it into Tune trials. The paper's RL figures are 
 sweeps as YAML or TOML (:mod:`tuning.config_file`).
 
 Every experiment kind offers the same interface to :mod:`tuning.sweep` and
-:mod:`tuning.report` (:class:`SweepExperiment`): its trials and trainable, and how a
+:mod:`tuning.report` (:class:`~tuning.base.SweepExperiment`): its trials and trainable, and how a
 (setting, dataset size) result is drawn — which curve, at which x.
 """
 
@@ -17,38 +17,13 @@ import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 from imm_ray.rl.imm_config import TargetSpec, paper_lambda
+from tuning.base import check_name_and_labels
 
 PAPER_EPOCHS = (10, 20, 50, 75, 100, 125, 150, 175, 200, 250, 300, 350, 400, 450, 500)
 X_AXES = ("epochs", "lambda_ratio")
-
-
-class SweepExperiment(Protocol):
-    """What :func:`~tuning.sweep.run_sweep` and :func:`~tuning.report.write_report` need.
-
-    Every trial dict carries ``"setting"`` (a setting's label), ``"sizes"`` (the dataset
-    sizes it reports, in order) and ``"tag"`` (a short name for its folder); its trainable
-    reports ``{"size": n, "values": {seed or run: value}}`` once per size.
-    """
-
-    kind: ClassVar[str]
-    name: str
-    cpus_per_trial: float
-    gpus_per_trial: float
-    size_name: ClassVar[str]
-    """Column name of the dataset size in the CSV (``epochs``, ``n``)."""
-    y_label: ClassVar[str]
-
-    def trials(self) -> list[dict[str, Any]]: ...
-    def validate(self) -> None: ...
-    def trainable(self) -> Callable[[dict[str, Any]], None]: ...
-    def curves(self) -> list[str]: ...
-    def point(self, setting: str, size: int) -> tuple[str, float]: ...
-    def x_label(self) -> str: ...
-    def with_overrides(self, **overrides: Any) -> SweepExperiment: ...
-    def to_dict(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -194,17 +169,6 @@ class Experiment:
         return cls(**data)
 
 
-def check_name_and_labels(name: str, labels: list[str]) -> None:
-    """An experiment's name is a folder name; its settings' labels are its curves: unique."""
-    if not name or any(c in name for c in "/\\ "):
-        raise ValueError(f"name must be a non-empty word without '/', '\\' or spaces, got {name!r}")
-    if not labels:
-        raise ValueError("settings must list at least one setting")
-    repeated = sorted({label for label in labels if labels.count(label) > 1})
-    if repeated:
-        raise ValueError(f"settings labels must be unique, repeated: {', '.join(repeated)}")
-
-
 def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -281,9 +245,3 @@ EXPERIMENTS: dict[str, Experiment] = {
         x_axis="lambda_ratio",
     ),
 }
-
-
-def _all_experiments() -> dict[str, Any]:
-    from tuning.logistic import EXPERIMENTS as LOGISTIC
-
-    return {**EXPERIMENTS, **LOGISTIC}

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from imm_ray.supervised.logistic.data import QUALITY_MIX, Problem
 from imm_ray.supervised.logistic.train import METRICS, Method
-from tuning.experiments import check_name_and_labels
+from tuning.base import check_name_and_labels
 
 X_AXES = ("size", "ratio")
 PAPER_SIZES = tuple(range(2, 51))

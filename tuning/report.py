@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from tuning.aggregate import Summary, summarize
-from tuning.experiments import Experiment, SweepExperiment
+from tuning.base import SweepExperiment
 
 CSV_NAME, TABLE_NAME, PLOT_NAME = "summary.csv", "summary.md", "figure.png"
 #: Name of the file recording which experiment a sweep folder holds.
@@ -34,17 +34,20 @@ def save_experiment(folder: Path, experiment: SweepExperiment) -> None:
 
 
 def load_saved_experiment(folder: Path) -> SweepExperiment:
-    from tuning.logistic import LogisticExperiment
-
     path = folder / EXPERIMENT_FILE
     if not path.is_file():
         raise ReportError(f"{folder} holds no sweep (no {EXPERIMENT_FILE})")
     data = json.loads(path.read_text())
-    kinds = {cls.kind: cls for cls in (Experiment, LogisticExperiment)}
-    kind = data.get("kind", Experiment.kind)
-    if kind not in kinds:
-        raise ReportError(f"{path}: unknown experiment kind {kind!r}")
-    return kinds[kind].from_dict(data)
+    kind = data.get("kind", "rl")
+    if kind == "rl":
+        from tuning.experiments import Experiment
+
+        return Experiment.from_dict(data)
+    if kind == "logistic":
+        from tuning.logistic import LogisticExperiment
+
+        return LogisticExperiment.from_dict(data)
+    raise ReportError(f"{path}: unknown experiment kind {kind!r}")
 
 
 def collect(folder: Path) -> list[tuple[str, int, str, float]]:

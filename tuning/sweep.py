@@ -15,7 +15,7 @@ from typing import Any
 
 from ray import tune
 
-from tuning.experiments import SweepExperiment
+from tuning.base import SweepExperiment
 from tuning.report import save_experiment
 
 #: How often Tune retries a crashed trial before marking it errored.

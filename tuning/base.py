@@ -1,0 +1,73 @@
+"""What every experiment kind offers the sweep and report machinery, and how names resolve.
+
+Kept free of RLlib and torch imports, so that a logistic sweep's driver does not pay for
+loading RLlib.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar, Protocol
+
+#: The named RL experiments (defined in :mod:`tuning.experiments`).
+RL_NAMES = ("figure2", "figure9", "lambda-search")
+#: The named logistic experiments (defined in :mod:`tuning.logistic`).
+LOGISTIC_NAMES = (
+    "figure1",
+    "figure4",
+    "figure6",
+    "figure8",
+    "figure10",
+    "table4",
+    "quality-search",
+)
+
+
+class SweepExperiment(Protocol):
+    """What :func:`~tuning.sweep.run_sweep` and :func:`~tuning.report.write_report` need.
+
+    Every trial dict carries ``"setting"`` (a setting's label), ``"sizes"`` (the dataset
+    sizes it reports, in order) and ``"tag"`` (a short name for its folder); its trainable
+    reports ``{"size": n, "values": {seed or run: value}}`` once per size.
+    """
+
+    kind: ClassVar[str]
+    name: str
+    cpus_per_trial: float
+    gpus_per_trial: float
+    size_name: ClassVar[str]
+    """Column name of the dataset size in the CSV (``epochs``, ``n``)."""
+    y_label: ClassVar[str]
+
+    def trials(self) -> list[dict[str, Any]]: ...
+    def validate(self) -> None: ...
+    def trainable(self) -> Callable[[dict[str, Any]], None]: ...
+    def curves(self) -> list[str]: ...
+    def point(self, setting: str, size: int) -> tuple[str, float]: ...
+    def x_label(self) -> str: ...
+    def with_overrides(self, **overrides: Any) -> SweepExperiment: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+def check_name_and_labels(name: str, labels: list[str]) -> None:
+    """An experiment's name is a folder name; its settings' labels are its curves: unique."""
+    if not name or any(c in name for c in "/\\ "):
+        raise ValueError(f"name must be a non-empty word without '/', '\\' or spaces, got {name!r}")
+    if not labels:
+        raise ValueError("settings must list at least one setting")
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise ValueError(f"settings labels must be unique, repeated: {', '.join(repeated)}")
+
+
+def named_experiment(name: str) -> SweepExperiment | None:
+    """The experiment called ``name`` (importing only its kind's module), or ``None``."""
+    if name in RL_NAMES:
+        from tuning.experiments import EXPERIMENTS
+
+        return EXPERIMENTS[name]
+    if name in LOGISTIC_NAMES:
+        from tuning.logistic import EXPERIMENTS
+
+        return EXPERIMENTS[name]
+    return None
