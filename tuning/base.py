@@ -26,13 +26,17 @@ LOGISTIC_NAMES = (
 class SweepExperiment(Protocol):
     """What :func:`~tuning.sweep.run_sweep` and :func:`~tuning.report.write_report` need.
 
-    Every trial dict carries ``"setting"`` (a setting's label), ``"sizes"`` (the dataset
-    sizes it reports, in order) and ``"tag"`` (a short name for its folder); its trainable
-    reports ``{"size": n, "values": {seed or run: value}}`` once per size.
+    Every trial dict carries ``"setting"`` (a setting's label, or the joined labels of the
+    settings it trains), ``"sizes"`` (the dataset sizes it reports, in order) and ``"tag"``
+    (a short name for its folder). Its trainable reports ``{"size": n, "values": {seed or
+    run: value}}`` once per size, with ``"setting"`` added when one trial trains several.
+    ``settings`` (each with a ``label``) orders the CSV; an optional ``gap`` names two
+    curves whose difference the table adds.
     """
 
     kind: ClassVar[str]
     name: str
+    settings: tuple[Any, ...]
     cpus_per_trial: float
     gpus_per_trial: float
     size_name: ClassVar[str]
