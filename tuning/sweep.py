@@ -10,6 +10,7 @@ per dataset size: ``{"size": n, "values": {seed or run: value}}``. Results land 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,9 @@ def run_sweep(
             f"{folder} already holds results; pass --resume to continue that sweep, or "
             "choose another --storage"
         )
+    # Tune records finished trials in its experiment state every 10 s by default; a killed
+    # sweep reruns whatever finished since. Our state is small: save it every second.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     trainable = tune.with_resources(
         experiment.trainable(),
         {"cpu": experiment.cpus_per_trial, "gpu": experiment.gpus_per_trial},

@@ -38,14 +38,31 @@ def imm_ray(*args: str, env: dict | None = None, timeout: float = 300):
     )
 
 
-def finished_trials(folder: Path) -> dict[str, float]:
-    """Trial folder → mtime of its result file, for trials that reported their last epoch."""
+def recorded_finished(folder: Path) -> dict[str, float]:
+    """Trials that Tune's saved experiment state records as finished → their result mtime."""
     done = {}
-    for result in folder.glob("*/result.json"):
-        epochs = [json.loads(line)["size"] for line in result.read_text().splitlines() if line]
-        if 6 in epochs:
-            done[result.parent.name] = result.stat().st_mtime
+    for state_file in folder.glob("experiment_state*.json"):
+        try:
+            state = json.loads(state_file.read_text())
+        except (OSError, json.JSONDecodeError):  # being replaced right now
+            continue
+        for trial_json, _ in state["trial_data"]:
+            trial = json.loads(trial_json)
+            result = folder / trial["relative_logdir"] / "result.json"
+            if trial["status"] == "TERMINATED" and result.is_file():
+                done[trial["relative_logdir"]] = result.stat().st_mtime
     return done
+
+
+def reported(folder: Path) -> dict[tuple[str, int], dict[str, float]]:
+    """Every (trial folder, size) → its reported per-seed values, as written to disk."""
+    rows = {}
+    for result in folder.glob("*/result.json"):
+        for line in result.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                rows[(result.parent.name, row["size"])] = row["values"]
+    return rows
 
 
 def test_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path):
@@ -62,12 +79,15 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path):
         start_new_session=True,
     )
     deadline = time.monotonic() + 240
-    while len(finished_trials(folder)) < 2 and driver.poll() is None:
+    while len(recorded_finished(folder)) < 2 and driver.poll() is None:
         assert time.monotonic() < deadline, "no trial finished in time"
-        time.sleep(0.5)
+        time.sleep(0.2)
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
-    before = finished_trials(folder)
+    # A trial still running at the kill, or finished but not yet recorded, is rerun on
+    # --resume (deterministically, to the same values); a recorded one must not be.
+    before = recorded_finished(folder)
+    rows_before = reported(folder)
     assert 2 <= len(before) < trials, "the kill must land mid-sweep"
 
     again = imm_ray("sweep", str(sweep), "--storage", str(storage))
@@ -75,9 +95,11 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path):
 
     resumed = imm_ray("sweep", str(sweep), "--storage", str(storage), "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    after = finished_trials(folder)
+    after = recorded_finished(folder)
     assert len(after) == trials
     assert {name: after[name] for name in before} == before, "a finished trial was rerun"
+    rows_after = reported(folder)
+    assert {key: rows_after.get(key) for key in rows_before} == rows_before, "a result was lost"
     table = (folder / "summary.md").read_text()
     body = [line for line in table.splitlines() if line.startswith("| ") and "[" in line]
     assert [line.split("|")[1].strip() for line in body] == ["3", "6"]
