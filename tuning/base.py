@@ -6,6 +6,7 @@ loading RLlib.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
@@ -62,6 +63,19 @@ def check_name_and_labels(name: str, labels: list[str]) -> None:
     repeated = sorted({label for label in labels if labels.count(label) > 1})
     if repeated:
         raise ValueError(f"settings labels must be unique, repeated: {', '.join(repeated)}")
+
+
+def check_resources(cpus_per_trial: object, gpus_per_trial: object) -> None:
+    """CPUs per trial must be a number > 0, GPUs a number >= 0 (fractions allowed)."""
+    for name, value, positive in (
+        ("cpus_per_trial", cpus_per_trial, True),
+        ("gpus_per_trial", gpus_per_trial, False),
+    ):
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or not math.isfinite(value) or value < 0 or (positive and value == 0):
+            raise ValueError(
+                f"{name} must be a number {'> 0' if positive else '>= 0'}, got {value!r}"
+            )
 
 
 def named_experiment(name: str) -> SweepExperiment | None:

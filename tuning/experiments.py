@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from imm_ray.rl.imm_config import TargetSpec, paper_lambda
-from tuning.base import check_name_and_labels
+from tuning.base import check_name_and_labels, check_resources
 
 PAPER_EPOCHS = (10, 20, 50, 75, 100, 125, 150, 175, 200, 250, 300, 350, 400, 450, 500)
 X_AXES = ("epochs", "lambda_ratio")
@@ -99,10 +99,7 @@ class Experiment:
             )
         if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
             raise ValueError(f"seeds must be an integer >= 1, got {self.seeds!r}")
-        if not _number(self.cpus_per_trial) or self.cpus_per_trial <= 0:
-            raise ValueError(f"cpus_per_trial must be a number > 0, got {self.cpus_per_trial!r}")
-        if not _number(self.gpus_per_trial) or self.gpus_per_trial < 0:
-            raise ValueError(f"gpus_per_trial must be a number >= 0, got {self.gpus_per_trial!r}")
+        check_resources(self.cpus_per_trial, self.gpus_per_trial)
         if self.seeds_per_trial is not None and (
             isinstance(self.seeds_per_trial, bool)
             or not isinstance(self.seeds_per_trial, int)
@@ -167,10 +164,6 @@ class Experiment:
         )
         data["epochs"] = tuple(data["epochs"])
         return cls(**data)
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def trial_plan(experiment: Experiment) -> list[dict[str, Any]]:

@@ -10,14 +10,13 @@ runs of one setting at a group of sizes as one batched tensor program
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from imm_ray.supervised.logistic.data import QUALITY_MIX, Problem
 from imm_ray.supervised.logistic.train import METRICS, Method
-from tuning.base import check_name_and_labels
+from tuning.base import check_name_and_labels, check_resources
 
 X_AXES = ("size", "ratio")
 PAPER_SIZES = tuple(range(2, 51))
@@ -84,23 +83,13 @@ class LogisticExperiment:
             raise ValueError("x_axis 'ratio' needs a fixed ratio in every setting")
         if self.gap is not None and (len(self.gap) != 2 or not set(self.gap) <= set(labels)):
             raise ValueError(f"gap must name two setting labels, got {self.gap!r}")
-        if isinstance(self.imm_trials, bool) or not isinstance(self.imm_trials, int):
-            raise ValueError(f"imm_trials must be an integer >= 1, got {self.imm_trials!r}")
-        if self.imm_trials < 1:
-            raise ValueError(f"imm_trials must be an integer >= 1, got {self.imm_trials!r}")
-        for name, value, low in (
-            ("cpus_per_trial", self.cpus_per_trial, 0.0),
-            ("gpus_per_trial", self.gpus_per_trial, 0.0),
+        if (
+            isinstance(self.imm_trials, bool)
+            or not isinstance(self.imm_trials, int)
+            or self.imm_trials < 1
         ):
-            number = isinstance(value, int | float) and not isinstance(value, bool)
-            if (
-                not number
-                or not math.isfinite(value)
-                or value < low
-                or (name == "cpus_per_trial" and value == 0)
-            ):
-                bound = "> 0" if name == "cpus_per_trial" else ">= 0"
-                raise ValueError(f"{name} must be a number {bound}, got {value!r}")
+            raise ValueError(f"imm_trials must be an integer >= 1, got {self.imm_trials!r}")
+        check_resources(self.cpus_per_trial, self.gpus_per_trial)
 
     @property
     def y_label(self) -> str:  # type: ignore[override]
@@ -141,11 +130,8 @@ class LogisticExperiment:
         return trials
 
     def validate(self) -> None:
-        """Rebuilds every trial's methods and problem, as the trainable will."""
-        from imm_ray.supervised.logistic.trainable import trial_methods
-
-        for trial in self.trials():
-            trial_methods(trial)
+        """Nothing left to check before Ray starts: settings, methods and the problem
+        validate themselves at construction."""
 
     def trainable(self) -> Callable[[dict[str, Any]], None]:
         from imm_ray.supervised.logistic.trainable import logistic_trainable
@@ -190,7 +176,7 @@ class LogisticExperiment:
         data["settings"] = tuple(
             LogisticSetting(**{**s, "method": Method(**s["method"])}) for s in data["settings"]
         )
-        data["problem"] = Problem(**{**data["problem"], "coef": tuple(data["problem"]["coef"])})
+        data["problem"] = Problem(**data["problem"])
         data["sizes"] = tuple(data["sizes"])
         if data.get("gap") is not None:
             data["gap"] = tuple(data["gap"])
@@ -227,8 +213,16 @@ def _balanced(sizes: list[int], parts: int) -> list[list[int]]:
     return groups
 
 
-def _schedule(name: str, **kwargs: Any) -> Method:
-    return Method(name=name, **kwargs)
+def _ratio_sweep(groups: dict[str, dict[str, Any]]) -> tuple[LogisticSetting, ...]:
+    """Sampled IMM at fixed r = 0, 0.1, …, 0.9 for each group of method options; the group
+    name suffixes the labels and the curves (plotted against r)."""
+    return tuple(
+        LogisticSetting(
+            f"r={r / 10:.1f}{group}", Method(name="imm", ratio=r / 10, **options), group=group
+        )
+        for group, options in groups.items()
+        for r in range(10)
+    )
 
 
 HAT = "P̂"
@@ -245,17 +239,15 @@ EXPERIMENTS: dict[str, LogisticExperiment] = {
     "figure1": LogisticExperiment(
         "figure1",
         (
-            LogisticSetting(f"IMM with Target Model {HAT}", _schedule("imm")),
-            LogisticSetting(f"Noising with Target Model {HAT}", _schedule("noising")),
-            LogisticSetting(f"Interpolation with Target Model {HAT}", _schedule("interpolation")),
-            LogisticSetting("No IMM, Noising or Interpolation", _schedule("baseline")),
+            LogisticSetting(f"IMM with Target Model {HAT}", Method("imm")),
+            LogisticSetting(f"Noising with Target Model {HAT}", Method("noising")),
+            LogisticSetting(f"Interpolation with Target Model {HAT}", Method("interpolation")),
+            LogisticSetting("No IMM, Noising or Interpolation", Method("baseline")),
         ),
     ),
     "figure4": LogisticExperiment(
         "figure4",
-        tuple(
-            LogisticSetting(f"r={r / 10:.1f}", Method(name="imm", ratio=r / 10)) for r in range(10)
-        ),
+        _ratio_sweep({"": {}}),
         sizes=(10,),
         runs=30,
         metric="imm_risk",
@@ -264,15 +256,7 @@ EXPERIMENTS: dict[str, LogisticExperiment] = {
     ),
     "figure6": LogisticExperiment(
         "figure6",
-        tuple(
-            LogisticSetting(
-                f"r={r / 10:.1f}, lr={lr}",
-                Method(name="imm", ratio=r / 10, lr=lr),
-                group=f", lr={lr}",
-            )
-            for lr in (0.1, 1.0)
-            for r in range(10)
-        ),
+        _ratio_sweep({f", lr={lr}": {"lr": lr} for lr in (0.1, 1.0)}),
         sizes=(2, 10, 20),
         runs=30,
         x_axis="ratio",
@@ -283,22 +267,16 @@ EXPERIMENTS: dict[str, LogisticExperiment] = {
         tuple(
             LogisticSetting(
                 f"IMM with {quality} quality model",
-                _schedule("imm", target_mix=QUALITY_MIX[quality], **QUALITY_SCHEDULES[quality]),
+                Method("imm", target_mix=QUALITY_MIX[quality], **QUALITY_SCHEDULES[quality]),
             )
             for quality in ("high", "medium", "low")
         )
-        + (LogisticSetting("No IMM", _schedule("baseline")),),
+        + (LogisticSetting("No IMM", Method("baseline")),),
     ),
     "quality-search": LogisticExperiment(
         "quality-search",
-        tuple(
-            LogisticSetting(
-                f"r={r / 10:.1f}, {quality}",
-                Method(name="imm", ratio=r / 10, target_mix=mix),
-                group=f", {quality} quality",
-            )
-            for quality, mix in QUALITY_MIX.items()
-            for r in range(10)
+        _ratio_sweep(
+            {f", {quality} quality": {"target_mix": mix} for quality, mix in QUALITY_MIX.items()}
         ),
         sizes=(2, 5, 10, 20, 30, 50),
         runs=100,
@@ -309,16 +287,16 @@ EXPERIMENTS: dict[str, LogisticExperiment] = {
     "figure10": LogisticExperiment(
         "figure10",
         (
-            LogisticSetting("Sampled IMM", _schedule("imm")),
-            LogisticSetting("Serialized IMM", _schedule("serialized")),
-            LogisticSetting("Noising", _schedule("noising")),
-            LogisticSetting("No IMM or Noising", _schedule("baseline")),
+            LogisticSetting("Sampled IMM", Method("imm")),
+            LogisticSetting("Serialized IMM", Method("serialized")),
+            LogisticSetting("Noising", Method("noising")),
+            LogisticSetting("No IMM or Noising", Method("baseline")),
         ),
     ),
     "table4": LogisticExperiment(
         "table4",
         (
-            LogisticSetting("Baseline", _schedule("baseline")),
+            LogisticSetting("Baseline", Method("baseline")),
             LogisticSetting("Noising", Method(name="noising", ratio=0.6)),
             LogisticSetting("IMM", Method(name="imm", ratio=0.6)),
         ),

@@ -1,4 +1,4 @@
-"""Running an experiment (:class:`~tuning.experiments.SweepExperiment`) on Ray Tune, resumably.
+"""Running an experiment (:class:`~tuning.base.SweepExperiment`) on Ray Tune, resumably.
 
 Every trial trains one setting (for RL: one λ and a chunk of seeds; for the logistic
 experiments: a group of dataset sizes with all their Monte Carlo runs) and reports once

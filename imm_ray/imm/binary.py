@@ -39,6 +39,21 @@ def _chunks(runs: int, per_run: int) -> list[slice]:
     return [slice(start, start + size) for start in range(0, runs, size)]
 
 
+def _induced_probs(
+    own: torch.Tensor, other: torch.Tensor, weights: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Q̂(1 | x̄_t), Q̂(0 | x̄_t)), each ``[R, N]`` and clamped at the dtype's smallest
+    normal number, summed chunk by chunk; no graph is recorded for the member table."""
+    runs, rows = own.shape
+    q1 = torch.empty_like(own)
+    with torch.no_grad():
+        for part in _chunks(runs, rows * other.shape[1]):
+            s1 = torch.sigmoid_(own[part].unsqueeze(-1) + other[part].unsqueeze(-2))
+            q1[part] = torch.einsum("rnk,rnk->rn", s1, weights[part])
+    tiny = torch.finfo(q1.dtype).tiny
+    return q1.clamp_min(tiny), (1.0 - q1).clamp_min(tiny)
+
+
 class _AdditiveBinaryIMM(torch.autograd.Function):
     """Forward and backward both walk the runs in cache-sized chunks and keep no member
     table between them: the backward recomputes σ(z) chunk by chunk, which costs one
@@ -46,14 +61,7 @@ class _AdditiveBinaryIMM(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, own, other, weights, target):  # type: ignore[override]
-        runs, rows = own.shape
-        q1 = torch.empty_like(own)
-        for part in _chunks(runs, rows * other.shape[1]):
-            s1 = torch.sigmoid_(own[part].unsqueeze(-1) + other[part].unsqueeze(-2))
-            q1[part] = torch.einsum("rnk,rnk->rn", s1, weights[part])
-        tiny = torch.finfo(q1.dtype).tiny
-        q0 = (1.0 - q1).clamp_min(tiny)
-        q1 = q1.clamp_min(tiny)
+        q1, q0 = _induced_probs(own, other, weights)
         p1, p0 = target[..., 1], target[..., 0]
         ctx.save_for_backward(own, other, weights, q1, q0, p1, p0)
         return -(_xlogy(p1, q1) + _xlogy(p0, q0))
@@ -156,11 +164,5 @@ def additive_binary_induced_log_probs(
     ``weights [R, N, k]``, computed in cache-sized chunks; e.g. the stale Q̂† of serialized
     IMM's correction (Eq. (13)).
     """
-    runs, rows = own_logits.shape
-    with torch.no_grad():
-        q1 = torch.empty_like(own_logits)
-        for part in _chunks(runs, rows * other_logits.shape[1]):
-            s1 = torch.sigmoid_(own_logits[part].unsqueeze(-1) + other_logits[part].unsqueeze(-2))
-            q1[part] = torch.einsum("rnk,rnk->rn", s1, weights[part])
-        tiny = torch.finfo(q1.dtype).tiny
-        return torch.stack((torch.log((1 - q1).clamp_min(tiny)), torch.log(q1.clamp_min(tiny))), -1)
+    q1, q0 = _induced_probs(own_logits, other_logits, weights)
+    return torch.stack((torch.log(q0), torch.log(q1)), -1)

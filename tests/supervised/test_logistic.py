@@ -15,7 +15,6 @@ from imm_ray.supervised.logistic.train import (
     held_out_set,
     kernel_weights,
     make_runs,
-    predict_log_probs,
     schedule_ratio,
     train_and_score,
 )
@@ -122,7 +121,10 @@ def test_interpolation_accuracy_uses_the_cores_interpolation():
     weights = torch.randn(batch.size, 4)
     test = held_out_set(problem, 2000)
     got = accuracy(weights, test, method, problem, batch.n)
-    log_q = predict_log_probs(weights, test[0], Method(name="baseline"), problem, batch.n)
+    points = torch.as_tensor(test[0], dtype=torch.float32)
+    logits = weights[:, :3] @ points.T + weights[:, 3:4]
+    log_sigmoid = torch.nn.functional.logsigmoid
+    log_q = torch.stack((log_sigmoid(-logits), log_sigmoid(logits)), -1)
     target = torch.as_tensor(problem.target(test[0][:, 0]), dtype=torch.float32)
     for i, n in enumerate(batch.n.tolist()):
         mixed = interpolate_log_probs(log_q[i], target, schedule_ratio(n))
@@ -138,7 +140,7 @@ def test_a_run_trains_the_same_alone_or_batched_with_other_sizes_and_runs(name):
     alone = make_runs(problem, (9,), [2], seed=5)
     batched = Trainer(method, problem, together).fit()
     single = Trainer(method, problem, alone).fit()
-    pairs = list(zip(together.n.tolist(), together.seeds, strict=True))
+    pairs = list(zip(together.n.tolist(), together.run_ids, strict=True))
     row = pairs.index((9, 2))
     torch.testing.assert_close(batched[row], single[0], rtol=1e-5, atol=1e-6)
 

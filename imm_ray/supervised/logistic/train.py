@@ -34,7 +34,6 @@ import numpy as np
 import torch
 
 from imm_ray.imm import (
-    interpolate_log_probs,
     serialized_correction,
     serialized_imm_loss,
 )
@@ -134,9 +133,11 @@ class Method:
             raise ValueError(
                 f"refresh_every must be an integer >= 1 or None, got {self.refresh_every!r}"
             )
-        if isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int):
-            raise ValueError(f"max_steps must be an integer >= 1, got {self.max_steps!r}")
-        if self.max_steps < 1:
+        if (
+            isinstance(self.max_steps, bool)
+            or not isinstance(self.max_steps, int)
+            or self.max_steps < 1
+        ):
             raise ValueError(f"max_steps must be an integer >= 1, got {self.max_steps!r}")
         if not _finite(self.tol) or self.tol < 0:
             raise ValueError(f"tol must be a number >= 0, got {self.tol!r}")
@@ -166,7 +167,8 @@ class Runs:
     y: torch.Tensor
     mask: torch.Tensor
     n: torch.Tensor
-    seeds: list[int]
+    run_ids: list[int]
+    """Each run's index within its size (its data stream, :func:`run_rng`)."""
 
     @property
     def size(self) -> int:
@@ -179,7 +181,7 @@ class Runs:
             self.y.to(device),
             self.mask.to(device),
             self.n.to(device),
-            self.seeds,
+            self.run_ids,
         )
 
 
@@ -210,7 +212,7 @@ def make_runs(problem: Problem, sizes: Sequence[int], runs: Sequence[int], seed:
         y=torch.as_tensor(y),
         mask=torch.as_tensor(mask),
         n=torch.tensor([n for n, _ in pairs]),
-        seeds=[i for _, i in pairs],
+        run_ids=[i for _, i in pairs],
     )
 
 
@@ -263,7 +265,6 @@ class Trainer:
             kernel_weights(runs, method.alpha) if method.name in ("imm", "serialized") else None
         )
         self.weights = torch.zeros(r_rows, 4, dtype=dtype, device=device)
-        self.steps = torch.zeros(r_rows, dtype=torch.int64, device=device)
         self._correction: torch.Tensor | None = None
         self._period = (
             torch.full((r_rows,), method.refresh_every, device=device)
@@ -340,37 +341,10 @@ class Trainer:
             (grad,) = torch.autograd.grad(loss, weights)
             grad = grad * active[:, None]
             self.weights -= method.lr * grad
-            self.steps += active
             active &= grad.abs().amax(dim=1) >= method.tol
             if not bool(active.any()):
                 break
         return self.weights
-
-
-def predict_log_probs(
-    weights: torch.Tensor, x: np.ndarray, method: Method, problem: Problem, n: torch.Tensor
-) -> torch.Tensor:
-    """log of every run's test prediction on shared points ``[T, 3]`` → ``[R, T, 2]``.
-
-    For ``interpolation`` this is log((1 − r) Q + r P̂) with the run's r; else log Q.
-    """
-    points = torch.as_tensor(x, dtype=torch.float32, device=weights.device)
-    log_q = _log_probs(weights[:, :3] @ points.T + weights[:, 3:4])
-    if method.name != "interpolation":
-        return log_q
-    target = torch.as_tensor(
-        problem.target(x[:, 0], method.target_mix), dtype=torch.float32, device=weights.device
-    )
-    sizes = n.tolist()
-    out = torch.empty_like(log_q)
-    for size in sorted(set(sizes)):
-        rows = [i for i, m in enumerate(sizes) if m == size]
-        group = log_q[rows].reshape(-1, 2)
-        mixed = interpolate_log_probs(
-            group, target.repeat(len(rows), 1), method.ratio_at(int(size))
-        )
-        out[rows] = mixed.reshape(len(rows), -1, 2)
-    return out
 
 
 def accuracy(
@@ -379,31 +353,33 @@ def accuracy(
     method: Method,
     problem: Problem,
     n: torch.Tensor,
-    chunk: int = 512,
+    chunk: int = 2048,
 ) -> np.ndarray:
-    """Test accuracy in percent of every run, ``[R]`` (ties, at probability ½, count as 0)."""
+    """Test accuracy in percent of every run, ``[R]`` (ties, at probability ½, count as 0).
+
+    The full model predicts y = 1 where its logit is positive. Interpolation predicts it
+    where (1 − r) σ(z) + r P̂(1 | x1) > ½, the decision of the IMM core's
+    ``interpolate_log_probs`` with weight r (tests/supervised check the two agree).
+    """
     x, y = test
-    labels = torch.as_tensor(y, device=weights.device).bool()
-    if method.name != "interpolation":
-        points = torch.as_tensor(x, dtype=torch.float32, device=weights.device)
-        out = []
-        for start in range(0, len(weights), chunk * 8):
-            w = weights[start : start + chunk * 8]
-            positive = torch.addmm(w[:, 3:4], w[:, :3], points.T) > 0
-            out.append((positive == labels).float().mean(1) * 100)
-        return torch.cat(out).cpu().numpy()
-    # Interpolation, decided in probability space: (1 − r) σ(z) + r P̂(1 | x1) > ½, the
-    # same decision as predict_log_probs (tests/supervised check the two agree).
-    points = torch.as_tensor(x, dtype=torch.float32, device=weights.device)
-    target1 = torch.as_tensor(
-        problem.target(x[:, 0], method.target_mix)[:, 1], dtype=torch.float32, device=weights.device
-    )
-    ratio = torch.tensor([method.ratio_at(int(m)) for m in n.tolist()], device=weights.device)
+    device = weights.device
+    labels = torch.as_tensor(y, device=device).bool()
+    points = torch.as_tensor(x, dtype=torch.float32, device=device)
+    mixing = method.name == "interpolation"
+    if mixing:
+        target1 = torch.as_tensor(
+            problem.target(x[:, 0], method.target_mix)[:, 1], dtype=torch.float32, device=device
+        )
+        ratio = torch.tensor([method.ratio_at(int(m)) for m in n.tolist()], device=device)
     out = []
     for start in range(0, len(weights), chunk):
-        w, r = weights[start : start + chunk], ratio[start : start + chunk, None]
-        q1 = torch.sigmoid(torch.addmm(w[:, 3:4], w[:, :3], points.T))
-        positive = (1 - r) * q1 + r * target1 > 0.5
+        w = weights[start : start + chunk]
+        logits = torch.addmm(w[:, 3:4], w[:, :3], points.T)
+        if mixing:
+            r = ratio[start : start + chunk, None]
+            positive = (1 - r) * torch.sigmoid(logits) + r * target1 > 0.5
+        else:
+            positive = logits > 0
         out.append((positive == labels).float().mean(1) * 100)
     return torch.cat(out).cpu().numpy()
 

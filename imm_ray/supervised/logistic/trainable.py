@@ -10,9 +10,8 @@ from imm_ray.supervised.logistic.train import Method, train_and_score
 
 def trial_methods(trial: dict[str, Any]) -> tuple[list[Method], Problem]:
     """The methods (one per setting) and the problem a trial dict describes, validated."""
-    problem = trial["problem"]
     methods = [Method(**setting["method"]) for setting in trial["settings"]]
-    return methods, Problem(**{**problem, "coef": tuple(problem["coef"])})
+    return methods, Problem(**trial["problem"])
 
 
 def logistic_trainable(config: dict[str, Any]) -> None:
