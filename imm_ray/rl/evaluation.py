@@ -1,8 +1,9 @@
 """Policy evaluation as in the paper (App. D.3): sampled rollouts, undiscounted return.
 
-Evaluation draws its starts and its actions from its own seeded generators, so it never
-touches the training RNG: evaluating at 50 epochs and training on to 100 gives the same
-100-epoch policy as not evaluating at all.
+Evaluation draws its starts and its actions from generators keyed by (seed, epoch), apart
+from training's: evaluating at 50 epochs and training on to 100 gives the same 100-epoch
+policy as not evaluating at all, and a seed's figure at E epochs is the same whichever
+other epoch counts were evaluated before.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import torch
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.rl_module import RLModule
 
+from imm_ray.rl.streams import EVAL_STREAM, stream_seed
+
 
 class RolloutEvaluator:
     """Runs ``num_rollouts`` parallel rollouts of ``horizon`` steps with sampled actions.
@@ -24,24 +27,21 @@ class RolloutEvaluator:
     accumulating.
     """
 
-    def __init__(
-        self, make_env: Callable[[], gym.Env], num_rollouts: int, horizon: int, seed: int
-    ) -> None:
+    def __init__(self, make_env: Callable[[], gym.Env], num_rollouts: int, horizon: int) -> None:
         if num_rollouts < 1:
             raise ValueError(f"evaluation_num_rollouts must be >= 1, got {num_rollouts}")
         if horizon < 1:
             raise ValueError(f"evaluation_horizon must be >= 1, got {horizon}")
         self.envs = gym.vector.SyncVectorEnv([make_env] * num_rollouts)
         self.horizon = horizon
-        self._seed = seed
-        self._calls = 0
-        self._generator = torch.Generator().manual_seed(seed)
 
-    def __call__(self, module: RLModule) -> np.ndarray:
-        """Undiscounted return of each rollout, shape ``[num_rollouts]``."""
-        seeds = [self._seed + 1000 * self._calls + i for i in range(self.envs.num_envs)]
-        self._calls += 1
-        obs, _ = self.envs.reset(seed=seeds)
+    def __call__(self, module: RLModule, seed: int, epoch: int) -> np.ndarray:
+        """Undiscounted return of each rollout of ``module`` (trained ``epoch`` epochs of run
+        ``seed``), shape ``[num_rollouts]``."""
+        key = stream_seed(seed, EVAL_STREAM, epoch)
+        generator = torch.Generator().manual_seed(key)
+        starts = np.random.SeedSequence(key).generate_state(self.envs.num_envs, np.uint64)
+        obs, _ = self.envs.reset(seed=[int(s) for s in starts])
         returns = np.zeros(self.envs.num_envs)
         alive = np.ones(self.envs.num_envs, dtype=bool)
         for _ in range(self.horizon):
@@ -50,7 +50,7 @@ class RolloutEvaluator:
                     Columns.ACTION_DIST_INPUTS
                 ]
             actions = torch.multinomial(
-                torch.softmax(logits, dim=-1), 1, generator=self._generator
+                torch.softmax(logits, dim=-1), 1, generator=generator
             ).squeeze(-1)
             obs, rewards, terminated, truncated, _ = self.envs.step(actions.numpy())
             returns += np.where(alive, rewards, 0.0)

@@ -13,6 +13,7 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
 import envs
 from imm_ray.rl.default_reinforce_rl_module import DEFAULT_MODEL_CONFIG, DefaultReinforceRLModule
+from imm_ray.rl.env_runner import TrajectorySeededEnvRunner
 from imm_ray.rl.imm_config import IMMConfigMixin
 from imm_ray.rl.imm_learner import IMMLearnerMixin
 
@@ -27,6 +28,7 @@ class IMMPPOConfig(IMMConfigMixin, PPOConfig):
     def __init__(self, algo_class: type | None = None) -> None:
         super().__init__(algo_class=algo_class)
         self.environment(env=envs.MDP_ENV_ID)
+        self.env_runner_cls = TrajectorySeededEnvRunner
 
     def get_default_rl_module_spec(self) -> RLModuleSpec:
         return RLModuleSpec(

@@ -37,6 +37,7 @@ from ray.rllib.utils.metrics import (
 
 import envs
 from imm_ray.rl.default_reinforce_rl_module import DEFAULT_MODEL_CONFIG, DefaultReinforceRLModule
+from imm_ray.rl.env_runner import TrajectorySeededEnvRunner
 from imm_ray.rl.evaluation import RolloutEvaluator
 from imm_ray.rl.imm_config import IMMConfigMixin
 from imm_ray.rl.reinforce_torch_learner import IMMReinforceTorchLearner
@@ -47,7 +48,7 @@ EVAL_RETURNS = "eval_returns"
 
 
 class ReinforceConfig(IMMConfigMixin, AlgorithmConfig):
-    """REINFORCE settings. Defaults are the paper's RL setting (App. D.3 and DESIGN.md).
+    """REINFORCE settings. Defaults are the paper's RL setting (App. D.3 and its public code).
 
     Policy one-hot(121) → 32 tanh → 4, Adam lr 1e-2, γ = 0.9 discounted reward-to-go, no
     baseline, one 50-step trajectory and one gradient step per ``train()``; IMM with the
@@ -61,6 +62,7 @@ class ReinforceConfig(IMMConfigMixin, AlgorithmConfig):
         self.gamma = 0.9
         self.num_env_runners = 0
         self.num_envs_per_env_runner = 1
+        self.env_runner_cls = TrajectorySeededEnvRunner
         self.batch_mode = "complete_episodes"
         self.num_episodes_per_train_batch = 1
         self.evaluation_num_rollouts = 10
@@ -177,17 +179,19 @@ class Reinforce(Algorithm):
         return tree.flatten([s[0] for s in sampled]), [s[1] for s in sampled]
 
     def evaluate(self, parallel_train_future: Any = None) -> dict[str, Any]:
-        """Paper evaluation: mean undiscounted return of sampled rollouts from random starts."""
+        """Paper evaluation: mean undiscounted return of sampled rollouts from random starts.
+
+        The rollouts are keyed by (``config.seed``, epochs trained so far), so a seed's
+        figure after E epochs does not depend on when else it was evaluated.
+        """
         if getattr(self, "_evaluator", None) is None:
             env_id, env_config = self.config.env, dict(self.config.env_config)
-            seed = 10_000_019 + (self.config.seed or 0)
             self._evaluator = RolloutEvaluator(
                 lambda: gym.make(env_id, **env_config),
                 self.config.evaluation_num_rollouts,
                 self.config.evaluation_horizon,
-                seed,
             )
-        returns = self._evaluator(self.get_module())
+        returns = self._evaluator(self.get_module(), self.config.seed or 0, self.iteration)
         return {EVAL_RETURN_MEAN: float(returns.mean()), EVAL_RETURNS: returns.tolist()}
 
     def cleanup(self) -> None:

@@ -32,8 +32,8 @@ from ray.rllib.utils.metrics import (
 from ray.rllib.utils.typing import StateDict
 
 import envs
-from imm_ray.rl.seeds.streams import EVAL_STREAM, TRAIN_STREAM, SeedStreams
 from imm_ray.rl.seeds.tensor_pair import TensorPair
+from imm_ray.rl.streams import EVAL_STREAM, TRAIN_STREAM, SeedStreams
 
 #: Metric and state key: training epochs (one trajectory per seed each) sampled so far.
 NUM_EPOCHS_LIFETIME = "num_epochs_lifetime"

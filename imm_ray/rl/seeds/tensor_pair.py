@@ -2,7 +2,7 @@
 
 Every walker's step is a table look-up, so S seeds × N walkers move as one tensor program:
 the start state, each action and (for stochastic pairs) each next state are drawn by
-inverse-CDF sampling from uniforms the caller supplies (:mod:`~imm_ray.rl.seeds.streams`),
+inverse-CDF sampling from uniforms the caller supplies (:mod:`~imm_ray.rl.streams`),
 which keeps the randomness of each seed in that seed's own stream.
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from envs.pair import PomdpMdpPair
-from imm_ray.rl.seeds.streams import inverse_cdf
+from imm_ray.rl.streams import inverse_cdf
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,10 @@
 """Per-seed random streams: what a seed draws never depends on the seeds beside it.
 
-Each seed owns one ``torch.Generator`` per purpose (training, evaluation), seeded from
-``numpy.random.SeedSequence([seed, purpose, ...])`` so that streams of different seeds and
-purposes are statistically independent. A seed's uniforms for a whole trajectory are drawn
-in one call on its own generator; sampling from them (:func:`inverse_cdf`) is vectorized
-over seeds.
+Both RL paths draw from these. Each seed owns one ``torch.Generator`` per purpose
+(training, evaluation, ...), seeded from ``numpy.random.SeedSequence([seed, purpose, ...])``
+so that streams of different seeds and purposes are statistically independent. A seed's
+uniforms for a whole trajectory are drawn in one call on its own generator; sampling from
+them (:func:`inverse_cdf`) is vectorized over seeds.
 """
 
 from __future__ import annotations
@@ -17,6 +17,10 @@ import torch
 #: Stream purposes (the second word of the SeedSequence entropy).
 TRAIN_STREAM = 1
 EVAL_STREAM = 2
+#: Start seeds of the single-seed path's env resets (:mod:`imm_ray.rl.env_runner`).
+START_STREAM = 3
+#: Members drawn by the seed path's sampled extension (``imm_num_samples``).
+IMM_STREAM = 4
 
 
 def stream_seed(seed: int, *key: int) -> int:
