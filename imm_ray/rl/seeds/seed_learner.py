@@ -11,6 +11,14 @@ the step it would take alone. Q̂_s(a | x̄) = Σ_i w_i π_s(a | x̃_i) / Σ_i w
 extended state x̃_i of x̄ (the exact induced model, Eq. 6). Since IMM_s depends on x_t only
 through its context, it is computed once per context and weighted by the share of the
 trajectory's steps spent there: IMM_s = Σ_x̄ (n_s(x̄) / T) · risk_s(x̄).
+
+With ``imm_num_samples = k`` the induced model is sampled instead (Eq. 12): every step t
+of seed s draws k extended states from the belief π(x̃ | x̄_t) with uniforms from seed s's
+own stream, so a seed's draws never depend on the seeds beside it.
+
+A seed whose loss becomes non-finite is marked failed: its term leaves the summed loss
+(so it cannot poison the others through the optimizer), and :meth:`failed_seeds` reports
+it, with the epoch, for the algorithm to turn its results into NaN.
 """
 
 from __future__ import annotations
@@ -23,16 +31,21 @@ from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.utils.typing import ModuleID, TensorType
 
 from imm_ray.imm import imm_loss
-from imm_ray.rl.imm_learner import IMM_LAMBDA_KEY, IMM_LOSS_KEY
+from imm_ray.rl.imm_learner import IMM_LAMBDA_KEY, IMM_LOSS_KEY, TOTAL_LOSS_KEY
 from imm_ray.rl.reinforce_torch_learner import POLICY_LOSS_KEY
 from imm_ray.rl.seeds.batched_module import LOGITS_TABLE
 from imm_ray.rl.seeds.returns_to_go import SeedReturnsToGo
+from imm_ray.rl.streams import IMM_STREAM, SeedStreams, inverse_cdf
+
+#: Metric key: how many seeds have failed (non-finite loss) so far.
+NUM_FAILED_SEEDS_KEY = "num_failed_seeds"
 
 
 class SeedReinforceTorchLearner(TorchLearner):
     """REINFORCE + λ·IMM for every seed of a :class:`BatchedReinforceRLModule` at once.
 
-    Logged per module (means over seeds): ``policy_loss``, ``imm_loss``, ``imm_lambda``.
+    Logged per module (means over the seeds that have not failed): ``policy_loss``,
+    ``imm_loss``, ``imm_lambda``, ``total_loss``; and ``num_failed_seeds``.
     """
 
     def build(self) -> None:
@@ -40,6 +53,9 @@ class SeedReinforceTorchLearner(TorchLearner):
         self._learner_connector.prepend(
             SeedReturnsToGo(gamma=self.config.gamma, device=self._device)
         )
+        seeds = len(self.config.seeds)
+        self._failed_at = torch.zeros(seeds, dtype=torch.long)  # 0: not failed
+        self._updates = 0
         self._imm_tables: dict[str, torch.Tensor] | None = None
         if not self.config.imm_enabled:
             return
@@ -51,7 +67,20 @@ class SeedReinforceTorchLearner(TorchLearner):
             "target": as_tensor(self.config.imm_target_table(pair), torch.float32),
             "state_context": as_tensor(pair.state_context(), torch.long),
             "member_obs": as_tensor(pair.state_observation()[states], None),
+            "state_obs_all": as_tensor(pair.state_observation(), None),
             "member_weights": as_tensor(weights, torch.float32),
+            "member_states": as_tensor(states, torch.long),
+            "member_cdf": as_tensor(weights, torch.float32).cumsum(dim=-1),
+        }
+        if self.config.imm_num_samples is not None:
+            self._imm_streams = SeedStreams(self.config.seeds, IMM_STREAM)
+
+    def failed_seeds(self) -> dict[int, int]:
+        """``{seed: epoch}`` of every seed whose loss became non-finite, at the epoch it did."""
+        return {
+            seed: int(epoch)
+            for seed, epoch in zip(self.config.seeds, self._failed_at.tolist(), strict=True)
+            if epoch > 0
         }
 
     def compute_loss_for_module(
@@ -66,14 +95,26 @@ class SeedReinforceTorchLearner(TorchLearner):
         dist = module.get_train_action_dist_cls().from_logits(fwd_out[Columns.ACTION_DIST_INPUTS])
         log_probs = dist.logp(batch[Columns.ACTIONS])
         policy = -(log_probs * batch[Columns.RETURNS_TO_GO]).mean(dim=-1)
-        loss = policy.sum()
-        self.metrics.log_value((module_id, POLICY_LOSS_KEY), policy.detach().mean(), window=1)
-        if self._imm_tables is None or config.imm_lambda == 0:
-            return loss
-        imm = self.compute_imm_risk(module_id, batch, fwd_out)
-        self.metrics.log_value((module_id, IMM_LOSS_KEY), imm.detach().mean(), window=1)
-        self.metrics.log_value((module_id, IMM_LAMBDA_KEY), config.imm_lambda, window=1)
-        return loss + config.imm_lambda * imm.sum()
+        imm = None
+        total = policy
+        if self._imm_tables is not None and config.imm_lambda != 0:
+            imm = self.compute_imm_risk(module_id, batch, fwd_out)
+            total = policy + config.imm_lambda * imm
+        self._updates += 1
+        newly_failed = ~torch.isfinite(total.detach()).cpu() & (self._failed_at == 0)
+        self._failed_at[newly_failed] = self._updates
+        ok = (self._failed_at == 0).to(total.device)
+        for key, value in ((POLICY_LOSS_KEY, policy), (IMM_LOSS_KEY, imm), (TOTAL_LOSS_KEY, total)):
+            if value is not None:
+                self.metrics.log_value((module_id, key), value.detach()[ok].mean(), window=1)
+        if imm is not None:
+            self.metrics.log_value((module_id, IMM_LAMBDA_KEY), config.imm_lambda, window=1)
+        self.metrics.log_value(
+            (module_id, NUM_FAILED_SEEDS_KEY), int((self._failed_at > 0).sum()), window=1
+        )
+        # A failed seed's term is dropped: its own weights stop mattering, the others'
+        # gradients never see its NaN.
+        return torch.where(ok, total, torch.zeros_like(total)).sum()
 
     def compute_imm_risk(
         self,
@@ -90,6 +131,9 @@ class SeedReinforceTorchLearner(TorchLearner):
         if fwd_out is None:
             fwd_out = module.forward_train(batch)
         log_probs = torch.log_softmax(fwd_out[LOGITS_TABLE], dim=1)  # [S, A, n_inputs]
+        visited = tables["state_context"][self._imm_pair.observation_state(batch[Columns.OBS])]
+        if self.config.imm_num_samples is not None:
+            return self._sampled_imm_risk(module, log_probs, visited)
         contexts, width = tables["member_weights"].shape
         seeds, actions, _ = log_probs.shape
         member_obs = tables["member_obs"].reshape(1, contexts * width, -1)
@@ -100,9 +144,28 @@ class SeedReinforceTorchLearner(TorchLearner):
             tables["member_weights"].repeat(seeds, 1),
             reduction="none",
         ).reshape(seeds, contexts)
-        obs = batch[Columns.OBS]
-        visited = tables["state_context"][self._imm_pair.observation_state(obs)]  # [S, N]
         share = torch.zeros(seeds, contexts, device=risk.device).scatter_add_(
             1, visited, torch.full(visited.shape, 1.0 / visited.shape[1], device=risk.device)
         )
         return (share * risk).sum(dim=-1)
+
+    def _sampled_imm_risk(
+        self, module: Any, log_probs: torch.Tensor, visited: torch.Tensor
+    ) -> torch.Tensor:
+        """Eq. (12) per seed: k members per step drawn from the belief, equal weights."""
+        tables = self._imm_tables
+        k = self.config.imm_num_samples
+        seeds, actions, _ = log_probs.shape
+        steps = visited.shape[1]
+        u = self._imm_streams.uniform(steps, k).to(log_probs.device)  # [S, T, k]
+        cdf = tables["member_cdf"][visited].unsqueeze(2).expand(-1, -1, k, -1)
+        slot = inverse_cdf(cdf.contiguous(), u)  # [S, T, k] index into the support
+        states = tables["member_states"][visited].gather(2, slot)
+        inputs = module.input_index(tables["state_obs_all"][states].reshape(seeds, steps * k, -1))
+        members = log_probs.gather(2, inputs.unsqueeze(1).expand(-1, actions, -1))
+        risk = imm_loss(
+            members.transpose(1, 2).reshape(seeds * steps, k, actions),
+            tables["target"][visited].reshape(seeds * steps, actions),
+            reduction="none",
+        ).reshape(seeds, steps)
+        return risk.mean(dim=-1)

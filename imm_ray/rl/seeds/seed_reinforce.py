@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any, Self
 
@@ -55,8 +56,9 @@ class SeedReinforceConfig(IMMConfigMixin, AlgorithmConfig):
 
     Policy one-hot(121) → 32 tanh → 4, Adam lr 1e-2, γ = 0.9 discounted reward-to-go, no
     baseline, one trajectory of the env's length (50) and one gradient step per epoch; IMM
-    with the exact induced model, the FIB argmax target and λ = 0.25; evaluation over 10
-    rollouts of 22 steps. Only local EnvRunner and Learner are supported (the seeds are the
+    with the exact induced model (or ``imm(num_samples=k)``: k members per step from each
+    seed's own stream), the FIB argmax target and λ = 0.25; evaluation over 10 rollouts of
+    22 steps. Only local EnvRunner and Learner are supported (the seeds are the
     parallelism), and no gradient clipping (a global norm would couple the seeds).
     """
 
@@ -68,8 +70,9 @@ class SeedReinforceConfig(IMMConfigMixin, AlgorithmConfig):
         self.num_env_runners = 0
         self.env_runner_cls = SeedTensorEnvRunner
         self.add_default_connectors_to_learner_pipeline = False
-        # RLlib's NaN guard scans every gradient twice per step; without it a NaN still
-        # reaches only its own seed's weights, since Adam is elementwise.
+        # RLlib's NaN guard scans every gradient twice per step and would skip every
+        # seed's step for one seed's NaN. The learner instead marks a seed whose loss
+        # turns non-finite as failed and drops its term (SeedReinforce reports it).
         self.torch_skip_nan_gradients = True
         self.seeds: list[int] = [0]
         self.epochs_per_iteration = 1
@@ -142,9 +145,10 @@ class SeedReinforceConfig(IMMConfigMixin, AlgorithmConfig):
 
     def validate(self) -> None:
         if not isinstance(self.env, str) or self.env not in envs.known_env_ids():
+            mdp_ids = sorted({envs.pair_spec(i).mdp_id for i in envs.known_env_ids()})
             raise ValueError(
-                f"env must be the MDP id of a registered pair ({', '.join(envs.known_env_ids())}), "
-                f"got {self.env!r}"
+                f"env: unknown env id {self.env!r}; the seed-vectorized path trains the MDP "
+                f"of a registered pair: {', '.join(mdp_ids)}"
             )
         if envs.pair_spec(self.env).mdp_id != self.env:
             raise ValueError(
@@ -165,8 +169,6 @@ class SeedReinforceConfig(IMMConfigMixin, AlgorithmConfig):
             _fail("num_env_runners", self.num_env_runners, "0 (the seeds are vectorized)")
         if self.num_learners != 0:
             _fail("num_learners", self.num_learners, "0 (one local learner holds all seeds)")
-        if self.imm_num_samples is not None:
-            _fail("imm_num_samples", self.imm_num_samples, "None (exact induced model)")
         if self.add_default_connectors_to_learner_pipeline:
             _fail(
                 "add_default_connectors_to_learner_pipeline",
@@ -217,6 +219,7 @@ class SeedReinforce(Algorithm):
         super().setup(config)
         # Set by train_epochs() to cut the last iteration short.
         self._epochs_next_iteration: int | None = None
+        self._warned_failed: set[int] = set()
 
     @property
     def epochs(self) -> int:
@@ -256,13 +259,34 @@ class SeedReinforce(Algorithm):
             self._epochs_next_iteration = None
         return result
 
+    def failed_seeds(self) -> dict[int, int]:
+        """``{seed: epoch}`` of the seeds whose loss became non-finite (see the learner)."""
+        results = self.learner_group.foreach_learner(lambda learner: learner.failed_seeds())
+        return next(iter(results)).get()
+
     def evaluate_seeds(self) -> np.ndarray:
         """Paper evaluation of every seed: mean undiscounted return of
         ``evaluation_num_rollouts`` sampled rollouts of ``evaluation_horizon`` steps from
-        uniform random starts, shape ``[S]`` in the order of ``seeds``."""
-        return self.env_runner.evaluate(
+        uniform random starts, shape ``[S]`` in the order of ``seeds``.
+
+        A failed seed (its loss became non-finite) is NaN, with a warning naming it.
+        """
+        returns = self.env_runner.evaluate(
             self.config.evaluation_num_rollouts, self.config.evaluation_horizon
         )
+        failed = self.failed_seeds()
+        for seed, epoch in failed.items():
+            if seed not in self._warned_failed:
+                self._warned_failed.add(seed)
+                warnings.warn(
+                    f"seed {seed}: its loss became non-finite at epoch {epoch}; it is reported "
+                    "as failed (NaN) from then on",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+        index = [i for i, seed in enumerate(self.config.seeds) if seed in failed]
+        returns[index] = np.nan
+        return returns
 
     def evaluate(self, parallel_train_future: Any = None) -> dict[str, Any]:
         """:meth:`evaluate_seeds` as RLlib's evaluation result: the mean over seeds and
