@@ -1,9 +1,11 @@
 """The ``imm-ray`` command.
 
-``imm-ray train rl`` trains MDP policies on the toroidal grid with and/or without IMM from
-the POMDP policy, one Ray task per (seed, λ), and prints the evaluation table. Without
-``--address`` (or ``RAY_ADDRESS``) it starts an embedded Ray sized to this machine; with
-one, it joins that cluster, which is also what ``ray job submit -- imm-ray ...`` runs.
+``imm-ray train rl`` trains MDP policies with and/or without IMM from the POMDP policy and
+prints the evaluation table. It plans the same trials as ``imm-ray sweep`` (one per
+setting, λ and chunk of seeds, each seed-vectorized on RLlib) and runs them as Ray tasks.
+Without ``--address`` (or ``RAY_ADDRESS``) it starts an embedded Ray sized to this
+machine; with one, it joins that cluster, which is also what ``ray job submit -- imm-ray
+...`` runs.
 
 Every option is checked before Ray starts: a bad value exits with status 2 and a one-line
 message naming the option, never a traceback.
@@ -13,37 +15,80 @@ from __future__ import annotations
 
 import argparse
 import csv
-import logging
 import math
 import os
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 EXIT_USAGE = 2
+DEFAULT_ENV = "imm_ray/ToroidalGrid-v0"
+#: ``train rl``'s setting labels (its table's ``method`` column).
+NO_IMM, IMM = "no-imm", "imm"
 
 
 class UsageError(ValueError):
     """A bad command-line value; reported as ``imm-ray: error: ...`` with exit status 2."""
 
 
+SEEDS_HELP = (
+    "seeds: a count N (seeds 0 … N-1), a range 'A-B' or a list '1,4,7'; statistics are across seeds"
+)
+
+
 def _seeds(text: str) -> list[int]:
-    """``"0-9"``, ``"1,4,7"`` or ``"3"`` → a list of non-negative seeds."""
-    seeds: list[int] = []
+    """``"10"`` (a count: seeds 0 … 9), ``"3-7"`` or ``"1,4,7"`` → a list of seeds >= 0.
+
+    ``train`` and ``sweep`` read ``--seeds`` alike; a single seed s is ``"s-s"``.
+    """
     try:
+        if text.strip().isdigit():
+            count = int(text)
+            if count < 1:
+                raise ValueError
+            return list(range(count))
+        seeds: list[int] = []
         for part in text.split(","):
-            lo, _, hi = part.strip().partition("-")
-            first, last = int(lo), int(hi) if hi else int(lo)
+            lo, sep, hi = part.strip().partition("-")
+            first, last = int(lo), int(hi) if sep else int(lo)
             if first < 0 or last < first:
                 raise ValueError
             seeds.extend(range(first, last + 1))
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"--seeds must look like '0-9', '1,4,7' or '3' with seeds >= 0, got {text!r}"
+            f"--seeds must be a count N >= 1, a range like '0-9' or a list like '1,4,7' "
+            f"of seeds >= 0, got {text!r}"
         ) from None
     return sorted(set(seeds))
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Appends ``(default: X)`` to an option's help once, unless the help already says it
+    or there is no default to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_text = action.help or ""
+        default = action.default
+        if (
+            "default:" in help_text
+            or default is None
+            or default is False
+            or default is argparse.SUPPRESS
+            or not action.option_strings
+        ):
+            return help_text
+        shown = " ".join(map(str, default)) if isinstance(default, list) else "%(default)s"
+        return f"{help_text} (default: {shown})"
+
+
+def _package_version() -> str:
+    try:
+        return version("imm-ray")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _positive_int(name: str):
@@ -78,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="imm-ray",
         description="Induced Model Matching on Ray: restricted models help train full models.",
     )
+    parser.add_argument("--version", action="version", version=f"imm-ray {_package_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train = commands.add_parser("train", help="train models")
     kinds = train.add_subparsers(dest="kind", required=True, metavar="KIND")
@@ -87,9 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Train MDP policies with REINFORCE on RLlib, with IMM from the POMDP policy "
             "(paper Sec. 7.3, App. D.3), and print mean evaluation rewards over seeds "
-            "with 10th/90th percentiles."
+            "with 10th/90th percentiles. Seeds train side by side (seed-vectorized), one "
+            "Ray task per setting, λ and chunk of seeds, as in `imm-ray sweep`."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     rl.add_argument(
         "--epochs",
@@ -98,12 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[50],
         help="dataset sizes: epochs of one 50-step trajectory each; each is evaluated",
     )
-    rl.add_argument(
-        "--seeds",
-        type=_seeds,
-        default=_seeds("0-9"),
-        help="seeds to train, e.g. '0-9' or '1,4,7'; statistics are across seeds",
-    )
+    rl.add_argument("--seeds", type=_seeds, default=None, help=f"{SEEDS_HELP} (default: 10)")
     methods = rl.add_mutually_exclusive_group()
     methods.add_argument("--no-imm", action="store_true", help="train without IMM only")
     methods.add_argument(
@@ -112,26 +154,28 @@ def build_parser() -> argparse.ArgumentParser:
     rl.add_argument(
         "--target",
         choices=["argmax", "softmax"],
-        default="argmax",
-        help="restricted policy P̂(a|x): best action at the uniform belief, or softmax(U/T)",
+        default=None,
+        help="restricted policy P̂(a|x): best action at the uniform belief, or softmax(U/T) "
+        "(default: argmax)",
     )
     rl.add_argument(
         "--temperature",
         type=float,
-        default=1.0,
-        help="softmax temperature T > 0 (with --target softmax); larger is lower quality",
+        default=None,
+        help="softmax temperature T > 0 (with --target softmax); larger is lower quality "
+        "(default: 1.0)",
     )
     rl.add_argument(
         "--epsilon",
         type=float,
-        default=0.0,
-        help="mix the target with the uniform policy by ε in [0, 1]",
+        default=None,
+        help="mix the target with the uniform policy by ε in [0, 1] (default: 0)",
     )
     rl.add_argument(
         "--solver",
         choices=["fib", "qmdp"],
-        default="fib",
-        help="POMDP solver for the target's alpha vectors",
+        default=None,
+        help="POMDP solver for the target's alpha vectors (default: fib)",
     )
     rl.add_argument(
         "--lam",
@@ -139,20 +183,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="LAMBDA|rule",
         help="IMM weight λ >= 0, or 'rule' for the paper's r = round(-0.0002·epochs + "
-        "0.1891, 1), λ = r/(1-r) [default: rule]",
+        "0.1891, 1) clipped to [0, 0.9], λ = r/(1-r) (default: rule)",
     )
     rl.add_argument(
         "--num-samples",
         type=_positive_int("--num-samples"),
         default=None,
         metavar="K",
-        help="sample K extended contexts per state instead of enumerating all of them",
+        help="sample K extended contexts per step instead of enumerating all of them "
+        "(default: enumerate)",
     )
+    rl.add_argument("--env", default=DEFAULT_ENV, help="id of a registered MDP/POMDP pair")
     rl.add_argument(
-        "--env", default="imm_ray/ToroidalGrid-v0", help="id of a registered MDP/POMDP pair"
-    )
-    rl.add_argument(
-        "--grid-size", type=int, default=None, help="side of the toroidal grid (>= 2) [default: 11]"
+        "--grid-size", type=int, default=None, help="side of the toroidal grid, >= 2 (default: 11)"
     )
     rl.add_argument(
         "--output",
@@ -177,15 +220,15 @@ def build_parser() -> argparse.ArgumentParser:
             "logistic regression figure1, figure4, figure6, figure8, figure10, table4, "
             "quality-search."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     sweep.add_argument("experiment", metavar="NAME|FILE", help="experiment name or sweep file")
     sweep.add_argument(
         "--seeds",
-        type=_positive_int("--seeds"),
+        type=_seeds,
         default=None,
-        help="number of seeds, or Monte Carlo runs for the logistic experiments "
-        "(overrides the experiment's)",
+        help=f"{SEEDS_HELP}; for the logistic experiments a count of Monte Carlo runs "
+        "(default: the experiment's)",
     )
     sweep.add_argument(
         "--storage", type=Path, default=Path("results"), help="where results are stored"
@@ -196,13 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue an interrupted sweep in STORAGE/NAME without rerunning finished trials",
     )
     sweep.add_argument(
-        "--cpus-per-trial", type=float, default=None, help="CPUs reserved per trial [default: 1]"
+        "--cpus-per-trial", type=float, default=None, help="CPUs reserved per trial (default: 1)"
     )
     sweep.add_argument(
         "--gpus-per-trial",
         type=float,
         default=None,
-        help="GPUs per trial, fractions allowed; the learner runs on the GPU [default: 0]",
+        help="GPUs per trial, fractions allowed; the learner runs on the GPU (default: 0)",
     )
     sweep.add_argument(
         "--address",
@@ -220,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _experiment(args: argparse.Namespace):
-    from tuning.base import LOGISTIC_NAMES, RL_NAMES, named_experiment
+    from tuning.kinds import experiment_names, named_experiment
 
     experiment = named_experiment(args.experiment)
     if experiment is None and Path(args.experiment).suffix in (".yaml", ".yml", ".toml"):
@@ -229,7 +272,7 @@ def _experiment(args: argparse.Namespace):
         experiment = load_experiment(args.experiment)
     if experiment is None:
         raise UsageError(
-            f"experiment must be one of {', '.join(RL_NAMES + LOGISTIC_NAMES)} or a "
+            f"experiment must be one of {', '.join(experiment_names())} or a "
             f".yaml/.toml file, got {args.experiment!r}"
         )
     return experiment.with_overrides(
@@ -245,6 +288,8 @@ def _sweep(args: argparse.Namespace) -> int:
         experiment = _experiment(args)
         # Every trial's settings are validated (targets solved, envs checked) before Ray starts.
         experiment.validate()
+        for note in experiment.notes():
+            print(f"imm-ray: note: {note}", file=sys.stderr)
         folder = run_sweep(experiment, args.storage, resume=args.resume, address=args.address)
     except ValueError as err:
         raise UsageError(str(err)) from None
@@ -267,65 +312,105 @@ def _print_report(paths: dict[str, Path]) -> int:
     return 0
 
 
-def _train_rl(args: argparse.Namespace) -> int:
+def _warn(message: str) -> None:
+    print(f"imm-ray: warning: {message}", file=sys.stderr)
+
+
+def _rl_experiment(args: argparse.Namespace):
+    """The sweep experiment ``train rl`` runs: its settings, sizes and seeds."""
     from imm_ray.rl.imm_config import TargetSpec
-    from imm_ray.rl.runs import IMM, NO_IMM, plan_runs
+    from tuning.rl import Experiment, Setting
+
+    target_given = [
+        option
+        for option, value in (
+            ("--target", args.target),
+            ("--temperature", args.temperature),
+            ("--epsilon", args.epsilon),
+            ("--solver", args.solver),
+            ("--lam", args.lam),
+            ("--num-samples", args.num_samples),
+        )
+        if value is not None
+    ]
+    if args.no_imm and target_given:
+        _warn(f"{', '.join(target_given)} has no effect with --no-imm")
+    if args.temperature is not None and (args.target or "argmax") == "argmax":
+        _warn("--temperature has no effect with --target argmax (use --target softmax)")
+    target = TargetSpec(
+        kind=args.target or "argmax",
+        temperature=1.0 if args.temperature is None else args.temperature,
+        epsilon=0.0 if args.epsilon is None else args.epsilon,
+        solver=args.solver or "fib",
+    )
+    settings = []
+    if args.no_imm or args.compare:
+        settings.append(Setting(NO_IMM, imm=False))
+    if not args.no_imm:
+        settings.append(Setting(IMM, lam=args.lam, target=target, num_samples=args.num_samples))
+    return Experiment(
+        name="train-rl",
+        settings=tuple(settings),
+        epochs=tuple(args.epochs),
+        seeds=tuple(args.seeds or range(10)),
+        env=args.env,
+        env_config={} if args.grid_size is None else {"size": args.grid_size},
+    )
+
+
+def _train_rl(args: argparse.Namespace) -> int:
     from tuning.aggregate import format_table, summarize
 
-    methods = [NO_IMM] if args.no_imm else [NO_IMM, IMM] if args.compare else [IMM]
     try:
-        target = TargetSpec(
-            kind=args.target,
-            temperature=args.temperature,
-            epsilon=args.epsilon,
-            solver=args.solver,
-        )
-        runs = plan_runs(
-            args.epochs,
-            args.seeds,
-            methods,
-            args.lam,
-            target=target,
-            num_samples=args.num_samples,
-            env=args.env,
-            env_config={} if args.grid_size is None else {"size": args.grid_size},
-        )
-        # Build (and so validate) every distinct config before any Ray process starts.
-        for run in {(r.method, r.lam): r for r in runs}.values():
-            run.config().validate()
+        experiment = _rl_experiment(args)
+        trials = experiment.trials()
+        # Builds (and so validates) every distinct config before any Ray process starts.
+        experiment.validate()
     except ValueError as err:
         raise UsageError(str(err)) from None
+    for note in experiment.notes():
+        print(f"imm-ray: note: {note}", file=sys.stderr)
 
-    results = _run_on_ray(runs, args.address)
-    records = (
-        (run.method, epoch, value)
-        for run, result in zip(runs, results, strict=True)
-        for epoch, value in result.items()
-    )
-    print(format_table(summarize(records)))
+    results = _run_trials_on_ray(trials, args.address)
+    rows = [
+        (trial["setting"], trial["lam"], seed, epochs, value)
+        for trial, result in zip(trials, results, strict=True)
+        for epochs, values in result.items()
+        for seed, value in values.items()
+    ]
+    for setting, _, seed, epochs, value in rows:
+        if not math.isfinite(value):
+            _warn(f"seed {seed} ({setting}, {epochs} epochs) failed: its loss became non-finite")
+    print(format_table(summarize((row[0], row[3], row[4]) for row in rows)))
     if args.output is not None:
-        _write_csv_atomically(args.output, runs, results)
+        _write_csv_atomically(args.output, sorted(rows, key=lambda r: (r[0], r[2], r[3])))
         print(f"per-seed results: {args.output}")
     return 0
 
 
-def _run_on_ray(runs, address: str | None) -> list[dict[int, float]]:
+def _run_trials_on_ray(trials: list[dict], address: str | None) -> list[dict]:
+    """Runs every trial as a Ray task; shows progress with an ETA on stderr."""
     import ray
 
-    from imm_ray.rl.runs import train_and_evaluate
+    from imm_ray.cluster import init_ray
+    from tuning.rl import run_trial
 
-    if not ray.is_initialized():
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-    task = ray.remote(num_cpus=1)(train_and_evaluate)
-    pending = {task.remote(run): i for i, run in enumerate(runs)}
-    results: list[dict[int, float] | None] = [None] * len(runs)
+    init_ray(address, log_to_driver=False)
+    task = ray.remote(num_cpus=1)(run_trial)
+    pending = {task.remote(trial): i for i, trial in enumerate(trials)}
+    cost = [len(t["seeds"]) * max(t["epochs"]) for t in trials]
+    results: list[dict | None] = [None] * len(trials)
     start = time.monotonic()
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
-        results[pending.pop(done[0])] = ray.get(done[0])
-        finished = len(runs) - len(pending)
+        index = pending.pop(done[0])
+        results[index] = ray.get(done[0])
+        elapsed = time.monotonic() - start
+        finished = sum(c for c, r in zip(cost, results, strict=True) if r is not None)
+        eta = elapsed * (sum(cost) - finished) / finished
         print(
-            f"\r[{finished}/{len(runs)} runs, {time.monotonic() - start:.0f}s]",
+            f"\r[{len(trials) - len(pending)}/{len(trials)} trials, {elapsed:.0f}s"
+            + (f", ETA {eta:.0f}s]" if pending else "]"),
             end="" if pending else "\n",
             file=sys.stderr,
             flush=True,
@@ -333,15 +418,14 @@ def _run_on_ray(runs, address: str | None) -> list[dict[int, float]]:
     return results
 
 
-def _write_csv_atomically(path: Path, runs, results) -> None:
+def _write_csv_atomically(path: Path, rows: list[tuple]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["method", "seed", "lam", "epochs", "eval_return_mean"])
-        for run, result in zip(runs, results, strict=True):
-            for epoch, value in sorted(result.items()):
-                writer.writerow([run.method, run.seed, f"{run.lam:.6g}", epoch, f"{value:.6f}"])
+        for setting, lam, seed, epochs, value in rows:
+            writer.writerow([setting, seed, f"{lam:.6g}", epochs, f"{value:.6f}"])
     os.replace(tmp, path)
 
 

@@ -28,7 +28,8 @@ def imm_ray(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         (["--target", "softmax", "--temperature", "0"], "temperature must be > 0"),
         (["--epsilon", "1.5"], "epsilon must be in [0, 1]"),
         (["--grid-size", "1"], "size must be an integer >= 2"),
-        (["--seeds", "5-2"], "--seeds must look like"),
+        (["--seeds", "5-2"], "--seeds must be a count N >= 1, a range like '0-9'"),
+        (["--seeds", "0"], "--seeds must be a count N >= 1"),
         (["--env", "imm_ray/Nope-v0"], "unknown env id 'imm_ray/Nope-v0'"),
         (["--no-imm", "--env", "Nope-v0"], "unknown env id 'Nope-v0'"),
     ],
@@ -50,12 +51,56 @@ def test_help_documents_every_option():
     for action in options:
         assert action.help, f"{action.option_strings} has no help text"
         assert action.option_strings[0] in result.stdout
+    # Each option's default is shown once, never twice or as "None".
+    text = " ".join(result.stdout.split())
+    for chunk in text.split(" --")[1:]:
+        assert chunk.count("default") <= 1, chunk
+    assert "(default: None)" not in text and "[default" not in text
+    assert "(default: 50)" in text and "(default: 10)" in text and "(default: rule)" in text
+
+
+def test_version_prints_the_package_version():
+    from importlib.metadata import version
+
+    result = imm_ray("--version", timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == f"imm-ray {version('imm-ray')}"
+
+
+@pytest.mark.parametrize(
+    ("args", "warning"),
+    [
+        (["--temperature", "0.5"], "--temperature has no effect with --target argmax"),
+        (["--no-imm", "--lam", "0.3"], "--lam has no effect with --no-imm"),
+        (["--no-imm", "--target", "softmax"], "--target has no effect with --no-imm"),
+    ],
+)
+def test_an_option_without_effect_warns(args, warning):
+    result = imm_ray("train", "rl", "--epochs", "1", "--seeds", "1", *args)
+    assert result.returncode == 0, result.stderr
+    assert f"imm-ray: warning: {warning}" in result.stderr
+
+
+def test_the_lambda_rule_says_where_it_turns_imm_off():
+    result = imm_ray("train", "rl", "--epochs", "1", "700", "--seeds", "1", "--num-samples", "2")
+    assert result.returncode == 0, result.stderr
+    assert "IMM is off there" in result.stderr and "r = 0 at 700 epochs" in result.stderr
+
+
+def test_seeds_mean_the_same_in_train_and_sweep():
+    rl = build_parser()._subparsers._group_actions[0].choices
+    train = rl["train"]._subparsers._group_actions[0].choices["rl"]
+    for parser in (train, rl["sweep"]):
+        seeds = next(a for a in parser._actions if a.dest == "seeds").type
+        assert seeds("3") == [0, 1, 2]
+        assert seeds("2-4") == [2, 3, 4]
+        assert seeds("7,1,4") == [1, 4, 7]
+        assert seeds("5-5") == [5]
 
 
 def test_train_prints_a_table_and_writes_results(tmp_path):
     out = tmp_path / "res.csv"
     result = imm_ray(
-        "train", "rl", "--compare", "--epochs", "2", "3", "--seeds", "0-1", "--output", str(out)
+        "train", "rl", "--compare", "--epochs", "2", "3", "--seeds", "2", "--output", str(out)
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()

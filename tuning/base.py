@@ -1,27 +1,11 @@
-"""What every experiment kind offers the sweep and report machinery, and how names resolve.
-
-Kept free of RLlib and torch imports, so that a logistic sweep's driver does not pay for
-loading RLlib.
-"""
+"""What every experiment kind offers the sweep and report machinery, and the checks they
+share. A leaf: it imports nothing from ``tuning`` (and neither RLlib nor torch)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
-
-#: The named RL experiments (defined in :mod:`tuning.experiments`).
-RL_NAMES = ("figure2", "figure9", "lambda-search")
-#: The named logistic experiments (defined in :mod:`tuning.logistic`).
-LOGISTIC_NAMES = (
-    "figure1",
-    "figure4",
-    "figure6",
-    "figure8",
-    "figure10",
-    "table4",
-    "quality-search",
-)
 
 
 class SweepExperiment(Protocol):
@@ -32,7 +16,8 @@ class SweepExperiment(Protocol):
     (a short name for its folder). Its trainable reports ``{"size": n, "values": {seed or
     run: value}}`` once per size, with ``"setting"`` added when one trial trains several.
     ``settings`` (each with a ``label``) orders the CSV; an optional ``gap`` names two
-    curves whose difference the table adds.
+    curves whose difference the table adds; ``notes()`` are lines the user should read
+    before the sweep runs (e.g. where IMM is off).
     """
 
     kind: ClassVar[str]
@@ -46,6 +31,7 @@ class SweepExperiment(Protocol):
 
     def trials(self) -> list[dict[str, Any]]: ...
     def validate(self) -> None: ...
+    def notes(self) -> list[str]: ...
     def trainable(self) -> Callable[[dict[str, Any]], None]: ...
     def curves(self) -> list[str]: ...
     def point(self, setting: str, size: int) -> tuple[str, float]: ...
@@ -78,14 +64,16 @@ def check_resources(cpus_per_trial: object, gpus_per_trial: object) -> None:
             )
 
 
-def named_experiment(name: str) -> SweepExperiment | None:
-    """The experiment called ``name`` (importing only its kind's module), or ``None``."""
-    if name in RL_NAMES:
-        from tuning.experiments import EXPERIMENTS
-
-        return EXPERIMENTS[name]
-    if name in LOGISTIC_NAMES:
-        from tuning.logistic import EXPERIMENTS
-
-        return EXPERIMENTS[name]
-    return None
+def check_seeds(seeds: object) -> list[int]:
+    """A seed count N (→ seeds 0 … N−1) or a non-empty list of distinct seeds >= 0."""
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise ValueError(f"seeds must be a count >= 1 or a list of seeds, got {seeds!r}")
+        return list(range(seeds))
+    if isinstance(seeds, list | tuple) and seeds:
+        if all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+            if len(set(seeds)) == len(seeds):
+                return [int(s) for s in seeds]
+    raise ValueError(
+        f"seeds must be a count >= 1 or a non-empty list of distinct integers >= 0, got {seeds!r}"
+    )

@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from imm_ray.rl.imm_config import TargetSpec
-from tuning.experiments import Experiment, Setting
+from tuning.rl import Experiment, Setting
 
 TOP_KEYS = {
     "name",

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from imm_ray.supervised.logistic.data import QUALITY_MIX, Problem
-from imm_ray.supervised.logistic.train import METRICS, Method
+from imm_ray.supervised.logistic.train import METRICS, Method, train_and_score
 from tuning.base import check_name_and_labels, check_resources
 
 X_AXES = ("size", "ratio")
@@ -133,9 +133,10 @@ class LogisticExperiment:
         """Nothing left to check before Ray starts: settings, methods and the problem
         validate themselves at construction."""
 
-    def trainable(self) -> Callable[[dict[str, Any]], None]:
-        from imm_ray.supervised.logistic.trainable import logistic_trainable
+    def notes(self) -> list[str]:
+        return []
 
+    def trainable(self) -> Callable[[dict[str, Any]], None]:
         return logistic_trainable
 
     def curves(self) -> list[str]:
@@ -155,11 +156,18 @@ class LogisticExperiment:
 
     def with_overrides(
         self,
-        seeds: int | None = None,
+        seeds: int | list[int] | None = None,
         cpus_per_trial: float | None = None,
         gpus_per_trial: float | None = None,
     ) -> LogisticExperiment:
-        """``seeds`` sets the number of Monte Carlo runs."""
+        """``seeds`` sets the number of Monte Carlo runs: a count, or the runs 0 … N−1."""
+        if isinstance(seeds, list | tuple):
+            if list(seeds) != list(range(len(seeds))):
+                raise ValueError(
+                    "seeds must be a count of Monte Carlo runs for a logistic experiment "
+                    f"(runs 0 … N-1), got the seed list {seeds!r}"
+                )
+            seeds = len(seeds)
         changes = {
             "runs": seeds,
             "cpus_per_trial": cpus_per_trial,
@@ -235,6 +243,45 @@ QUALITY_SCHEDULES: dict[str, dict[str, Any]] = {
     "medium": {"schedule": (1.25, -0.035), "ratio_range": (0.2, 0.9)},
     "low": {"schedule": (1.7, -0.16), "ratio_range": (0.1, 0.9)},
 }
+
+
+def trial_methods(trial: dict[str, Any]) -> tuple[list[Method], Problem]:
+    """The methods (one per setting) and the problem a trial dict describes, validated."""
+    methods = [Method(**setting["method"]) for setting in trial["settings"]]
+    return methods, Problem(**trial["problem"])
+
+
+def logistic_trainable(config: dict[str, Any]) -> None:
+    """Tune function trainable: every Monte Carlo run of the trial's settings at its sizes,
+    trained as batched tensors.
+
+    Reports ``{"setting": label, "size": n, "values": {run: value}}`` per setting and size,
+    keeping the run axis.
+    """
+    import torch
+    from ray import tune
+
+    trial = config["trial"]
+    methods, problem = trial_methods(trial)
+    device = "cuda" if trial.get("gpus", 0) > 0 and torch.cuda.is_available() else "cpu"
+    torch.set_num_threads(max(1, int(trial.get("cpus", 1))))
+    scores = train_and_score(
+        methods,
+        problem,
+        trial["sizes"],
+        trial["runs"],
+        seed=trial["seed"],
+        test_size=trial["test_size"],
+        metric=trial["metric"],
+        device=device,
+    )
+    for setting, per_size in zip(trial["settings"], scores, strict=True):
+        for size in trial["sizes"]:
+            values = {str(i): float(v) for i, v in enumerate(per_size[size])}
+            tune.report({"setting": setting["label"], "size": size, "values": values})
+
+
+EXPERIMENT_CLASS = LogisticExperiment
 EXPERIMENTS: dict[str, LogisticExperiment] = {
     "figure1": LogisticExperiment(
         "figure1",

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tuning.aggregate import Summary, summarize
 from tuning.base import SweepExperiment
+from tuning.kinds import experiment_from_dict
 
 CSV_NAME, TABLE_NAME, PLOT_NAME = "summary.csv", "summary.md", "figure.png"
 #: Name of the file recording which experiment a sweep folder holds.
@@ -38,16 +39,10 @@ def load_saved_experiment(folder: Path) -> SweepExperiment:
     if not path.is_file():
         raise ReportError(f"{folder} holds no sweep (no {EXPERIMENT_FILE})")
     data = json.loads(path.read_text())
-    kind = data.get("kind", "rl")
-    if kind == "rl":
-        from tuning.experiments import Experiment
-
-        return Experiment.from_dict(data)
-    if kind == "logistic":
-        from tuning.logistic import LogisticExperiment
-
-        return LogisticExperiment.from_dict(data)
-    raise ReportError(f"{path}: unknown experiment kind {kind!r}")
+    try:
+        return experiment_from_dict(data)
+    except (TypeError, ValueError) as err:
+        raise ReportError(f"{path}: not a readable experiment: {err}") from None
 
 
 def collect(folder: Path) -> list[tuple[str, int, str, float]]:
@@ -132,8 +127,11 @@ def markdown_table(summaries: list[Summary], experiment: SweepExperiment) -> str
         if gap:
             first, second = points.get((gap[0], x)), points.get((gap[1], x))
             cells.append(f"{first.mean - second.mean:+.3f}" if first and second else "–")
-        seeds = max(c.seeds for curve in curves if (c := points.get((curve, x))))
-        lines.append(f"| {_x_text(x)} | " + " | ".join(cells) + f" | {seeds} |")
+        present = [c for curve in curves if (c := points.get((curve, x)))]
+        seeds = max(c.seeds for c in present)
+        failed = sum(c.failed for c in present)
+        count = f"{seeds} ({failed} failed)" if failed else str(seeds)
+        lines.append(f"| {_x_text(x)} | " + " | ".join(cells) + f" | {count} |")
     return "\n".join(lines) + "\n"
 
 

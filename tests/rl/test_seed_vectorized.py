@@ -26,8 +26,8 @@ from imm_ray.rl.seeds import (
     train_and_evaluate_seeds,
 )
 from imm_ray.rl.seeds.returns_to_go import discounted_returns_to_go
-from imm_ray.rl.seeds.streams import SeedStreams, inverse_cdf
 from imm_ray.rl.seeds.tensor_pair import TensorPair
+from imm_ray.rl.streams import SeedStreams, inverse_cdf
 
 
 def _params(algo) -> list[torch.Tensor]:
@@ -261,9 +261,8 @@ def test_settings_fail_when_set(section, kwargs, message):
         (lambda c: c.training(grad_clip=1.0), "grad_clip must be None"),
         (lambda c: c.env_runners(num_env_runners=2), "num_env_runners must be 0"),
         (lambda c: c.learners(num_learners=2), "num_learners must be 0"),
-        (lambda c: c.imm(num_samples=4), "imm_num_samples must be None"),
         (lambda c: c.environment(env=envs.POMDP_ENV_ID), "env must be an MDP id"),
-        (lambda c: c.environment(env="CartPole-v1"), "env must be the MDP id of a registered"),
+        (lambda c: c.environment(env="CartPole-v1"), "unknown env id 'CartPole-v1'"),
         (lambda c: c.environment(env_config={"size": 1}), "size must be an integer >= 2"),
     ],
 )

@@ -67,7 +67,7 @@ def test_yaml_and_toml_give_the_same_experiment(tmp_path, name, text):
 @pytest.mark.parametrize(
     ("name", "old", "new", "where"),
     [
-        ("s.yaml", "seeds: 3", "seeds: 0", "s.yaml:3: seeds: seeds must be an integer >= 1"),
+        ("s.yaml", "seeds: 3", "seeds: 0", "s.yaml:3: seeds: seeds must be a count >= 1"),
         (
             "s.yaml",
             "temperature: 0.5",
@@ -78,7 +78,7 @@ def test_yaml_and_toml_give_the_same_experiment(tmp_path, name, text):
         ("s.yaml", "    imm: false", "    imn: false", "s.yaml:7: settings[0].imn: unknown key"),
         ("s.yaml", "lambda_ratio: 0.2", "lambda_ratio: 1.0", "s.yaml:11: settings[2].lambda_ratio"),
         ("s.yaml", "gpus_per_trial: 0.25", "gpus_per_trial: -1", "s.yaml:4: resources"),
-        ("s.toml", "seeds = 3", "seeds = 0", "s.toml:3: seeds: seeds must be an integer >= 1"),
+        ("s.toml", "seeds = 3", "seeds = 0", "s.toml:3: seeds: seeds must be a count >= 1"),
         (
             "s.toml",
             'label = "IMM rule"',

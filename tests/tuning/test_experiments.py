@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from imm_ray.rl import paper_lambda
-from tuning.experiments import EXPERIMENTS, PAPER_EPOCHS, Experiment, Setting, trial_plan
+from tuning.rl import EXPERIMENTS, PAPER_EPOCHS, Experiment, Setting, trial_plan
 
 
 def test_figure2_is_no_imm_vs_imm_argmax_over_the_paper_epochs_and_30_seeds():
@@ -69,7 +69,8 @@ def test_seeds_per_trial_splits_the_seeds_into_chunks():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"seeds": 0}, "seeds must be an integer >= 1"),
+        ({"seeds": 0}, "seeds must be a count >= 1 or a list of seeds, got 0"),
+        ({"seeds": (1, 1)}, "seeds must be a count >= 1 or a non-empty list of distinct"),
         ({"epochs": ()}, "epochs must be a non-empty list"),
         ({"epochs": (10, 0)}, "epochs must be a non-empty list of integers >= 1"),
         ({"gpus_per_trial": -0.5}, "gpus_per_trial must be a number >= 0"),

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tuning.rl import PID_FILE
+
 SWEEP = """\
 name: tiny
 epochs: [3, 6]
@@ -225,17 +227,16 @@ def test_a_crashed_trial_is_retried_and_the_sweep_completes(tmp_path):
         text=True,
         start_new_session=True,
     )
+    # The trainable writes its own PID to trial.pid in its trial folder: kill that one
+    # process, which this test's sweep started, and nothing else on the machine.
     killed = None
     deadline = time.monotonic() + 180
     while killed is None and driver.poll() is None and time.monotonic() < deadline:
-        listing = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True)
-        workers = [
-            line.split()[0] for line in listing.stdout.splitlines() if "ray::ImplicitFunc" in line
-        ]
-        if workers:
+        pid_files = sorted((storage / "tiny").glob(f"*/{PID_FILE}"))
+        if pid_files and pid_files[0].read_text().strip():
             time.sleep(1.0)  # let it get into training
-            os.kill(int(workers[0]), signal.SIGKILL)
-            killed = workers[0]
+            killed = int(pid_files[0].read_text())
+            os.kill(killed, signal.SIGKILL)
         time.sleep(0.2)
     output, _ = driver.communicate(timeout=300)
     assert killed is not None, "no trial worker was seen running"

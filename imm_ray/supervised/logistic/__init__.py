@@ -2,7 +2,7 @@
 
 :mod:`~imm_ray.supervised.logistic.data` draws the data and computes the exact target,
 :mod:`~imm_ray.supervised.logistic.train` trains many Monte Carlo runs as one batched
-tensor program, and :mod:`~imm_ray.supervised.logistic.trainable` is its Tune trainable.
+tensor program; its Tune trainable is in :mod:`tuning.logistic`.
 """
 
 from imm_ray.supervised.logistic.data import QUALITY_MIX, Problem

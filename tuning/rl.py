@@ -1,26 +1,29 @@
-"""Named experiments as data: settings × dataset sizes × seeds.
+"""The RL experiment kind: settings × dataset sizes × seeds, and the trial that trains them.
 
-An :class:`Experiment` (RL) lists *settings* (one curve each: IMM or not, λ or the λ rule,
-the restricted target's kind and quality), the dataset sizes (epochs) and the number of
-seeds. :func:`trial_plan` turns it into Tune trials. The paper's RL figures are in
-:data:`EXPERIMENTS`, beside the logistic ones of :mod:`tuning.logistic`; users write RL
+An :class:`Experiment` lists *settings* (one curve each: IMM or not, λ or the λ rule, the
+restricted target's kind and quality), the dataset sizes (epochs) and the seeds.
+:func:`trial_plan` turns it into trials; :func:`run_trial` trains one of them on the
+seed-vectorized RLlib path (:mod:`imm_ray.rl.seeds`), and :func:`rl_trainable` is that
+as a Tune trainable. ``imm-ray train rl`` runs the same trials as Ray tasks, ``imm-ray
+sweep`` as Tune trials. The paper's RL figures are in :data:`EXPERIMENTS`; users write RL
 sweeps as YAML or TOML (:mod:`tuning.config_file`).
 
 Every experiment kind offers the same interface to :mod:`tuning.sweep` and
-:mod:`tuning.report` (:class:`~tuning.base.SweepExperiment`): its trials and trainable, and how a
-(setting, dataset size) result is drawn — which curve, at which x.
+:mod:`tuning.report` (:class:`~tuning.base.SweepExperiment`): its trials and trainable, and
+how a (setting, dataset size) result is drawn — which curve, at which x.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from imm_ray.rl.imm_config import TargetSpec, paper_lambda
-from tuning.base import check_name_and_labels, check_resources
+from tuning.base import check_name_and_labels, check_resources, check_seeds
 
 PAPER_EPOCHS = (10, 20, 50, 75, 100, 125, 150, 175, 200, 250, 300, 350, 400, 450, 500)
 X_AXES = ("epochs", "lambda_ratio")
@@ -74,12 +77,13 @@ class Setting:
 
 @dataclass(frozen=True)
 class Experiment:
-    """A sweep: every setting at every dataset size, over ``seeds`` seeds."""
+    """A sweep: every setting at every dataset size, over its seeds."""
 
     name: str
     settings: tuple[Setting, ...]
     epochs: tuple[int, ...] = PAPER_EPOCHS
-    seeds: int = 30
+    seeds: int | tuple[int, ...] = 30
+    """A count N (seeds 0 … N−1) or the seed ids themselves."""
     env: str = "imm_ray/ToroidalGrid-v0"
     env_config: dict[str, Any] = field(default_factory=dict)
     cpus_per_trial: float = 1.0
@@ -97,8 +101,9 @@ class Experiment:
             raise ValueError(
                 f"epochs must be a non-empty list of integers >= 1, got {self.epochs!r}"
             )
-        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
-            raise ValueError(f"seeds must be an integer >= 1, got {self.seeds!r}")
+        if not isinstance(self.seeds, int):
+            object.__setattr__(self, "seeds", tuple(check_seeds(self.seeds)))
+        check_seeds(self.seeds)
         check_resources(self.cpus_per_trial, self.gpus_per_trial)
         if self.seeds_per_trial is not None and (
             isinstance(self.seeds_per_trial, bool)
@@ -119,19 +124,32 @@ class Experiment:
     y_label: ClassVar[str] = "Average Reward"
     gap: ClassVar[None] = None
 
+    @property
+    def seed_ids(self) -> list[int]:
+        """The seeds trained, in order."""
+        return check_seeds(self.seeds)
+
     def trials(self) -> list[dict[str, Any]]:
         return trial_plan(self)
 
     def validate(self) -> None:
         """Checks every (setting, λ)'s config (target solved, env checked) without Ray."""
-        from tuning.sweep import validate_trial
-
         for trial in {(t["setting"], t["lam"]): t for t in self.trials()}.values():
-            validate_trial(trial)
+            trial_config(trial).validate()
+
+    def notes(self) -> list[str]:
+        """What a user should know before the run: where the λ rule turns IMM off."""
+        notes = []
+        for setting in self.settings:
+            off = [e for e in sorted(set(self.epochs)) if setting.imm and setting.lam_at(e) == 0]
+            if off and setting.lam is None:
+                notes.append(
+                    f"{setting.label}: the paper's λ rule gives r = 0 at "
+                    f"{', '.join(map(str, off))} epochs, so IMM is off there"
+                )
+        return notes
 
     def trainable(self) -> Callable[[dict[str, Any]], None]:
-        from tuning.sweep import rl_trainable
-
         return rl_trainable
 
     def curves(self) -> list[str]:
@@ -163,6 +181,8 @@ class Experiment:
             Setting(**{**s, "target": TargetSpec(**s["target"])}) for s in data["settings"]
         )
         data["epochs"] = tuple(data["epochs"])
+        if isinstance(data["seeds"], list):
+            data["seeds"] = tuple(data["seeds"])
         return cls(**data)
 
 
@@ -170,7 +190,7 @@ def trial_plan(experiment: Experiment) -> list[dict[str, Any]]:
     """One Tune trial per (setting, λ, chunk of seeds): its epochs are evaluated along one run.
 
     The seeds of a chunk train side by side in one seed-vectorized algorithm; chunks of
-    ``seeds_per_trial`` let Tune spread a large seed count over several workers.
+    ``seeds_per_trial`` let Ray spread a large seed count over several workers.
 
     While λ is constant, evaluating a longer run at each shorter dataset size is
     statistically the same as separate runs; the λ rule changes λ at 200 epochs, so a
@@ -182,7 +202,7 @@ def trial_plan(experiment: Experiment) -> list[dict[str, Any]]:
         for epochs in sorted(set(experiment.epochs)):
             groups.setdefault(setting.lam_at(epochs), []).append(epochs)
         for lam, epochs in groups.items():
-            for chunk in _chunks(range(experiment.seeds), experiment.seeds_per_trial):
+            for chunk in _chunks(experiment.seed_ids, experiment.seeds_per_trial):
                 trials.append(
                     {
                         "setting": setting.label,
@@ -202,7 +222,7 @@ def trial_plan(experiment: Experiment) -> list[dict[str, Any]]:
     return trials
 
 
-def _chunks(seeds: range, size: int | None) -> list[list[int]]:
+def _chunks(seeds: Sequence[int], size: int | None) -> list[list[int]]:
     size = size or len(seeds)
     return [list(seeds[i : i + size]) for i in range(0, len(seeds), size)]
 
@@ -214,6 +234,7 @@ def _figure(name: str, settings: list[Setting], **kwargs: Any) -> Experiment:
 NO_IMM = Setting("No IMM", imm=False)
 IMM_ARGMAX = Setting("IMM using maximal utility action")
 
+EXPERIMENT_CLASS = Experiment
 EXPERIMENTS: dict[str, Experiment] = {
     "figure2": _figure("figure2", [NO_IMM, IMM_ARGMAX]),
     "figure9": _figure(
@@ -238,3 +259,55 @@ EXPERIMENTS: dict[str, Experiment] = {
         x_axis="lambda_ratio",
     ),
 }
+
+
+def trial_config(trial: dict[str, Any]) -> Any:
+    """The seed-vectorized ``SeedReinforceConfig`` that trains a trial's seeds side by side."""
+    from imm_ray.rl.seeds import SeedReinforceConfig
+
+    config = (
+        SeedReinforceConfig()
+        .environment(env=trial["env"], env_config=dict(trial["env_config"]))
+        .training(seeds=trial["seeds"])
+        .imm(
+            lam=trial["lam"],
+            target=TargetSpec(**trial["target"]) if trial["imm"] else None,
+            num_samples=trial["num_samples"] if trial["imm"] else None,
+        )
+    )
+    if trial["gpus"] > 0:
+        config.learners(num_gpus_per_learner=trial["gpus"])
+    return config
+
+
+def run_trial(trial: dict[str, Any]) -> dict[int, dict[int, float]]:
+    """Trains a trial's seeds and returns ``{epochs: {seed: mean evaluation return}}``
+    (NaN for a seed whose loss became non-finite)."""
+    from imm_ray.rl.seeds import train_and_evaluate_seeds
+
+    per_epoch = train_and_evaluate_seeds(trial_config(trial), trial["epochs"])
+    return {
+        epochs: dict(zip(trial["seeds"], map(float, values), strict=True))
+        for epochs, values in per_epoch.items()
+    }
+
+
+#: File in a Tune trial's folder holding the PID of the process that trains it.
+PID_FILE = "trial.pid"
+
+
+def rl_trainable(config: dict[str, Any]) -> None:
+    """Tune function trainable: one setting × one λ × its seeds, evaluated along the way.
+
+    Writes its process id to ``trial.pid`` in the trial folder first, so an operator (or a
+    test) can find the process that runs a trial.
+    """
+    from ray import tune
+
+    trial_dir = tune.get_context().get_trial_dir()
+    with open(os.path.join(trial_dir, PID_FILE), "w") as handle:
+        handle.write(f"{os.getpid()}\n")
+    rewards = run_trial(config["trial"])
+    for epochs in config["trial"]["epochs"]:
+        values = {str(seed): value for seed, value in rewards[epochs].items()}
+        tune.report({"size": epochs, "values": values})

@@ -1,0 +1,89 @@
+"""One registry of experiment kinds, and a ``tuning`` package whose imports point one way."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import tuning.logistic
+import tuning.rl
+from tuning.kinds import (
+    KIND_MODULES,
+    experiment_from_dict,
+    experiment_names,
+    kind_module,
+    named_experiment,
+)
+
+TUNING = Path(tuning.rl.__file__).parent
+REPO = TUNING.parent
+
+
+def tuning_imports(path: Path) -> set[str]:
+    """Every ``tuning.*`` module ``path`` imports, at the top or inside a function."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tuning"):
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("tuning")}
+    return found
+
+
+def test_tuning_has_no_import_cycles_and_base_is_a_leaf():
+    graph = {f"tuning.{p.stem}": tuning_imports(p) for p in TUNING.glob("*.py")}
+    graph.pop("tuning.__init__")
+    assert graph["tuning.base"] == set()
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        assert module not in path, f"import cycle: {' -> '.join((*path, module))}"
+        for imported in graph.get(module, ()):
+            visit(imported, (*path, module))
+
+    for module in graph:
+        visit(module, ())
+
+
+def test_every_kind_module_names_its_experiments_and_class():
+    assert list(KIND_MODULES) == ["logistic", "rl"]
+    for kind in KIND_MODULES:
+        module = kind_module(kind)
+        assert module.EXPERIMENT_CLASS.kind == kind
+        assert all(e.kind == kind for e in module.EXPERIMENTS.values())
+    assert experiment_names() == [*tuning.logistic.EXPERIMENTS, *tuning.rl.EXPERIMENTS]
+
+
+def test_names_and_stored_experiments_resolve_through_the_registry():
+    assert named_experiment("figure2") is tuning.rl.EXPERIMENTS["figure2"]
+    assert named_experiment("figure1") is tuning.logistic.EXPERIMENTS["figure1"]
+    assert named_experiment("figure99") is None
+    for name in ("figure2", "figure1"):
+        experiment = named_experiment(name)
+        assert experiment_from_dict(experiment.to_dict()) == experiment
+    with pytest.raises(ValueError, match="kind must be one of logistic, rl, got 'nope'"):
+        experiment_from_dict({"kind": "nope"})
+
+
+def test_a_logistic_lookup_does_not_import_rllib():
+    code = (
+        "import sys; from tuning.kinds import named_experiment; "
+        "assert named_experiment('figure1') is not None; "
+        "print(any(m.startswith('ray.rllib') for m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
+def test_no_project_file_cites_a_file_that_is_not_in_the_repository():
+    cited = ("DESIGN.md", "STYLE.md", "../shared")
+    for folder in ("imm_ray", "envs", "tuning", "tests", "benchmarks"):
+        for path in (REPO / folder).rglob("*.py"):
+            text = path.read_text()
+            for name in cited:
+                if name in text and path.name != "test_kinds.py":
+                    assert (REPO / name).exists(), f"{path} cites {name}, which is not here"

@@ -1,0 +1,49 @@
+"""The one registry of experiment kinds: the CLI, sweeps and reports all look names up here.
+
+Each kind is a module of :mod:`tuning` that defines its experiment class (with
+``kind``, ``from_dict`` and the :class:`~tuning.base.SweepExperiment` interface), the
+``EXPERIMENTS`` it names, and its trainable. Modules load on first use, cheapest first, so
+a logistic sweep never imports RLlib. A new kind (a language-model experiment, say) is one
+more entry in :data:`KIND_MODULES`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Any
+
+from tuning.base import SweepExperiment
+
+#: Experiment kind → the module that defines it (looked up in this order).
+KIND_MODULES: dict[str, str] = {
+    "logistic": "tuning.logistic",
+    "rl": "tuning.rl",
+}
+
+
+def kind_module(kind: str) -> ModuleType:
+    """The module of experiment kind ``kind``."""
+    if kind not in KIND_MODULES:
+        raise ValueError(f"kind must be one of {', '.join(KIND_MODULES)}, got {kind!r}")
+    return importlib.import_module(KIND_MODULES[kind])
+
+
+def named_experiment(name: str) -> SweepExperiment | None:
+    """The experiment called ``name``, or ``None``; imports kinds only until it is found."""
+    for kind in KIND_MODULES:
+        experiment = kind_module(kind).EXPERIMENTS.get(name)
+        if experiment is not None:
+            return experiment
+    return None
+
+
+def experiment_names() -> list[str]:
+    """Every named experiment, kind by kind in registry order (imports every kind)."""
+    return [name for kind in KIND_MODULES for name in kind_module(kind).EXPERIMENTS]
+
+
+def experiment_from_dict(data: dict[str, Any]) -> SweepExperiment:
+    """Rebuilds an experiment from its ``to_dict()`` (the ``kind`` key picks the class)."""
+    module = kind_module(data.get("kind", "rl"))
+    return module.EXPERIMENT_CLASS.from_dict(data)
