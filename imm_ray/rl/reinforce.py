@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Self
 
 import gymnasium as gym
@@ -198,3 +199,24 @@ class Reinforce(Algorithm):
         if getattr(self, "_evaluator", None) is not None:
             self._evaluator.close()
         super().cleanup()
+
+
+def train_and_evaluate(config: AlgorithmConfig, eval_epochs: Iterable[int]) -> dict[int, float]:
+    """Trains ``config``'s algorithm (one seed, ``config.seed``) to the largest of
+    ``eval_epochs`` and returns its mean evaluation return at each of them: the single-seed
+    counterpart of :func:`imm_ray.rl.seeds.train_and_evaluate_seeds`."""
+    eval_epochs = sorted(set(eval_epochs))
+    if not eval_epochs:
+        raise ValueError("eval_epochs must name at least one epoch count")
+    for epochs in eval_epochs:
+        _check_int("eval_epochs", epochs, 1)
+    algo = config.build_algo()
+    try:
+        results = {}
+        for epochs in eval_epochs:
+            while algo.iteration < epochs:
+                algo.train()
+            results[epochs] = algo.evaluate()[EVAL_RETURN_MEAN]
+        return results
+    finally:
+        algo.stop()

@@ -5,27 +5,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from imm_ray.rl import EVAL_RETURN_MEAN, ReinforceConfig, paper_lambda
+from imm_ray.rl import ReinforceConfig, paper_lambda, train_and_evaluate
 
 SEEDS = (0, 1, 2)
 
 
-def train_and_evaluate(seed: int, imm: bool, epochs: int = 50) -> float:
-    config = ReinforceConfig().debugging(seed=seed)
-    config = config.imm(lam=paper_lambda(epochs)) if imm else config.imm(target=None)
-    algo = config.build_algo()
-    try:
-        for _ in range(epochs):
-            algo.train()
-        return algo.evaluate()[EVAL_RETURN_MEAN]
-    finally:
-        algo.stop()
-
-
 def test_imm_beats_no_imm_at_50_epochs(ray_session):
     task = ray_session.remote(num_cpus=1)(train_and_evaluate)
-    reward = {
-        imm: np.mean(ray_session.get([task.remote(seed, imm) for seed in SEEDS]))
-        for imm in (False, True)
+    base = [ReinforceConfig().debugging(seed=seed) for seed in SEEDS]
+    configs = {
+        "imm": [c.copy().imm(lam=paper_lambda(50)) for c in base],
+        "no-imm": [c.copy().imm(target=None) for c in base],
     }
-    assert reward[True] > reward[False] + 2.0, reward
+    reward = {
+        method: np.mean([r[50] for r in ray_session.get([task.remote(c, [50]) for c in cs])])
+        for method, cs in configs.items()
+    }
+    assert reward["imm"] > reward["no-imm"] + 2.0, reward
