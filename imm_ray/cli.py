@@ -22,6 +22,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from imm_ray.lm_cli import add_lm_commands
+
 EXIT_USAGE = 2
 
 
@@ -216,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("path", type=Path, metavar="PATH", help="a sweep folder: STORAGE/NAME")
     report.set_defaults(handler=_report)
+    add_lm_commands(commands, UsageError)
     return parser
 
 
