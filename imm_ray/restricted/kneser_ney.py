@@ -37,6 +37,7 @@ materialized (:meth:`KneserNeyBigram.rows`), never the V×V matrix.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -132,11 +133,11 @@ class KneserNeyBigram:
         """The number of stored (seen) bigrams."""
         return int(self.targets.shape[0])
 
-    @property
+    @functools.cached_property
     def keys(self) -> torch.Tensor:
-        """``x·V + y`` of every stored bigram, ascending (for pair look-ups)."""
+        """``x·V + y`` of every stored bigram, ascending (for pair look-ups; built once)."""
         rows = torch.repeat_interleave(
-            torch.arange(self.vocab_size, dtype=torch.int64), torch.diff(self.indptr)
+            torch.arange(self.vocab_size, device=self.indptr.device), torch.diff(self.indptr)
         )
         return rows * self.vocab_size + self.targets
 
@@ -189,18 +190,19 @@ class KneserNeyBigram:
                 f"contexts and targets must have the same shape, got {list(contexts.shape)} "
                 f"and {list(targets.shape)}"
             )
+        flat_contexts, flat_targets = contexts.reshape(-1), targets.reshape(-1)
+        prob = self.backoff[flat_contexts] * self.unigram[flat_targets]
         keys = self.keys
-        query = (contexts * self.vocab_size + targets).reshape(-1)
-        at = torch.searchsorted(keys, query).clamp(max=max(len(keys) - 1, 0))
-        seen = keys[at] == query if len(keys) else torch.zeros_like(query, dtype=torch.bool)
-        backed_off = self.backoff[contexts.reshape(-1)] * self.unigram[targets.reshape(-1)]
-        prob = torch.where(seen, self.probs[at] if len(keys) else backed_off, backed_off)
+        if len(keys):
+            query = flat_contexts * self.vocab_size + flat_targets
+            at = torch.searchsorted(keys, query).clamp(max=len(keys) - 1)
+            prob = torch.where(keys[at] == query, self.probs[at], prob)
         return torch.log(prob).reshape(contexts.shape)
 
     def stream_log_prob(self, ids: np.ndarray | torch.Tensor) -> torch.Tensor:
         """``ln P̂(w_t | w_{t−1})`` of every token of an id stream whose sentences end in
         ``<eos>``; the first token's context is ``<eos>`` (lmplz's ``<s>``)."""
-        ids = self._check_ids("ids", torch.as_tensor(np.asarray(ids)))
+        ids = self._check_ids("ids", ids)
         previous = torch.cat([torch.tensor([self.eos_id], device=ids.device), ids[:-1]])
         return self.log_prob(previous, ids)
 
@@ -256,6 +258,9 @@ def estimate_kneser_ney(
     if not 0 <= eos_id < vocab_size:
         raise ValueError(f"eos_id must be in [0, {vocab_size}), got {eos_id}")
     ids = np.asarray(ids)
+    if ids.size and not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"ids must be integer token ids, got dtype {ids.dtype}")
+    ids = ids.astype(np.int64, copy=False)
     if ids.ndim != 1 or len(ids) == 0:
         raise ValueError("ids must be a non-empty 1-D stream of token ids (the corpus is empty)")
     if ids.min() < 0 or ids.max() >= vocab_size:

@@ -127,11 +127,12 @@ def test_storage_is_sparse_for_a_large_vocabulary():
         ([], "the corpus is empty"),
         ([0, 1, 5], "ids must be in [0, 4)"),
         ([0, 1], "ids must end with eos_id 2"),
+        ([0.0, 2.0], "ids must be integer token ids"),
     ],
 )
 def test_bad_streams_are_refused(ids, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace(")", r"\)")):
-        estimate_kneser_ney(np.array(ids, dtype=np.int64), vocab_size=4, eos_id=2)
+        estimate_kneser_ney(np.array(ids, dtype=None if ids else np.int64), 4, eos_id=2)
 
 
 def test_lmplz_counts_the_latest_new_word_raw_in_the_unigram_statistics():
