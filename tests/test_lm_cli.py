@@ -164,3 +164,10 @@ def test_bigram_names_a_missing_folder(tmp_path, capsys):
     code, err = run_main(capsys, "lm", "bigram", str(tmp_path / "nowhere"))
     assert code == 2
     assert "corpus folder" in err and "does not exist" in err
+
+
+def test_bigram_names_a_missing_arpa_file(corpus, capsys, tmp_path):
+    missing = tmp_path / "none.arpa"
+    code, err = run_main(capsys, "lm", "bigram", str(corpus), "--read-arpa", str(missing))
+    assert code == 2
+    assert f"imm-ray: error: ARPA file {missing} does not exist" in err

@@ -1,5 +1,5 @@
 """The restricted model of the language experiments: an interpolated modified Kneser–Ney
-bigram P̂(y | x) (paper Sec. 5 and App. D.2: the target of the LSTM and BERT experiments).
+bigram P̂(y | x) (paper Sec. 7.2 and App. D.2: the target of the LSTM and BERT experiments).
 
 Estimation follows KenLM's ``lmplz -o 2`` (Chen & Goodman 1998, eqs. (17), (26)):
 
