@@ -47,9 +47,6 @@ import torch
 #: lmplz's ``--discount_fallback`` default: D1, D2, D3+.
 FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)
 
-#: The levels of :attr:`KneserNeyBigram.discounts` and :attr:`KneserNeyBigram.fallback`.
-LEVELS = ("unigram", "bigram")
-
 
 def count_of_counts(counts: np.ndarray) -> tuple[int, int, int, int]:
     """``(n1, n2, n3, n4)``: how many of ``counts`` equal 1, 2, 3 and 4."""
