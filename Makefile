@@ -5,12 +5,12 @@ PYTHON ?= python3
 
 .PHONY: setup run test lint format bench
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first: pip's usual build here, a CPU wheel where one is on disk.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,lm]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -18,7 +18,12 @@ setup: $(VENV)/.installed
 run: setup
 	$(VENV)/bin/imm-ray train rl --compare --epochs 50 100 200 --seeds 0-9
 
-test: setup
+# KenLM's lmplz, for the tests that compare the Kneser–Ney bigram with it (cached in ~/.cache).
+.PHONY: lmplz
+lmplz:
+	PYTHON=$(PYTHON) scripts/build_lmplz.sh
+
+test: setup lmplz
 	$(PY) -m pytest
 
 lint: setup

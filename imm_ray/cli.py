@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from imm_ray.lm_cli import add_lm_commands
+
 EXIT_USAGE = 2
 DEFAULT_ENV = "imm_ray/ToroidalGrid-v0"
 #: ``train rl``'s setting labels (its table's ``method`` column).
@@ -259,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("path", type=Path, metavar="PATH", help="a sweep folder: STORAGE/NAME")
     report.set_defaults(handler=_report)
+    add_lm_commands(commands, UsageError)
     return parser
 
 

@@ -1,5 +1,12 @@
-"""Restricted models P̂: POMDP solvers (FIB, QMDP) and the restricted policies read off them."""
+"""Restricted models P̂: POMDP solvers (FIB, QMDP) and the restricted policies read off them;
+the modified Kneser–Ney bigram of the language experiments and its ARPA files."""
 
+from imm_ray.restricted.arpa import ArpaError, read_arpa, write_arpa
+from imm_ray.restricted.kneser_ney import (
+    FALLBACK_DISCOUNTS,
+    KneserNeyBigram,
+    estimate_kneser_ney,
+)
 from imm_ray.restricted.policy import (
     POLICY_KINDS,
     check_policy_args,
@@ -21,19 +28,25 @@ from imm_ray.restricted.solvers import (
 )
 
 __all__ = [
+    "FALLBACK_DISCOUNTS",
     "POLICY_KINDS",
     "SOLVERS",
     "AlphaVectors",
+    "ArpaError",
+    "KneserNeyBigram",
     "TabularPOMDP",
     "as_tables",
     "check_policy_args",
     "context_utilities",
+    "estimate_kneser_ney",
     "fib",
     "qmdp",
+    "read_arpa",
     "restricted_policy",
     "solve",
     "solve_restricted_policy",
     "tables_from_agent",
     "tables_from_pair",
     "validate_policy_table",
+    "write_arpa",
 ]

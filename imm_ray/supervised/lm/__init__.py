@@ -1,0 +1,1 @@
+"""Language modelling data: PTB-format corpora and synthetic corpora from a known source."""

@@ -1,0 +1,150 @@
+"""The Kneser–Ney bigram against hand computations, the true bigram of a known source, and
+its own contract: rows sum to 1, sparse storage, fallback discounts reported."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from imm_ray.restricted.kneser_ney import (
+    FALLBACK_DISCOUNTS,
+    count_of_counts,
+    estimate_kneser_ney,
+    modified_discounts,
+)
+from imm_ray.supervised.lm.synthetic import MarkovSource
+
+# Ids of the hand corpus "a b" / "b": a b <eos> b <eos>.
+A, B, EOS, UNK = 0, 1, 2, 3
+
+
+@pytest.fixture(scope="module")
+def hand():
+    return estimate_kneser_ney(np.array([A, B, EOS, B, EOS]), vocab_size=4, eos_id=EOS)
+
+
+def test_discounts_from_count_of_counts_by_hand():
+    counts = np.array([1, 1, 1, 1, 2, 2, 3, 4, 7, 9])  # n1..n4 = 4, 2, 1, 1
+    assert count_of_counts(counts) == (4, 2, 1, 1)
+    # Y = 4 / (4 + 2·2) = 0.5; D1 = 1 − 2·0.5·2/4, D2 = 2 − 3·0.5·1/2, D3+ = 3 − 4·0.5·1/1.
+    discounts, fell_back = modified_discounts(counts)
+    assert discounts == pytest.approx((0.5, 1.25, 1.0))
+    assert not fell_back
+
+
+@pytest.mark.parametrize(
+    "counts",
+    [
+        [1, 1, 2, 4],  # n3 = 0: a gap
+        [1, 2, 3, 3, 3, 3, 3],  # Y = 1/3, D2 = 2 − 3·Y·5/1 < 0: out of range
+    ],
+)
+def test_discount_fallback_when_count_of_counts_have_a_gap_or_go_out_of_range(counts):
+    assert modified_discounts(np.array(counts)) == (FALLBACK_DISCOUNTS, True)
+
+
+def test_hand_corpus_probabilities(hand):
+    # Bigrams <s>a, ab, b</s> ×2, <s>b: n1..n3 = 3, 1, 0 → fallback; continuation counts
+    # a(a) = 1, a(b) = 2, a(</s>) = 1 → fallback too. Σa = 4, γ₀ = (0.5·2 + 1·1)/4 = 0.5.
+    assert hand.fallback == {"unigram": True, "bigram": True}
+    expected_unigram = [0.5 / 4 + 0.5 / 4, 1 / 4 + 0.5 / 4, 0.5 / 4 + 0.5 / 4, 0.5 / 4]
+    assert hand.unigram.tolist() == pytest.approx(expected_unigram)
+    p_a, p_b, p_eos, p_unk = expected_unigram
+    rows = hand.rows(torch.tensor([EOS, A, B, UNK]), dtype=torch.float64)
+    # <s> (the <eos> row): c = 2, a and b once each, ν = (0.5 + 0.5)/2.
+    assert rows[0].tolist() == pytest.approx(
+        [0.5 / 2 + 0.5 * p_a, 0.5 / 2 + 0.5 * p_b, 0.5 * p_eos, 0.5 * p_unk]
+    )
+    # a: "a b" once, ν = 0.5/1.
+    assert rows[1, B].item() == pytest.approx(0.5 + 0.5 * p_b)
+    # b: "b </s>" twice, D2 = 1, ν = 1/2.
+    assert rows[2, EOS].item() == pytest.approx(1 / 2 + 0.5 * p_eos)
+    # <unk> is never a context: its row is the unigram.
+    assert rows[3].tolist() == pytest.approx(expected_unigram)
+    assert hand.backoff.tolist() == pytest.approx([0.5, 0.5, 0.5, 1.0])
+
+
+def test_rows_agree_with_log_prob_and_perplexity(hand):
+    contexts = torch.tensor([[EOS, A], [B, UNK]])
+    targets = torch.tensor([[A, B], [EOS, UNK]])
+    rows = hand.rows(contexts, dtype=torch.float64)
+    assert rows.shape == (2, 2, 4)
+    picked = rows.gather(-1, targets[..., None]).squeeze(-1)
+    assert torch.allclose(hand.log_prob(contexts, targets).exp(), picked)
+    stream = np.array([A, B, EOS, B, EOS])
+    logp = [np.log(x) for x in (0.375, 0.6875, 0.625, 0.4375, 0.625)]
+    assert hand.perplexity(stream) == pytest.approx(np.exp(-np.mean(logp)))
+
+
+@pytest.fixture(scope="module")
+def source():
+    return MarkovSource.random(25, seed=3)
+
+
+def test_every_row_sums_to_one(source):
+    ids = source.sample(20_000, seed=0)
+    ids = np.append(ids, 0)
+    model = estimate_kneser_ney(ids, vocab_size=27, eos_id=0)  # id 26 never occurs
+    rows = model.rows(torch.arange(27), dtype=torch.float64)
+    assert torch.allclose(rows.sum(-1), torch.ones(27, dtype=torch.float64), atol=1e-12)
+    assert (rows > 0).all()
+    assert torch.equal(rows[26], model.unigram)
+
+
+def test_estimate_approaches_the_true_bigram(source):
+    truth = torch.from_numpy(source.true_bigram())
+    weight = torch.from_numpy(source.stationary().sum(0))
+
+    def kl(n_tokens):
+        ids = np.append(source.sample(n_tokens, seed=1), 0)
+        rows = estimate_kneser_ney(ids, 25, 0).rows(torch.arange(25), dtype=torch.float64)
+        return float((weight * (truth * (truth / rows).log()).sum(-1)).sum())
+
+    small, large = kl(5_000), kl(200_000)
+    assert large < 0.01
+    assert large < small / 5
+
+
+def test_storage_is_sparse_for_a_large_vocabulary():
+    v = 200_000  # a dense V×V float64 matrix would need 320 GB
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, v, size=50_000)
+    ids[::10] = 0
+    ids[-1] = 0
+    model = estimate_kneser_ney(ids, vocab_size=v, eos_id=0)
+    assert model.num_bigrams <= len(ids)
+    sizes = [t.numel() for t in (model.unigram, model.backoff, model.indptr, model.targets)]
+    assert max(sizes) <= v + 1
+    rows = model.rows(torch.tensor([0, 5, 7]))
+    assert rows.shape == (3, v)
+    assert torch.allclose(rows.sum(-1), torch.ones(3), atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("ids", "message"),
+    [
+        ([], "the corpus is empty"),
+        ([0, 1, 5], "ids must be in [0, 4)"),
+        ([0, 1], "ids must end with eos_id 2"),
+        ([0.0, 2.0], "ids must be integer token ids"),
+    ],
+)
+def test_bad_streams_are_refused(ids, message):
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace(")", r"\)")):
+        estimate_kneser_ney(np.array(ids, dtype=None if ids else np.int64), 4, eos_id=2)
+
+
+def test_lmplz_counts_the_latest_new_word_raw_in_the_unigram_statistics():
+    # "c" appears first latest, three times, always after "a": continuation count 1, raw 3.
+    a, b, c, eos = 0, 1, 2, 3
+    ids = np.array([a, b, eos, b, a, eos, b, eos, a, c, eos, a, c, eos, a, c, b, eos])
+    plain = estimate_kneser_ney(ids, 5, eos, match_lmplz=False)
+    lmplz = estimate_kneser_ney(ids, 5, eos)
+    # Continuation counts a, b, c, eos = 2, 3, 1, 3 → n1..n3 = 1, 1, 2; with c raw (3): 0, 1, 3.
+    assert plain.fallback["unigram"] is False
+    assert plain.discounts["unigram"] == pytest.approx(
+        modified_discounts(np.array([2, 3, 1, 3]))[0]
+    )
+    assert lmplz.fallback["unigram"] is True
+    assert lmplz.discounts["bigram"] == plain.discounts["bigram"]
