@@ -254,6 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="Ray cluster to join; default: $RAY_ADDRESS, else an embedded local Ray",
     )
+    sweep.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show Tune's status tables instead of one line a trial",
+    )
     sweep.set_defaults(handler=_sweep)
 
     report = commands.add_parser(
@@ -293,7 +298,13 @@ def _sweep(args: argparse.Namespace) -> int:
         experiment.validate()
         for note in experiment.notes():
             print(f"imm-ray: note: {note}", file=sys.stderr)
-        folder = run_sweep(experiment, args.storage, resume=args.resume, address=args.address)
+        folder = run_sweep(
+            experiment,
+            args.storage,
+            resume=args.resume,
+            address=args.address,
+            verbose=args.verbose,
+        )
     except ValueError as err:
         raise UsageError(str(err)) from None
     return _print_report(write_report(folder))
@@ -435,6 +446,11 @@ def _write_csv_atomically(path: Path, rows: list[tuple]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from imm_ray.cluster import prefer_loopback
+    from imm_ray.console import quiet_library_logs
+
+    prefer_loopback(getattr(args, "address", None))  # before anything imports Ray
+    quiet_library_logs()
     try:
         return args.handler(args)
     except UsageError as err:

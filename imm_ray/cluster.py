@@ -1,9 +1,16 @@
 """Starting or joining Ray, the same way for every ``imm-ray`` command.
 
 With no address (and no ``RAY_ADDRESS``), an embedded single-machine Ray starts on
-loopback only (its GCS, raylet and workers bind 127.0.0.1) and without the dashboard:
-nothing listens beyond this machine. With an address, the command joins that cluster,
-which is what ``ray job submit -- imm-ray ...`` does (Ray sets ``RAY_ADDRESS`` in a job).
+loopback only and without the dashboard: nothing listens beyond this machine. Ray has one
+switch for that, ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (its single-machine mode, the
+default on Windows and macOS), under which the node's address is 127.0.0.1 and the GCS,
+raylet, object manager and workers bind it alone. Ray reads the switch when it is first
+imported, so :func:`prefer_loopback` sets it before that (``imm-ray`` does so right after
+parsing its arguments); a user's own setting wins. Token authentication stays Ray's
+default.
+
+With an address, the command joins that cluster, which is what ``ray job submit --
+imm-ray ...`` does (Ray sets ``RAY_ADDRESS`` in a job); the switch is left alone.
 """
 
 from __future__ import annotations
@@ -11,22 +18,35 @@ from __future__ import annotations
 import logging
 import os
 
-#: The address an embedded Ray binds to.
-LOOPBACK = "127.0.0.1"
+#: Ray's switch between cluster mode and single-machine (loopback) mode.
+SINGLE_MACHINE_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def joins_cluster(address: str | None) -> bool:
+    """Whether Ray will join a running cluster rather than start an embedded one."""
+    return bool(address or os.environ.get("RAY_ADDRESS"))
+
+
+def prefer_loopback(address: str | None = None) -> None:
+    """Asks for Ray's single-machine mode unless a cluster is to be joined. Takes effect
+    only in a process that has not imported Ray yet."""
+    if not joins_cluster(address):
+        os.environ.setdefault(SINGLE_MACHINE_SWITCH, "0")
 
 
 def init_ray(address: str | None = None, **kwargs) -> None:
     """Joins ``address`` (or ``$RAY_ADDRESS``), else starts an embedded loopback Ray.
 
     Does nothing if Ray is already initialized in this process. ``kwargs`` go to
-    ``ray.init`` (e.g. ``log_to_driver``).
+    ``ray.init`` (e.g. ``num_cpus``, ``log_to_driver``).
     """
+    prefer_loopback(address)
     import ray
 
     if ray.is_initialized():
         return
     kwargs.setdefault("logging_level", logging.WARNING)
-    if address or os.environ.get("RAY_ADDRESS"):
+    if joins_cluster(address):
         ray.init(address=address, **kwargs)
     else:
-        ray.init(_node_ip_address=LOOPBACK, include_dashboard=False, **kwargs)
+        ray.init(include_dashboard=False, **kwargs)

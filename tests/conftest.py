@@ -1,10 +1,13 @@
-"""Shared fixtures: one real local Ray instance per test session."""
+"""Shared fixtures: one real local Ray instance per test session, on loopback as imm-ray
+starts it (:mod:`imm_ray.cluster`)."""
 
 from __future__ import annotations
 
-import logging
-
 import pytest
+
+from imm_ray.cluster import init_ray, prefer_loopback
+
+prefer_loopback()  # before any test module imports Ray
 
 
 @pytest.fixture(scope="session")
@@ -12,7 +15,6 @@ def ray_session():
     """A real embedded Ray with this machine's CPUs, shared by every test that asks for it."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    init_ray(num_cpus=2)
     yield ray
     ray.shutdown()

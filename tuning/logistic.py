@@ -261,6 +261,9 @@ def logistic_trainable(config: dict[str, Any]) -> None:
     import torch
     from ray import tune
 
+    from imm_ray.console import quiet_library_logs
+
+    quiet_library_logs()
     trial = config["trial"]
     methods, problem = trial_methods(trial)
     device = "cuda" if trial.get("gpus", 0) > 0 and torch.cuda.is_available() else "cpu"

@@ -283,8 +283,10 @@ def trial_config(trial: dict[str, Any]) -> Any:
 def run_trial(trial: dict[str, Any]) -> dict[int, dict[int, float]]:
     """Trains a trial's seeds and returns ``{epochs: {seed: mean evaluation return}}``
     (NaN for a seed whose loss became non-finite)."""
+    from imm_ray.console import quiet_library_logs
     from imm_ray.rl.seeds import train_and_evaluate_seeds
 
+    quiet_library_logs()
     per_epoch = train_and_evaluate_seeds(trial_config(trial), trial["epochs"])
     return {
         epochs: dict(zip(trial["seeds"], map(float, values), strict=True))

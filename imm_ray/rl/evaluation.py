@@ -9,10 +9,12 @@ other epoch counts were evaluated before.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, Self
 
 import gymnasium as gym
 import numpy as np
 import torch
+from ray.rllib.algorithms.algorithm_config import NotProvided
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.rl_module import RLModule
 
@@ -61,3 +63,70 @@ class RolloutEvaluator:
 
     def close(self) -> None:
         self.envs.close()
+
+
+#: Keys of :meth:`RolloutEvaluationMixin.evaluate`'s result.
+EVAL_RETURN_MEAN = "eval_return_mean"
+EVAL_RETURNS = "eval_returns"
+
+
+def _check_count(field: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{field} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+class RolloutEvaluationConfigMixin:
+    """The paper's evaluation settings on an RLlib ``AlgorithmConfig``: 10 rollouts × 22 steps."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.evaluation_num_rollouts = 10
+        self.evaluation_horizon = 22
+
+    def evaluation(
+        self,
+        *,
+        evaluation_num_rollouts: int = NotProvided,
+        evaluation_horizon: int = NotProvided,
+        **kwargs: Any,
+    ) -> Self:
+        """Sets evaluation settings; see ``AlgorithmConfig.evaluation`` for the shared ones.
+
+        Args:
+            evaluation_num_rollouts: rollouts per evaluation (paper: 10).
+            evaluation_horizon: steps per rollout (paper: 22).
+        """
+        super().evaluation(**kwargs)
+        if evaluation_num_rollouts is not NotProvided:
+            self.evaluation_num_rollouts = _check_count(
+                "evaluation_num_rollouts", evaluation_num_rollouts
+            )
+        if evaluation_horizon is not NotProvided:
+            self.evaluation_horizon = _check_count("evaluation_horizon", evaluation_horizon)
+        return self
+
+
+class RolloutEvaluationMixin:
+    """``evaluate()`` for an RLlib ``Algorithm``: the paper's rollouts of its own module, on
+    a local copy of the env, with no evaluation env runners to configure.
+
+    The rollouts are keyed by (``config.seed``, training iterations so far), so a seed's
+    figure after E iterations does not depend on when else it was evaluated.
+    """
+
+    def evaluate(self, parallel_train_future: Any = None) -> dict[str, Any]:
+        if getattr(self, "_evaluator", None) is None:
+            env_id, env_config = self.config.env, dict(self.config.env_config)
+            self._evaluator = RolloutEvaluator(
+                lambda: gym.make(env_id, **env_config),
+                self.config.evaluation_num_rollouts,
+                self.config.evaluation_horizon,
+            )
+        returns = self._evaluator(self.get_module(), self.config.seed or 0, self.iteration)
+        return {EVAL_RETURN_MEAN: float(returns.mean()), EVAL_RETURNS: returns.tolist()}
+
+    def cleanup(self) -> None:
+        if getattr(self, "_evaluator", None) is not None:
+            self._evaluator.close()
+        super().cleanup()

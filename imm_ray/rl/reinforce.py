@@ -39,16 +39,16 @@ from ray.rllib.utils.metrics import (
 import envs
 from imm_ray.rl.default_reinforce_rl_module import DEFAULT_MODEL_CONFIG, DefaultReinforceRLModule
 from imm_ray.rl.env_runner import TrajectorySeededEnvRunner
-from imm_ray.rl.evaluation import RolloutEvaluator
+from imm_ray.rl.evaluation import (
+    EVAL_RETURN_MEAN,
+    RolloutEvaluationConfigMixin,
+    RolloutEvaluationMixin,
+)
 from imm_ray.rl.imm_config import IMMConfigMixin
 from imm_ray.rl.reinforce_torch_learner import IMMReinforceTorchLearner
 
-#: Keys of :meth:`Reinforce.evaluate`'s result.
-EVAL_RETURN_MEAN = "eval_return_mean"
-EVAL_RETURNS = "eval_returns"
 
-
-class ReinforceConfig(IMMConfigMixin, AlgorithmConfig):
+class ReinforceConfig(IMMConfigMixin, RolloutEvaluationConfigMixin, AlgorithmConfig):
     """REINFORCE settings. Defaults are the paper's RL setting (App. D.3 and its public code).
 
     Policy one-hot(121) → 32 tanh → 4, Adam lr 1e-2, γ = 0.9 discounted reward-to-go, no
@@ -66,8 +66,6 @@ class ReinforceConfig(IMMConfigMixin, AlgorithmConfig):
         self.env_runner_cls = TrajectorySeededEnvRunner
         self.batch_mode = "complete_episodes"
         self.num_episodes_per_train_batch = 1
-        self.evaluation_num_rollouts = 10
-        self.evaluation_horizon = 22
 
     def training(
         self,
@@ -85,28 +83,6 @@ class ReinforceConfig(IMMConfigMixin, AlgorithmConfig):
         if num_episodes_per_train_batch is not NotProvided:
             _check_int("num_episodes_per_train_batch", num_episodes_per_train_batch, 1)
             self.num_episodes_per_train_batch = num_episodes_per_train_batch
-        return self
-
-    def evaluation(
-        self,
-        *,
-        evaluation_num_rollouts: int = NotProvided,
-        evaluation_horizon: int = NotProvided,
-        **kwargs: Any,
-    ) -> Self:
-        """Sets evaluation settings.
-
-        Args:
-            evaluation_num_rollouts: rollouts per :meth:`Reinforce.evaluate` call (paper: 10).
-            evaluation_horizon: steps per rollout (paper: 22).
-        """
-        super().evaluation(**kwargs)
-        if evaluation_num_rollouts is not NotProvided:
-            _check_int("evaluation_num_rollouts", evaluation_num_rollouts, 1)
-            self.evaluation_num_rollouts = evaluation_num_rollouts
-        if evaluation_horizon is not NotProvided:
-            _check_int("evaluation_horizon", evaluation_horizon, 1)
-            self.evaluation_horizon = evaluation_horizon
         return self
 
     def validate(self) -> None:
@@ -141,7 +117,7 @@ def _fail(field: str, value: Any, allowed: str) -> None:
     raise ValueError(f"{field} must be {allowed}, got {value!r}")
 
 
-class Reinforce(Algorithm):
+class Reinforce(RolloutEvaluationMixin, Algorithm):
     """REINFORCE: sample trajectories → one learner update → sync weights."""
 
     @classmethod
@@ -178,27 +154,6 @@ class Reinforce(Algorithm):
             local_env_runner=self.env_runner_group.num_remote_workers() <= 0,
         )
         return tree.flatten([s[0] for s in sampled]), [s[1] for s in sampled]
-
-    def evaluate(self, parallel_train_future: Any = None) -> dict[str, Any]:
-        """Paper evaluation: mean undiscounted return of sampled rollouts from random starts.
-
-        The rollouts are keyed by (``config.seed``, epochs trained so far), so a seed's
-        figure after E epochs does not depend on when else it was evaluated.
-        """
-        if getattr(self, "_evaluator", None) is None:
-            env_id, env_config = self.config.env, dict(self.config.env_config)
-            self._evaluator = RolloutEvaluator(
-                lambda: gym.make(env_id, **env_config),
-                self.config.evaluation_num_rollouts,
-                self.config.evaluation_horizon,
-            )
-        returns = self._evaluator(self.get_module(), self.config.seed or 0, self.iteration)
-        return {EVAL_RETURN_MEAN: float(returns.mean()), EVAL_RETURNS: returns.tolist()}
-
-    def cleanup(self) -> None:
-        if getattr(self, "_evaluator", None) is not None:
-            self._evaluator.close()
-        super().cleanup()
 
 
 def train_and_evaluate(config: AlgorithmConfig, eval_epochs: Iterable[int]) -> dict[int, float]:

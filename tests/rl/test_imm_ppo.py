@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.utils.metrics import LEARNER_RESULTS
 
+from imm_ray.rl.evaluation import EVAL_RETURN_MEAN, EVAL_RETURNS
 from imm_ray.rl.imm_learner import IMM_LOSS_KEY
-from imm_ray.rl.imm_ppo import IMMPPOConfig, IMMPPOTorchLearner
+from imm_ray.rl.imm_ppo import IMMPPO, IMMPPOConfig, IMMPPOTorchLearner
 
 
 def test_ppo_with_imm_drives_the_imm_risk_down(ray_session):
@@ -26,3 +29,18 @@ def test_ppo_with_imm_drives_the_imm_risk_down(ray_session):
     # Untrained, the induced policy is near uniform: risk ≈ log 4 ≈ 1.39 for a one-hot target.
     assert risks[0] > 1.0
     assert risks[-1] < 0.6 * risks[0], risks
+
+
+def test_ppo_evaluates_out_of_the_box_as_the_paper_does(ray_session):
+    config = IMMPPOConfig().debugging(seed=1).env_runners(num_env_runners=0).imm(lam=1.0)
+    algo = config.build_algo()
+    try:
+        first = algo.evaluate()
+        again = algo.evaluate()
+    finally:
+        algo.stop()
+    assert isinstance(algo, IMMPPO)
+    # The paper's evaluation: 10 rollouts × 22 steps; the same (seed, iteration), the same draw.
+    assert len(first[EVAL_RETURNS]) == 10 and first == again
+    assert first[EVAL_RETURN_MEAN] == pytest.approx(np.mean(first[EVAL_RETURNS]))
+    assert 0 < first[EVAL_RETURN_MEAN] < 22 * 1.6

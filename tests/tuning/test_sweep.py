@@ -117,6 +117,21 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     assert (folder / "figure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_sweep_prints_one_line_per_trial_and_where_the_results_are(tmp_path):
+    sweep = tmp_path / "tiny.yaml"
+    sweep.write_text(SWEEP.replace("seeds: 3", "seeds: 2"))
+    storage = tmp_path / "results"
+    result = imm_ray("sweep", str(sweep), "--storage", str(storage))
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = (result.stdout + result.stderr).splitlines()
+    assert len(lines) < 40, "\n".join(lines)
+    text = "\n".join(lines)
+    for noise in ("DeprecationWarning", "new API stack", "gputil", "Token authentication"):
+        assert noise not in text, text
+    assert sum("] done: " in line for line in lines) == 4
+    assert f"table: {storage / 'tiny' / 'summary.md'}" in text
+
+
 def test_sweep_cli_rejects_bad_input_before_starting(tmp_path):
     unknown = imm_ray("sweep", "figure99", "--storage", str(tmp_path))
     assert unknown.returncode == 2 and "figure2, figure9, lambda-search" in unknown.stderr
@@ -243,5 +258,5 @@ def test_a_crashed_trial_is_retried_and_the_sweep_completes(tmp_path):
     assert driver.returncode == 0, output[-3000:]
     rows = (storage / "tiny" / "summary.csv").read_text().splitlines()
     assert len(rows) == 5 and all(row.endswith(",3") for row in rows[1:])
-    assert "errored after" in output, "the kill must have failed a running trial"
-    assert "Trial status: 6 TERMINATED" in output
+    assert "failed, retrying" in output, "the kill must have failed a running trial"
+    assert "[6/6 trials" in output and "errored after" not in output

@@ -41,8 +41,8 @@ from ray.rllib.utils.typing import ResultDict
 import envs
 from envs import PomdpMdpPair
 from imm_ray.rl.default_reinforce_rl_module import DEFAULT_MODEL_CONFIG
+from imm_ray.rl.evaluation import EVAL_RETURN_MEAN, RolloutEvaluationConfigMixin
 from imm_ray.rl.imm_config import IMMConfigMixin
-from imm_ray.rl.reinforce import EVAL_RETURN_MEAN
 from imm_ray.rl.seeds.batched_module import BatchedReinforceRLModule
 from imm_ray.rl.seeds.seed_learner import SeedReinforceTorchLearner
 from imm_ray.rl.seeds.tensor_env_runner import SeedTensorEnvRunner
@@ -51,7 +51,7 @@ from imm_ray.rl.seeds.tensor_env_runner import SeedTensorEnvRunner
 EVAL_SEED_RETURNS = "eval_seed_returns"
 
 
-class SeedReinforceConfig(IMMConfigMixin, AlgorithmConfig):
+class SeedReinforceConfig(IMMConfigMixin, RolloutEvaluationConfigMixin, AlgorithmConfig):
     """Settings of :class:`SeedReinforce`; defaults are the paper's RL setting per seed.
 
     Policy one-hot(121) → 32 tanh → 4, Adam lr 1e-2, γ = 0.9 discounted reward-to-go, no
@@ -77,8 +77,6 @@ class SeedReinforceConfig(IMMConfigMixin, AlgorithmConfig):
         self.seeds: list[int] = [0]
         self.epochs_per_iteration = 1
         self.trajectory_length: int | None = None
-        self.evaluation_num_rollouts = 10
-        self.evaluation_horizon = 22
 
     def training(
         self,
@@ -108,28 +106,6 @@ class SeedReinforceConfig(IMMConfigMixin, AlgorithmConfig):
                 _check_int("trajectory_length", trajectory_length, 1)
                 trajectory_length = int(trajectory_length)
             self.trajectory_length = trajectory_length
-        return self
-
-    def evaluation(
-        self,
-        *,
-        evaluation_num_rollouts: int = NotProvided,
-        evaluation_horizon: int = NotProvided,
-        **kwargs: Any,
-    ) -> Self:
-        """Sets evaluation settings.
-
-        Args:
-            evaluation_num_rollouts: rollouts per seed per evaluation (paper: 10).
-            evaluation_horizon: steps per rollout (paper: 22).
-        """
-        super().evaluation(**kwargs)
-        if evaluation_num_rollouts is not NotProvided:
-            _check_int("evaluation_num_rollouts", evaluation_num_rollouts, 1)
-            self.evaluation_num_rollouts = int(evaluation_num_rollouts)
-        if evaluation_horizon is not NotProvided:
-            _check_int("evaluation_horizon", evaluation_horizon, 1)
-            self.evaluation_horizon = int(evaluation_horizon)
         return self
 
     def trajectory_length_for(self, pair: PomdpMdpPair) -> int:

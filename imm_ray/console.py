@@ -1,0 +1,54 @@
+"""A readable console: library log lines that a user of imm-ray cannot act on are dropped
+at their source, by logging filters on the loggers that emit them (never by hiding stderr).
+
+Each entry names the logger and a fragment of the one message dropped; everything else
+those loggers say still shows. Dropped:
+
+- RLlib's "You are running X on the new API stack!": the new stack is the only one here;
+- RLlib's ``RLModuleConfig`` deprecation notice, which RLlib 2.60 logs from inside every
+  ``RLModule.__init__`` (it builds the deprecated config object itself, for old
+  subclasses), even for modules built with the new keyword constructor, as ours are;
+- Tune's "Install gputil for GPU system monitoring": Tune's own optional dependency;
+- Ray's notice that a new local cluster uses token authentication by default: the
+  embedded Ray listens on loopback only and keeps that default (``RAY_AUTH_MODE`` is the
+  user's to set; the notice for auth turned *off* still shows).
+
+:func:`quiet_library_logs` is idempotent; the CLI calls it in the driver, and trainables
+and trial tasks call it in their workers.
+"""
+
+from __future__ import annotations
+
+import logging
+
+#: (logger name, message fragment) of each dropped line.
+DROPPED = (
+    ("ray.rllib.algorithms.algorithm_config", "on the new API stack!"),
+    ("ray._common.deprecation", "RLModule(config=[RLModuleConfig object])"),
+    ("ray.tune.utils.util", "Install gputil for GPU system monitoring"),
+    (
+        "ray._private.authentication.authentication_token_setup",
+        "Token authentication is enabled for this Ray cluster",
+    ),
+)
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, fragments: tuple[str, ...]) -> None:
+        super().__init__()
+        self.fragments = fragments
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(fragment in message for fragment in self.fragments)
+
+
+def quiet_library_logs() -> None:
+    """Installs the filters of :data:`DROPPED` (once per process)."""
+    by_logger: dict[str, tuple[str, ...]] = {}
+    for name, fragment in DROPPED:
+        by_logger[name] = (*by_logger.get(name, ()), fragment)
+    for name, fragments in by_logger.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropMessages) for f in logger.filters):
+            logger.addFilter(_DropMessages(fragments))
