@@ -10,7 +10,13 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.utils.metrics import LEARNER_RESULTS
 
 import envs
-from imm_ray.rl import EVAL_RETURN_MEAN, ReinforceConfig, TargetSpec, paper_lambda
+from imm_ray.rl import (
+    EVAL_RETURN_MEAN,
+    ReinforceConfig,
+    TargetSpec,
+    paper_lambda,
+    paper_lambda_ratio,
+)
 from imm_ray.rl.imm_learner import IMM_LAMBDA_KEY, IMM_LOSS_KEY
 from imm_ray.rl.reinforce_torch_learner import POLICY_LOSS_KEY
 
@@ -33,10 +39,18 @@ def test_defaults_are_the_paper_setting():
 
 
 @pytest.mark.parametrize(
-    ("epochs", "ratio"), [(10, 0.2), (50, 0.2), (175, 0.2), (200, 0.1), (500, 0.1)]
+    ("epochs", "ratio"),
+    [(10, 0.2), (50, 0.2), (175, 0.2), (200, 0.1), (500, 0.1), (695, 0.1), (696, 0.0)],
 )
 def test_paper_lambda_rule(epochs, ratio):
     assert paper_lambda(epochs) == pytest.approx(ratio / (1 - ratio))
+
+
+@pytest.mark.parametrize("epochs", [700, 1200, 5000])
+def test_paper_lambda_rule_is_clipped_to_zero_beyond_its_range(epochs):
+    # Unclipped, round(-0.0002·1200 + 0.1891, 1) = -0.1: a negative λ.
+    assert paper_lambda_ratio(epochs) == 0.0 and paper_lambda(epochs) == 0.0
+    assert ReinforceConfig().imm(lam=paper_lambda(epochs)).imm_enabled is False
 
 
 def test_one_epoch_is_one_trajectory_and_logs_the_losses(imm_algo):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -17,7 +18,7 @@ from torch import nn
 import envs
 from envs import PomdpMdpPair
 from imm_ray.rl import paper_lambda
-from imm_ray.rl.imm_learner import IMM_LAMBDA_KEY, IMM_LOSS_KEY
+from imm_ray.rl.imm_learner import IMM_LAMBDA_KEY, IMM_LOSS_KEY, TOTAL_LOSS_KEY
 from imm_ray.rl.reinforce_torch_learner import POLICY_LOSS_KEY
 from imm_ray.rl.seeds import (
     BatchedReinforceRLModule,
@@ -26,6 +27,7 @@ from imm_ray.rl.seeds import (
     train_and_evaluate_seeds,
 )
 from imm_ray.rl.seeds.returns_to_go import discounted_returns_to_go
+from imm_ray.rl.seeds.seed_learner import NUM_FAILED_SEEDS_KEY
 from imm_ray.rl.seeds.tensor_pair import TensorPair
 from imm_ray.rl.streams import SeedStreams, inverse_cdf
 
@@ -112,6 +114,12 @@ def test_one_iteration_runs_its_epochs_and_logs_per_seed_means(ray_session):
     metrics = result[LEARNER_RESULTS][DEFAULT_MODULE_ID]
     assert np.isfinite(metrics[POLICY_LOSS_KEY])
     assert metrics[IMM_LOSS_KEY] > 0 and metrics[IMM_LAMBDA_KEY] == 0.5
+    # total_loss is what the optimizer minimizes: the sum over both seeds of the last
+    # epoch's policy_loss + λ · imm_loss (those two are means over seeds).
+    assert metrics[TOTAL_LOSS_KEY] == pytest.approx(
+        2 * (metrics[POLICY_LOSS_KEY] + 0.5 * metrics[IMM_LOSS_KEY]), rel=1e-5
+    )
+    assert metrics[NUM_FAILED_SEEDS_KEY] == 0
     assert result[ENV_RUNNER_RESULTS]["num_env_steps_sampled"] == 2 * 50 * 3
 
 
@@ -269,3 +277,84 @@ def test_settings_fail_when_set(section, kwargs, message):
 def test_settings_fail_validation(change, message):
     with pytest.raises(ValueError, match=message):
         change(SeedReinforceConfig()).validate()
+
+
+def _poison(algo: SeedReinforce, index: int) -> None:
+    """Makes seed ``index``'s loss NaN from the next update on (a NaN output weight)."""
+    module = algo.learner_group._learner.module[DEFAULT_MODULE_ID].unwrapped()
+    with torch.no_grad():
+        module.weights[-1][index].fill_(float("nan"))
+
+
+def test_a_seed_whose_loss_turns_nan_is_reported_failed_and_spares_the_others(ray_session):
+    def run(poison: bool) -> tuple[np.ndarray, list[torch.Tensor], dict]:
+        config = SeedReinforceConfig().training(seeds=[3, 4, 5]).imm(lam=0.25)
+        algo = config.build_algo()
+        try:
+            algo.train_epochs(2)
+            if poison:
+                _poison(algo, 1)
+            result = algo.train_epochs(3)
+            with (
+                pytest.warns(RuntimeWarning, match="seed 4: its loss became non-finite")
+                if (poison)
+                else nullcontext()
+            ):
+                returns = algo.evaluate_seeds()
+            return returns, _params(algo), result[LEARNER_RESULTS][DEFAULT_MODULE_ID]
+        finally:
+            algo.stop()
+
+    clean, clean_params, _ = run(poison=False)
+    failed, failed_params, metrics = run(poison=True)
+    assert np.isnan(failed[1]) and np.isfinite(clean[1])
+    assert metrics[NUM_FAILED_SEEDS_KEY] == 1
+    assert np.isfinite(metrics[POLICY_LOSS_KEY]) and np.isfinite(metrics[TOTAL_LOSS_KEY])
+    # The other seeds train exactly as they do when no seed fails.
+    np.testing.assert_array_equal(failed[[0, 2]], clean[[0, 2]])
+    for a, b in zip(clean_params, failed_params, strict=True):
+        assert torch.equal(a[[0, 2]], b[[0, 2]])
+
+
+def test_run_trial_reports_nan_for_a_failed_seed_and_the_table_counts_it():
+    from tuning.aggregate import format_table, summarize
+
+    rows = summarize([("imm", 50, 9.0), ("imm", 50, float("nan")), ("imm", 50, 7.0)])
+    assert (rows[0].mean, rows[0].seeds, rows[0].failed) == (8.0, 2, 1)
+    assert "2 (1 failed)" in format_table(rows)
+
+
+def test_sampled_extension_uses_each_seeds_own_stream(ray_session):
+    def weights(seeds: list[int]) -> list[torch.Tensor]:
+        config = SeedReinforceConfig().training(seeds=seeds).imm(lam=1.0, num_samples=2)
+        algo = config.build_algo()
+        try:
+            algo.train_epochs(3)
+            return [p[seeds.index(3)] for p in _params(algo)]
+        finally:
+            algo.stop()
+
+    alone, beside = weights([3]), weights([8, 3])
+    # Batched matmuls may round differently for different seed counts: ~1e-7, no more.
+    for a, b in zip(alone, beside, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_sampled_imm_risk_converges_to_the_exact_one(ray_session):
+    exact_algo = SeedReinforceConfig().training(seeds=[0, 1]).imm(lam=0.25).build_algo()
+    sampled_algo = (
+        SeedReinforceConfig().training(seeds=[0, 1]).imm(lam=0.25, num_samples=4000).build_algo()
+    )
+    try:
+        obs = torch.tensor([[[0, 0], [5, 3], [5, 9]], [[10, 7], [2, 2], [2, 2]]])
+        exact = exact_algo.learner_group._learner.compute_imm_risk(
+            DEFAULT_MODULE_ID, {Columns.OBS: obs}
+        )
+        learner = sampled_algo.learner_group._learner
+        sampled = learner.compute_imm_risk(DEFAULT_MODULE_ID, {Columns.OBS: obs})
+    finally:
+        exact_algo.stop()
+        sampled_algo.stop()
+    # Same seeds, same initial weights: only the extension differs. The sampled risk is
+    # biased up by Jensen (log of a sample mean), by O(1/k).
+    torch.testing.assert_close(sampled, exact, rtol=0.01, atol=0.0)

@@ -31,7 +31,7 @@ from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.utils.typing import ModuleID, TensorType
 
 from imm_ray.imm import imm_loss
-from imm_ray.rl.imm_learner import IMM_LAMBDA_KEY, IMM_LOSS_KEY, TOTAL_LOSS_KEY
+from imm_ray.rl.imm_learner import IMM_LAMBDA_KEY, IMM_LOSS_KEY
 from imm_ray.rl.reinforce_torch_learner import POLICY_LOSS_KEY
 from imm_ray.rl.seeds.batched_module import LOGITS_TABLE
 from imm_ray.rl.seeds.returns_to_go import SeedReturnsToGo
@@ -44,8 +44,9 @@ NUM_FAILED_SEEDS_KEY = "num_failed_seeds"
 class SeedReinforceTorchLearner(TorchLearner):
     """REINFORCE + λ·IMM for every seed of a :class:`BatchedReinforceRLModule` at once.
 
-    Logged per module (means over the seeds that have not failed): ``policy_loss``,
-    ``imm_loss``, ``imm_lambda``, ``total_loss``; and ``num_failed_seeds``.
+    Logged per module: ``policy_loss`` and ``imm_loss`` (means over the seeds that have not
+    failed), ``imm_lambda``, ``num_failed_seeds``, and RLlib's own ``total_loss``, the
+    minimized sum over seeds of ``policy_loss + λ · imm_loss``.
     """
 
     def build(self) -> None:
@@ -104,7 +105,8 @@ class SeedReinforceTorchLearner(TorchLearner):
         newly_failed = ~torch.isfinite(total.detach()).cpu() & (self._failed_at == 0)
         self._failed_at[newly_failed] = self._updates
         ok = (self._failed_at == 0).to(total.device)
-        for key, value in ((POLICY_LOSS_KEY, policy), (IMM_LOSS_KEY, imm), (TOTAL_LOSS_KEY, total)):
+        # RLlib's Learner logs TOTAL_LOSS_KEY itself: the returned sum over seeds.
+        for key, value in ((POLICY_LOSS_KEY, policy), (IMM_LOSS_KEY, imm)):
             if value is not None:
                 self.metrics.log_value((module_id, key), value.detach()[ok].mean(), window=1)
         if imm is not None:
