@@ -126,6 +126,23 @@ def pair_spec(env_id: str) -> PairSpec:
     return _SPECS[env_id]
 
 
+def make_mdp_pair(env_id: Any, env_config: Mapping[str, Any] | None = None) -> PomdpMdpPair:
+    """:func:`make_pair` for an id that must name a pair's MDP (the env a full-state policy
+    trains on), with errors that list the MDP ids."""
+    if not isinstance(env_id, str) or env_id not in _SPECS:
+        mdp_ids = sorted({spec.mdp_id for spec in _SPECS.values()})
+        raise ValueError(
+            f"env: unknown env id {env_id!r}; the MDP ids of the registered pairs are "
+            f"{', '.join(mdp_ids)}"
+        )
+    if _SPECS[env_id].mdp_id != env_id:
+        raise ValueError(
+            f"env must be an MDP id (the policy observes the full state), got the POMDP id "
+            f"{env_id!r}"
+        )
+    return make_pair(env_id, env_config)
+
+
 def make_pair(env_id: str, env_config: Mapping[str, Any] | None = None) -> PomdpMdpPair:
     """The pair behind ``env_id`` (MDP or POMDP id), built from the env's config.
 

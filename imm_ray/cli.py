@@ -332,7 +332,7 @@ def _warn(message: str) -> None:
 
 def _rl_experiment(args: argparse.Namespace):
     """The sweep experiment ``train rl`` runs: its settings, sizes and seeds."""
-    from imm_ray.rl.imm_config import TargetSpec
+    from imm_ray.restricted.target import TargetSpec
     from tuning.rl import Experiment, Setting
 
     target_given = [

@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from imm_ray.rl.imm_config import TargetSpec
+from imm_ray.restricted.target import TargetSpec
 from tuning.rl import Experiment, Setting
 
 TOP_KEYS = {

@@ -22,7 +22,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from imm_ray.rl.imm_config import TargetSpec, paper_lambda
+import envs
+from imm_ray.restricted.target import TargetSpec
+from imm_ray.rl.lambda_rule import paper_lambda
 from tuning.base import check_name_and_labels, check_resources, check_seeds
 
 PAPER_EPOCHS = (10, 20, 50, 75, 100, 125, 150, 175, 200, 250, 300, 350, 400, 450, 500)
@@ -133,9 +135,10 @@ class Experiment:
         return trial_plan(self)
 
     def validate(self) -> None:
-        """Checks every (setting, λ)'s config (target solved, env checked) without Ray."""
-        for trial in {(t["setting"], t["lam"]): t for t in self.trials()}.values():
-            trial_config(trial).validate()
+        """Checks what a trial's config depends on (env, env config, target solved on the
+        env's POMDP) for every setting, without Ray or RLlib."""
+        for trial in {t["setting"]: t for t in self.trials()}.values():
+            check_trial(trial)
 
     def notes(self) -> list[str]:
         """What a user should know before the run: where the λ rule turns IMM off."""
@@ -261,6 +264,20 @@ EXPERIMENTS: dict[str, Experiment] = {
 }
 
 
+#: Epochs per RLlib ``train()`` call in a trial: RLlib's per-iteration costs paid once per
+#: 50 epochs (evaluations still land on every requested epoch count).
+EPOCHS_PER_ITERATION = 50
+
+
+def check_trial(trial: dict[str, Any]) -> None:
+    """The user-settable parts of a trial, checked as :func:`trial_config`'s validation
+    would check them, without importing RLlib: the env is a registered pair's MDP and
+    takes ``env_config``, and the target solves on its POMDP."""
+    pair = envs.make_mdp_pair(trial["env"], trial["env_config"])
+    if trial["imm"]:
+        TargetSpec(**trial["target"]).table(pair)
+
+
 def trial_config(trial: dict[str, Any]) -> Any:
     """The seed-vectorized ``SeedReinforceConfig`` that trains a trial's seeds side by side."""
     from imm_ray.rl.seeds import SeedReinforceConfig
@@ -268,7 +285,7 @@ def trial_config(trial: dict[str, Any]) -> Any:
     config = (
         SeedReinforceConfig()
         .environment(env=trial["env"], env_config=dict(trial["env_config"]))
-        .training(seeds=trial["seeds"])
+        .training(seeds=trial["seeds"], epochs_per_iteration=EPOCHS_PER_ITERATION)
         .imm(
             lam=trial["lam"],
             target=TargetSpec(**trial["target"]) if trial["imm"] else None,

@@ -26,6 +26,7 @@ from imm_ray.restricted.solvers import (
     tables_from_agent,
     tables_from_pair,
 )
+from imm_ray.restricted.target import TargetSpec
 
 __all__ = [
     "FALLBACK_DISCOUNTS",
@@ -35,6 +36,7 @@ __all__ = [
     "ArpaError",
     "KneserNeyBigram",
     "TabularPOMDP",
+    "TargetSpec",
     "as_tables",
     "check_policy_args",
     "context_utilities",

@@ -8,8 +8,6 @@ Ray actor starts; :meth:`IMMConfigMixin.validate` re-checks what depends on the 
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Any, Self
 
 import numpy as np
@@ -17,79 +15,10 @@ from ray.rllib.algorithms.algorithm_config import NotProvided
 
 from envs import PomdpMdpPair, make_pair
 from imm_ray.imm import validate_lambda
-from imm_ray.restricted import (
-    SOLVERS,
-    check_policy_args,
-    solve_restricted_policy,
-    validate_policy_table,
-)
+from imm_ray.restricted import TargetSpec, validate_policy_table
+from imm_ray.rl.lambda_rule import PAPER_LAMBDA, paper_lambda, paper_lambda_ratio
 
-#: The paper's hand-set λ for the RL experiment (App. D.3); equals the λ rule below 175 epochs.
-PAPER_LAMBDA = 0.25
-
-
-#: The λ ratios the paper's rule is clipped to: IMM off at 0, never above 0.9.
-PAPER_RATIO_RANGE = (0.0, 0.9)
-
-
-def paper_lambda_ratio(epochs: int) -> float:
-    """The paper's λ-ratio rule for the grid: ``r = round(−0.0002 · epochs + 0.1891, 1)``,
-    clipped to ``[0, 0.9]``.
-
-    ``epochs`` is the dataset size (one 50-step trajectory per epoch). The paper fitted the
-    rule on 10 … 500 epochs, where it gives ``r = 0.2`` up to 175 epochs and ``r = 0.1``
-    from 200 to 500. Beyond that it rounds to ``r = 0`` (IMM off) from 696 epochs on and
-    would go negative from 1196 epochs; the clip keeps it at 0 there.
-    """
-    if isinstance(epochs, bool) or not isinstance(epochs, int | np.integer) or epochs < 1:
-        raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
-    low, high = PAPER_RATIO_RANGE
-    return min(max(round(-0.0002 * int(epochs) + 0.1891, 1), low), high)
-
-
-def paper_lambda(epochs: int) -> float:
-    """λ = r / (1 − r) for the ratio of :func:`paper_lambda_ratio` (the loss is main + λ·IMM);
-    0 (IMM off) from 696 epochs on."""
-    ratio = paper_lambda_ratio(epochs)
-    return ratio / (1.0 - ratio)
-
-
-@dataclass(frozen=True)
-class TargetSpec:
-    """How the restricted target P̂(a | x̄) is solved for and read off (paper App. D.3–D.4)."""
-
-    kind: str = "argmax"
-    """``"argmax"`` (best quality) or ``"softmax"`` over the utilities at the uniform belief."""
-    temperature: float = 1.0
-    """Softmax temperature T > 0; larger T gives a lower-quality target."""
-    epsilon: float = 0.0
-    """Mix the target with the uniform policy: (1 − ε)·P̂ + ε/|A|, ε ∈ [0, 1]."""
-    solver: str = "fib"
-    """POMDP solver giving the alpha vectors: ``"fib"`` (Fast Informed Bound) or ``"qmdp"``."""
-    discount: float = 0.9
-    """Discount of the POMDP the solver plans on, in (0, 1)."""
-
-    def __post_init__(self) -> None:
-        check_policy_args(self.kind, self.temperature, self.epsilon)
-        if self.solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
-        if not _finite(self.discount) or not 0.0 < self.discount < 1.0:
-            raise ValueError(f"discount must be in (0, 1), got {self.discount!r}")
-
-    def table(self, pair: PomdpMdpPair) -> np.ndarray:
-        """Solve ``pair``'s POMDP and return P̂ as a ``[n_contexts, n_actions]`` table."""
-        return solve_restricted_policy(
-            pair,
-            solver=self.solver,
-            discount=self.discount,
-            kind=self.kind,
-            temperature=self.temperature,
-            epsilon=self.epsilon,
-        )
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+__all__ = ["IMMConfigMixin", "TargetSpec", "paper_lambda", "paper_lambda_ratio"]
 
 
 class IMMConfigMixin:

@@ -120,18 +120,7 @@ class SeedReinforceConfig(IMMConfigMixin, RolloutEvaluationConfigMixin, Algorith
         return int(length)
 
     def validate(self) -> None:
-        if not isinstance(self.env, str) or self.env not in envs.known_env_ids():
-            mdp_ids = sorted({envs.pair_spec(i).mdp_id for i in envs.known_env_ids()})
-            raise ValueError(
-                f"env: unknown env id {self.env!r}; the seed-vectorized path trains the MDP "
-                f"of a registered pair: {', '.join(mdp_ids)}"
-            )
-        if envs.pair_spec(self.env).mdp_id != self.env:
-            raise ValueError(
-                f"env must be an MDP id (the policy observes the full state), got the "
-                f"POMDP id {self.env!r}"
-            )
-        pair = envs.make_pair(self.env, self.env_config)  # checks env_config's keys and values
+        pair = envs.make_mdp_pair(self.env, self.env_config)
         super().validate()
         _check_seeds(self.seeds)
         self.trajectory_length_for(pair)
