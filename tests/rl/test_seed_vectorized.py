@@ -143,8 +143,10 @@ def test_evaluating_midway_leaves_training_alone(ray_session):
     assert returns_a.shape == (2,) and np.all(returns_a >= 0)
 
 
-def test_a_checkpoint_resumes_weights_optimizer_and_streams(ray_session, tmp_path):
+@pytest.mark.parametrize("num_samples", [None, 2])
+def test_a_checkpoint_resumes_weights_optimizer_and_streams(ray_session, tmp_path, num_samples):
     config = SeedReinforceConfig().training(seeds=[2, 9], epochs_per_iteration=3)
+    config = config.imm(num_samples=num_samples)
     algo = config.build_algo()
     try:
         algo.train()

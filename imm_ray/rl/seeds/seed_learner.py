@@ -23,12 +23,13 @@ it, with the epoch, for the algorithm to turn its results into NaN.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import torch
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
-from ray.rllib.utils.typing import ModuleID, TensorType
+from ray.rllib.utils.typing import ModuleID, StateDict, TensorType
 
 from imm_ray.imm import imm_loss
 from imm_ray.rl.imm_learner import IMM_LAMBDA_KEY, IMM_LOSS_KEY
@@ -39,6 +40,8 @@ from imm_ray.rl.streams import IMM_STREAM, SeedStreams, inverse_cdf
 
 #: Metric key: how many seeds have failed (non-finite loss) so far.
 NUM_FAILED_SEEDS_KEY = "num_failed_seeds"
+#: Checkpoint component: which seeds failed when, and the sampled extension's streams.
+SEED_STATE = "seed_state"
 
 
 class SeedReinforceTorchLearner(TorchLearner):
@@ -83,6 +86,33 @@ class SeedReinforceTorchLearner(TorchLearner):
             for seed, epoch in zip(self.config.seeds, self._failed_at.tolist(), strict=True)
             if epoch > 0
         }
+
+    def get_state(
+        self,
+        components: str | Collection[str] | None = None,
+        *,
+        not_components: str | Collection[str] | None = None,
+        **kwargs: Any,
+    ) -> StateDict:
+        state = super().get_state(components, not_components=not_components, **kwargs)
+        # Not in the per-epoch weight sync, which asks for the RL module alone.
+        if self._check_component(SEED_STATE, components, not_components):
+            streams = getattr(self, "_imm_streams", None)
+            state[SEED_STATE] = {
+                "failed_at": self._failed_at.clone(),
+                "updates": self._updates,
+                "imm_streams": None if streams is None else streams.get_state(),
+            }
+        return state
+
+    def set_state(self, state: StateDict) -> None:
+        super().set_state(state)
+        if SEED_STATE in state:
+            seed_state = state[SEED_STATE]
+            self._failed_at = seed_state["failed_at"].clone()
+            self._updates = seed_state["updates"]
+            if seed_state["imm_streams"] is not None:
+                self._imm_streams.set_state(seed_state["imm_streams"])
 
     def compute_loss_for_module(
         self,
