@@ -409,7 +409,7 @@ def _run_trials_on_ray(trials: list[dict], address: str | None) -> list[dict]:
     from imm_ray.cluster import init_ray
     from tuning.rl import run_trial
 
-    init_ray(address, worker_setup="imm_ray.cluster.warm_rl_worker", log_to_driver=False)
+    init_ray(address, log_to_driver=False)
     task = ray.remote(num_cpus=1)(run_trial)
     pending = {task.remote(trial): i for i, trial in enumerate(trials)}
     cost = [len(t["seeds"]) * max(t["epochs"]) for t in trials]

@@ -34,12 +34,9 @@ def prefer_loopback(address: str | None = None) -> None:
         os.environ.setdefault(SINGLE_MACHINE_SWITCH, "0")
 
 
-def init_ray(address: str | None = None, *, worker_setup: str | None = None, **kwargs) -> None:
+def init_ray(address: str | None = None, **kwargs) -> None:
     """Joins ``address`` (or ``$RAY_ADDRESS``), else starts an embedded loopback Ray.
 
-    ``worker_setup`` names a function (``"module.function"``) that each worker of the
-    embedded Ray runs as it starts: Ray starts workers as it comes up, so they import what
-    the trials need while the driver is still setting up (e.g. :func:`warm_rl_worker`).
     Does nothing if Ray is already initialized in this process. ``kwargs`` go to
     ``ray.init`` (e.g. ``num_cpus``, ``log_to_driver``).
     """
@@ -51,19 +48,5 @@ def init_ray(address: str | None = None, *, worker_setup: str | None = None, **k
     kwargs.setdefault("logging_level", logging.WARNING)
     if joins_cluster(address):
         ray.init(address=address, **kwargs)
-        return
-    if worker_setup is not None:
-        kwargs.setdefault("runtime_env", {"worker_process_setup_hook": worker_setup})
-    ray.init(include_dashboard=False, **kwargs)
-
-
-def warm_rl_worker() -> None:
-    """Worker setup hook: imports RLlib and the seed-vectorized path that RL trials run,
-    and ``torch._dynamo``, which the first ``torch.optim`` optimizer imports (over a
-    second on 2 cores)."""
-    from imm_ray.console import quiet_library_logs
-
-    quiet_library_logs()
-    import torch._dynamo  # noqa: F401
-
-    import imm_ray.rl.seeds  # noqa: F401
+    else:
+        ray.init(include_dashboard=False, **kwargs)

@@ -17,8 +17,7 @@ class SweepExperiment(Protocol):
     run: value}}`` once per size, with ``"setting"`` added when one trial trains several.
     ``settings`` (each with a ``label``) orders the CSV; an optional ``gap`` names two
     curves whose difference the table adds; ``notes()`` are lines the user should read
-    before the sweep runs (e.g. where IMM is off); an optional ``worker_setup`` names the
-    function an embedded Ray's workers run as they start (imports the trials need).
+    before the sweep runs (e.g. where IMM is off).
     """
 
     kind: ClassVar[str]

@@ -122,7 +122,6 @@ class Experiment:
 
     # The sweep interface (SweepExperiment).
     kind: ClassVar[str] = "rl"
-    worker_setup: ClassVar[str] = "imm_ray.cluster.warm_rl_worker"
     size_name: ClassVar[str] = "epochs"
     y_label: ClassVar[str] = "Average Reward"
     gap: ClassVar[None] = None

@@ -100,7 +100,7 @@ def run_sweep(
         experiment.trainable(),
         {"cpu": experiment.cpus_per_trial, "gpu": experiment.gpus_per_trial},
     )
-    init_ray(address, worker_setup=getattr(experiment, "worker_setup", None))
+    init_ray(address)
     if resume:
         tuner = tune.Tuner.restore(
             str(folder), trainable, resume_unfinished=True, resume_errored=True
