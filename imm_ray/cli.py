@@ -378,8 +378,10 @@ def _train_rl(args: argparse.Namespace) -> int:
     try:
         experiment = _rl_experiment(args)
         trials = experiment.trials()
-        # Builds (and so validates) every distinct config before any Ray process starts.
+        # Checks every setting's env, env config and target before any Ray process starts.
         experiment.validate()
+        if args.output is not None:
+            _check_writable(args.output)
     except ValueError as err:
         raise UsageError(str(err)) from None
     for note in experiment.notes():
@@ -430,6 +432,17 @@ def _run_trials_on_ray(trials: list[dict], address: str | None) -> list[dict]:
             flush=True,
         )
     return results
+
+
+def _check_writable(path: Path) -> None:
+    """``--output`` must be a file path whose folder exists or can be made, writable."""
+    if path.is_dir():
+        raise UsageError(f"--output must be a file path, got the folder {str(path)!r}")
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise UsageError(f"--output: cannot write under {str(folder)!r}")
 
 
 def _write_csv_atomically(path: Path, rows: list[tuple]) -> None:

@@ -32,6 +32,8 @@ def imm_ray(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         (["--seeds", "0"], "--seeds must be a count N >= 1"),
         (["--env", "imm_ray/Nope-v0"], "unknown env id 'imm_ray/Nope-v0'"),
         (["--no-imm", "--env", "Nope-v0"], "unknown env id 'Nope-v0'"),
+        (["--output", "/"], "--output must be a file path, got the folder '/'"),
+        (["--output", "pyproject.toml/res.csv"], "--output: cannot write under 'pyproject.toml'"),
     ],
 )
 def test_bad_input_exits_2_with_a_message_and_no_traceback(args, message):
