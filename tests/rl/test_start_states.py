@@ -33,11 +33,18 @@ def assert_uniform(cells: np.ndarray) -> None:
     assert counts.max() < 20
 
 
-def single_seed_starts(seed: int, count: int) -> np.ndarray:
-    algo = ReinforceConfig().debugging(seed=seed).imm(target=None).build_algo()
+def single_seed_starts(seed: int, count: int, envs_per_runner: int = 1) -> np.ndarray:
+    config = (
+        ReinforceConfig()
+        .debugging(seed=seed)
+        .env_runners(num_envs_per_env_runner=envs_per_runner)
+        .training(num_episodes_per_train_batch=envs_per_runner)
+        .imm(target=None)
+    )
+    algo = config.build_algo()
     try:
         starts = []
-        for _ in range(count):
+        while len(starts) < count:
             episodes, _ = algo._sample_episodes()  # what each train() samples
             starts += [e.get_observations(0) for e in episodes]
         algo.train()  # and training goes on from a fresh start too
@@ -48,8 +55,11 @@ def single_seed_starts(seed: int, count: int) -> np.ndarray:
 
 
 def test_single_seed_trajectories_start_uniformly_and_reproducibly(ray_session):
-    cells = single_seed_starts(seed=0, count=TRAJECTORIES)
-    assert_uniform(cells)
+    # Five sub-envs per runner: every forced reset seeds each of them afresh.
+    assert_uniform(single_seed_starts(seed=0, count=TRAJECTORIES, envs_per_runner=5))
+    # The paper's setting, one env and one trajectory per train(): fresh and reproducible.
+    cells = single_seed_starts(seed=0, count=60)
+    assert len(set(cells.tolist())) > 40
     assert np.array_equal(single_seed_starts(seed=0, count=20), cells[:20])
     assert not np.array_equal(single_seed_starts(seed=1, count=20), cells[:20])
 
@@ -67,7 +77,7 @@ def test_ppo_trajectories_start_uniformly(ray_session):
     config = (
         IMMPPOConfig()
         .debugging(seed=0)
-        .env_runners(num_env_runners=0, num_envs_per_env_runner=5)
+        .env_runners(num_env_runners=0, num_envs_per_env_runner=11)
         .imm(target=None)
     )
     algo = config.build_algo()
