@@ -16,7 +16,21 @@ import torch
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.rl_module import RLModule
 
+import envs
 from imm_ray.rl.streams import EVAL_STREAM, stream_seed
+
+#: Evaluation rollout length on an env that is not a registered pair (the paper's 22).
+DEFAULT_EVALUATION_HORIZON = 22
+
+
+def evaluation_horizon_for(horizon: int | None, env: object, env_config: dict | None) -> int:
+    """The steps of an evaluation rollout: ``horizon`` if set, else the registered pair's
+    ``evaluation_horizon`` (22 on the grid, a whole 200-step episode on Taxi), else 22."""
+    if horizon is not None:
+        return int(horizon)
+    if isinstance(env, str) and env in envs.known_env_ids():
+        return int(envs.make_pair(env, env_config).evaluation_horizon)
+    return DEFAULT_EVALUATION_HORIZON
 
 
 class RolloutEvaluator:

@@ -39,7 +39,7 @@ from ray.rllib.utils.metrics import (
 import envs
 from imm_ray.rl.default_reinforce_rl_module import DEFAULT_MODEL_CONFIG, DefaultReinforceRLModule
 from imm_ray.rl.env_runner import TrajectorySeededEnvRunner
-from imm_ray.rl.evaluation import RolloutEvaluator
+from imm_ray.rl.evaluation import RolloutEvaluator, evaluation_horizon_for
 from imm_ray.rl.imm_config import IMMConfigMixin
 from imm_ray.rl.reinforce_torch_learner import IMMReinforceTorchLearner
 
@@ -53,7 +53,8 @@ class ReinforceConfig(IMMConfigMixin, AlgorithmConfig):
 
     Policy one-hot(121) → 32 tanh → 4, Adam lr 1e-2, γ = 0.9 discounted reward-to-go, no
     baseline, one 50-step trajectory and one gradient step per ``train()``; IMM with the
-    FIB argmax target and λ = 0.25; evaluation over 10 rollouts of 22 steps.
+    FIB argmax target and λ = 0.25; evaluation over 10 rollouts of 22 steps (the pair's
+    ``evaluation_horizon``: whole episodes on Taxi).
     """
 
     def __init__(self, algo_class: type | None = None) -> None:
@@ -67,7 +68,7 @@ class ReinforceConfig(IMMConfigMixin, AlgorithmConfig):
         self.batch_mode = "complete_episodes"
         self.num_episodes_per_train_batch = 1
         self.evaluation_num_rollouts = 10
-        self.evaluation_horizon = 22
+        self.evaluation_horizon: int | None = None
 
     def training(
         self,
@@ -91,22 +92,26 @@ class ReinforceConfig(IMMConfigMixin, AlgorithmConfig):
         self,
         *,
         evaluation_num_rollouts: int = NotProvided,
-        evaluation_horizon: int = NotProvided,
+        evaluation_horizon: int | None = NotProvided,
         **kwargs: Any,
     ) -> Self:
         """Sets evaluation settings.
 
         Args:
             evaluation_num_rollouts: rollouts per :meth:`Reinforce.evaluate` call (paper: 10).
-            evaluation_horizon: steps per rollout (paper: 22).
+            evaluation_horizon: steps per rollout; ``None`` takes the pair's
+                ``evaluation_horizon`` (the paper's 22 on the grid, whole episodes of up to
+                200 steps on Taxi).
         """
         super().evaluation(**kwargs)
         if evaluation_num_rollouts is not NotProvided:
             _check_int("evaluation_num_rollouts", evaluation_num_rollouts, 1)
             self.evaluation_num_rollouts = evaluation_num_rollouts
-        if evaluation_horizon is not NotProvided:
+        if evaluation_horizon is not NotProvided and evaluation_horizon is not None:
             _check_int("evaluation_horizon", evaluation_horizon, 1)
             self.evaluation_horizon = evaluation_horizon
+        elif evaluation_horizon is None:
+            self.evaluation_horizon = None
         return self
 
     def validate(self) -> None:
@@ -190,7 +195,7 @@ class Reinforce(Algorithm):
             self._evaluator = RolloutEvaluator(
                 lambda: gym.make(env_id, **env_config),
                 self.config.evaluation_num_rollouts,
-                self.config.evaluation_horizon,
+                evaluation_horizon_for(self.config.evaluation_horizon, env_id, env_config),
             )
         returns = self._evaluator(self.get_module(), self.config.seed or 0, self.iteration)
         return {EVAL_RETURN_MEAN: float(returns.mean()), EVAL_RETURNS: returns.tolist()}

@@ -2,7 +2,9 @@
 
 Returns-to-go G_t = Σ_{t' ≥ t} γ^{t'−t} r_{t'} within each trajectory (paper App. D.3:
 discounted reward-to-go, no baseline) are one matrix product per batch of trajectories:
-``G = R Γ`` with ``Γ[t', t] = γ^{t'−t}`` for ``t' ≥ t`` and 0 otherwise.
+``G = R Γ`` with ``Γ[t', t] = γ^{t'−t}`` for ``t' ≥ t`` and 0 otherwise. An episode that
+terminates at step τ has rewards 0 after τ (:class:`SeedTrajectories`), so its G_t stops
+at termination; its steps after τ are left out of the loss by ``LOSS_MASK``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ def discounted_returns_to_go(rewards: torch.Tensor, gamma: float) -> torch.Tenso
 
 
 class SeedReturnsToGo(ConnectorV2):
-    """Learner connector: :class:`SeedTrajectories` → ``{OBS, ACTIONS, RETURNS_TO_GO}``.
+    """Learner connector: :class:`SeedTrajectories` → ``{OBS, ACTIONS, RETURNS_TO_GO}``,
+    plus ``LOSS_MASK [S, T]`` (the steps each seed's episode took) on pairs that terminate.
 
     Several trajectories per seed are joined along the time axis after each has its own
     returns-to-go, so G never leaks across a trajectory boundary. The batch lands on
@@ -62,5 +65,14 @@ class SeedReturnsToGo(ConnectorV2):
             Columns.ACTIONS: torch.cat([e.actions for e in episodes], dim=1),
             Columns.RETURNS_TO_GO: torch.cat(returns, dim=1),
         }
+        masks = [e.alive for e in episodes]
+        if any(m is not None for m in masks):
+            columns[Columns.LOSS_MASK] = torch.cat(
+                [
+                    torch.ones_like(e.actions, dtype=torch.bool) if m is None else m
+                    for e, m in zip(episodes, masks, strict=True)
+                ],
+                dim=1,
+            )
         batch[DEFAULT_MODULE_ID] = {k: v.to(self.device) for k, v in columns.items()}
         return batch

@@ -41,6 +41,7 @@ from ray.rllib.utils.typing import ResultDict
 import envs
 from envs import PomdpMdpPair
 from imm_ray.rl.default_reinforce_rl_module import DEFAULT_MODEL_CONFIG
+from imm_ray.rl.evaluation import evaluation_horizon_for
 from imm_ray.rl.imm_config import IMMConfigMixin
 from imm_ray.rl.reinforce import EVAL_RETURN_MEAN
 from imm_ray.rl.seeds.batched_module import BatchedReinforceRLModule
@@ -58,8 +59,9 @@ class SeedReinforceConfig(IMMConfigMixin, AlgorithmConfig):
     baseline, one trajectory of the env's length (50) and one gradient step per epoch; IMM
     with the exact induced model (or ``imm(num_samples=k)``: k members per step from each
     seed's own stream), the FIB argmax target and λ = 0.25; evaluation over 10 rollouts of
-    22 steps. Only local EnvRunner and Learner are supported (the seeds are the
-    parallelism), and no gradient clipping (a global norm would couple the seeds).
+    22 steps (the pair's ``evaluation_horizon``: whole episodes on Taxi). Only local
+    EnvRunner and Learner are supported (the seeds are the parallelism), and no gradient
+    clipping (a global norm would couple the seeds).
     """
 
     def __init__(self, algo_class: type | None = None) -> None:
@@ -78,7 +80,7 @@ class SeedReinforceConfig(IMMConfigMixin, AlgorithmConfig):
         self.epochs_per_iteration = 1
         self.trajectory_length: int | None = None
         self.evaluation_num_rollouts = 10
-        self.evaluation_horizon = 22
+        self.evaluation_horizon: int | None = None
 
     def training(
         self,
@@ -114,22 +116,26 @@ class SeedReinforceConfig(IMMConfigMixin, AlgorithmConfig):
         self,
         *,
         evaluation_num_rollouts: int = NotProvided,
-        evaluation_horizon: int = NotProvided,
+        evaluation_horizon: int | None = NotProvided,
         **kwargs: Any,
     ) -> Self:
         """Sets evaluation settings.
 
         Args:
             evaluation_num_rollouts: rollouts per seed per evaluation (paper: 10).
-            evaluation_horizon: steps per rollout (paper: 22).
+            evaluation_horizon: steps per rollout; ``None`` takes the pair's
+                ``evaluation_horizon`` (the paper's 22 on the grid, whole episodes of up to
+                200 steps on Taxi).
         """
         super().evaluation(**kwargs)
         if evaluation_num_rollouts is not NotProvided:
             _check_int("evaluation_num_rollouts", evaluation_num_rollouts, 1)
             self.evaluation_num_rollouts = int(evaluation_num_rollouts)
-        if evaluation_horizon is not NotProvided:
+        if evaluation_horizon is not NotProvided and evaluation_horizon is not None:
             _check_int("evaluation_horizon", evaluation_horizon, 1)
             self.evaluation_horizon = int(evaluation_horizon)
+        elif evaluation_horizon is None:
+            self.evaluation_horizon = None
         return self
 
     def trajectory_length_for(self, pair: PomdpMdpPair) -> int:
@@ -266,13 +272,17 @@ class SeedReinforce(Algorithm):
 
     def evaluate_seeds(self) -> np.ndarray:
         """Paper evaluation of every seed: mean undiscounted return of
-        ``evaluation_num_rollouts`` sampled rollouts of ``evaluation_horizon`` steps from
-        uniform random starts, shape ``[S]`` in the order of ``seeds``.
+        ``evaluation_num_rollouts`` sampled rollouts of ``evaluation_horizon`` steps (the
+        pair's by default; an episode that terminates stops there) from the pair's start
+        distribution, shape ``[S]`` in the order of ``seeds``.
 
         A failed seed (its loss became non-finite) is NaN, with a warning naming it.
         """
         returns = self.env_runner.evaluate(
-            self.config.evaluation_num_rollouts, self.config.evaluation_horizon
+            self.config.evaluation_num_rollouts,
+            evaluation_horizon_for(
+                self.config.evaluation_horizon, self.config.env, self.config.env_config
+            ),
         )
         failed = self.failed_seeds()
         for seed, epoch in failed.items():
