@@ -316,6 +316,11 @@ EXPERIMENTS: dict[str, Experiment] = {
 }
 
 
+#: Epochs per ``train()`` call of a trial: RLlib's per-iteration costs paid once per 50
+#: epochs. A seed's run does not depend on it (``SeedReinforce.train_epochs``).
+TRIAL_EPOCHS_PER_ITERATION = 50
+
+
 def trial_config(trial: dict[str, Any]) -> Any:
     """The seed-vectorized ``SeedReinforceConfig`` that trains a trial's seeds side by side."""
     from imm_ray.rl.seeds import SeedReinforceConfig
@@ -323,7 +328,7 @@ def trial_config(trial: dict[str, Any]) -> Any:
     config = (
         SeedReinforceConfig()
         .environment(env=trial["env"], env_config=dict(trial["env_config"]))
-        .training(seeds=trial["seeds"])
+        .training(seeds=trial["seeds"], epochs_per_iteration=TRIAL_EPOCHS_PER_ITERATION)
         .imm(
             lam=trial["lam"],
             target=TargetSpec(**trial["target"]) if trial["imm"] else None,
