@@ -312,6 +312,8 @@ EXPERIMENTS: dict[str, Experiment] = {
         env="imm_ray/Taxi-v0",
         gamma=0.99,
         restricted_baselines=True,
+        # Three trials share two cores at once instead of the third waiting for the others.
+        cpus_per_trial=0.5,
     ),
 }
 

@@ -9,6 +9,7 @@ at termination; its steps after τ are left out of the loss by ``LOSS_MASK``.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -19,13 +20,19 @@ from ray.rllib.core.columns import Columns
 from imm_ray.rl.seeds.tensor_env_runner import SeedTrajectories
 
 
+@functools.lru_cache(maxsize=16)
+def _discount_matrix(
+    steps: int, gamma: float, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """``Γ [T, T]``, built once per length: every epoch of a run reuses it."""
+    time = torch.arange(steps, dtype=dtype, device=device)
+    lag = time.unsqueeze(1) - time.unsqueeze(0)  # [t', t] = t' − t
+    return torch.where(lag >= 0, gamma ** lag.clamp(min=0), torch.zeros_like(lag))
+
+
 def discounted_returns_to_go(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
     """``G[..., t] = Σ_{t' ≥ t} γ^{t'−t} rewards[..., t']`` over the last (time) axis."""
-    steps = rewards.shape[-1]
-    time = torch.arange(steps, dtype=rewards.dtype, device=rewards.device)
-    lag = time.unsqueeze(1) - time.unsqueeze(0)  # [t', t] = t' − t
-    discount = torch.where(lag >= 0, gamma ** lag.clamp(min=0), torch.zeros_like(lag))
-    return rewards @ discount
+    return rewards @ _discount_matrix(rewards.shape[-1], gamma, rewards.dtype, rewards.device)
 
 
 class SeedReturnsToGo(ConnectorV2):
