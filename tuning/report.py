@@ -164,8 +164,10 @@ def _plot(summaries: list[Summary], experiment: SweepExperiment, path: Path) -> 
         low = [r.mean - r.p10 for r in rows]
         high = [r.p90 - r.mean for r in rows]
         ax.errorbar(xs, mean, yerr=[low, high], marker="o", markersize=3, capsize=3, label=curve)
-    for label, value in _baselines(experiment).items():
-        ax.axhline(value, linestyle="--", linewidth=1, color="gray", label=label)
+    for (label, value), style in zip(
+        _baselines(experiment).items(), ("--", ":", "-."), strict=False
+    ):
+        ax.axhline(value, linestyle=style, linewidth=1.2, color="gray", label=label)
     ax.set_xlabel(experiment.x_label())
     ax.set_ylabel(experiment.y_label)
     ax.set_title(f"{experiment.name}: mean, 10th–90th percentile bars")
