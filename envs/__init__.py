@@ -8,6 +8,8 @@ from envs.pair import PomdpMdpPair
 from envs.registry import (
     MDP_ENV_ID,
     POMDP_ENV_ID,
+    TAXI_MDP_ENV_ID,
+    TAXI_POMDP_ENV_ID,
     ContextObservation,
     PairSpec,
     known_env_ids,
@@ -17,14 +19,20 @@ from envs.registry import (
     pair_spec,
     register_pair,
 )
+from envs.taxi import TAXI_ACTION_NAMES, Taxi, TaxiEnv
 
 __all__ = [
     "ACTION_NAMES",
     "MDP_ENV_ID",
     "POMDP_ENV_ID",
+    "TAXI_ACTION_NAMES",
+    "TAXI_MDP_ENV_ID",
+    "TAXI_POMDP_ENV_ID",
     "ContextObservation",
     "PairSpec",
     "PomdpMdpPair",
+    "Taxi",
+    "TaxiEnv",
     "ToroidalGrid",
     "ToroidalGridEnv",
     "known_env_ids",

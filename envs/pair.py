@@ -13,6 +13,13 @@ that must never disagree:
 Indices: states ``s ∈ [0, n_states)``, actions ``a ∈ [0, n_actions)``, restricted contexts
 ``c ∈ [0, n_contexts)``. To add a new pair, subclass :class:`PomdpMdpPair`, fill in the
 abstract tables, and register it in :mod:`envs.registry`.
+
+Beyond the abstract tables a pair may override what the grid never needed: terminal
+states (:meth:`PomdpMdpPair.terminal_states`; episodes then end early and vary in length),
+a start distribution that is not uniform (:meth:`PomdpMdpPair.initial_belief`), and the
+belief over the hidden part given a context (:meth:`PomdpMdpPair.context_belief`). Rewards
+are on transitions ``(s, a, s')``, which covers rewards on arrival (the grid) and on
+``(s, a)`` (Taxi). :mod:`envs.taxi` is the worked example.
 """
 
 from __future__ import annotations
@@ -50,6 +57,18 @@ class PomdpMdpPair(ABC):
     @abstractmethod
     def observation_state(self, obs: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`state_observation`: a batch ``[B, *obs_shape]`` → state ids ``[B]``."""
+
+    #: Steps of one evaluation rollout (the paper's grid: 22); pairs may override.
+    evaluation_horizon: int = 22
+
+    def terminal_states(self) -> np.ndarray:
+        """Bool ``[S]``: arriving in a terminal state ends the episode (``terminated``).
+
+        None by default (a continuing task). A pair with terminal states must make them
+        absorbing with reward 0 in its tables (``T[a, s, s] = 1``, ``R[a, s, ·] = 0``), so
+        the solvers value them 0 and a walker that stops there collects nothing more.
+        """
+        return np.zeros(self.n_states, dtype=bool)
 
     def observation_matrix(self) -> np.ndarray:
         """``O[a, s', c] = P(c | s', a)``: the POMDP observes the context of the state landed in."""

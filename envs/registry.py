@@ -5,14 +5,28 @@ POMDP view (the same env wrapped in :class:`ContextObservation`). :func:`make_pa
 either id, with the env's config, to the :class:`~envs.pair.PomdpMdpPair` behind it, so a
 trainer given only ``(env_id, env_config)`` can build the restricted model of its env.
 
-Adding a new pair:
+Adding a new pair, with :mod:`envs.taxi` (gymnasium's Taxi-v3, destination hidden) as
+the worked example:
 
 1. subclass :class:`~envs.pair.PomdpMdpPair` as a frozen dataclass whose fields are the
-   world's parameters (frozen: solvers cache their results per pair, so it must hash);
-2. write a ``gymnasium.Env`` whose ``__init__`` takes those same fields as keyword
+   world's parameters (frozen: solvers cache their results per pair, so it must hash).
+   ``Taxi`` has one field, ``trajectory_length``, and reads every table from gymnasium's
+   ``Taxi-v3`` (``unwrapped.P``, ``initial_state_distrib``) instead of retyping it;
+2. fill in the tables: ``transition_matrix`` ``T[a, s, s']``, ``reward_matrix``
+   ``R[a, s, s']`` (Taxi's reward is on ``(s, a)``, repeated over ``s'``),
+   ``state_context`` (Taxi: ``(row, col, passenger)`` as one id, ``s // 4``),
+   ``state_observation`` / ``observation_state`` (Taxi: the four coordinates ↔ gymnasium's
+   state id);
+3. override what differs from the grid's defaults: ``terminal_states`` (Taxi: the
+   passenger delivered; absorbing with reward 0 in the tables), ``initial_belief``
+   (gymnasium's start distribution), ``context_belief`` (the belief over the hidden part
+   given a context; Taxi's default would fail on contexts no episode starts in, such as
+   the passenger in the taxi) and ``evaluation_horizon`` (Taxi: whole episodes);
+4. write a ``gymnasium.Env`` whose ``__init__`` takes the pair's fields as keyword
    arguments (plus env-only ones such as ``render_mode``), builds the pair, keeps it as
-   ``self.pair`` and steps with the pair's tables;
-3. call ``register_pair(mdp_id, pomdp_id, PairClass, EnvClass)`` at the bottom of this
+   ``self.pair`` and steps with the pair's tables (``TaxiEnv``); a test checks it against
+   the original env (``tests/envs/test_taxi.py`` replays random actions in both);
+5. call ``register_pair(mdp_id, pomdp_id, PairClass, EnvClass)`` at the bottom of this
    module (or anywhere imported by ``import envs``).
 """
 
@@ -31,11 +45,16 @@ from gymnasium import spaces
 
 from envs.grid import ToroidalGrid, ToroidalGridEnv
 from envs.pair import PomdpMdpPair
+from envs.taxi import Taxi, TaxiEnv
 
 MDP_ENV_ID = "imm_ray/ToroidalGrid-v0"
 """The toroidal grid MDP: observes (x, y)."""
 POMDP_ENV_ID = "imm_ray/ToroidalGridPOMDP-v0"
 """The toroidal grid's POMDP view: observes x only."""
+TAXI_MDP_ENV_ID = "imm_ray/Taxi-v0"
+"""Gymnasium's Taxi-v3 as an MDP: observes (row, col, passenger, destination)."""
+TAXI_POMDP_ENV_ID = "imm_ray/TaxiPOMDP-v0"
+"""Taxi's POMDP view: observes (row, col, passenger), the destination hidden."""
 
 
 class ContextObservation(gym.ObservationWrapper):
@@ -162,3 +181,4 @@ def make_pair(env_id: str, env_config: Mapping[str, Any] | None = None) -> Pomdp
 
 
 register_pair(MDP_ENV_ID, POMDP_ENV_ID, ToroidalGrid, ToroidalGridEnv)
+register_pair(TAXI_MDP_ENV_ID, TAXI_POMDP_ENV_ID, Taxi, TaxiEnv)

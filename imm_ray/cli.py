@@ -28,6 +28,8 @@ from imm_ray.lm_cli import add_lm_commands
 
 EXIT_USAGE = 2
 DEFAULT_ENV = "imm_ray/ToroidalGrid-v0"
+#: The env ids ``--grid-size`` configures.
+GRID_ENV_IDS = ("imm_ray/ToroidalGrid-v0", "imm_ray/ToroidalGridPOMDP-v0")
 #: ``train rl``'s setting labels (its table's ``method`` column).
 NO_IMM, IMM = "no-imm", "imm"
 
@@ -195,7 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="sample K extended contexts per step instead of enumerating all of them "
         "(default: enumerate)",
     )
-    rl.add_argument("--env", default=DEFAULT_ENV, help="id of a registered MDP/POMDP pair")
+    rl.add_argument(
+        "--env",
+        default=DEFAULT_ENV,
+        help="id of a registered pair's MDP: imm_ray/ToroidalGrid-v0 or imm_ray/Taxi-v0",
+    )
     rl.add_argument(
         "--grid-size", type=int, default=None, help="side of the toroidal grid, >= 2 (default: 11)"
     )
@@ -218,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a named experiment or a YAML/TOML sweep file on Ray Tune",
         description=(
             "Run a sweep on Ray Tune and write summary.csv, summary.md and figure.png "
-            "under STORAGE/NAME. Named experiments: RL figure2, figure9, lambda-search; "
+            "under STORAGE/NAME. Named experiments: RL figure2, figure9, lambda-search, taxi; "
             "logistic regression figure1, figure4, figure6, figure8, figure10, table4, "
             "quality-search."
         ),
@@ -347,6 +353,10 @@ def _rl_experiment(args: argparse.Namespace):
         )
         if value is not None
     ]
+    if args.grid_size is not None and args.env not in GRID_ENV_IDS:
+        raise UsageError(
+            f"--grid-size applies only to --env {' or '.join(GRID_ENV_IDS)}, got --env {args.env}"
+        )
     if args.no_imm and target_given:
         _warn(f"{', '.join(target_given)} has no effect with --no-imm")
     if args.temperature is not None and (args.target or "argmax") == "argmax":

@@ -34,6 +34,11 @@ def imm_ray(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         (["--no-imm", "--env", "Nope-v0"], "unknown env id 'Nope-v0'"),
         (["--output", "/"], "--output must be a file path, got the folder '/'"),
         (["--output", "pyproject.toml/res.csv"], "--output: cannot write under 'pyproject.toml'"),
+        (
+            ["--env", "imm_ray/Taxi-v0", "--grid-size", "5"],
+            "--grid-size applies only to --env imm_ray/ToroidalGrid-v0",
+        ),
+        (["--env", "imm_ray/TaxiPOMDP-v0"], "env must be an MDP id"),
     ],
 )
 def test_bad_input_exits_2_with_a_message_and_no_traceback(args, message):
@@ -97,6 +102,14 @@ def test_seeds_mean_the_same_in_train_and_sweep():
         assert seeds("2-4") == [2, 3, 4]
         assert seeds("7,1,4") == [1, 4, 7]
         assert seeds("5-5") == [5]
+
+
+def test_train_on_taxi_compares_imm_and_no_imm():
+    result = imm_ray("train", "rl", "--env", "imm_ray/Taxi-v0", "--compare", "--epochs", "2")
+    assert result.returncode == 0, result.stderr
+    body = [line.split() for line in result.stdout.splitlines()[2:4]]
+    assert {(row[0], row[1]) for row in body} == {("2", "imm"), ("2", "no-imm")}
+    assert all(-2000 < float(row[2]) <= 20 for row in body)  # whole 200-step episodes
 
 
 def test_train_prints_a_table_and_writes_results(tmp_path):

@@ -35,6 +35,7 @@ TOP_KEYS = {
     "env",
     "env_config",
     "epochs",
+    "gamma",
     "seeds",
     "seeds_per_trial",
     "resources",
@@ -156,7 +157,11 @@ class _Builder:
         kwargs: dict[str, Any] = {
             "name": data.get("name", self.path.stem),
             "settings": tuple(self.setting(s, ("settings", i)) for i, s in enumerate(settings)),
-            **{k: data[k] for k in ("env", "env_config", "x_axis", "seeds_per_trial") if k in data},
+            **{
+                k: data[k]
+                for k in ("env", "env_config", "x_axis", "seeds_per_trial", "gamma")
+                if k in data
+            },
             **dict(resources),
         }
         if "epochs" in data:

@@ -132,7 +132,19 @@ def markdown_table(summaries: list[Summary], experiment: SweepExperiment) -> str
         failed = sum(c.failed for c in present)
         count = f"{seeds} ({failed} failed)" if failed else str(seeds)
         lines.append(f"| {_x_text(x)} | " + " | ".join(cells) + f" | {count} |")
+    baselines = _baselines(experiment)
+    if baselines:
+        lines.append("")
+        lines += [
+            f"- {label}: {value:.3f} (exact, no training)" for label, value in baselines.items()
+        ]
     return "\n".join(lines) + "\n"
+
+
+def _baselines(experiment: SweepExperiment) -> dict[str, float]:
+    """Reference values drawn beside the curves (the restricted policy alone), if any."""
+    baselines = getattr(experiment, "baselines", None)
+    return baselines() if baselines is not None else {}
 
 
 def _plot(summaries: list[Summary], experiment: SweepExperiment, path: Path) -> None:
@@ -152,6 +164,10 @@ def _plot(summaries: list[Summary], experiment: SweepExperiment, path: Path) -> 
         low = [r.mean - r.p10 for r in rows]
         high = [r.p90 - r.mean for r in rows]
         ax.errorbar(xs, mean, yerr=[low, high], marker="o", markersize=3, capsize=3, label=curve)
+    for (label, value), style in zip(
+        _baselines(experiment).items(), ("--", ":", "-."), strict=False
+    ):
+        ax.axhline(value, linestyle=style, linewidth=1.2, color="gray", label=label)
     ax.set_xlabel(experiment.x_label())
     ax.set_ylabel(experiment.y_label)
     ax.set_title(f"{experiment.name}: mean, 10th–90th percentile bars")

@@ -1,7 +1,13 @@
-"""Restricted models P̂: POMDP solvers (FIB, QMDP) and the restricted policies read off them;
-the modified Kneser–Ney bigram of the language experiments and its ARPA files."""
+"""Restricted models P̂: POMDP solvers (FIB, QMDP), the restricted policies read off them and
+their exact values (lower bounds on V*); the modified Kneser–Ney bigram of the language
+experiments and its ARPA files."""
 
 from imm_ray.restricted.arpa import ArpaError, read_arpa, write_arpa
+from imm_ray.restricted.bounds import (
+    blind_policy_values,
+    context_policy_return,
+    context_policy_values,
+)
 from imm_ray.restricted.kneser_ney import (
     FALLBACK_DISCOUNTS,
     KneserNeyBigram,
@@ -38,7 +44,10 @@ __all__ = [
     "TabularPOMDP",
     "TargetSpec",
     "as_tables",
+    "blind_policy_values",
     "check_policy_args",
+    "context_policy_return",
+    "context_policy_values",
     "context_utilities",
     "estimate_kneser_ney",
     "fib",

@@ -18,7 +18,21 @@ from ray.rllib.algorithms.algorithm_config import NotProvided
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.rl_module import RLModule
 
+import envs
 from imm_ray.rl.streams import EVAL_STREAM, stream_seed
+
+#: Evaluation rollout length on an env that is not a registered pair (the paper's 22).
+DEFAULT_EVALUATION_HORIZON = 22
+
+
+def evaluation_horizon_for(horizon: int | None, env: object, env_config: dict | None) -> int:
+    """The steps of an evaluation rollout: ``horizon`` if set, else the registered pair's
+    ``evaluation_horizon`` (22 on the grid, a whole 200-step episode on Taxi), else 22."""
+    if horizon is not None:
+        return int(horizon)
+    if isinstance(env, str) and env in envs.known_env_ids():
+        return int(envs.make_pair(env, env_config).evaluation_horizon)
+    return DEFAULT_EVALUATION_HORIZON
 
 
 class RolloutEvaluator:
@@ -77,25 +91,27 @@ def _check_count(field: str, value: Any) -> int:
 
 
 class RolloutEvaluationConfigMixin:
-    """The paper's evaluation settings on an RLlib ``AlgorithmConfig``: 10 rollouts × 22 steps."""
+    """The paper's evaluation settings on an RLlib ``AlgorithmConfig``: 10 rollouts of the
+    pair's evaluation horizon (the paper's 22 steps on the grid, whole episodes on Taxi)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.evaluation_num_rollouts = 10
-        self.evaluation_horizon = 22
+        self.evaluation_horizon: int | None = None
 
     def evaluation(
         self,
         *,
         evaluation_num_rollouts: int = NotProvided,
-        evaluation_horizon: int = NotProvided,
+        evaluation_horizon: int | None = NotProvided,
         **kwargs: Any,
     ) -> Self:
         """Sets evaluation settings; see ``AlgorithmConfig.evaluation`` for the shared ones.
 
         Args:
             evaluation_num_rollouts: rollouts per evaluation (paper: 10).
-            evaluation_horizon: steps per rollout (paper: 22).
+            evaluation_horizon: steps per rollout; ``None`` takes the pair's
+                ``evaluation_horizon`` (:func:`evaluation_horizon_for`).
         """
         super().evaluation(**kwargs)
         if evaluation_num_rollouts is not NotProvided:
@@ -103,7 +119,11 @@ class RolloutEvaluationConfigMixin:
                 "evaluation_num_rollouts", evaluation_num_rollouts
             )
         if evaluation_horizon is not NotProvided:
-            self.evaluation_horizon = _check_count("evaluation_horizon", evaluation_horizon)
+            self.evaluation_horizon = (
+                None
+                if evaluation_horizon is None
+                else _check_count("evaluation_horizon", evaluation_horizon)
+            )
         return self
 
 
@@ -121,7 +141,7 @@ class RolloutEvaluationMixin:
             self._evaluator = RolloutEvaluator(
                 lambda: gym.make(env_id, **env_config),
                 self.config.evaluation_num_rollouts,
-                self.config.evaluation_horizon,
+                evaluation_horizon_for(self.config.evaluation_horizon, env_id, env_config),
             )
         returns = self._evaluator(self.get_module(), self.config.seed or 0, self.iteration)
         return {EVAL_RETURN_MEAN: float(returns.mean()), EVAL_RETURNS: returns.tolist()}

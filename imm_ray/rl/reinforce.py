@@ -53,7 +53,8 @@ class ReinforceConfig(IMMConfigMixin, RolloutEvaluationConfigMixin, AlgorithmCon
 
     Policy one-hot(121) → 32 tanh → 4, Adam lr 1e-2, γ = 0.9 discounted reward-to-go, no
     baseline, one 50-step trajectory and one gradient step per ``train()``; IMM with the
-    FIB argmax target and λ = 0.25; evaluation over 10 rollouts of 22 steps.
+    FIB argmax target and λ = 0.25; evaluation over 10 rollouts of 22 steps (the pair's
+    ``evaluation_horizon``: whole episodes on Taxi).
     """
 
     def __init__(self, algo_class: type | None = None) -> None:

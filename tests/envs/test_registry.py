@@ -13,7 +13,12 @@ from envs import registry as registry_module
 
 
 def test_known_ids() -> None:
-    assert envs.known_env_ids() == (envs.MDP_ENV_ID, envs.POMDP_ENV_ID)
+    assert envs.known_env_ids() == (
+        envs.MDP_ENV_ID,
+        envs.POMDP_ENV_ID,
+        envs.TAXI_MDP_ENV_ID,
+        envs.TAXI_POMDP_ENV_ID,
+    )
     assert envs.MDP_ENV_ID == "imm_ray/ToroidalGrid-v0"
     assert envs.POMDP_ENV_ID == "imm_ray/ToroidalGridPOMDP-v0"
     assert envs.MDP_ENV_ID in gym.registry and envs.POMDP_ENV_ID in gym.registry
@@ -33,7 +38,8 @@ def test_the_pair_is_the_one_the_env_builds() -> None:
 
 def test_unknown_id_lists_the_known_ones() -> None:
     message = (
-        "unknown env id 'foo'; known ids: imm_ray/ToroidalGrid-v0, imm_ray/ToroidalGridPOMDP-v0"
+        "unknown env id 'foo'; known ids: imm_ray/ToroidalGrid-v0, imm_ray/ToroidalGridPOMDP-v0, "
+        "imm_ray/Taxi-v0, imm_ray/TaxiPOMDP-v0"
     )
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         make_pair("foo")
@@ -57,7 +63,12 @@ def test_registering_is_idempotent_and_refuses_conflicts() -> None:
     before = dict(gym.registry)
     register_pair(envs.MDP_ENV_ID, envs.POMDP_ENV_ID, ToroidalGrid, ToroidalGridEnv)
     assert dict(gym.registry) == before
-    assert envs.known_env_ids() == (envs.MDP_ENV_ID, envs.POMDP_ENV_ID)
+    assert envs.known_env_ids() == (
+        envs.MDP_ENV_ID,
+        envs.POMDP_ENV_ID,
+        envs.TAXI_MDP_ENV_ID,
+        envs.TAXI_POMDP_ENV_ID,
+    )
     with pytest.raises(ValueError, match="already registered for another pair"):
         register_pair(envs.MDP_ENV_ID, "imm_ray/Other-v0", ToroidalGrid, ToroidalGridEnv)
     assert "imm_ray/Other-v0" not in gym.registry

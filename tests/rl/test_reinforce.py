@@ -17,6 +17,7 @@ from imm_ray.rl import (
     paper_lambda,
     paper_lambda_ratio,
 )
+from imm_ray.rl.evaluation import evaluation_horizon_for
 from imm_ray.rl.imm_learner import IMM_LAMBDA_KEY, IMM_LOSS_KEY
 from imm_ray.rl.reinforce_torch_learner import POLICY_LOSS_KEY
 
@@ -33,7 +34,8 @@ def test_defaults_are_the_paper_setting():
     assert config.env == envs.MDP_ENV_ID
     assert (config.lr, config.gamma) == (1e-2, 0.9)
     assert config.num_episodes_per_train_batch == 1
-    assert (config.evaluation_num_rollouts, config.evaluation_horizon) == (10, 22)
+    assert (config.evaluation_num_rollouts, config.evaluation_horizon) == (10, None)
+    assert evaluation_horizon_for(None, config.env, config.env_config) == 22
     assert config.imm_lambda == 0.25 and config.imm_target == TargetSpec()
     assert config.get_default_rl_module_spec().model_config["hidden"] == [32]
 

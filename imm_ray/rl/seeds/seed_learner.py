@@ -1,16 +1,21 @@
 """The seed-vectorized REINFORCE + IMM learner: the sum over seeds of each seed's own loss.
 
-For seed s with trajectory (x_t, a_t, G_t), t < T:
+For seed s with trajectory (x_t, a_t, G_t), t < T_s:
 
-    L_s = −(1/T) Σ_t log π_s(a_t | x_t) · G_t  +  λ · IMM_s,
-    IMM_s = (1/T) Σ_t −Σ_a P̂(a | x̄_t) log Q̂_s(a | x̄_t)       (paper Eq. 8, 9),
+    L_s = −(1/T_s) Σ_t log π_s(a_t | x_t) · G_t  +  λ · IMM_s,
+    IMM_s = (1/T_s) Σ_t −Σ_a P̂(a | x̄_t) log Q̂_s(a | x̄_t)       (paper Eq. 8, 9),
+
+where T_s is the number of steps seed s's episode took: the batch's length T on a
+continuing task (the grid), fewer where the episode terminated (Taxi; the batch's
+``LOSS_MASK`` marks them). Each seed's mean is over its own steps, as the single-seed
+path's mean over its batch of complete episodes is.
 
 and the learner minimizes Σ_s L_s. Seed s's parameters appear in L_s only, Adam is
 elementwise and nothing is clipped or normalized across seeds, so every seed takes exactly
 the step it would take alone. Q̂_s(a | x̄) = Σ_i w_i π_s(a | x̃_i) / Σ_i w_i over every
 extended state x̃_i of x̄ (the exact induced model, Eq. 6). Since IMM_s depends on x_t only
 through its context, it is computed once per context and weighted by the share of the
-trajectory's steps spent there: IMM_s = Σ_x̄ (n_s(x̄) / T) · risk_s(x̄).
+trajectory's steps spent there: IMM_s = Σ_x̄ (n_s(x̄) / T_s) · risk_s(x̄).
 
 With ``imm_num_samples = k`` the induced model is sampled instead (Eq. 12): every step t
 of seed s draws k extended states from the belief π(x̃ | x̄_t) with uniforms from seed s's
@@ -125,7 +130,7 @@ class SeedReinforceTorchLearner(TorchLearner):
         module = self.module[module_id].unwrapped()
         dist = module.get_train_action_dist_cls().from_logits(fwd_out[Columns.ACTION_DIST_INPUTS])
         log_probs = dist.logp(batch[Columns.ACTIONS])
-        policy = -(log_probs * batch[Columns.RETURNS_TO_GO]).mean(dim=-1)
+        policy = -_seed_mean(log_probs * batch[Columns.RETURNS_TO_GO], batch)
         imm = None
         total = policy
         if self._imm_tables is not None and config.imm_lambda != 0:
@@ -165,7 +170,7 @@ class SeedReinforceTorchLearner(TorchLearner):
         log_probs = torch.log_softmax(fwd_out[LOGITS_TABLE], dim=1)  # [S, A, n_inputs]
         visited = tables["state_context"][self._imm_pair.observation_state(batch[Columns.OBS])]
         if self.config.imm_num_samples is not None:
-            return self._sampled_imm_risk(module, log_probs, visited)
+            return _seed_mean(self._sampled_imm_risk(module, log_probs, visited), batch)
         contexts, width = tables["member_weights"].shape
         seeds, actions, _ = log_probs.shape
         member_obs = tables["member_obs"].reshape(1, contexts * width, -1)
@@ -176,15 +181,19 @@ class SeedReinforceTorchLearner(TorchLearner):
             tables["member_weights"].repeat(seeds, 1),
             reduction="none",
         ).reshape(seeds, contexts)
-        share = torch.zeros(seeds, contexts, device=risk.device).scatter_add_(
-            1, visited, torch.full(visited.shape, 1.0 / visited.shape[1], device=risk.device)
-        )
+        if Columns.LOSS_MASK in batch:
+            mask = batch[Columns.LOSS_MASK].to(risk.dtype)
+            per_step = mask / mask.sum(dim=-1, keepdim=True)
+        else:
+            per_step = torch.full(visited.shape, 1.0 / visited.shape[1], device=risk.device)
+        share = torch.zeros(seeds, contexts, device=risk.device).scatter_add_(1, visited, per_step)
         return (share * risk).sum(dim=-1)
 
     def _sampled_imm_risk(
         self, module: Any, log_probs: torch.Tensor, visited: torch.Tensor
     ) -> torch.Tensor:
-        """Eq. (12) per seed: k members per step drawn from the belief, equal weights."""
+        """Eq. (12) per seed and step, ``[S, T]``: k members per step drawn from the belief,
+        equal weights."""
         tables = self._imm_tables
         k = self.config.imm_num_samples
         seeds, actions, _ = log_probs.shape
@@ -200,4 +209,12 @@ class SeedReinforceTorchLearner(TorchLearner):
             tables["target"][visited].reshape(seeds * steps, actions),
             reduction="none",
         ).reshape(seeds, steps)
-        return risk.mean(dim=-1)
+        return risk
+
+
+def _seed_mean(values: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+    """``[S, T]`` → ``[S]``: each seed's mean over the steps its episode took."""
+    if Columns.LOSS_MASK not in batch:
+        return values.mean(dim=-1)
+    mask = batch[Columns.LOSS_MASK]
+    return torch.where(mask, values, torch.zeros_like(values)).sum(dim=-1) / mask.sum(dim=-1)

@@ -41,7 +41,11 @@ from ray.rllib.utils.typing import ResultDict
 import envs
 from envs import PomdpMdpPair
 from imm_ray.rl.default_reinforce_rl_module import DEFAULT_MODEL_CONFIG
-from imm_ray.rl.evaluation import EVAL_RETURN_MEAN, RolloutEvaluationConfigMixin
+from imm_ray.rl.evaluation import (
+    EVAL_RETURN_MEAN,
+    RolloutEvaluationConfigMixin,
+    evaluation_horizon_for,
+)
 from imm_ray.rl.imm_config import IMMConfigMixin
 from imm_ray.rl.seeds.batched_module import BatchedReinforceRLModule
 from imm_ray.rl.seeds.seed_learner import SeedReinforceTorchLearner
@@ -58,8 +62,9 @@ class SeedReinforceConfig(IMMConfigMixin, RolloutEvaluationConfigMixin, Algorith
     baseline, one trajectory of the env's length (50) and one gradient step per epoch; IMM
     with the exact induced model (or ``imm(num_samples=k)``: k members per step from each
     seed's own stream), the FIB argmax target and λ = 0.25; evaluation over 10 rollouts of
-    22 steps. Only local EnvRunner and Learner are supported (the seeds are the
-    parallelism), and no gradient clipping (a global norm would couple the seeds).
+    22 steps (the pair's ``evaluation_horizon``: whole episodes on Taxi). Only local
+    EnvRunner and Learner are supported (the seeds are the parallelism), and no gradient
+    clipping (a global norm would couple the seeds).
     """
 
     def __init__(self, algo_class: type | None = None) -> None:
@@ -231,13 +236,17 @@ class SeedReinforce(Algorithm):
 
     def evaluate_seeds(self) -> np.ndarray:
         """Paper evaluation of every seed: mean undiscounted return of
-        ``evaluation_num_rollouts`` sampled rollouts of ``evaluation_horizon`` steps from
-        uniform random starts, shape ``[S]`` in the order of ``seeds``.
+        ``evaluation_num_rollouts`` sampled rollouts of ``evaluation_horizon`` steps (the
+        pair's by default; an episode that terminates stops there) from the pair's start
+        distribution, shape ``[S]`` in the order of ``seeds``.
 
         A failed seed (its loss became non-finite) is NaN, with a warning naming it.
         """
         returns = self.env_runner.evaluate(
-            self.config.evaluation_num_rollouts, self.config.evaluation_horizon
+            self.config.evaluation_num_rollouts,
+            evaluation_horizon_for(
+                self.config.evaluation_horizon, self.config.env, self.config.env_config
+            ),
         )
         failed = self.failed_seeds()
         for seed, epoch in failed.items():

@@ -46,16 +46,20 @@ class SeedTrajectories:
     """One trajectory per seed, the unit the learner's connector turns into a train batch.
 
     ``obs [S, T, *obs_shape]`` is the observation before each step, ``actions [S, T]``
-    the action taken there and ``rewards [S, T]`` the reward received for it.
+    the action taken there and ``rewards [S, T]`` the reward received for it. On a pair
+    with terminal states episodes vary in length: ``alive [S, T]`` marks the steps seed
+    s's episode took (after its termination rewards are 0 and obs / actions filler);
+    ``None`` means every step was taken.
     """
 
     obs: torch.Tensor
     actions: torch.Tensor
     rewards: torch.Tensor
+    alive: torch.Tensor | None = None
 
     def __len__(self) -> int:
         """Env steps over all seeds (RLlib counts sampled and trained steps with it)."""
-        return self.actions.numel()
+        return self.actions.numel() if self.alive is None else int(self.alive.sum())
 
 
 class SeedTensorEnvRunner(EnvRunner, Checkpointable):
@@ -110,13 +114,15 @@ class SeedTensorEnvRunner(EnvRunner, Checkpointable):
         return self.tensor_pair.walk(self.policy_cdf(), u_start, u_steps)
 
     def sample(self, **kwargs: Any) -> list[SeedTrajectories]:
-        """One trajectory of ``trajectory_length`` steps per seed from a start drawn from
-        the initial belief (uniform on the grid), actions sampled from the policy."""
+        """One trajectory per seed from a start drawn from the initial belief (uniform on
+        the grid), actions sampled from the policy: ``trajectory_length`` steps, or fewer
+        where the episode terminates first."""
         walk = self._walk(self._train_streams, 1, self.trajectory_length)
         trajectories = SeedTrajectories(
             obs=self._state_obs[walk.states[:, 0]],
             actions=walk.actions[:, 0],
             rewards=walk.rewards[:, 0],
+            alive=None if walk.alive is None else walk.alive[:, 0],
         )
         self.epochs += 1
         steps = len(trajectories)
@@ -131,7 +137,7 @@ class SeedTensorEnvRunner(EnvRunner, Checkpointable):
 
     def evaluate(self, num_rollouts: int, horizon: int) -> np.ndarray:
         """Every seed's mean undiscounted return over ``num_rollouts`` rollouts of
-        ``horizon`` steps with sampled actions, shape ``[S]``.
+        ``horizon`` steps (fewer where an episode terminates) with sampled actions, ``[S]``.
 
         The uniforms come from a stream keyed by (seed, epoch), apart from training's, so
         evaluating never changes training and a seed's evaluation at an epoch is the same

@@ -19,11 +19,19 @@ from imm_ray.rl.streams import inverse_cdf
 
 @dataclass(frozen=True)
 class Walk:
-    """Walkers' paths, each ``[S, N, H]``: the state before each step, its action, its reward."""
+    """Walkers' paths, each ``[S, N, T]``: the state before each step, its action, its reward,
+    and (for pairs with terminal states) whether the walker was still alive to take it.
+
+    A walker that reaches a terminal state takes no more steps: from then on ``alive`` is
+    False and its rewards are 0 (its states and actions there are filler). ``T`` is the
+    horizon, or fewer steps if every walker terminated before it. ``alive`` is ``None``
+    for pairs without terminal states: every step is alive.
+    """
 
     states: torch.Tensor
     actions: torch.Tensor
     rewards: torch.Tensor
+    alive: torch.Tensor | None = None
 
 
 class TensorPair:
@@ -40,6 +48,11 @@ class TensorPair:
         rewards = pair.reward_matrix()
         self.n_states, self.n_actions = pair.n_states, pair.n_actions
         self.start_cdf = torch.as_tensor(np.cumsum(pair.initial_belief()), dtype=torch.float32)
+        terminal = pair.terminal_states()
+        self.terminal = torch.as_tensor(terminal, dtype=torch.bool)
+        self.terminates = bool(terminal.any())
+        if np.any(pair.initial_belief()[terminal] > 0):
+            raise ValueError("initial_belief must put no mass on terminal states")
         self.deterministic = bool(np.all(transitions.max(axis=-1) == 1.0))
         if self.deterministic:
             next_state = transitions.argmax(axis=-1)
@@ -71,7 +84,11 @@ class TensorPair:
         return next_states, self.reward[actions, states, next_states]
 
     def walk(self, policy_cdf: torch.Tensor, u_start: torch.Tensor, u_steps: torch.Tensor) -> Walk:
-        """``H`` steps of ``S × N`` walkers under per-seed policies.
+        """Up to ``H`` steps of ``S × N`` walkers under per-seed policies; a walker stops at
+        a terminal state (see :class:`Walk`).
+
+        Step t of every walker reads the uniforms of step t, dead or alive, so a walker's
+        path never depends on when the walkers beside it terminate.
 
         Args:
             policy_cdf: ``[S, n_states, A]``, cumulative sums of π_s(a | state) of seed s.
@@ -83,11 +100,19 @@ class TensorPair:
         flat_cdf = policy_cdf.reshape(seeds * self.n_states, self.n_actions)
         offset = torch.arange(seeds).unsqueeze(1) * self.n_states
         state = self.start(u_start)
-        states, actions, rewards = [], [], []
+        alive = ~self.terminal[state] if self.terminates else None
+        states, actions, rewards, alives = [], [], [], []
         for t in range(horizon):
+            if alive is not None and not alive.any():
+                break
             action = inverse_cdf(flat_cdf[offset + state], u_steps[:, :, t, 0])
             u_next = None if self.deterministic else u_steps[:, :, t, 1]
             next_state, reward = self.step(state, action, u_next)
+            if alive is not None:
+                reward = torch.where(alive, reward, torch.zeros_like(reward))
+                alives.append(alive)
+                alive = alive & ~self.terminal[next_state]
             states.append(state), actions.append(action), rewards.append(reward)
             state = next_state
-        return Walk(*(torch.stack(x, dim=-1) for x in (states, actions, rewards)))
+        paths = [torch.stack(x, dim=-1) for x in (states, actions, rewards)]
+        return Walk(*paths, alive=torch.stack(alives, dim=-1) if alives else None)
