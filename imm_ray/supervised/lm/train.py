@@ -301,8 +301,14 @@ class LMTrainer:
             config.memory_bounded,
         )
 
-    def train_epoch(self, progress: Progress | None = None) -> dict[str, float]:
-        """One epoch of training followed by validation; returns its metrics."""
+    def train_epoch(
+        self, progress: Progress | None = None, validate: bool = True
+    ) -> dict[str, float]:
+        """One epoch of training followed by validation; returns its metrics.
+
+        ``validate=False`` skips validation, and with it the learning-rate schedule and
+        the IMM start (for benchmarks: ``epoch_seconds`` is the training loop alone).
+        """
         config, model = self.config, self.model
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
@@ -366,17 +372,19 @@ class LMTrainer:
                     f"{elapsed:.0f} s, ETA {eta:.0f} s"
                 )
         seconds = time.perf_counter() - start
-        valid = perplexity(
-            model, self.corpus.valid, self.eos_id, rows=config.batch_size, unroll=config.unroll
-        )
+        valid = math.nan
         self.epoch += 1
-        if valid < self.best_valid:
-            self.best_valid = valid
-        else:
-            self.lr *= config.lr_decay
         started = False
-        if config.uses_imm and not self.imm_active and valid < config.imm_start_ppl:  # type: ignore[operator]
-            self.imm_active = started = True
+        if validate:
+            valid = perplexity(
+                model, self.corpus.valid, self.eos_id, rows=config.batch_size, unroll=config.unroll
+            )
+            if valid < self.best_valid:
+                self.best_valid = valid
+            else:
+                self.lr *= config.lr_decay
+            if config.uses_imm and not self.imm_active and valid < config.imm_start_ppl:  # type: ignore[operator]
+                self.imm_active = started = True
         metrics = {
             "epoch": self.epoch,
             "train_ppl": math.exp(total_loss / total_tokens),
