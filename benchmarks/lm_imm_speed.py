@@ -92,15 +92,20 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=20, help="batches per measurement")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=["none", "imm", "serialized"],
+        help="methods whose step time is measured (none first: the ratios' base)",
+    )
+    parser.add_argument(
+        "--no-throughput", action="store_true", help="skip the branch-throughput measurement"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     corpus = load_corpus(args.data)
     bigram = estimate_kneser_ney(corpus.train, len(corpus.vocab), corpus.vocab.eos_id)
     base = LMConfig.preset(args.preset, max_batches=args.batches, epochs=1, device=args.device)
-    trainer = LMTrainer(
-        LMConfig.preset(args.preset, method="imm", device=args.device), corpus, bigram
-    )
-    k = trainer.config.k
     result: dict[str, object] = {
         "preset": args.preset,
         "device": args.device,
@@ -108,21 +113,22 @@ def main() -> None:
         "torch": torch.__version__,
         "machine": platform.machine(),
         "batches": args.batches,
-        f"k{k}": branch_throughput(trainer, args.batches, k),
-        "k1": branch_throughput(trainer, args.batches, 1),
     }
+    if not args.no_throughput:
+        trainer = LMTrainer(dataclasses.replace(base, method="imm"), corpus, bigram)
+        for k in (base.k, 1):
+            part = branch_throughput(trainer, args.batches, k)
+            part["imm_over_main_throughput"] = (
+                part["imm_token_steps_per_s"] / part["main_token_steps_per_s"]
+            )
+            result[f"k{k}"] = part
     seconds = {
         method: step_seconds(dataclasses.replace(base, method=method), corpus, bigram)
-        for method in ("none", "imm", "serialized")
+        for method in args.methods
     }
     result["step_seconds"] = seconds
-    result["imm_step_ratio"] = seconds["imm"] / seconds["none"]
-    result["serialized_step_ratio"] = seconds["serialized"] / seconds["none"]
-    for key in (f"k{k}", "k1"):
-        part = result[key]
-        part["imm_over_main_throughput"] = (  # type: ignore[index]
-            part["imm_token_steps_per_s"] / part["main_token_steps_per_s"]  # type: ignore[index]
-        )
+    for method in args.methods[1:]:
+        result[f"{method}_step_ratio"] = seconds[method] / seconds[args.methods[0]]
     print(json.dumps(result, indent=2))
 
 
