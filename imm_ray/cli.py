@@ -25,6 +25,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from imm_ray.lm_cli import add_lm_commands
+from imm_ray.lm_train_cli import add_sweep_lm_options, add_train_lm, lm_sweep_overrides
 
 EXIT_USAGE = 2
 DEFAULT_ENV = "imm_ray/ToroidalGrid-v0"
@@ -218,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
         "$RAY_ADDRESS, else an embedded local Ray",
     )
     rl.set_defaults(handler=_train_rl)
+    add_train_lm(kinds, UsageError)
 
     sweep = commands.add_parser(
         "sweep",
@@ -226,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Run a sweep on Ray Tune and write summary.csv, summary.md and figure.png "
             "under STORAGE/NAME. Named experiments: RL figure2, figure9, lambda-search, taxi; "
             "logistic regression figure1, figure4, figure6, figure8, figure10, table4, "
-            "quality-search."
+            "quality-search; LSTM language model table1, table5, lm-lambda (with --data)."
         ),
         formatter_class=_HelpFormatter,
     )
@@ -265,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="show Tune's status tables instead of one line a trial",
     )
+    add_sweep_lm_options(sweep)
     sweep.set_defaults(handler=_sweep)
 
     report = commands.add_parser(
@@ -290,7 +293,10 @@ def _experiment(args: argparse.Namespace):
             f".yaml/.toml file, got {args.experiment!r}"
         )
     return experiment.with_overrides(
-        seeds=args.seeds, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial
+        seeds=args.seeds,
+        cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial,
+        **lm_sweep_overrides(args, experiment),
     )
 
 

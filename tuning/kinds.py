@@ -18,6 +18,7 @@ from tuning.base import SweepExperiment
 #: Experiment kind → the module that defines it (looked up in this order).
 KIND_MODULES: dict[str, str] = {
     "logistic": "tuning.logistic",
+    "lm": "tuning.lm",
     "rl": "tuning.rl",
 }
 

@@ -23,6 +23,8 @@ from tuning.report import save_experiment
 
 #: How often Tune retries a crashed trial before marking it errored.
 MAX_FAILURES = 2
+#: Checkpoints Tune keeps per trial (the newest ones).
+CHECKPOINTS_KEPT = 2
 
 
 class SweepError(ValueError):
@@ -116,6 +118,8 @@ def run_sweep(
                 name=experiment.name,
                 storage_path=str(storage),
                 failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
+                # Language-model trials checkpoint every epoch; a restart needs the last one.
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
                 verbose=2 if verbose else 0,
                 callbacks=[] if verbose else [ProgressLines(len(trials))],
             ),

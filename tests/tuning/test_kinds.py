@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import tuning.lm
 import tuning.logistic
 import tuning.rl
 from tuning.kinds import (
@@ -49,22 +50,27 @@ def test_tuning_has_no_import_cycles_and_base_is_a_leaf():
 
 
 def test_every_kind_module_names_its_experiments_and_class():
-    assert list(KIND_MODULES) == ["logistic", "rl"]
+    assert list(KIND_MODULES) == ["logistic", "lm", "rl"]
     for kind in KIND_MODULES:
         module = kind_module(kind)
         assert module.EXPERIMENT_CLASS.kind == kind
         assert all(e.kind == kind for e in module.EXPERIMENTS.values())
-    assert experiment_names() == [*tuning.logistic.EXPERIMENTS, *tuning.rl.EXPERIMENTS]
+    assert experiment_names() == [
+        *tuning.logistic.EXPERIMENTS,
+        *tuning.lm.EXPERIMENTS,
+        *tuning.rl.EXPERIMENTS,
+    ]
 
 
 def test_names_and_stored_experiments_resolve_through_the_registry():
     assert named_experiment("figure2") is tuning.rl.EXPERIMENTS["figure2"]
     assert named_experiment("figure1") is tuning.logistic.EXPERIMENTS["figure1"]
+    assert named_experiment("table1") is tuning.lm.EXPERIMENTS["table1"]
     assert named_experiment("figure99") is None
-    for name in ("figure2", "figure1"):
+    for name in ("figure2", "figure1", "table1", "table5"):
         experiment = named_experiment(name)
         assert experiment_from_dict(experiment.to_dict()) == experiment
-    with pytest.raises(ValueError, match="kind must be one of logistic, rl, got 'nope'"):
+    with pytest.raises(ValueError, match="kind must be one of logistic, lm, rl, got 'nope'"):
         experiment_from_dict({"kind": "nope"})
 
 

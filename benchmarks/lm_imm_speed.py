@@ -1,0 +1,136 @@
+"""Speed of the LSTM LM's IMM branch (small preset by default), in one run:
+
+- **throughput** in token-steps per second (one LSTM step of one token, forward and
+  backward): the main training pass (``batch × unroll`` token-steps per batch) against the
+  sampled-IMM branch, whose k histories of position i run i + 1 steps each
+  (``batch × k × Σᵢ (i + 1)`` token-steps), on a k-sample batch and on a 1-sample batch;
+- **step-time ratios**: the mean training step of ``imm`` (k = 10, j = 5) and of
+  ``serialized`` over the same batches, against ``none`` (the training loop only,
+  validation excluded).
+
+    python benchmarks/lm_imm_speed.py /tmp/austen/ptb [--preset small] [--batches 20]
+
+A GPU is used with ``--device cuda``. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import time
+
+import torch
+
+from imm_ray.restricted.kneser_ney import estimate_kneser_ney
+from imm_ray.supervised.lm.corpus import load_corpus
+from imm_ray.supervised.lm.imm_branch import sampled_imm_backward
+from imm_ray.supervised.lm.metrics import batchify
+from imm_ray.supervised.lm.train import LMConfig, LMTrainer
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def branch_throughput(trainer: LMTrainer, batches: int, k: int) -> dict[str, float]:
+    """Seconds and token-steps of the main pass and of the IMM branch on the same batches."""
+    config, model = trainer.config, trainer.model
+    device = config.device
+    data = batchify(trainer.corpus.train, config.batch_size).to(device)
+    state = model.init_state(config.batch_size)
+    main_s = imm_s = 0.0
+    main_steps = imm_steps = 0
+    for step in range(batches):
+        offset = step * config.unroll
+        inputs = data[:, offset : offset + config.unroll]
+        targets = data[:, offset + 1 : offset + 1 + config.unroll]
+        carried = state
+        _sync(device)
+        start = time.perf_counter()
+        log_probs, state = model(inputs, carried)
+        loss = -log_probs.gather(-1, targets.unsqueeze(-1)).mean()
+        model.zero_grad()
+        loss.backward()
+        _sync(device)
+        main_s += time.perf_counter() - start
+        main_steps += inputs.numel()
+        state = tuple(s.detach() for s in state)
+        target = trainer.bigram.rows(inputs)
+        model.zero_grad()
+        _sync(device)
+        start = time.perf_counter()
+        _, rows = sampled_imm_backward(
+            model, inputs, carried, target, trainer.sampler, k, trainer.generator
+        )
+        _sync(device)
+        imm_s += time.perf_counter() - start
+        # Every kept position i contributes k histories of i + 1 steps.
+        kept = trainer.sampler.has_history(inputs.cpu())
+        lengths = torch.arange(1, inputs.shape[1] + 1).expand_as(kept)
+        imm_steps += int((lengths * kept).sum()) * k
+        assert rows == int(kept.sum())
+    return {
+        "main_token_steps_per_s": main_steps / main_s,
+        "imm_token_steps_per_s": imm_steps / imm_s,
+        "main_s_per_batch": main_s / batches,
+        "imm_s_per_batch": imm_s / batches,
+    }
+
+
+def step_seconds(config: LMConfig, corpus, bigram) -> float:
+    trainer = LMTrainer(config, corpus, bigram)
+    return trainer.train_epoch(validate=False)["epoch_seconds"] / config.max_batches
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("data", help="a PTB-format folder")
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--batches", type=int, default=20, help="batches per measurement")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=["none", "imm", "serialized"],
+        help="methods whose step time is measured (none first: the ratios' base)",
+    )
+    parser.add_argument(
+        "--no-throughput", action="store_true", help="skip the branch-throughput measurement"
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    corpus = load_corpus(args.data)
+    bigram = estimate_kneser_ney(corpus.train, len(corpus.vocab), corpus.vocab.eos_id)
+    base = LMConfig.preset(args.preset, max_batches=args.batches, epochs=1, device=args.device)
+    result: dict[str, object] = {
+        "preset": args.preset,
+        "device": args.device,
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "batches": args.batches,
+    }
+    if not args.no_throughput:
+        trainer = LMTrainer(dataclasses.replace(base, method="imm"), corpus, bigram)
+        for k in (base.k, 1):
+            part = branch_throughput(trainer, args.batches, k)
+            part["imm_over_main_throughput"] = (
+                part["imm_token_steps_per_s"] / part["main_token_steps_per_s"]
+            )
+            result[f"k{k}"] = part
+    seconds = {
+        method: step_seconds(dataclasses.replace(base, method=method), corpus, bigram)
+        for method in args.methods
+    }
+    result["step_seconds"] = seconds
+    for method in args.methods[1:]:
+        result[f"{method}_step_ratio"] = seconds[method] / seconds[args.methods[0]]
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

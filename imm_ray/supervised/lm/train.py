@@ -1,0 +1,509 @@
+"""Training an LSTM language model with or without IMM against the Kneser–Ney bigram
+(paper Sec. 7.2, App. D.2; Table 1 and Table 5).
+
+Methods (:data:`METHODS`):
+
+- ``none``: cross-entropy with dropout only.
+- ``noising``: Kneser–Ney data noising with γ0 (:mod:`~imm_ray.supervised.lm.noising`).
+- ``imm``: cross-entropy + λ·IMM. Every ``every``-th batch IMM uses k sampled histories
+  per position, the other batches one (App. D.2.2). The two gradients are clipped
+  separately, each to ``clip``, then added: ``clip(∇CE) + λ·clip(∇IMM)``.
+- ``serialized``: cross-entropy + λ·ĨMM (Algorithm 2) with a stale snapshot refreshed
+  every ``refresh_every`` batches. ĨMM is a cross-entropy of the main pass's own outputs,
+  so the two terms share one backward pass and one clipping (that is the O(1) point).
+
+IMM starts at the first batch, or with ``imm_start_ppl`` once an epoch ends with the
+validation perplexity below it (the public code waited for 90 on PTB).
+
+Training is stateful: the training stream is cut into ``batch_size`` rows, read ``unroll``
+tokens at a time with the state carried (and detached) from batch to batch, reset at each
+epoch. SGD's learning rate is halved when an epoch does not improve validation
+perplexity. A checkpoint after every epoch holds everything the next epoch reads (weights,
+optimizer, learning rate, random states), so resuming continues exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from imm_ray.imm import validate_lambda
+from imm_ray.restricted.kneser_ney import KneserNeyBigram
+from imm_ray.supervised.lm.corpus import Corpus
+from imm_ray.supervised.lm.histories import HistorySampler
+from imm_ray.supervised.lm.imm_branch import SerializedIMM, sampled_imm_backward
+from imm_ray.supervised.lm.metrics import batchify, bigram_perplexity, induced_bigram, perplexity
+from imm_ray.supervised.lm.model import LSTMLanguageModel, detach_state
+from imm_ray.supervised.lm.noising import KneserNeyNoiser
+
+METHODS = ("none", "noising", "imm", "serialized")
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class LMConfig:
+    """One LSTM language-model run. Bad values fail at construction, naming the field."""
+
+    method: str = "none"
+    """One of none, noising, imm, serialized."""
+    embed_dim: int = 200
+    """Word embedding size."""
+    hidden: int = 200
+    """LSTM units per layer."""
+    layers: int = 2
+    """LSTM layers."""
+    dropout: float = 0.2
+    """Dropout on the embeddings, between layers and before the decoder."""
+    init_scale: float = 0.1
+    """Parameters start uniform in [−init_scale, init_scale]."""
+    unroll: int = 35
+    """Tokens per batch row (truncated back-propagation length); also the history window."""
+    batch_size: int = 20
+    """Rows of the training stream read side by side."""
+    lr: float = 1.0
+    """SGD learning rate at the start."""
+    lr_decay: float = 0.5
+    """Factor on the learning rate after an epoch that does not improve validation."""
+    clip: float = 5.0
+    """Gradient-norm clip (for IMM: of each term separately)."""
+    epochs: int = 6
+    """Training epochs."""
+    max_batches: int | None = None
+    """Batches per epoch, or None for the whole split; with a limit, successive epochs read
+    successive stretches of the training rows, wrapping around."""
+    lam: float = 0.2
+    """λ, the weight of IMM (imm, serialized)."""
+    k: int = 10
+    """Histories sampled per position on the k-sample batches (imm)."""
+    every: int = 5
+    """j: every j-th batch uses k samples, the others 1 (imm)."""
+    imm_start_ppl: float | None = None
+    """Start IMM once validation perplexity is below this; None: from the first batch."""
+    memory_bounded: bool = False
+    """Back-propagate the k samples one at a time (imm; for models whose k copies do not fit)."""
+    refresh_every: int = 200
+    """r: batches between snapshots of the stale model (serialized)."""
+    gamma0: float = 0.2
+    """γ0 of Kneser–Ney noising (noising)."""
+    seed: int = 0
+    """Seeds the weights, dropout, noising and history draws."""
+    device: str = "cpu"
+    """Torch device, e.g. cpu or cuda."""
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        for name, low in (
+            ("embed_dim", 1),
+            ("hidden", 1),
+            ("layers", 1),
+            ("batch_size", 1),
+            ("epochs", 1),
+            ("k", 1),
+            ("every", 1),
+            ("refresh_every", 1),
+            ("unroll", 2),
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.max_batches is not None and (
+            isinstance(self.max_batches, bool)
+            or not isinstance(self.max_batches, int)
+            or self.max_batches < 1
+        ):
+            raise ValueError(
+                f"max_batches must be an integer >= 1 or None, got {self.max_batches!r}"
+            )
+        for name, low, high, closed in (
+            ("dropout", 0.0, 1.0, False),
+            ("lr_decay", 0.0, 1.0, True),
+            ("gamma0", 0.0, 1.0, True),
+        ):
+            value = getattr(self, name)
+            ok = _number(value) and low <= value and (value <= high if closed else value < high)
+            if not ok:
+                bracket = "]" if closed else ")"
+                raise ValueError(
+                    f"{name} must be a number in [{low:g}, {high:g}{bracket}, got {value!r}"
+                )
+        for name in ("init_scale", "lr", "clip"):
+            value = getattr(self, name)
+            if not (_number(value) and value > 0):
+                raise ValueError(f"{name} must be a number > 0, got {value!r}")
+        validate_lambda(self.lam, "lam")
+        if self.imm_start_ppl is not None and not (
+            _number(self.imm_start_ppl) and self.imm_start_ppl > 1
+        ):
+            raise ValueError(
+                f"imm_start_ppl must be a number > 1 or None, got {self.imm_start_ppl!r}"
+            )
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        try:
+            torch.device(self.device)
+        except (RuntimeError, TypeError):
+            raise ValueError(
+                f"device must be a torch device such as cpu or cuda, got {self.device!r}"
+            ) from None
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> LMConfig:
+        """A named preset (:data:`PRESETS`) with ``overrides`` (None values are ignored)."""
+        if name not in PRESETS:
+            raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {name!r}")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(overrides) - fields)
+        if unknown:
+            raise ValueError(f"unknown LMConfig fields: {', '.join(unknown)}")
+        values = {**PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}}
+        return cls(**values)
+
+    @property
+    def uses_imm(self) -> bool:
+        return self.method in ("imm", "serialized")
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+#: ``paper``: Xie et al.'s (2017) large model, which the paper builds on (Sec. 7.2): 2 × 1500,
+#: dropout 0.65, unroll 35, batch 20, SGD lr 1 halved on a plateau, clip 5 (its epoch count,
+#: 40, is ours). ``small``: sized for two CPU cores, 2 × 128, unroll 20, 3 epochs of 200
+#: batches (240k tokens, about 0.4 of the Austen training split in all), serialized
+#: snapshots every 100 batches; see benchmarks/results.md. ``tiny``: for tests.
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {
+        "embed_dim": 1500,
+        "hidden": 1500,
+        "layers": 2,
+        "dropout": 0.65,
+        "init_scale": 0.04,
+        "epochs": 40,
+    },
+    "small": {
+        "embed_dim": 128,
+        "hidden": 128,
+        "layers": 2,
+        "dropout": 0.2,
+        "unroll": 20,
+        "epochs": 3,
+        "max_batches": 200,
+        "refresh_every": 100,
+    },
+    "tiny": {
+        "embed_dim": 16,
+        "hidden": 16,
+        "layers": 1,
+        "dropout": 0.0,
+        "unroll": 8,
+        "batch_size": 4,
+        "epochs": 1,
+        "k": 3,
+        "every": 2,
+        "refresh_every": 5,
+    },
+}
+
+
+def check_bigram(bigram: KneserNeyBigram, corpus: Corpus) -> None:
+    """The target must be over the corpus's ids: same vocabulary size and ``<eos>``."""
+    if bigram.vocab_size != len(corpus.vocab) or bigram.eos_id != corpus.vocab.eos_id:
+        raise ValueError(
+            f"the bigram's vocabulary ({bigram.vocab_size} ids, <eos> = {bigram.eos_id}) differs "
+            f"from the corpus's ({len(corpus.vocab)} ids, <eos> = {corpus.vocab.eos_id})"
+        )
+
+
+Progress = Callable[[str], None]
+
+
+def stderr_progress(line: str) -> None:
+    """One updating line on stderr (a newline only when ``line`` ends the epoch)."""
+    end = "\n" if line.endswith("\n") else ""
+    sys.stderr.write("\r\033[K" + line.rstrip("\n") + end)
+    sys.stderr.flush()
+
+
+class LMTrainer:
+    """An LSTM language model, its optimizer and its IMM machinery, epoch by epoch."""
+
+    def __init__(self, config: LMConfig, corpus: Corpus, bigram: KneserNeyBigram) -> None:
+        check_bigram(bigram, corpus)
+        self.config, self.corpus = config, corpus
+        self.device = torch.device(config.device)
+        self.vocab_size = len(corpus.vocab)
+        self.eos_id = corpus.vocab.eos_id
+        torch.manual_seed(config.seed)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.model = LSTMLanguageModel(
+            self.vocab_size,
+            config.embed_dim,
+            config.hidden,
+            config.layers,
+            config.dropout,
+            config.init_scale,
+        ).to(self.device)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.lr)
+        self.bigram = bigram.to(self.device)
+        self.train_rows = batchify(corpus.train, config.batch_size)
+        if self.train_rows.shape[1] < 2:
+            raise ValueError("the training split is too short for one batch")
+        self.sampler = (
+            HistorySampler(corpus.train, self.vocab_size, config.unroll)
+            if config.method == "imm"
+            else None
+        )
+        self.noiser = (
+            KneserNeyNoiser(corpus.train, self.vocab_size, self.eos_id, config.gamma0)
+            if config.method == "noising"
+            else None
+        )
+        self.epoch = 0
+        self.lr = config.lr
+        self.best_valid = math.inf
+        self.imm_active = config.uses_imm and config.imm_start_ppl is None
+        self.history: list[dict[str, float]] = []
+
+    @property
+    def batches_in_split(self) -> int:
+        return math.ceil((self.train_rows.shape[1] - 1) / self.config.unroll)
+
+    @property
+    def batches_per_epoch(self) -> int:
+        full = self.batches_in_split
+        return full if self.config.max_batches is None else min(full, self.config.max_batches)
+
+    def _imm_step(self, step: int, inputs: torch.Tensor, state) -> tuple[float, int]:
+        config = self.config
+        k = config.k if step % config.every == 0 else 1
+        target = self.bigram.rows(inputs)
+        return sampled_imm_backward(
+            self.model,
+            inputs,
+            state,
+            target,
+            self.sampler,  # type: ignore[arg-type]
+            k,
+            self.generator,
+            config.memory_bounded,
+        )
+
+    def train_epoch(
+        self, progress: Progress | None = None, validate: bool = True
+    ) -> dict[str, float]:
+        """One epoch of training followed by validation; returns its metrics.
+
+        ``validate=False`` skips validation, and with it the learning-rate schedule and
+        the IMM start (for benchmarks: ``epoch_seconds`` is the training loop alone).
+        """
+        config, model = self.config, self.model
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr
+        data = self.train_rows
+        if self.noiser is not None:
+            data = self.noiser.noise(data, self.generator)
+        data = data.to(self.device)
+        serialized = (
+            SerializedIMM(config.refresh_every, self.vocab_size)
+            if config.method == "serialized" and self.imm_active
+            else None
+        )
+        params = [p for p in model.parameters()]
+        model.train()
+        state = model.init_state(config.batch_size)
+        total_loss, total_tokens, imm_total, imm_rows = 0.0, 0, 0.0, 0
+        start = time.perf_counter()
+        batches = self.batches_per_epoch
+        first = (self.epoch * batches) % self.batches_in_split
+        for step in range(batches):
+            offset = ((first + step) % self.batches_in_split) * config.unroll
+            steps = min(config.unroll, data.shape[1] - 1 - offset)
+            inputs = data[:, offset : offset + steps]
+            targets = data[:, offset + 1 : offset + 1 + steps]
+            carried = state
+            log_probs, state = model(inputs, carried)
+            state = detach_state(state)
+            nll = -log_probs.gather(-1, targets.unsqueeze(-1)).mean()
+            loss = nll
+            if serialized is not None:
+                extra = serialized.loss(
+                    model, step, inputs, carried, log_probs, self.bigram.rows(inputs)
+                )
+                imm_total += float(extra.detach()) * inputs.numel()
+                imm_rows += inputs.numel()
+                loss = nll + config.lam * extra
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, config.clip)
+            if config.method == "imm" and self.imm_active and config.lam > 0:
+                main = [p.grad.clone() if p.grad is not None else None for p in params]
+                self.optimizer.zero_grad(set_to_none=True)
+                risk, rows = self._imm_step(step, inputs, carried)
+                imm_total += risk * rows
+                imm_rows += rows
+                torch.nn.utils.clip_grad_norm_(params, config.clip)
+                for p, g in zip(params, main, strict=True):
+                    if p.grad is None:
+                        p.grad = g
+                    elif g is not None:
+                        p.grad.mul_(config.lam).add_(g)
+            self.optimizer.step()
+            total_loss += float(nll.detach()) * targets.numel()
+            total_tokens += targets.numel()
+            if progress is not None and (step + 1) % 20 == 0:
+                elapsed = time.perf_counter() - start
+                eta = elapsed / (step + 1) * (batches - step - 1)
+                progress(
+                    f"epoch {self.epoch + 1}/{config.epochs} batch {step + 1}/{batches} "
+                    f"train ppl {math.exp(total_loss / total_tokens):.1f} "
+                    f"{elapsed:.0f} s, ETA {eta:.0f} s"
+                )
+        seconds = time.perf_counter() - start
+        valid = math.nan
+        self.epoch += 1
+        started = False
+        if validate:
+            valid = perplexity(
+                model, self.corpus.valid, self.eos_id, rows=config.batch_size, unroll=config.unroll
+            )
+            if valid < self.best_valid:
+                self.best_valid = valid
+            else:
+                self.lr *= config.lr_decay
+            if config.uses_imm and not self.imm_active and valid < config.imm_start_ppl:  # type: ignore[operator]
+                self.imm_active = started = True
+        metrics = {
+            "epoch": self.epoch,
+            "train_ppl": math.exp(total_loss / total_tokens),
+            "valid_ppl": valid,
+            "imm_risk": imm_total / imm_rows if imm_rows else math.nan,
+            "lr": self.lr,
+            "epoch_seconds": seconds,
+            "imm_started": float(started),
+        }
+        self.history.append(metrics)
+        if progress is not None:
+            progress(
+                f"epoch {self.epoch}/{config.epochs}: train ppl {metrics['train_ppl']:.1f}, "
+                f"valid ppl {valid:.1f}, {seconds:.0f} s\n"
+            )
+        return metrics
+
+    def evaluate(self, induced: bool = True) -> dict[str, float]:
+        """Valid and test perplexity and, with ``induced``, the induced-bigram perplexity of
+        every split next to the Kneser–Ney bigram's (Table 5)."""
+        config, corpus = self.config, self.corpus
+        self.model.eval()
+        out = {
+            "valid_ppl": perplexity(
+                self.model, corpus.valid, self.eos_id, config.batch_size, config.unroll
+            ),
+            "test_ppl": perplexity(self.model, corpus.test, self.eos_id, 1, config.unroll),
+        }
+        if induced:
+            table = induced_bigram(
+                self.model, corpus.train, self.eos_id, config.batch_size, config.unroll
+            )
+            bigram = self.bigram.to("cpu")
+            for split in ("train", "valid", "test"):
+                ids = corpus.split(split)
+                out[f"induced_{split}_ppl"] = bigram_perplexity(table, ids, self.eos_id)
+                out[f"kn_{split}_ppl"] = bigram.perplexity(ids)
+        self.model.train()
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "config": dataclasses.asdict(self.config),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch,
+            "lr": self.lr,
+            "best_valid": self.best_valid,
+            "imm_active": self.imm_active,
+            "history": self.history,
+            "torch_rng": torch.get_rng_state(),
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restores a :meth:`state_dict`; its configuration must be this one's, except for
+        ``epochs`` (a longer run continues the same training)."""
+        ours = dataclasses.asdict(self.config)
+        changed = sorted(
+            k for k, v in ours.items() if k != "epochs" and state["config"].get(k) != v
+        )
+        if changed:
+            raise ValueError(
+                "the checkpoint was trained with another configuration (differs in "
+                f"{', '.join(changed)})"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch, self.lr = state["epoch"], state["lr"]
+        self.best_valid, self.imm_active = state["best_valid"], state["imm_active"]
+        self.history = list(state["history"])
+        torch.set_rng_state(state["torch_rng"])
+        self.generator.set_state(state["generator"])
+
+    def save(self, folder: str | Path) -> Path:
+        """Writes ``folder/checkpoint.pt`` atomically (tmp file + rename)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / CHECKPOINT_FILE
+        buffer = io.BytesIO()
+        torch.save(self.state_dict(), buffer)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{CHECKPOINT_FILE}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(buffer.getvalue())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    def restore(self, folder: str | Path) -> None:
+        """Loads ``folder/checkpoint.pt`` (written by :meth:`save`)."""
+        path = Path(folder) / CHECKPOINT_FILE
+        if not path.is_file():
+            raise ValueError(f"no checkpoint at {path}")
+        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))
+
+
+def train_lm(
+    config: LMConfig,
+    corpus: Corpus,
+    bigram: KneserNeyBigram,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: Progress | None = None,
+    on_epoch: Callable[[LMTrainer, dict[str, float]], None] | None = None,
+) -> tuple[LMTrainer, dict[str, float]]:
+    """Trains ``config.epochs`` epochs (continuing a checkpoint with ``resume``), saving a
+    checkpoint after each; returns the trainer and its final :meth:`LMTrainer.evaluate`."""
+    trainer = LMTrainer(config, corpus, bigram)
+    if resume:
+        if checkpoint_dir is None:
+            raise ValueError("resume needs a checkpoint folder")
+        trainer.restore(checkpoint_dir)
+    while trainer.epoch < config.epochs:
+        metrics = trainer.train_epoch(progress)
+        if checkpoint_dir is not None:
+            trainer.save(checkpoint_dir)
+        if on_epoch is not None:
+            on_epoch(trainer, metrics)
+    return trainer, trainer.evaluate()

@@ -1,0 +1,98 @@
+"""The language-model experiments: their trials, and a tiny table1 through ``imm-ray sweep``."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+
+import pytest
+
+from imm_ray.restricted.kneser_ney import estimate_kneser_ney
+from imm_ray.supervised.lm.corpus import load_corpus
+from imm_ray.supervised.lm.synthetic import MarkovSource
+from imm_ray.supervised.lm.train import LMConfig, LMTrainer
+from tuning.kinds import experiment_from_dict
+from tuning.lm import EXPERIMENTS, LMExperiment, LMSetting
+
+
+def test_table1_plans_one_trial_per_setting_and_seed_imm_first(tmp_path):
+    experiment = EXPERIMENTS["table1"].with_overrides(
+        seeds=2, data=str(tmp_path), preset="tiny", epochs=2, max_batches=7
+    )
+    trials = experiment.trials()
+    assert len(trials) == 8
+    assert [t["config"]["method"] for t in trials[:2]] == ["imm", "imm"]
+    assert {(t["setting"], t["seed"]) for t in trials} == {
+        (s.label, seed) for s in experiment.settings for seed in (0, 1)
+    }
+    assert all(t["config"]["epochs"] == 2 and t["config"]["max_batches"] == 7 for t in trials)
+    assert trials[0]["sizes"] == [1, 2]
+    assert experiment_from_dict(experiment.to_dict()) == experiment
+    assert "Kneser–Ney bigram, bigram test" in experiment.curves()
+    assert "IMM with KN bigram, test" in experiment.curves()
+
+
+def test_settings_override_the_experiment_and_bad_fields_fail_at_construction():
+    lam = EXPERIMENTS["lm-lambda"]
+    assert [t["config"]["lam"] for t in lam.trials()] == [0.05, 0.2, 0.5, 1.0]
+    with pytest.raises(ValueError, match="k must be an integer >= 1, got 0"):
+        LMExperiment("bad", (LMSetting("a", "imm", {"k": 0}),))
+    with pytest.raises(ValueError, match="metrics must be a non-empty list of"):
+        LMExperiment("bad", (LMSetting("a"),), metrics=("bleu",))
+    with pytest.raises(ValueError, match="kn_label needs an induced-bigram metric"):
+        LMExperiment("bad", (LMSetting("a"),), kn_label="KN")
+
+
+def test_tiny_table1_sweep_runs_end_to_end_through_the_cli(tmp_path):
+    data = tmp_path / "data"
+    MarkovSource.random(6, seed=5).write_corpus(data, (1500, 300, 300), seed=5)
+    storage = tmp_path / "results"
+    args = ["--data", str(data), "--preset", "tiny", "--epochs", "1", "--max-batches", "12"]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "imm_ray.cli",
+            "sweep",
+            "table1",
+            "--seeds",
+            "1",
+            "--storage",
+            str(storage),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    folder = storage / "table1"
+    with open(folder / "summary.csv") as handle:
+        rows = {(r["setting"], r["epochs"]): r for r in csv.DictReader(handle)}
+    experiment = EXPERIMENTS["table1"]
+    assert {setting for setting, _ in rows} == set(experiment.curves())
+    assert all(epochs == "1" and r["seeds"] == "1" for (_, epochs), r in rows.items())
+    assert (folder / "summary.md").is_file() and (folder / "figure.png").stat().st_size > 0
+    trial_dirs = [d for d in folder.iterdir() if d.is_dir() and (d / "params.json").is_file()]
+    assert len(trial_dirs) == 4
+    for trial_dir in trial_dirs:
+        assert list(trial_dir.glob("checkpoint_*/checkpoint.pt"))
+    # A trial run by a reused actor may find its folder only after it started (as for RL).
+    pid_files = list(folder.glob("*/trial.pid"))
+    assert pid_files and all(int(p.read_text()) > 0 for p in pid_files)
+
+    # The sweep reports what the trainer computes for the same configuration.
+    corpus = load_corpus(data)
+    bigram = estimate_kneser_ney(corpus.train, len(corpus.vocab), corpus.vocab.eos_id)
+    config = LMConfig.preset("tiny", method="none", epochs=1, max_batches=12)
+    trainer = LMTrainer(config, corpus, bigram)
+    trainer.train_epoch()
+    expected = trainer.evaluate()
+    label = "None (only regular dropout)"
+    assert float(rows[(f"{label}, test", "1")]["mean"]) == pytest.approx(
+        expected["test_ppl"], rel=1e-3
+    )
+    assert float(rows[("Kneser–Ney bigram, bigram test", "1")]["mean"]) == pytest.approx(
+        expected["kn_test_ppl"], rel=1e-3
+    )

@@ -1,0 +1,298 @@
+"""The paper's LSTM language-model experiments (Sec. 7.2, App. D.2: Table 1, Table 5).
+
+An :class:`LMExperiment` lists settings (a method of :mod:`imm_ray.supervised.lm.train`,
+with its own overrides such as λ), the metrics it tabulates, a PTB-format data folder,
+a preset and seeds. Every (setting, seed) is one trial: language-model trials are long, so
+each reports after every epoch with a Tune checkpoint and a restarted trial resumes from
+its last epoch (``tune.get_checkpoint()``).
+
+Rows reported: ``{"size": epoch, "setting": curve, "values": {seed: value}}``; the
+validation perplexity after every epoch (when a metric), every metric after the last. A
+curve is the setting's label, followed by the metric's name when there are several.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from tuning.base import check_name_and_labels, check_resources, check_seeds
+
+#: Metric → its name in curve labels; "bigram X" is the induced bigram's perplexity on
+#: split X (for the Kneser–Ney curve: the bigram's own).
+METRIC_NAMES = {
+    "valid_ppl": "valid",
+    "test_ppl": "test",
+    "induced_train_ppl": "bigram train",
+    "induced_valid_ppl": "bigram valid",
+    "induced_test_ppl": "bigram test",
+}
+#: File in a Tune trial's folder holding the PID of the process that trains it.
+PID_FILE = "trial.pid"
+
+
+@dataclass(frozen=True)
+class LMSetting:
+    """One curve: a method and its overrides of the experiment's configuration."""
+
+    label: str
+    method: str = "none"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """LMConfig fields for this setting only (e.g. ``{"lam": 0.5}``)."""
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            raise ValueError("label must be a non-empty string")
+
+
+@dataclass(frozen=True)
+class LMExperiment:
+    """Every setting over every seed, on one PTB-format folder."""
+
+    name: str
+    settings: tuple[LMSetting, ...]
+    metrics: tuple[str, ...] = ("valid_ppl", "test_ppl")
+    """What the table shows, from :data:`METRIC_NAMES`."""
+    data: str = ""
+    """The PTB-format folder (``train.txt``, ``valid.txt``, ``test.txt``); set with --data."""
+    preset: str = "small"
+    """An LMConfig preset: small, paper or tiny."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """LMConfig fields for every setting (epochs, max_batches, ...)."""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    kn_label: str | None = None
+    """When set, the Kneser–Ney bigram's perplexity is a curve next to each induced metric."""
+    y_label_text: str = "Perplexity"
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+
+    kind: ClassVar[str] = "lm"
+    size_name: ClassVar[str] = "epochs"
+
+    def __post_init__(self) -> None:
+        check_name_and_labels(self.name, [s.label for s in self.settings])
+        unknown = [m for m in self.metrics if m not in METRIC_NAMES]
+        if not self.metrics or unknown:
+            raise ValueError(
+                f"metrics must be a non-empty list of {', '.join(METRIC_NAMES)}, got "
+                f"{list(self.metrics)!r}"
+            )
+        if self.kn_label is not None and not self.induced_metrics:
+            raise ValueError("kn_label needs an induced-bigram metric (induced_*_ppl)")
+        check_seeds(list(self.seeds))
+        check_resources(self.cpus_per_trial, self.gpus_per_trial)
+        for setting in self.settings:
+            self.config(setting, 0)
+
+    @property
+    def induced_metrics(self) -> tuple[str, ...]:
+        return tuple(m for m in self.metrics if m.startswith("induced_"))
+
+    @property
+    def y_label(self) -> str:  # type: ignore[override]
+        return self.y_label_text
+
+    def config(self, setting: LMSetting, seed: int):
+        """The LMConfig of one trial (checked: bad fields fail here, before Ray starts)."""
+        from imm_ray.supervised.lm.train import LMConfig
+
+        device = "cuda" if self.gpus_per_trial > 0 else "cpu"
+        return LMConfig.preset(
+            self.preset,
+            **{**self.overrides, **setting.overrides},
+            method=setting.method,
+            seed=seed,
+            device=device,
+        )
+
+    def curve(self, label: str, metric: str) -> str:
+        return label if len(self.metrics) == 1 else f"{label}, {METRIC_NAMES[metric]}"
+
+    def trials(self) -> list[dict[str, Any]]:
+        trials = []
+        for setting in self.settings:
+            for seed in self.seeds:
+                config = self.config(setting, seed)
+                trials.append(
+                    {
+                        "setting": setting.label,
+                        "sizes": list(range(1, config.epochs + 1)),
+                        "tag": f"seed{seed}",
+                        "seed": seed,
+                        "config": dataclasses.asdict(config),
+                        "data": str(Path(self.data).expanduser().resolve()),
+                        "curves": {m: self.curve(setting.label, m) for m in self.metrics},
+                        "kn_curves": (
+                            {m: self.curve(self.kn_label, m) for m in self.induced_metrics}
+                            if self.kn_label
+                            else {}
+                        ),
+                        "cpus": self.cpus_per_trial,
+                    }
+                )
+        # IMM trials are the long ones: start them first so the cheap ones fill the gaps.
+        trials.sort(key=lambda t: t["config"]["method"] != "imm")
+        return trials
+
+    def validate(self) -> None:
+        """The data folder must hold a readable PTB corpus (checked before Ray starts)."""
+        if not self.data:
+            raise ValueError(f"{self.name} needs a PTB-format data folder: pass --data DIR")
+        from imm_ray.supervised.lm.corpus import SPLITS, split_file
+
+        folder = Path(self.data).expanduser()
+        if not folder.is_dir():
+            raise ValueError(f"data folder {folder} does not exist")
+        for split in SPLITS:
+            if not split_file(folder, split).is_file():
+                raise ValueError(f"data folder {folder} has no {split}.txt")
+
+    def notes(self) -> list[str]:
+        return []
+
+    def trainable(self) -> Callable[[dict[str, Any]], None]:
+        return lm_trainable
+
+    def curves(self) -> list[str]:
+        curves = [self.curve(s.label, m) for s in self.settings for m in self.metrics]
+        if self.kn_label:
+            curves += [self.curve(self.kn_label, m) for m in self.induced_metrics]
+        return curves
+
+    def point(self, setting: str, size: int) -> tuple[str, float]:
+        return setting, float(size)
+
+    def x_label(self) -> str:
+        return "Epoch"
+
+    def with_overrides(
+        self,
+        seeds: int | list[int] | None = None,
+        cpus_per_trial: float | None = None,
+        gpus_per_trial: float | None = None,
+        **lm: Any,
+    ) -> LMExperiment:
+        """``seeds``: a count (0 … N−1) or a list; ``lm``: ``data``, ``preset`` and LMConfig
+        fields such as ``epochs`` or ``max_batches`` (None values are ignored)."""
+        changes: dict[str, Any] = {
+            "cpus_per_trial": cpus_per_trial,
+            "gpus_per_trial": gpus_per_trial,
+            "data": lm.pop("data", None),
+            "preset": lm.pop("preset", None),
+        }
+        if seeds is not None:
+            changes["seeds"] = tuple(check_seeds(seeds))
+        config = {k: v for k, v in lm.items() if v is not None}
+        if config:
+            changes["overrides"] = {**self.overrides, **config}
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LMExperiment:
+        data = {k: v for k, v in data.items() if k != "kind"}
+        data["settings"] = tuple(LMSetting(**s) for s in data["settings"])
+        data["metrics"] = tuple(data["metrics"])
+        data["seeds"] = tuple(data["seeds"])
+        return cls(**data)
+
+
+def lm_trainable(config: dict[str, Any]) -> None:
+    """Tune function trainable: one setting × one seed, a checkpoint after every epoch.
+
+    Writes its PID to ``trial.pid`` in the trial folder first. A restarted trial continues
+    from ``tune.get_checkpoint()``: the trainer's own checkpoint, so the result is the
+    one an uninterrupted trial gives.
+    """
+    import torch
+    from ray import tune
+
+    from imm_ray.restricted.kneser_ney import estimate_kneser_ney
+    from imm_ray.supervised.lm.corpus import load_corpus
+    from imm_ray.supervised.lm.train import LMConfig, LMTrainer
+
+    trial = config["trial"]
+    trial_dir = tune.get_context().get_trial_dir()
+    with open(os.path.join(trial_dir, PID_FILE), "w") as handle:
+        handle.write(f"{os.getpid()}\n")
+    torch.set_num_threads(max(1, int(trial.get("cpus", 1))))
+    lm_config = LMConfig(**trial["config"])
+    if lm_config.device.startswith("cuda") and not torch.cuda.is_available():
+        lm_config = dataclasses.replace(lm_config, device="cpu")
+    corpus = load_corpus(trial["data"])
+    bigram = estimate_kneser_ney(corpus.train, len(corpus.vocab), corpus.vocab.eos_id)
+    trainer = LMTrainer(lm_config, corpus, bigram)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            trainer.restore(folder)
+    seed = str(trial["seed"])
+    curves, kn_curves = trial["curves"], trial["kn_curves"]
+    needs_induced = any(m.startswith("induced_") for m in curves)
+    while trainer.epoch < lm_config.epochs:
+        metrics = trainer.train_epoch()
+        print(
+            f"{trial['setting']} seed {seed} epoch {trainer.epoch}/{lm_config.epochs}: "
+            f"valid ppl {metrics['valid_ppl']:.2f}, {metrics['epoch_seconds']:.0f} s",
+            flush=True,
+        )
+        values = dict(metrics)
+        if trainer.epoch == lm_config.epochs:
+            values.update(trainer.evaluate(induced=needs_induced))
+        rows = [
+            {"setting": curve, "values": {seed: float(values[m])}}
+            for m, curve in curves.items()
+            if m in values
+        ]
+        rows += [
+            {"setting": curve, "values": {seed: float(values[m.replace("induced_", "kn_")])}}
+            for m, curve in kn_curves.items()
+            if m.replace("induced_", "kn_") in values
+        ]
+        scalars = {k: float(v) for k, v in values.items()}
+        with tempfile.TemporaryDirectory() as folder:
+            trainer.save(folder)
+            for i, row in enumerate(rows or [{}]):
+                report = {"size": trainer.epoch, **row, **scalars}
+                last = i == max(len(rows), 1) - 1
+                tune.report(
+                    report, checkpoint=tune.Checkpoint.from_directory(folder) if last else None
+                )
+
+
+EXPERIMENT_CLASS = LMExperiment
+_IMM = LMSetting("IMM with KN bigram", "imm")
+EXPERIMENTS: dict[str, LMExperiment] = {
+    "table1": LMExperiment(
+        "table1",
+        (
+            LMSetting("None (only regular dropout)", "none"),
+            LMSetting("KN noising", "noising"),
+            _IMM,
+            LMSetting("Serialized IMM with KN bigram", "serialized"),
+        ),
+        metrics=("valid_ppl", "test_ppl", "induced_test_ppl"),
+        kn_label="Kneser–Ney bigram",
+    ),
+    "table5": LMExperiment(
+        "table5",
+        (LMSetting("LSTM w/o IMM", "none"), LMSetting("LSTM w/ IMM", "imm")),
+        metrics=("induced_train_ppl", "induced_valid_ppl", "induced_test_ppl"),
+        kn_label="Kneser–Ney",
+        y_label_text="Induced-bigram perplexity",
+    ),
+    "lm-lambda": LMExperiment(
+        "lm-lambda",
+        tuple(LMSetting(f"λ={lam}", "imm", {"lam": lam}) for lam in (0.05, 0.2, 0.5, 1.0)),
+        metrics=("valid_ppl",),
+        seeds=(0,),
+    ),
+}
+"""Table 1 (perplexity by method), Table 5 (induced bigram vs Kneser–Ney), and λ."""
