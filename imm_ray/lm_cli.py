@@ -73,7 +73,7 @@ def add_lm_commands(commands, usage_error: type[Exception]) -> None:
         help="split the RAW files' sentences in order by these fractions [default without "
         "--valid/--test: 0.8 0.1 0.1]",
     )
-    prepare.set_defaults(handler=_guarded(_prepare, usage_error))
+    prepare.set_defaults(handler=guarded(_prepare, usage_error))
 
     bigram = kinds.add_parser(
         "bigram",
@@ -97,10 +97,12 @@ def add_lm_commands(commands, usage_error: type[Exception]) -> None:
         help="score this bigram ARPA file (e.g. lmplz's) instead of estimating; its "
         "vocabulary must be DIR's",
     )
-    bigram.set_defaults(handler=_guarded(_bigram, usage_error))
+    bigram.set_defaults(handler=guarded(_bigram, usage_error))
 
 
-def _guarded(handler, usage_error):
+def guarded(handler, usage_error):
+    """``handler`` with its ``ValueError`` turned into the CLI's ``usage_error`` (exit 2)."""
+
     def run(args: argparse.Namespace) -> int:
         try:
             return handler(args)

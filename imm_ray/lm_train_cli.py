@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from imm_ray.lm_cli import guarded
+
 #: LMConfig fields that ``train lm`` and ``sweep`` take as options (flag → field, type, help).
 CONFIG_OPTIONS = (
     ("--epochs", "epochs", int, "training epochs (default: the preset's)"),
@@ -80,7 +82,7 @@ def add_train_lm(kinds, usage_error: type[Exception]) -> None:
         help="where the per-epoch checkpoint goes (default: lm-checkpoints/METHOD-seedSEED)",
     )
     lm.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir")
-    lm.set_defaults(handler=_guarded(_train_lm, usage_error))
+    lm.set_defaults(handler=guarded(_train_lm, usage_error))
 
 
 def add_sweep_lm_options(sweep: argparse.ArgumentParser) -> None:
@@ -104,16 +106,6 @@ def lm_sweep_overrides(args: argparse.Namespace, experiment) -> dict:
             raise ValueError(f"{flags} apply to language-model experiments only")
         return {}
     return given
-
-
-def _guarded(handler, usage_error):
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return handler(args)
-        except ValueError as err:
-            raise usage_error(str(err)) from None
-
-    return run
 
 
 def _train_lm(args: argparse.Namespace) -> int:
