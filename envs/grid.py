@@ -12,27 +12,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Real
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
 
 from envs.pair import PomdpMdpPair
+from envs.tabular_env import TabularEnv, check_int
 
 #: Action ids 0..3 in order; ``up`` increases y, ``right`` increases x.
 ACTION_NAMES = ("up", "down", "left", "right")
 
 # (dx, dy) of each action, indexed like ACTION_NAMES.
 _MOVES = ((0, 1), (0, -1), (-1, 0), (1, 0))
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _check_positive(name: str, value: Any) -> float:
@@ -59,12 +53,12 @@ class ToroidalGrid(PomdpMdpPair):
 
     def __post_init__(self) -> None:
         # Normalize numpy scalars to Python ones so equal grids hash equally.
-        object.__setattr__(self, "size", _check_int("size", self.size, 2))
+        object.__setattr__(self, "size", check_int("size", self.size, 2))
         object.__setattr__(
             self, "reward_variance", _check_positive("reward_variance", self.reward_variance)
         )
         object.__setattr__(
-            self, "trajectory_length", _check_int("trajectory_length", self.trajectory_length, 1)
+            self, "trajectory_length", check_int("trajectory_length", self.trajectory_length, 1)
         )
 
     @property
@@ -134,7 +128,7 @@ class ToroidalGrid(PomdpMdpPair):
         return obs[..., 0] * self.size + obs[..., 1]
 
 
-class ToroidalGridEnv(gym.Env):
+class ToroidalGridEnv(TabularEnv):
     """The grid MDP: observes ``(x, y)``, uniform random start, truncated after
     ``trajectory_length`` steps, never terminated (a continuing task).
 
@@ -158,35 +152,14 @@ class ToroidalGridEnv(gym.Env):
         self.action_space = spaces.Discrete(self.pair.n_actions)
         self._next_state = self.pair.next_state_table()
         self._reward = self.pair.state_reward()
-        self._observation = self.pair.state_observation()
-        self._state = 0
-        self._steps = 0
+        self._start_tables()
 
-    @property
-    def state(self) -> int:
-        """The current state id ``x * size + y``."""
-        return self._state
-
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[np.ndarray, dict[str, Any]]:
-        super().reset(seed=seed)
-        start = (options or {}).get("state")
-        if start is None:
-            self._state = int(self.np_random.integers(self.pair.n_states))
-        else:
-            self._state = _check_int("options['state']", start, 0)
-            if self._state >= self.pair.n_states:
-                raise ValueError(
-                    f"options['state'] must be < {self.pair.n_states}, got {self._state}"
-                )
-        self._steps = 0
-        return self._observation[self._state].copy(), {}
+    def _random_start(self) -> int:
+        return int(self.np_random.integers(self.pair.n_states))
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        if not self.action_space.contains(action):
-            raise ValueError(f"action must be in [0, {self.pair.n_actions}), got {action!r}")
-        self._state = int(self._next_state[int(action), self._state])
+        action = self._check_action(action)
+        self._state = int(self._next_state[action, self._state])
         self._steps += 1
         truncated = self._steps >= self.pair.trajectory_length
         reward = float(self._reward[self._state])

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from numbers import Integral
 from typing import Any
 
 import gymnasium as gym
@@ -37,6 +36,7 @@ import torch
 from gymnasium import spaces
 
 from envs.pair import PomdpMdpPair
+from envs.tabular_env import TabularEnv, check_int
 
 #: Gymnasium's Taxi id the tables are read from.
 GYMNASIUM_TAXI_ID = "Taxi-v3"
@@ -81,12 +81,6 @@ def gymnasium_taxi_tables() -> _GymnasiumTables:
     return _GymnasiumTables(next_state, reward, terminated, initial)
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 @dataclass(frozen=True)
 class Taxi(PomdpMdpPair):
     """Taxi-v3 as a :class:`PomdpMdpPair`: state = gymnasium's id, context ``s // 4``."""
@@ -96,7 +90,7 @@ class Taxi(PomdpMdpPair):
 
     def __post_init__(self) -> None:
         object.__setattr__(
-            self, "trajectory_length", _check_int("trajectory_length", self.trajectory_length, 1)
+            self, "trajectory_length", check_int("trajectory_length", self.trajectory_length, 1)
         )
 
     n_states = 500
@@ -188,7 +182,7 @@ class Taxi(PomdpMdpPair):
         return ((row * 5 + col) * 5 + passenger) * 4 + destination
 
 
-class TaxiEnv(gym.Env):
+class TaxiEnv(TabularEnv):
     """The Taxi MDP stepping with :class:`Taxi`'s tables: observes ``(row, col, passenger,
     destination)``, starts from gymnasium's start distribution, terminates on the successful
     dropoff and truncates after ``trajectory_length`` steps.
@@ -208,37 +202,16 @@ class TaxiEnv(gym.Env):
         self._reward = self.pair.state_action_reward()
         self._terminal = self.pair.terminal_states()
         self._start_cdf = np.cumsum(self.pair.initial_belief())
-        self._observation = self.pair.state_observation()
-        self._state = 0
-        self._steps = 0
+        self._start_tables()
 
-    @property
-    def state(self) -> int:
-        """The current state id (gymnasium's encoding)."""
-        return self._state
-
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[np.ndarray, dict[str, Any]]:
-        super().reset(seed=seed)
-        start = (options or {}).get("state")
-        if start is None:
-            # gymnasium's categorical_sample: the first index whose cumulative sum exceeds u.
-            self._state = int(np.argmax(self._start_cdf > self.np_random.random()))
-        else:
-            self._state = _check_int("options['state']", start, 0)
-            if self._state >= self.pair.n_states:
-                raise ValueError(
-                    f"options['state'] must be < {self.pair.n_states}, got {self._state}"
-                )
-        self._steps = 0
-        return self._observation[self._state].copy(), {}
+    def _random_start(self) -> int:
+        # gymnasium's categorical_sample: the first index whose cumulative sum exceeds u.
+        return int(np.argmax(self._start_cdf > self.np_random.random()))
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        if not self.action_space.contains(action):
-            raise ValueError(f"action must be in [0, {self.pair.n_actions}), got {action!r}")
-        reward = float(self._reward[self._state, int(action)])
-        self._state = int(self._next_state[int(action), self._state])
+        action = self._check_action(action)
+        reward = float(self._reward[self._state, action])
+        self._state = int(self._next_state[action, self._state])
         self._steps += 1
         terminated = bool(self._terminal[self._state])
         truncated = self._steps >= self.pair.trajectory_length
