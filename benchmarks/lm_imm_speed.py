@@ -27,7 +27,7 @@ from imm_ray.restricted.kneser_ney import estimate_kneser_ney
 from imm_ray.supervised.lm.corpus import load_corpus
 from imm_ray.supervised.lm.imm_branch import sampled_imm_backward
 from imm_ray.supervised.lm.metrics import batchify
-from imm_ray.supervised.lm.train import LMConfig, LMTrainer
+from imm_ray.supervised.lm.train import EpochTotals, LMConfig, LMTrainer
 
 
 def _sync(device: str) -> None:
@@ -80,9 +80,23 @@ def branch_throughput(trainer: LMTrainer, batches: int, k: int) -> dict[str, flo
     }
 
 
-def step_seconds(config: LMConfig, corpus, bigram) -> float:
-    trainer = LMTrainer(config, corpus, bigram)
-    return trainer.train_epoch(validate=False)["epoch_seconds"] / config.max_batches
+def step_seconds(configs: dict[str, LMConfig], corpus, bigram) -> dict[str, float]:
+    """Mean training step of each config, their steps interleaved (one of each in turn),
+    so that every method sees the same machine load; validation excluded."""
+    trainers = {name: LMTrainer(config, corpus, bigram) for name, config in configs.items()}
+    steps = {name: trainer.epoch_steps(EpochTotals()) for name, trainer in trainers.items()}
+    seconds = dict.fromkeys(configs, 0.0)
+    count = 0
+    device = next(iter(configs.values())).device
+    while True:
+        for name, step in steps.items():
+            _sync(device)
+            start = time.perf_counter()
+            if next(step, StopIteration) is StopIteration:
+                return {name: total / count for name, total in seconds.items()}
+            _sync(device)
+            seconds[name] += time.perf_counter() - start
+        count += 1
 
 
 def main() -> None:
@@ -93,10 +107,14 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
+        "--precision", default="fp32", help="arithmetic of the training passes (fp32, bf16)"
+    )
+    parser.add_argument(
         "--methods",
         nargs="+",
         default=["none", "imm", "serialized"],
-        help="methods whose step time is measured (none first: the ratios' base)",
+        help="methods whose step time is measured, their steps interleaved (none first: "
+        "the ratios' base)",
     )
     parser.add_argument(
         "--no-throughput", action="store_true", help="skip the branch-throughput measurement"
@@ -105,11 +123,18 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     corpus = load_corpus(args.data)
     bigram = estimate_kneser_ney(corpus.train, len(corpus.vocab), corpus.vocab.eos_id)
-    base = LMConfig.preset(args.preset, max_batches=args.batches, epochs=1, device=args.device)
+    base = LMConfig.preset(
+        args.preset,
+        max_batches=args.batches,
+        epochs=1,
+        device=args.device,
+        precision=args.precision,
+    )
     result: dict[str, object] = {
         "preset": args.preset,
         "device": args.device,
         "threads": args.threads,
+        "precision": args.precision,
         "torch": torch.__version__,
         "machine": platform.machine(),
         "batches": args.batches,
@@ -122,10 +147,11 @@ def main() -> None:
                 part["imm_token_steps_per_s"] / part["main_token_steps_per_s"]
             )
             result[f"k{k}"] = part
-    seconds = {
-        method: step_seconds(dataclasses.replace(base, method=method), corpus, bigram)
-        for method in args.methods
-    }
+    seconds = step_seconds(
+        {method: dataclasses.replace(base, method=method) for method in args.methods},
+        corpus,
+        bigram,
+    )
     result["step_seconds"] = seconds
     for method in args.methods[1:]:
         result[f"{method}_step_ratio"] = seconds[method] / seconds[args.methods[0]]

@@ -20,6 +20,18 @@ from imm_ray.lm_cli import guarded
 CONFIG_OPTIONS = (
     ("--epochs", "epochs", int, "training epochs (default: the preset's)"),
     ("--max-batches", "max_batches", int, "batches per epoch (default: the preset's)"),
+    (
+        "--imm-start-ppl",
+        "imm_start_ppl",
+        float,
+        "start IMM once validation perplexity is below this (default: from the start)",
+    ),
+    (
+        "--precision",
+        "precision",
+        str,
+        "arithmetic of the training passes: fp32, or bf16 (mixed precision) [fp32]",
+    ),
 )
 
 
@@ -46,12 +58,6 @@ def add_train_lm(kinds, usage_error: type[Exception]) -> None:
     lm.add_argument("--unroll", type=int, default=None, help="tokens per row and batch, >= 2")
     for flag, _, kind, text in CONFIG_OPTIONS:
         lm.add_argument(flag, type=kind, default=None, help=text)
-    lm.add_argument(
-        "--imm-start-ppl",
-        type=float,
-        default=None,
-        help="start IMM once validation perplexity is below this (default: from the start)",
-    )
     lm.add_argument(
         "--memory-bounded",
         action="store_true",
@@ -121,6 +127,7 @@ def _train_lm(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         max_batches=args.max_batches,
         imm_start_ppl=args.imm_start_ppl,
+        precision=args.precision,
         memory_bounded=args.memory_bounded or None,
         refresh_every=args.refresh_every,
         gamma0=args.gamma0,

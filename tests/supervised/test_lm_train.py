@@ -42,6 +42,8 @@ def bigram(corpus):
         ("dropout", 1.0, r"dropout must be a number in \[0, 1\), got 1.0"),
         ("gamma0", 2, r"gamma0 must be a number in \[0, 1\], got 2"),
         ("max_batches", 0, "max_batches must be an integer >= 1 or None, got 0"),
+        ("precision", "fp16", "precision must be one of fp32, bf16, got 'fp16'"),
+        ("snapshot_precision", "half", "snapshot_precision must be one of auto, fp32, bf16"),
     ],
 )
 def test_bad_configuration_names_the_field_and_the_range(field, value, message):

@@ -24,15 +24,9 @@ from __future__ import annotations
 
 import torch
 
-from imm_ray.imm import (
-    StaleSnapshot,
-    imm_backward_memory_bounded,
-    imm_loss,
-    serialized_correction,
-    serialized_imm_loss,
-)
+from imm_ray.imm import StaleSnapshot, imm_backward_memory_bounded, imm_loss
 from imm_ray.supervised.lm.histories import HistorySampler
-from imm_ray.supervised.lm.model import LSTMLanguageModel, State
+from imm_ray.supervised.lm.model import PRECISIONS, LSTMLanguageModel, State
 
 
 def history_tokens(
@@ -103,38 +97,65 @@ def sampled_imm_backward(
 
 
 class SerializedIMM:
-    """The stale snapshot Q†, its carried state and its running induced model Q̂†."""
+    """The stale snapshot Q†, its carried state and its running induced model Q̂†.
 
-    def __init__(self, refresh_every: int, vocab_size: int) -> None:
+    ``precision`` is the arithmetic of the snapshot's forward pass: ``"fp32"``, or ``"bf16"``
+    (the snapshot is a bfloat16 copy; its probabilities are float32). The correction needs no
+    more: Q̂† is the running mean of the same predictions Q† that the correction divides,
+    so the correction averages to 1 over the rows of a context whatever their rounding.
+    """
+
+    def __init__(self, refresh_every: int, vocab_size: int, precision: str = "fp32") -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.snapshot = StaleSnapshot(refresh_every)
         self.vocab_size = vocab_size
+        self.precision = precision
         self.state: State | None = None
         self.sums: torch.Tensor | None = None
         self.counts: torch.Tensor | None = None
+        self.dtype = torch.float32
 
-    def loss(
+    def corrected_target_(
         self,
         model: LSTMLanguageModel,
         step: int,
         inputs: torch.Tensor,
         state: State,
-        log_probs: torch.Tensor,
         target: torch.Tensor,
+        scale: float = 1.0,
     ) -> torch.Tensor:
-        """ĨMM (Algorithm 2, line 14) of the main pass's ``log_probs [B, L, V]``.
+        """``scale`` times the weights Q†(y | x_t) / Q̂†(y | x̄_t) · P̂(y | x̄_t) of ĨMM
+        (Algorithm 2, line 14) at every position of ``inputs [B, L]``, as ``[B·L, V]``,
+        without gradient.
 
-        ``step`` counts batches (a refresh when ``step % r == 0``); ``state`` is the primary
+        ``target`` ``[B, L, V]`` is P̂(· | inputs); it is overwritten and returned (that
+        saves a pass over ``B·L·V`` numbers, as does ``scale``, which a caller sets to λ).
+        ĨMM of the main pass's log-probs is then ``−Σ_y weights · log Q``. ``step``
+        counts batches (a refresh when ``step % r == 0``); ``state`` is the primary
         branch's state carried into this batch, which a fresh snapshot starts from.
         """
         v = self.vocab_size
-        if self.snapshot.maybe_refresh(model, step):
-            self.state = tuple(s.detach().clone() for s in state)  # type: ignore[assignment]
-            self.sums = torch.zeros(v, v, device=inputs.device)
-            self.counts = torch.zeros(v, device=inputs.device)
-        stale, self.state = self.snapshot(inputs, self.state, dropout=False)
-        flat = inputs.reshape(-1)
-        self.sums.index_add_(0, flat, stale.exp().reshape(-1, v))  # type: ignore[union-attr]
-        self.counts.index_add_(0, flat, torch.ones_like(flat, dtype=self.counts.dtype))  # type: ignore[union-attr]
-        induced = torch.log(self.sums[flat] / self.counts[flat, None])  # type: ignore[index]
-        correction = serialized_correction(stale.reshape(-1, v), induced)
-        return serialized_imm_loss(log_probs.reshape(-1, v), target.reshape(-1, v), correction)
+        with torch.no_grad():
+            if self.snapshot.maybe_refresh(model, step):
+                if self.precision == "bf16":
+                    # A bf16 copy rather than autocast: no weight casts on every batch.
+                    self.snapshot.module.to(torch.bfloat16)  # type: ignore[union-attr]
+                self.state = tuple(s.detach().clone() for s in state)  # type: ignore[assignment]
+                # zeros, not full: the V × V table's pages stay untouched (free) until a
+                # context first occurs.
+                self.dtype = torch.promote_types(model.decoder.weight.dtype, torch.float32)
+                self.sums = torch.zeros(v, v, device=inputs.device, dtype=self.dtype)
+                self.counts = torch.zeros(v, device=inputs.device, dtype=self.dtype)
+            logits, self.state = self.snapshot.module.logits(inputs, self.state, dropout=False)  # type: ignore[union-attr]
+            stale = torch.softmax(logits.reshape(-1, v), dim=-1, dtype=self.dtype)  # Q†(· | x_t)
+            flat = inputs.reshape(-1)
+            self.sums.index_add_(0, flat, stale)  # type: ignore[union-attr]
+            self.counts.index_add_(0, flat, torch.ones_like(flat, dtype=self.counts.dtype))  # type: ignore[union-attr]
+            # Q̂†(y | x̄) = sums[x̄] / counts[x̄]; sums ≥ Q† elementwise, and the floor turns
+            # the 0 / 0 of a Q† that underflows to 0 into the weight 0.
+            induced_sums = self.sums.index_select(0, flat).clamp_min_(torch.finfo(stale.dtype).tiny)  # type: ignore[union-attr]
+            row_scale = self.counts[flat, None] * scale  # type: ignore[index]
+            weights = target.reshape(-1, v)
+            weights.mul_(stale).div_(induced_sums).mul_(row_scale)
+        return weights

@@ -11,10 +11,38 @@ The carried state is a tuple ``(h, c)`` of ``[layers, rows, hidden]`` tensors.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
 State = tuple[torch.Tensor, torch.Tensor]
+
+#: Arithmetic of a pass: float32, or bfloat16 autocast (weights, log-probs and the carried
+#: state stay float32; matrix products and the LSTM run in bfloat16).
+PRECISIONS = ("fp32", "bf16")
+
+
+def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractContextManager:
+    """The context a pass of ``precision`` (:data:`PRECISIONS`) runs in on ``device``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+
+
+def native_bf16(device: torch.device | str) -> bool:
+    """Whether ``device`` multiplies bfloat16 matrices in hardware (a CUDA GPU that supports
+    bf16, or a CPU with AVX512-BF16 or AMX), where bf16 products are several times faster
+    than float32 ones; elsewhere they are emulated and slower."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
 
 
 class LSTMLanguageModel(nn.Module):
@@ -51,22 +79,36 @@ class LSTMLanguageModel(nn.Module):
     def _dropout(self, x: torch.Tensor, dropout: bool) -> torch.Tensor:
         return self.drop(x) if dropout else x
 
-    def forward(
+    def logits(
         self, tokens: torch.Tensor, state: State, dropout: bool = True
     ) -> tuple[torch.Tensor, State]:
-        """``(log-probs [rows, steps, V], new state)`` for ``tokens [rows, steps]``.
+        """``(logits [rows, steps, V], new state)`` for ``tokens [rows, steps]``, in the
+        parameters' dtype (or autocast's); the state comes back in float32 or wider, so it keeps its
+        dtype between a mixed-precision batch and a float32 one.
 
         ``dropout=False`` turns dropout off whatever the training mode (the IMM branch).
         """
         x = self._dropout(self.embedding(tokens), dropout)
         hs, cs = [], []
         for i, rnn in enumerate(self.rnns):
-            x, (h, c) = rnn(x, (state[0][i : i + 1], state[1][i : i + 1]))
+            start = (state[0][i : i + 1].to(x.dtype), state[1][i : i + 1].to(x.dtype))
+            x, (h, c) = rnn(x, start)
             x = self._dropout(x, dropout)
             hs.append(h)
             cs.append(c)
-        logits = self.decoder(x)
-        return torch.log_softmax(logits, dim=-1), (torch.cat(hs), torch.cat(cs))
+        # One [rows·steps, hidden] product: a 3-D input can make matmul expand the weight
+        # into a batched product (a copy of rows × the decoder) under autocast.
+        logits = self.decoder(x.reshape(-1, x.shape[-1])).view(*x.shape[:-1], -1)
+        return logits, (_at_least_float32(torch.cat(hs)), _at_least_float32(torch.cat(cs)))
+
+    def forward(
+        self, tokens: torch.Tensor, state: State, dropout: bool = True
+    ) -> tuple[torch.Tensor, State]:
+        """``(log-probs [rows, steps, V], new state)`` for ``tokens [rows, steps]``; the
+        log-probs are float32 whatever the arithmetic (a bf16 log-softmax loses the digits
+        that perplexity reads)."""
+        logits, state = self.logits(tokens, state, dropout)
+        return torch.log_softmax(_at_least_float32(logits), dim=-1), state
 
     def last_log_probs(
         self, tokens: torch.Tensor, lengths: torch.Tensor, state: State
@@ -93,7 +135,12 @@ class LSTMLanguageModel(nn.Module):
         inverse = torch.empty_like(lengths)
         inverse[torch.cat(order)] = torch.arange(len(lengths), device=lengths.device)
         last = torch.cat(outputs)[inverse]
-        return torch.log_softmax(self.decoder(last), dim=-1)
+        return torch.log_softmax(_at_least_float32(self.decoder(last)), dim=-1)
+
+
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 if it is in a narrower float (a float64 model stays float64)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 def detach_state(state: State) -> State:

@@ -17,9 +17,12 @@ validation perplexity below it (the public code waited for 90 on PTB).
 
 Training is stateful: the training stream is cut into ``batch_size`` rows, read ``unroll``
 tokens at a time with the state carried (and detached) from batch to batch, reset at each
-epoch. SGD's learning rate is halved when an epoch does not improve validation
-perplexity. A checkpoint after every epoch holds everything the next epoch reads (weights,
-optimizer, learning rate, random states), so resuming continues exactly.
+epoch. Every loss term is summed over a batch's unroll steps and averaged over its rows, as
+in Zaremba et al.'s and Xie et al.'s code, whose SGD lr 1 and clip 5 the paper uses (a mean
+per token would make the same lr an unroll-fold smaller step). SGD's learning rate is
+halved when an epoch does not improve validation perplexity. A checkpoint after every
+epoch holds everything the next epoch reads (weights, optimizer, learning rate, random
+states), so resuming continues exactly.
 """
 
 from __future__ import annotations
@@ -31,20 +34,27 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from imm_ray._memory import reuse_freed_memory
 from imm_ray.imm import validate_lambda
 from imm_ray.restricted.kneser_ney import KneserNeyBigram
 from imm_ray.supervised.lm.corpus import Corpus
 from imm_ray.supervised.lm.histories import HistorySampler
 from imm_ray.supervised.lm.imm_branch import SerializedIMM, sampled_imm_backward
 from imm_ray.supervised.lm.metrics import batchify, bigram_perplexity, induced_bigram, perplexity
-from imm_ray.supervised.lm.model import LSTMLanguageModel, detach_state
+from imm_ray.supervised.lm.model import (
+    PRECISIONS,
+    LSTMLanguageModel,
+    autocast,
+    detach_state,
+    native_bf16,
+)
 from imm_ray.supervised.lm.noising import KneserNeyNoiser
 
 METHODS = ("none", "noising", "imm", "serialized")
@@ -100,6 +110,12 @@ class LMConfig:
     """Seeds the weights, dropout, noising and history draws."""
     device: str = "cpu"
     """Torch device, e.g. cpu or cuda."""
+    precision: str = "fp32"
+    """Arithmetic of the training passes: fp32, or bf16 autocast (mixed precision: weights,
+    log-probabilities and gradients stay float32). Evaluation always runs in float32."""
+    snapshot_precision: str = "auto"
+    """Arithmetic of serialized IMM's stale snapshot (a forward pass without gradient):
+    fp32, bf16, or auto (bf16 where the device multiplies bf16 in hardware, else fp32)."""
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -148,6 +164,15 @@ class LMConfig:
         ):
             raise ValueError(
                 f"imm_start_ppl must be a number > 1 or None, got {self.imm_start_ppl!r}"
+            )
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
+        if self.snapshot_precision not in ("auto", *PRECISIONS):
+            raise ValueError(
+                f"snapshot_precision must be one of auto, {', '.join(PRECISIONS)}, "
+                f"got {self.snapshot_precision!r}"
             )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
@@ -230,6 +255,16 @@ def check_bigram(bigram: KneserNeyBigram, corpus: Corpus) -> None:
 Progress = Callable[[str], None]
 
 
+@dataclass
+class EpochTotals:
+    """Sums over an epoch's batches: the training loss and the IMM risk, with their counts."""
+
+    loss: float = 0.0
+    tokens: int = 0
+    imm: float = 0.0
+    imm_rows: int = 0
+
+
 def stderr_progress(line: str) -> None:
     """One updating line on stderr (a newline only when ``line`` ends the epoch)."""
     end = "\n" if line.endswith("\n") else ""
@@ -242,6 +277,7 @@ class LMTrainer:
 
     def __init__(self, config: LMConfig, corpus: Corpus, bigram: KneserNeyBigram) -> None:
         check_bigram(bigram, corpus)
+        reuse_freed_memory()
         self.config, self.corpus = config, corpus
         self.device = torch.device(config.device)
         self.vocab_size = len(corpus.vocab)
@@ -275,6 +311,9 @@ class LMTrainer:
         self.lr = config.lr
         self.best_valid = math.inf
         self.imm_active = config.uses_imm and config.imm_start_ppl is None
+        self.snapshot_precision = config.snapshot_precision
+        if self.snapshot_precision == "auto":
+            self.snapshot_precision = "bf16" if native_bf16(self.device) else "fp32"
         self.history: list[dict[str, float]] = []
 
     @property
@@ -290,16 +329,101 @@ class LMTrainer:
         config = self.config
         k = config.k if step % config.every == 0 else 1
         target = self.bigram.rows(inputs)
-        return sampled_imm_backward(
-            self.model,
-            inputs,
-            state,
-            target,
-            self.sampler,  # type: ignore[arg-type]
-            k,
-            self.generator,
-            config.memory_bounded,
+        with autocast(self.device, config.precision):
+            return sampled_imm_backward(
+                self.model,
+                inputs,
+                state,
+                target,
+                self.sampler,  # type: ignore[arg-type]
+                k,
+                self.generator,
+                config.memory_bounded,
+            )
+
+    def epoch_steps(self, totals: EpochTotals, progress: Progress | None = None) -> Iterator[None]:
+        """The training batches of one epoch, one optimizer step per ``next``, summed into
+        ``totals`` (:meth:`train_epoch` runs them all; a benchmark can interleave the steps
+        of two trainers so that both see the same machine load)."""
+        config, model = self.config, self.model
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr
+        data = self.train_rows
+        if self.noiser is not None:
+            data = self.noiser.noise(data, self.generator)
+        data = data.to(self.device)
+        serialized = (
+            SerializedIMM(config.refresh_every, self.vocab_size, self.snapshot_precision)
+            if config.method == "serialized" and self.imm_active
+            else None
         )
+        params = [p for p in model.parameters()]
+        model.train()
+        state = model.init_state(config.batch_size)
+        start = time.perf_counter()
+        batches = self.batches_per_epoch
+        first = (self.epoch * batches) % self.batches_in_split
+        for step in range(batches):
+            offset = ((first + step) % self.batches_in_split) * config.unroll
+            steps = min(config.unroll, data.shape[1] - 1 - offset)
+            inputs = data[:, offset : offset + steps]
+            targets = data[:, offset + 1 : offset + 1 + steps]
+            carried = state
+            with autocast(self.device, config.precision):
+                log_probs, state = model(inputs, carried)
+            state = detach_state(state)
+            # Losses are summed over the unroll steps and averaged over the rows (the
+            # convention of Zaremba et al.'s and Xie et al.'s code, for which SGD lr 1 and
+            # clip 5 are the paper's settings); perplexities use the mean per token.
+            if serialized is None:
+                nll = -log_probs.gather(-1, targets.unsqueeze(-1)).mean()
+                loss = nll * steps
+            else:
+                # CE + λ·ĨMM as one soft-target cross-entropy: the one-hot targets plus λ
+                # times ĨMM's weights, dotted with the log-probs (one pass, one backward).
+                weights = serialized.corrected_target_(
+                    model, step, inputs, carried, self.bigram.rows(inputs), scale=config.lam
+                )
+                rows = targets.numel()
+                soft = weights.scatter_add_(
+                    1, targets.reshape(-1, 1), torch.ones(rows, 1, device=weights.device)
+                )
+                loss = -torch.dot(soft.view(-1), log_probs.reshape(-1)) / targets.shape[0]
+                with torch.no_grad():
+                    nll = -log_probs.gather(-1, targets.unsqueeze(-1)).mean()
+                if config.lam > 0:
+                    totals.imm += float(loss.detach() / steps - nll) / config.lam * rows
+                    totals.imm_rows += rows
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, config.clip)
+            if config.method == "imm" and self.imm_active and config.lam > 0:
+                main = [p.grad.clone() if p.grad is not None else None for p in params]
+                self.optimizer.zero_grad(set_to_none=True)
+                risk, rows = self._imm_step(step, inputs, carried)
+                totals.imm += risk * rows
+                totals.imm_rows += rows
+                for p in params:  # the risk is a mean per position: sum it over the steps
+                    if p.grad is not None:
+                        p.grad.mul_(steps)
+                torch.nn.utils.clip_grad_norm_(params, config.clip)
+                for p, g in zip(params, main, strict=True):
+                    if p.grad is None:
+                        p.grad = g
+                    elif g is not None:
+                        p.grad.mul_(config.lam).add_(g)
+            self.optimizer.step()
+            totals.loss += float(nll.detach()) * targets.numel()
+            totals.tokens += targets.numel()
+            if progress is not None and (step + 1) % 20 == 0:
+                elapsed = time.perf_counter() - start
+                eta = elapsed / (step + 1) * (batches - step - 1)
+                progress(
+                    f"epoch {self.epoch + 1}/{config.epochs} batch {step + 1}/{batches} "
+                    f"train ppl {math.exp(totals.loss / totals.tokens):.1f} "
+                    f"{elapsed:.0f} s, ETA {eta:.0f} s"
+                )
+            yield
 
     def train_epoch(
         self, progress: Progress | None = None, validate: bool = True
@@ -310,67 +434,10 @@ class LMTrainer:
         the IMM start (for benchmarks: ``epoch_seconds`` is the training loop alone).
         """
         config, model = self.config, self.model
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.lr
-        data = self.train_rows
-        if self.noiser is not None:
-            data = self.noiser.noise(data, self.generator)
-        data = data.to(self.device)
-        serialized = (
-            SerializedIMM(config.refresh_every, self.vocab_size)
-            if config.method == "serialized" and self.imm_active
-            else None
-        )
-        params = [p for p in model.parameters()]
-        model.train()
-        state = model.init_state(config.batch_size)
-        total_loss, total_tokens, imm_total, imm_rows = 0.0, 0, 0.0, 0
+        totals = EpochTotals()
         start = time.perf_counter()
-        batches = self.batches_per_epoch
-        first = (self.epoch * batches) % self.batches_in_split
-        for step in range(batches):
-            offset = ((first + step) % self.batches_in_split) * config.unroll
-            steps = min(config.unroll, data.shape[1] - 1 - offset)
-            inputs = data[:, offset : offset + steps]
-            targets = data[:, offset + 1 : offset + 1 + steps]
-            carried = state
-            log_probs, state = model(inputs, carried)
-            state = detach_state(state)
-            nll = -log_probs.gather(-1, targets.unsqueeze(-1)).mean()
-            loss = nll
-            if serialized is not None:
-                extra = serialized.loss(
-                    model, step, inputs, carried, log_probs, self.bigram.rows(inputs)
-                )
-                imm_total += float(extra.detach()) * inputs.numel()
-                imm_rows += inputs.numel()
-                loss = nll + config.lam * extra
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, config.clip)
-            if config.method == "imm" and self.imm_active and config.lam > 0:
-                main = [p.grad.clone() if p.grad is not None else None for p in params]
-                self.optimizer.zero_grad(set_to_none=True)
-                risk, rows = self._imm_step(step, inputs, carried)
-                imm_total += risk * rows
-                imm_rows += rows
-                torch.nn.utils.clip_grad_norm_(params, config.clip)
-                for p, g in zip(params, main, strict=True):
-                    if p.grad is None:
-                        p.grad = g
-                    elif g is not None:
-                        p.grad.mul_(config.lam).add_(g)
-            self.optimizer.step()
-            total_loss += float(nll.detach()) * targets.numel()
-            total_tokens += targets.numel()
-            if progress is not None and (step + 1) % 20 == 0:
-                elapsed = time.perf_counter() - start
-                eta = elapsed / (step + 1) * (batches - step - 1)
-                progress(
-                    f"epoch {self.epoch + 1}/{config.epochs} batch {step + 1}/{batches} "
-                    f"train ppl {math.exp(total_loss / total_tokens):.1f} "
-                    f"{elapsed:.0f} s, ETA {eta:.0f} s"
-                )
+        for _ in self.epoch_steps(totals, progress):
+            pass
         seconds = time.perf_counter() - start
         valid = math.nan
         self.epoch += 1
@@ -387,9 +454,9 @@ class LMTrainer:
                 self.imm_active = started = True
         metrics = {
             "epoch": self.epoch,
-            "train_ppl": math.exp(total_loss / total_tokens),
+            "train_ppl": math.exp(totals.loss / totals.tokens),
             "valid_ppl": valid,
-            "imm_risk": imm_total / imm_rows if imm_rows else math.nan,
+            "imm_risk": totals.imm / totals.imm_rows if totals.imm_rows else math.nan,
             "lr": self.lr,
             "epoch_seconds": seconds,
             "imm_started": float(started),
