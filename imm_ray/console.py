@@ -9,6 +9,9 @@ those loggers say still shows. Dropped:
   ``RLModule.__init__`` (it builds the deprecated config object itself, for old
   subclasses), even for modules built with the new keyword constructor, as ours are;
 - Tune's "Install gputil for GPU system monitoring": Tune's own optional dependency;
+- Ray Train's "Checkpoint successfully created at: …" after every checkpointed report of
+  a trial (a language-model trial reports once per epoch): the sweep's own progress lines
+  and its summary say where results and checkpoints are;
 - Ray's notice that a new local cluster uses token authentication by default: the
   embedded Ray listens on loopback only and keeps that default (``RAY_AUTH_MODE`` is the
   user's to set; the notice for auth turned *off* still shows).
@@ -30,6 +33,7 @@ DROPPED = (
         "ray._private.authentication.authentication_token_setup",
         "Token authentication is enabled for this Ray cluster",
     ),
+    ("ray.train._internal.storage", "Checkpoint successfully created at"),
 )
 
 

@@ -214,10 +214,12 @@ def lm_trainable(config: dict[str, Any]) -> None:
     import torch
     from ray import tune
 
+    from imm_ray.console import quiet_library_logs
     from imm_ray.restricted.kneser_ney import estimate_kneser_ney
     from imm_ray.supervised.lm.corpus import load_corpus
     from imm_ray.supervised.lm.train import LMConfig, LMTrainer
 
+    quiet_library_logs()
     trial = config["trial"]
     trial_dir = tune.get_context().get_trial_dir()
     with open(os.path.join(trial_dir, PID_FILE), "w") as handle:
