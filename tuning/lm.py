@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,6 +205,26 @@ class LMExperiment:
         return cls(**data)
 
 
+#: Seconds between a trial's progress lines inside an epoch (an IMM epoch can take an hour).
+PROGRESS_SECONDS = 120.0
+
+
+class ThrottledProgress:
+    """A trainer's progress callback that prints at most one line per ``seconds`` (and
+    never the end-of-epoch line, which the trainable prints with its metrics)."""
+
+    def __init__(self, prefix: str, seconds: float) -> None:
+        self.prefix, self.seconds = prefix, seconds
+        self.last = time.monotonic()
+
+    def __call__(self, line: str) -> None:
+        now = time.monotonic()
+        if line.endswith("\n") or now - self.last < self.seconds:
+            return
+        self.last = now
+        print(f"{self.prefix}: {line}", flush=True)
+
+
 def lm_trainable(config: dict[str, Any]) -> None:
     """Tune function trainable: one setting × one seed, a checkpoint after every epoch.
 
@@ -238,8 +259,9 @@ def lm_trainable(config: dict[str, Any]) -> None:
     seed = str(trial["seed"])
     curves, kn_curves = trial["curves"], trial["kn_curves"]
     needs_induced = any(m.startswith("induced_") for m in curves)
+    progress = ThrottledProgress(f"{trial['setting']} seed {seed}", PROGRESS_SECONDS)
     while trainer.epoch < lm_config.epochs:
-        metrics = trainer.train_epoch()
+        metrics = trainer.train_epoch(progress=progress)
         print(
             f"{trial['setting']} seed {seed} epoch {trainer.epoch}/{lm_config.epochs}: "
             f"valid ppl {metrics['valid_ppl']:.2f}, {metrics['epoch_seconds']:.0f} s",

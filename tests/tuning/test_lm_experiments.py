@@ -98,3 +98,14 @@ def test_tiny_table1_sweep_runs_end_to_end_through_the_cli(tmp_path):
     assert float(rows[("Kneser–Ney bigram, bigram test", "1")]["mean"]) == pytest.approx(
         expected["kn_test_ppl"], rel=1e-3
     )
+
+
+def test_a_trials_progress_prints_at_most_one_line_per_interval(capsys):
+    from tuning.lm import ThrottledProgress
+
+    every_time = ThrottledProgress("IMM seed 0", seconds=0.0)
+    every_time("epoch 1/2 batch 20/100 ETA 50 s")
+    every_time("epoch 1/2: valid ppl 180\n")  # the trainable prints the epoch's own line
+    never = ThrottledProgress("IMM seed 1", seconds=3600.0)
+    never("epoch 1/2 batch 20/100 ETA 50 s")
+    assert capsys.readouterr().out.splitlines() == ["IMM seed 0: epoch 1/2 batch 20/100 ETA 50 s"]

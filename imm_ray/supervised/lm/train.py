@@ -206,9 +206,10 @@ def _number(value: object) -> bool:
 
 #: ``paper``: Xie et al.'s (2017) large model, which the paper builds on (Sec. 7.2): 2 × 1500,
 #: dropout 0.65, unroll 35, batch 20, SGD lr 1 halved on a plateau, clip 5 (its epoch count,
-#: 40, is ours). ``small``: sized for two CPU cores, 2 × 128, unroll 20, 3 epochs of 200
-#: batches (240k tokens, about 0.4 of the Austen training split in all), serialized
-#: snapshots every 100 batches; see benchmarks/results.md. ``tiny``: for tests.
+#: 40, is ours). ``small``: sized for two CPU cores, 2 × 128, unroll 20, 2 whole epochs (one
+#: epoch of the Austen training split without IMM takes about 1.5 minutes on one core; sampled
+#: IMM about ten times that), serialized snapshots every 100 batches; see
+#: benchmarks/results.md. ``tiny``: for tests.
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {
         "embed_dim": 1500,
@@ -224,8 +225,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "layers": 2,
         "dropout": 0.2,
         "unroll": 20,
-        "epochs": 3,
-        "max_batches": 200,
+        "epochs": 2,
         "refresh_every": 100,
     },
     "tiny": {
