@@ -12,6 +12,8 @@ those loggers say still shows. Dropped:
 - Ray's notice that a new local cluster uses token authentication by default: the
   embedded Ray listens on loopback only and keeps that default (``RAY_AUTH_MODE`` is the
   user's to set; the notice for auth turned *off* still shows);
+- Ray Train's "Checkpoint successfully created at: …", one line per reported checkpoint
+  of every trial (a BERT trial reports one per epoch); the trial folders hold them;
 - transformers' "The following layers were not sharded", which it logs on every save of a
   model that declares a tensor-parallel plan (BERT does) when no tensor parallelism is in use.
 
@@ -36,6 +38,8 @@ DROPPED = (
         "Token authentication is enabled for this Ray cluster",
     ),
     ("transformers.distributed.tensor_parallel", "layers were not sharded"),
+    ("ray.train._internal.storage", "Checkpoint successfully created at"),
+    ("ray.train.v2._internal.execution.storage", "Checkpoint successfully created at"),
 )
 
 

@@ -141,8 +141,10 @@ class BertExperiment:
             raise ValueError(f"{self.name} needs the task's TSV folder: pass --data DIR")
         if not self.model:
             raise ValueError(f"{self.name} needs a BERT checkpoint: pass --model PATH")
+        from imm_ray.console import quiet_transformers
         from imm_ray.supervised.bert.finetune import prepare_run
 
+        quiet_transformers()
         for method in dict.fromkeys(s.method for s in self.settings):
             setting = next(s for s in self.settings if s.method == method)
             prepare_run(self.config(setting, self.seeds[0]))
