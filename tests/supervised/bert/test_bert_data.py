@@ -156,3 +156,25 @@ def test_bigram_round_trips_through_arpa_and_another_vocabulary_is_refused(
     other = build_word_tokenizer(["<eos>", "<unk>", "alpha", "beta"])
     with pytest.raises(ValueError, match="the bigram's vocabulary differs from the tokenizer's"):
         read_bigram(other, tmp_path / "bigram.arpa")
+
+
+def test_a_json_task_file_describes_a_new_tsv_layout(tmp_path):
+    folder = tmp_path / "sst"
+    folder.mkdir()
+    header = ["sentence", "label"]
+    _write(folder / "train.tsv", [header, ["a fine film", "pos"], ["dull", "neg"]])
+    _write(folder / "dev.tsv", [header, ["fine", "pos"]])
+    spec_file = tmp_path / "sst.json"
+    spec_file.write_text(
+        '{"name": "sst", "header": true, "text_a": "sentence", "label": "label",'
+        ' "labels": ["neg", "pos"], "metric": "accuracy"}'
+    )
+    spec = task_spec(str(spec_file))
+    assert spec.num_labels == 2 and spec.text_b is None
+    assert load_task(spec, folder)["train"].labels == [1, 0]
+    spec_file.write_text(
+        '{"name": "x", "header": false, "text_a": "s", "label": 0,'
+        ' "labels": ["0", "1"], "metric": "mcc"}'
+    )
+    with pytest.raises(ValueError, match="text_a must be one of the files' column numbers"):
+        task_spec(str(spec_file))
