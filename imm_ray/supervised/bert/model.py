@@ -125,7 +125,10 @@ def preset_config(name: str, vocab_size: int, num_labels: int = 2, **overrides: 
     if name not in PRESETS:
         raise ValueError(f"model preset must be one of {', '.join(PRESETS)}, got {name!r}")
     return BertConfig(
-        vocab_size=vocab_size, num_labels=num_labels, pad_token_id=0, **PRESETS[name], **overrides
+        vocab_size=vocab_size,
+        num_labels=num_labels,
+        pad_token_id=0,
+        **{**PRESETS[name], **overrides},
     )
 
 
