@@ -87,19 +87,14 @@ def write_report(folder: Path) -> dict[str, Path]:
 def _csv(summaries: list[Summary], experiment: SweepExperiment) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["setting", experiment.size_name, "mean", "p10", "p90", "seeds", "std"])
+    # Experiments that report Table 2's ± spread get the standard deviation as a column.
+    with_std = getattr(experiment, "spread", None) == "std"
+    writer.writerow(
+        ["setting", experiment.size_name, "mean", "p10", "p90", "seeds"] + ["std"] * with_std
+    )
     for s in summaries:
-        writer.writerow(
-            [
-                s.method,
-                s.epochs,
-                f"{s.mean:.4f}",
-                f"{s.p10:.4f}",
-                f"{s.p90:.4f}",
-                s.seeds,
-                f"{s.std:.4f}",
-            ]
-        )
+        row = [s.method, s.epochs, f"{s.mean:.4f}", f"{s.p10:.4f}", f"{s.p90:.4f}", s.seeds]
+        writer.writerow(row + [f"{s.std:.4f}"] * with_std)
     return out.getvalue()
 
 
