@@ -24,6 +24,12 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from imm_ray.bert_cli import (
+    add_bert_commands,
+    add_make_acceptability,
+    add_sweep_bert_options,
+    bert_sweep_overrides,
+)
 from imm_ray.lm_cli import add_lm_commands
 from imm_ray.lm_train_cli import add_sweep_lm_options, add_train_lm, lm_sweep_overrides
 
@@ -220,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rl.set_defaults(handler=_train_rl)
     add_train_lm(kinds, UsageError)
+    add_bert_commands(kinds, UsageError)
 
     sweep = commands.add_parser(
         "sweep",
@@ -228,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Run a sweep on Ray Tune and write summary.csv, summary.md and figure.png "
             "under STORAGE/NAME. Named experiments: RL figure2, figure9, lambda-search, taxi; "
             "logistic regression figure1, figure4, figure6, figure8, figure10, table4, "
-            "quality-search; LSTM language model table1, table5, lm-lambda (with --data)."
+            "quality-search; LSTM language model table1, table5, lm-lambda (with --data); BERT "
+            "table2 (with --data, --model, --corpus)."
         ),
         formatter_class=_HelpFormatter,
     )
@@ -268,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="show Tune's status tables instead of one line a trial",
     )
     add_sweep_lm_options(sweep)
+    add_sweep_bert_options(sweep)
     sweep.set_defaults(handler=_sweep)
 
     report = commands.add_parser(
@@ -275,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("path", type=Path, metavar="PATH", help="a sweep folder: STORAGE/NAME")
     report.set_defaults(handler=_report)
-    add_lm_commands(commands, UsageError)
+    add_make_acceptability(add_lm_commands(commands, UsageError), UsageError)
     return parser
 
 
@@ -297,6 +306,7 @@ def _experiment(args: argparse.Namespace):
         cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial,
         **lm_sweep_overrides(args, experiment),
+        **bert_sweep_overrides(args, experiment),
     )
 
 

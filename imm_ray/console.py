@@ -9,12 +9,16 @@ those loggers say still shows. Dropped:
   ``RLModule.__init__`` (it builds the deprecated config object itself, for old
   subclasses), even for modules built with the new keyword constructor, as ours are;
 - Tune's "Install gputil for GPU system monitoring": Tune's own optional dependency;
-- Ray Train's "Checkpoint successfully created at: …" after every checkpointed report of
-  a trial (a language-model trial reports once per epoch): the sweep's own progress lines
-  and its summary say where results and checkpoints are;
 - Ray's notice that a new local cluster uses token authentication by default: the
   embedded Ray listens on loopback only and keeps that default (``RAY_AUTH_MODE`` is the
-  user's to set; the notice for auth turned *off* still shows).
+  user's to set; the notice for auth turned *off* still shows);
+- Ray Train's "Checkpoint successfully created at: …", one line per reported checkpoint
+  of every trial (LSTM and BERT trials report one per epoch); the trial folders hold them;
+- transformers' "The following layers were not sharded", which it logs on every save of a
+  model that declares a tensor-parallel plan (BERT does) when no tensor parallelism is in use.
+
+:func:`quiet_transformers` also turns off transformers' own progress bars (weights loaded
+and written): the BERT commands print one progress line of their own.
 
 :func:`quiet_library_logs` is idempotent; the CLI calls it in the driver, and trainables
 and trial tasks call it in their workers.
@@ -33,7 +37,9 @@ DROPPED = (
         "ray._private.authentication.authentication_token_setup",
         "Token authentication is enabled for this Ray cluster",
     ),
+    ("transformers.distributed.tensor_parallel", "layers were not sharded"),
     ("ray.train._internal.storage", "Checkpoint successfully created at"),
+    ("ray.train.v2._internal.execution.storage", "Checkpoint successfully created at"),
 )
 
 
@@ -56,3 +62,12 @@ def quiet_library_logs() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropMessages) for f in logger.filters):
             logger.addFilter(_DropMessages(fragments))
+
+
+def quiet_transformers() -> None:
+    """transformers at warning level, without its progress bars, and :data:`DROPPED` filters."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_warning()
+    hf_logging.disable_progress_bar()
+    quiet_library_logs()

@@ -35,9 +35,9 @@ def _fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"--fractions must be numbers, got {text!r}") from None
 
 
-def add_lm_commands(commands, usage_error: type[Exception]) -> None:
+def add_lm_commands(commands, usage_error: type[Exception]):
     """Add ``lm prepare`` and ``lm bigram`` to the ``imm-ray`` subparsers; handlers report
-    bad input by raising ``usage_error``."""
+    bad input by raising ``usage_error``. Returns the ``lm`` subparsers, for more commands."""
     lm = commands.add_parser("lm", help="language-model data and the Kneser–Ney bigram")
     kinds = lm.add_subparsers(dest="lm_command", required=True, metavar="COMMAND")
 
@@ -98,6 +98,7 @@ def add_lm_commands(commands, usage_error: type[Exception]) -> None:
         "vocabulary must be DIR's",
     )
     bigram.set_defaults(handler=guarded(_bigram, usage_error))
+    return kinds
 
 
 def guarded(handler, usage_error):

@@ -107,6 +107,10 @@ def lm_sweep_overrides(args: argparse.Namespace, experiment) -> dict:
     given.update({field: getattr(args, field) for _, field, _, _ in CONFIG_OPTIONS})
     given = {k: v for k, v in given.items() if v is not None}
     if getattr(experiment, "kind", None) != "lm":
+        if getattr(experiment, "kind", None) == "bert":
+            # table2 reads --data and --epochs too (imm_ray.bert_cli.bert_sweep_overrides).
+            given.pop("data", None)
+            given.pop("epochs", None)
         if given:
             flags = ", ".join("--" + k.replace("_", "-") for k in given)
             raise ValueError(f"{flags} apply to language-model experiments only")

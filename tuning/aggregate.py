@@ -6,6 +6,7 @@ the 10th and 90th percentiles *across seeds*, as in the paper's figures.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -25,6 +26,8 @@ class Summary:
     """Seeds (or runs) that count: those whose value is finite."""
     failed: int = 0
     """Seeds whose value is NaN (their training failed); left out of the statistics."""
+    std: float = float("nan")
+    """Sample standard deviation across seeds (ddof 1; 0 for one seed): the ± of Table 2."""
 
 
 def summarize(records: Iterable[tuple[str, int, float]]) -> list[Summary]:
@@ -45,8 +48,9 @@ def summarize(records: Iterable[tuple[str, int, float]]) -> list[Summary]:
             if finite
             else (float("nan"),) * 3
         )
+        std = float(np.std(finite, ddof=1)) if len(finite) > 1 else (0.0 if finite else math.nan)
         summaries.append(
-            Summary(method, epochs, *stats, len(finite), failed=len(values) - len(finite))
+            Summary(method, epochs, *stats, len(finite), failed=len(values) - len(finite), std=std)
         )
     return summaries
 

@@ -19,6 +19,7 @@ from tuning.base import SweepExperiment
 KIND_MODULES: dict[str, str] = {
     "logistic": "tuning.logistic",
     "lm": "tuning.lm",
+    "bert": "tuning.bert",
     "rl": "tuning.rl",
 }
 

@@ -87,11 +87,14 @@ def write_report(folder: Path) -> dict[str, Path]:
 def _csv(summaries: list[Summary], experiment: SweepExperiment) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["setting", experiment.size_name, "mean", "p10", "p90", "seeds"])
+    # Experiments that report Table 2's ± spread get the standard deviation as a column.
+    with_std = getattr(experiment, "spread", None) == "std"
+    writer.writerow(
+        ["setting", experiment.size_name, "mean", "p10", "p90", "seeds"] + ["std"] * with_std
+    )
     for s in summaries:
-        writer.writerow(
-            [s.method, s.epochs, f"{s.mean:.4f}", f"{s.p10:.4f}", f"{s.p90:.4f}", s.seeds]
-        )
+        row = [s.method, s.epochs, f"{s.mean:.4f}", f"{s.p10:.4f}", f"{s.p90:.4f}", s.seeds]
+        writer.writerow(row + [f"{s.std:.4f}"] * with_std)
     return out.getvalue()
 
 
@@ -113,15 +116,25 @@ def markdown_table(summaries: list[Summary], experiment: SweepExperiment) -> str
     gap = getattr(experiment, "gap", None)
     gap_header = [f"{gap[0]} − {gap[1]}"] if gap else []
     unit = "seeds" if experiment.kind == "rl" else "runs"
+    # Table 2 gives mean ± spread (the standard deviation) over restarts.
+    with_std = getattr(experiment, "spread", None) == "std"
+    spread = " ± std" if with_std else ""
     lines = [
-        f"# {experiment.name}: {experiment.y_label}, mean over {unit} [10th, 90th percentile]",
+        f"# {experiment.name}: {experiment.y_label}, mean{spread} over {unit} "
+        "[10th, 90th percentile]",
         "",
         f"| {experiment.x_label()} | " + " | ".join(curves + gap_header) + f" | {unit} |",
         "|---:|" + "---:|" * (len(curves) + len(gap_header)) + "---:|",
     ]
     for x in sorted({key[1] for key in points}):
         cells = [
-            f"{c.mean:.3f} [{c.p10:.3f}, {c.p90:.3f}]" if (c := points.get((curve, x))) else "–"
+            (
+                f"{c.mean:.3f}"
+                + (f" ± {c.std:.3f}" if with_std else "")
+                + f" [{c.p10:.3f}, {c.p90:.3f}]"
+            )
+            if (c := points.get((curve, x)))
+            else "–"
             for curve in curves
         ]
         if gap:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import tuning.bert
 import tuning.lm
 import tuning.logistic
 import tuning.rl
@@ -50,7 +51,7 @@ def test_tuning_has_no_import_cycles_and_base_is_a_leaf():
 
 
 def test_every_kind_module_names_its_experiments_and_class():
-    assert list(KIND_MODULES) == ["logistic", "lm", "rl"]
+    assert list(KIND_MODULES) == ["logistic", "lm", "bert", "rl"]
     for kind in KIND_MODULES:
         module = kind_module(kind)
         assert module.EXPERIMENT_CLASS.kind == kind
@@ -58,6 +59,7 @@ def test_every_kind_module_names_its_experiments_and_class():
     assert experiment_names() == [
         *tuning.logistic.EXPERIMENTS,
         *tuning.lm.EXPERIMENTS,
+        *tuning.bert.EXPERIMENTS,
         *tuning.rl.EXPERIMENTS,
     ]
 
@@ -70,7 +72,7 @@ def test_names_and_stored_experiments_resolve_through_the_registry():
     for name in ("figure2", "figure1", "table1", "table5"):
         experiment = named_experiment(name)
         assert experiment_from_dict(experiment.to_dict()) == experiment
-    with pytest.raises(ValueError, match="kind must be one of logistic, lm, rl, got 'nope'"):
+    with pytest.raises(ValueError, match="kind must be one of logistic, lm, bert, rl, got 'nope'"):
         experiment_from_dict({"kind": "nope"})
 
 

@@ -1,0 +1,420 @@
+"""One BERT fine-tuning run (``imm-ray train bert`` and the ``table2`` trials): a task, a
+checkpoint (or a preset with fresh weights), a method (base, +MLM, +MLM+IMM), a seed.
+
+:func:`prepare_run` checks and loads everything (task files, model, tokenizer, corpus,
+bigram) before any training starts; :func:`finetune` trains with :class:`IMMTrainer`,
+evaluating the task's metric on ``dev`` after every epoch and on ``dev`` and a labeled
+``test`` at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from imm_ray.supervised.bert.config import BertIMMConfig
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """One fine-tuning run. Bad values fail at construction, naming the field."""
+
+    task: str = "acceptability"
+    """cola, mrpc, qnli, rte, acceptability, or a .json task file."""
+    data: str | None = None
+    """The task's folder of TSV files (None: the datasets cache, GLUE tasks only)."""
+    model: str = "tiny"
+    """A checkpoint folder with its tokenizer, or a preset (tiny, small, base: fresh weights)."""
+    corpus: str | None = None
+    """PTB-format folder whose train.txt gives the bigram and the histories (the
+    pretraining corpus); with a preset model also the tokenizer's vocabulary."""
+    bigram: str | None = None
+    """An ARPA bigram over the tokenizer's vocabulary (``[SEP]`` as ``</s>``, e.g. the
+    ``bigram.arpa`` that bert-pretrain writes) instead of estimating it on corpus."""
+    method: str = "imm"
+    """base, mlm (+ MLM) or imm (+ MLM + λ·IMM)."""
+    lam: float = 0.2
+    """λ, the weight of IMM."""
+    k: int = 5
+    """Histories per position."""
+    positions: int | None = None
+    """Word positions per sentence that carry IMM (None: all)."""
+    mlm_probability: float = 0.15
+    """Share of word tokens masked for the MLM loss."""
+    epochs: int = 3
+    """Training epochs."""
+    batch_size: int = 32
+    """Examples per batch."""
+    lr: float = 5e-5
+    """AdamW learning rate (linear decay after warm-up)."""
+    warmup_ratio: float = 0.1
+    """Share of the steps with a linear warm-up of the learning rate."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    clip: float = 1.0
+    """Gradient-norm clip (0: none); with MLM/IMM each term is clipped separately."""
+    max_length: int = 64
+    """Tokens per example (longer ones are cut)."""
+    max_train_examples: int | None = None
+    """Use only the first N training examples (None: all)."""
+    seed: int = 0
+    """Seeds the weights of new heads, data order, masks and history draws."""
+    device: str = "cpu"
+    """cpu or cuda."""
+    precision: str = "fp32"
+    """fp32, or bf16 / fp16 autocast (GPU)."""
+
+    def __post_init__(self) -> None:
+        self.imm_config()
+        for name, low in (("epochs", 1), ("batch_size", 1), ("max_length", 8)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.max_train_examples is not None and (
+            not isinstance(self.max_train_examples, int) or self.max_train_examples < 2
+        ):
+            raise ValueError(
+                "max_train_examples must be an integer >= 2 or None, "
+                f"got {self.max_train_examples!r}"
+            )
+        for name, low, high in (("warmup_ratio", 0.0, 1.0), ("weight_decay", 0.0, math.inf)):
+            value = getattr(self, name)
+            if not _number(value) or not low <= value < high:
+                raise ValueError(f"{name} must be a number in [{low:g}, {high:g}), got {value!r}")
+        if not _number(self.lr) or self.lr <= 0:
+            raise ValueError(f"lr must be a number > 0, got {self.lr!r}")
+        if not _number(self.clip) or self.clip < 0:
+            raise ValueError(f"clip must be a number >= 0, got {self.clip!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be cpu or cuda, got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
+        if self.precision == "fp16" and self.clip > 0 and self.method != "base":
+            raise ValueError(
+                "precision fp16 cannot be combined with clipping the terms separately "
+                "(clip > 0 with mlm or imm): use bf16, or clip 0"
+            )
+
+    def imm_config(self) -> BertIMMConfig:
+        return BertIMMConfig(
+            method=self.method,
+            lam=self.lam,
+            k=self.k,
+            positions=self.positions,
+            mlm_probability=self.mlm_probability,
+        )
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass
+class Run:
+    """Everything a run needs, loaded and checked."""
+
+    config: FinetuneConfig
+    spec: Any
+    splits: dict[str, Any]
+    tokenizer: Any
+    model: Any
+    corpus: np.ndarray | None
+    bigram: Any
+
+
+def load_tokenizer(model: str, corpus: str | None):
+    """The checkpoint's own tokenizer, or for a preset one over ``corpus``'s vocabulary."""
+    from imm_ray.supervised.bert.model import PRESETS
+    from imm_ray.supervised.bert.tokenizer import build_word_tokenizer, check_bert_tokenizer
+
+    if model in PRESETS:
+        if corpus is None:
+            raise ValueError(
+                f"model preset {model} needs corpus: its vocabulary is the tokenizer's"
+            )
+        from imm_ray.supervised.lm.corpus import load_corpus
+
+        return build_word_tokenizer(load_corpus(corpus).vocab.words)
+    from transformers import AutoTokenizer
+
+    folder = Path(model).expanduser()
+    if not folder.is_dir():
+        raise ValueError(
+            f"model must be a preset ({', '.join(PRESETS)}) or a checkpoint folder; "
+            f"{folder} does not exist"
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"model {folder}: no readable tokenizer ({err})") from None
+    check_bert_tokenizer(tokenizer)
+    return tokenizer
+
+
+def restricted_model(tokenizer, corpus: str | Path):
+    """``(stream, bigram)``: ``corpus``'s train.txt through ``tokenizer`` and its modified
+    Kneser–Ney bigram, over the tokenizer's ids with ``[SEP]`` as ``<eos>``."""
+    from imm_ray.restricted.kneser_ney import estimate_kneser_ney
+    from imm_ray.supervised.bert.tokenizer import corpus_ids, read_lines
+    from imm_ray.supervised.lm.corpus import split_file
+
+    folder = Path(corpus).expanduser()
+    if not folder.is_dir():
+        raise ValueError(f"corpus folder {folder} does not exist")
+    stream = corpus_ids(tokenizer, read_lines(split_file(folder, "train")))
+    return stream, estimate_kneser_ney(stream, len(tokenizer), tokenizer.sep_token_id)
+
+
+def tokenizer_words(tokenizer) -> list[str]:
+    """The tokenizer's tokens by id, ``[SEP]`` named ``<eos>`` (the bigram's sentence end)."""
+    vocab = tokenizer.get_vocab()
+    words = [""] * len(tokenizer)
+    for token, i in vocab.items():
+        if i < len(words):
+            words[i] = token
+    words[tokenizer.sep_token_id] = "<eos>"
+    return words
+
+
+def write_bigram(tokenizer, bigram, path: str | Path) -> None:
+    """``bigram`` as an ARPA file over the tokenizer's tokens."""
+    from imm_ray.restricted.arpa import write_arpa
+
+    write_arpa(bigram, tokenizer_words(tokenizer), path)
+
+
+def read_bigram(tokenizer, path: str | Path):
+    """An ARPA bigram whose vocabulary must be the tokenizer's (else ``ValueError``)."""
+    from imm_ray.restricted.arpa import read_arpa
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ValueError(f"bigram file {path} does not exist")
+    try:
+        model, _ = read_arpa(path, tokenizer_words(tokenizer))
+    except ValueError as err:
+        raise ValueError(
+            f"the bigram's vocabulary differs from the tokenizer's ({len(tokenizer)} ids): {err}"
+        ) from None
+    return model
+
+
+def prepare_run(config: FinetuneConfig) -> Run:
+    """Reads and checks the task, tokenizer, model, corpus and bigram (no training)."""
+    from transformers import set_seed
+
+    from imm_ray.supervised.bert.imm_branch import check_bigram_vocabulary
+    from imm_ray.supervised.bert.model import load_model
+    from imm_ray.supervised.bert.tasks import load_task, task_spec
+
+    if config.method == "imm" and config.corpus is None:
+        raise ValueError("method imm needs corpus: the PTB-format folder of the bigram (--corpus)")
+    spec = task_spec(config.task)
+    splits = load_task(spec, config.data)
+    tokenizer = load_tokenizer(config.model, config.corpus)
+    set_seed(config.seed)
+    model = load_model(config.model, spec.num_labels, vocab_size=len(tokenizer))
+    if model.config.vocab_size != len(tokenizer):
+        raise ValueError(
+            f"model {config.model} has {model.config.vocab_size} token ids, its tokenizer "
+            f"{len(tokenizer)}"
+        )
+    if config.max_length > model.config.max_position_embeddings:
+        raise ValueError(
+            f"max_length must be <= the model's {model.config.max_position_embeddings} "
+            f"positions, got {config.max_length}"
+        )
+    stream = bigram = None
+    if config.method == "imm":
+        stream, bigram = restricted_model(tokenizer, config.corpus)  # type: ignore[arg-type]
+        if config.bigram is not None:
+            bigram = read_bigram(tokenizer, config.bigram)
+        check_bigram_vocabulary(bigram, tokenizer, model.config.vocab_size)
+    return Run(config, spec, splits, tokenizer, model, stream, bigram)
+
+
+class _Examples(torch.utils.data.Dataset):
+    def __init__(self, encoded: dict[str, list], labels: list[int] | None) -> None:
+        self.encoded, self.labels = encoded, labels
+
+    def __len__(self) -> int:
+        return len(self.encoded["input_ids"])
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = {key: values[i] for key, values in self.encoded.items()}
+        if self.labels is not None:
+            item["labels"] = self.labels[i]
+        return item
+
+
+def encode_split(tokenizer, split, max_length: int, limit: int | None = None) -> _Examples:
+    """A split as a dataset of tokenized examples (unpadded; the collator pads)."""
+    a = split.text_a[:limit]
+    b = None if split.text_b is None else split.text_b[:limit]
+    encoded = tokenizer(a, b, truncation=True, max_length=max_length)
+    labels = None if split.labels is None else split.labels[:limit]
+    return _Examples(dict(encoded), labels)
+
+
+Progress = Callable[[str], None]
+
+
+def _progress_callback(progress: Progress):
+    from transformers import TrainerCallback
+
+    class ProgressLine(TrainerCallback):
+        """One updating line: step, losses, elapsed time and ETA."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start, self.first = time.perf_counter(), state.global_step
+            self.shown: set[float] = set()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not logs or "loss" not in logs or not state.max_steps:
+                return
+            done = state.global_step - self.first
+            elapsed = time.perf_counter() - self.start
+            eta = elapsed / max(done, 1) * (state.max_steps - state.global_step)
+            terms = ", ".join(
+                f"{name} {logs[key]:.3f}"
+                for name, key in (("task", "task_loss"), ("mlm", "mlm_loss"), ("imm", "imm_risk"))
+                if key in logs
+            )
+            progress(
+                f"step {state.global_step}/{state.max_steps} {terms}, "
+                f"{elapsed:.0f} s, ETA {eta:.0f} s"
+            )
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            if state.epoch in self.shown:
+                return
+            self.shown.add(state.epoch)
+            shown = ", ".join(
+                f"{k.removeprefix('eval_')} {v:.4f}"
+                for k, v in (metrics or {}).items()
+                if k.startswith("eval_") and k.removeprefix("eval_") in ("mcc", "f1", "accuracy")
+            )
+            progress(f"epoch {state.epoch:.0f}: dev {shown}\n")
+
+    return ProgressLine()
+
+
+def training_arguments(
+    config: FinetuneConfig, output_dir: str | Path, save: bool, train_examples: int
+):
+    """Trainer's arguments; the terms are logged about 20 times a run (every 1–50 steps)."""
+    from transformers import TrainingArguments
+
+    steps = math.ceil(train_examples / config.batch_size) * config.epochs
+
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=max(config.batch_size, 64),
+        learning_rate=config.lr,
+        warmup_steps=config.warmup_ratio,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.clip,
+        seed=config.seed,
+        eval_strategy="epoch",
+        save_strategy="epoch" if save else "no",
+        save_total_limit=1 if save else None,
+        logging_strategy="steps",
+        logging_steps=max(1, min(50, steps // 20)),
+        report_to=[],
+        disable_tqdm=True,
+        use_cpu=config.device == "cpu",
+        bf16=config.precision == "bf16",
+        fp16=config.precision == "fp16",
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+    )
+
+
+def finetune(
+    run: Run,
+    output_dir: str | Path,
+    progress: Progress | None = None,
+    callbacks: list | None = None,
+    save: bool = False,
+    resume_from: str | None = None,
+) -> dict[str, float]:
+    """Trains ``run`` and returns ``{"dev_<metric>", ["test_<metric>"], "train_seconds",
+    "steps", "task_loss", "mlm_loss", "imm_risk"}`` (the last three: their final means)."""
+    from transformers import DataCollatorWithPadding, PrinterCallback
+
+    from imm_ray.supervised.bert.metrics import score
+    from imm_ray.supervised.bert.trainer import IMMTrainer
+
+    config, spec = run.config, run.spec
+    metric = spec.metric
+    train = encode_split(
+        run.tokenizer, run.splits["train"], config.max_length, config.max_train_examples
+    )
+    dev = encode_split(run.tokenizer, run.splits["dev"], config.max_length)
+
+    def compute_metrics(prediction) -> dict[str, float]:
+        predicted = np.asarray(prediction.predictions).argmax(-1).tolist()
+        return {metric: score(metric, predicted, list(prediction.label_ids))}
+
+    extra = list(callbacks or [])
+    if progress is not None:
+        extra.append(_progress_callback(progress))
+    logged: dict[str, float] = {}
+    from transformers import TrainerCallback
+
+    class KeepTerms(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            for key in ("task_loss", "mlm_loss", "imm_risk"):
+                if logs and key in logs:
+                    logged[key] = float(logs[key])
+
+    trainer = IMMTrainer(
+        model=run.model,
+        args=training_arguments(config, output_dir, save, len(train)),
+        imm_config=config.imm_config(),
+        corpus=run.corpus,
+        bigram=run.bigram,
+        train_dataset=train,
+        eval_dataset=dev,
+        processing_class=run.tokenizer,
+        data_collator=DataCollatorWithPadding(run.tokenizer),
+        compute_metrics=compute_metrics,
+        callbacks=[KeepTerms(), *extra],
+    )
+    # Trainer prints every log dict when tqdm is off; the progress line stands in for it.
+    trainer.remove_callback(PrinterCallback)
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=resume_from)
+    seconds = time.perf_counter() - start
+    results = {
+        f"dev_{metric}": float(trainer.evaluate(dev)[f"eval_{metric}"]),
+        "train_seconds": seconds,
+        "steps": float(trainer.state.global_step),
+        **logged,
+    }
+    test = run.splits.get("test")
+    if test is not None and test.labels is not None:
+        data = encode_split(run.tokenizer, test, config.max_length)
+        results[f"test_{metric}"] = float(trainer.evaluate(data)[f"eval_{metric}"])
+    return results
+
+
+def replace(config: FinetuneConfig, **changes: Any) -> FinetuneConfig:
+    """``config`` with ``changes`` (None values ignored)."""
+    return dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})

@@ -1,0 +1,191 @@
+"""Pretraining a small BERT with MLM on a PTB-format corpus (``imm-ray train bert-pretrain``).
+
+These machines, like many offline clusters, hold no pretrained checkpoint. This builds
+the word-level tokenizer of the corpus (:mod:`~imm_ray.supervised.bert.tokenizer`), a
+``BertForMaskedLM`` of a preset size, and trains it with ``transformers``' ``Trainer`` and
+its MLM collator (BERT's 15 % / 80-10-10 masking) on ``train.txt``, one sentence per
+example (cut at ``max_length``), for a number of optimizer steps. The model and tokenizer
+are saved with ``save_pretrained``: ``imm-ray train bert --model OUT`` reads both. Beside
+them, ``bigram.arpa`` is the modified Kneser–Ney bigram of ``train.txt`` over the tokenizer's
+ids (``[SEP]`` as ``</s>``): the paper's target, a bigram of the pretraining corpus.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from imm_ray.supervised.bert.model import PRESETS
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """One pretraining run. Bad values fail at construction, naming the field."""
+
+    preset: str = "small"
+    """Encoder size: tiny, small or base."""
+    steps: int = 2000
+    """Optimizer steps."""
+    batch_size: int = 64
+    """Sentences per step."""
+    lr: float = 5e-4
+    """AdamW learning rate, linear warm-up over 5 % of the steps, then linear decay."""
+    max_length: int = 64
+    """Tokens per sentence, [CLS] and [SEP] included (at most the preset's positions)."""
+    mlm_probability: float = 0.15
+    """Share of tokens masked."""
+    seed: int = 0
+    """Seeds the weights, the masks and the data order."""
+    device: str = "cpu"
+    """cpu or cuda."""
+    precision: str = "fp32"
+    """fp32, bf16 or fp16."""
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        for name, low in (("steps", 1), ("batch_size", 1), ("max_length", 8)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        positions = PRESETS[self.preset]["max_position_embeddings"]
+        if self.max_length > positions:
+            raise ValueError(
+                f"max_length must be <= the {self.preset} preset's {positions}, "
+                f"got {self.max_length}"
+            )
+        if not isinstance(self.lr, int | float) or not math.isfinite(self.lr) or self.lr <= 0:
+            raise ValueError(f"lr must be a number > 0, got {self.lr!r}")
+        if not 0 < self.mlm_probability < 1:
+            raise ValueError(f"mlm_probability must be in (0, 1), got {self.mlm_probability!r}")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be cpu or cuda, got {self.device!r}")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
+
+
+#: The Kneser–Ney bigram of the pretraining corpus, over the tokenizer, saved with the model.
+BIGRAM_FILE = "bigram.arpa"
+
+
+class _Sentences(torch.utils.data.Dataset):
+    def __init__(self, ids: list[list[int]]) -> None:
+        self.ids = ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict[str, list[int]]:
+        return {"input_ids": self.ids[i]}
+
+
+def pretrain(
+    config: PretrainConfig,
+    corpus: str | Path,
+    out: str | Path,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, float]:
+    """Pretrains and saves under ``out``; returns ``{"train_loss", "valid_loss", "seconds",
+    "parameters"}`` (the MLM losses: the last logged training loss, and valid.txt's)."""
+    from transformers import (
+        BertForMaskedLM,
+        DataCollatorForLanguageModeling,
+        PrinterCallback,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+        set_seed,
+    )
+
+    from imm_ray.supervised.bert.model import preset_config
+    from imm_ray.supervised.bert.tokenizer import build_word_tokenizer, read_lines
+    from imm_ray.supervised.lm.corpus import load_corpus, split_file
+
+    corpus, out = Path(corpus).expanduser(), Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out must be a folder, and {out} is a file")
+    if out.is_dir() and (out / "config.json").exists():
+        raise ValueError(f"{out} already holds a model; choose another --out")
+    vocabulary = load_corpus(corpus).vocab
+    tokenizer = build_word_tokenizer(vocabulary.words)
+
+    def encode(split: str) -> _Sentences:
+        lines = read_lines(split_file(corpus, split))
+        encoded = tokenizer(lines, truncation=True, max_length=config.max_length)
+        return _Sentences(encoded["input_ids"])
+
+    train, valid = encode("train"), encode("valid")
+    set_seed(config.seed)
+    model = BertForMaskedLM(preset_config(config.preset, len(tokenizer)))
+    logged: dict[str, float] = {}
+
+    class ProgressLine(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start = time.perf_counter()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                logged["train_loss"] = float(logs["loss"])
+                if progress is not None:
+                    elapsed = time.perf_counter() - self.start
+                    eta = (
+                        elapsed / max(state.global_step, 1) * (state.max_steps - state.global_step)
+                    )
+                    progress(
+                        f"step {state.global_step}/{state.max_steps} MLM loss {logs['loss']:.3f}, "
+                        f"{elapsed:.0f} s, ETA {eta:.0f} s"
+                    )
+
+    scratch = tempfile.TemporaryDirectory(prefix="bert-pretrain-")
+    args = TrainingArguments(
+        output_dir=scratch.name,
+        max_steps=config.steps,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        learning_rate=config.lr,
+        warmup_steps=0.05,
+        weight_decay=0.01,
+        seed=config.seed,
+        logging_steps=max(1, min(50, config.steps // 20)),
+        save_strategy="no",
+        report_to=[],
+        disable_tqdm=True,
+        use_cpu=config.device == "cpu",
+        bf16=config.precision == "bf16",
+        fp16=config.precision == "fp16",
+    )
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=config.mlm_probability)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train,
+        eval_dataset=valid,
+        data_collator=collator,
+        processing_class=tokenizer,
+        callbacks=[ProgressLine()],
+    )
+    trainer.remove_callback(PrinterCallback)
+    start = time.perf_counter()
+    with scratch:
+        trainer.train()
+        seconds = time.perf_counter() - start
+        valid_loss = float(trainer.evaluate()["eval_loss"])
+    if progress is not None:
+        progress(f"{config.steps} steps in {seconds:.0f} s, valid MLM loss {valid_loss:.3f}\n")
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    from imm_ray.supervised.bert.finetune import restricted_model, write_bigram
+
+    write_bigram(tokenizer, restricted_model(tokenizer, corpus)[1], out / BIGRAM_FILE)
+    return {
+        "train_loss": logged.get("train_loss", math.nan),
+        "valid_loss": valid_loss,
+        "seconds": seconds,
+        "parameters": float(sum(p.numel() for p in model.parameters())),
+    }

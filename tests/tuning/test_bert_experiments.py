@@ -1,0 +1,115 @@
+"""The BERT experiment (Table 2): its trials, and a tiny table2 through ``imm-ray sweep`` on a
+real local Ray."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+from transformers import BertForMaskedLM
+
+from imm_ray.console import quiet_transformers
+from imm_ray.supervised.bert.acceptability import make_acceptability
+from imm_ray.supervised.bert.model import preset_config
+from imm_ray.supervised.bert.tokenizer import build_word_tokenizer
+from imm_ray.supervised.lm.corpus import load_corpus
+from imm_ray.supervised.lm.synthetic import MarkovSource
+from tuning.bert import EXPERIMENTS, BertExperiment, BertSetting
+from tuning.kinds import experiment_from_dict, named_experiment
+
+quiet_transformers()
+
+
+def test_table2_plans_one_trial_per_setting_and_seed_imm_first(tmp_path):
+    experiment = EXPERIMENTS["table2"].with_overrides(
+        seeds=2, data=str(tmp_path), model="tiny", corpus=str(tmp_path), epochs=2, positions=3
+    )
+    assert named_experiment("table2") is EXPERIMENTS["table2"]
+    trials = experiment.trials()
+    assert len(trials) == 6
+    assert [t["config"]["method"] for t in trials[:2]] == ["imm", "imm"]
+    assert {(t["setting"], t["seed"]) for t in trials} == {
+        (s.label, seed) for s in experiment.settings for seed in (0, 1)
+    }
+    assert all(t["config"]["epochs"] == 2 and t["config"]["positions"] == 3 for t in trials)
+    assert trials[0]["sizes"] == [1, 2]
+    assert experiment_from_dict(experiment.to_dict()) == experiment
+    assert experiment.curves()[:3] == ["BERT, dev", "+MLM, dev", "+MLM+IMM, dev"]
+    assert experiment.y_label == "MCC × 100"
+
+
+def test_bad_fields_fail_at_construction_and_validation_needs_data_and_model():
+    with pytest.raises(ValueError, match="k must be an integer >= 1, got 0"):
+        BertExperiment("bad", (BertSetting("a", "imm", {"k": 0}),))
+    with pytest.raises(ValueError, match="lam must be a finite number >= 0, got -1"):
+        EXPERIMENTS["table2"].with_overrides(lam=-1)
+    with pytest.raises(ValueError, match="table2 needs the task's TSV folder: pass --data DIR"):
+        EXPERIMENTS["table2"].validate()
+
+
+def test_tiny_table2_sweep_runs_end_to_end_through_the_cli(tmp_path):
+    corpus, task, model = tmp_path / "corpus", tmp_path / "task", tmp_path / "model"
+    MarkovSource.random(30, seed=2).write_corpus(corpus, (3000, 600, 600), seed=2)
+    make_acceptability(corpus, task, max_examples=24)
+    tokenizer = build_word_tokenizer(load_corpus(corpus).vocab.words)
+    BertForMaskedLM(preset_config("tiny", len(tokenizer))).save_pretrained(model)
+    tokenizer.save_pretrained(model)
+    storage = tmp_path / "results"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "imm_ray.cli",
+            "sweep",
+            "table2",
+            "--seeds",
+            "2",
+            "--storage",
+            str(storage),
+            "--data",
+            str(task),
+            "--model",
+            str(model),
+            "--corpus",
+            str(corpus),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "8",
+            "--positions",
+            "2",
+            "--max-length",
+            "32",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    folder = storage / "table2"
+    with open(folder / "summary.csv") as handle:
+        rows = {(r["setting"], r["epochs"]): r for r in csv.DictReader(handle)}
+    experiment = EXPERIMENTS["table2"]
+    assert {setting for setting, _ in rows} == set(experiment.curves())
+    assert {epochs for (setting, epochs) in rows if setting.endswith("dev")} == {"1", "2"}
+    assert all(r["seeds"] == "2" for r in rows.values())
+    table = (folder / "summary.md").read_text()
+    assert "MCC × 100, mean ± std over runs" in table and " ± " in table.splitlines()[4]
+    assert (folder / "figure.png").stat().st_size > 0
+    trial_dirs = [d for d in folder.iterdir() if d.is_dir() and (d / "params.json").is_file()]
+    assert len(trial_dirs) == 6
+    for trial_dir in trial_dirs:
+        assert list(trial_dir.glob("checkpoint_*/model.safetensors"))
+        reports = [
+            json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()
+        ]
+        last = reports[-1]
+        assert -100 <= next(iter(last["values"].values())) <= 100
+        assert last["train_seconds"] > 0
+        if "IMM" in last["setting"]:
+            assert last["imm_risk"] > 0 and last["mlm_loss"] > 0
+    std = float(rows[("+MLM+IMM, dev", "2")]["std"])
+    assert std >= 0

@@ -1,0 +1,295 @@
+"""The paper's BERT experiment (Sec. 7.2, App. D.2.2: Table 2): base / +MLM / +MLM+IMM.
+
+A :class:`BertExperiment` lists settings (a method of
+:mod:`imm_ray.supervised.bert.trainer`, with its own overrides such as λ), a task and its
+folder, a checkpoint (``--model``), the corpus of the bigram (``--corpus``) and seeds.
+Every (setting, seed) is one trial: it fine-tunes with ``IMMTrainer`` and, after every
+epoch, reports the task metric on dev with a Tune checkpoint (Trainer's own, so a
+restarted trial resumes from its last epoch); after the last epoch it reports test as well.
+
+Rows reported: ``{"size": epoch, "setting": curve, "values": {seed: 100 · metric}}``; the
+curves are ``"<label>, dev"`` and ``"<label>, test"``. Metrics are ×100, as in Table 2, and
+the table shows mean ± standard deviation over the seeds (Table 2's ± spread) with the
+10th and 90th percentiles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from tuning.base import check_name_and_labels, check_resources, check_seeds
+
+SPLITS = ("dev", "test")
+METRIC_LABELS = {"mcc": "MCC", "f1": "F1", "accuracy": "Accuracy"}
+#: File in a Tune trial's folder holding the PID of the process that trains it.
+PID_FILE = "trial.pid"
+
+
+@dataclass(frozen=True)
+class BertSetting:
+    """One column of Table 2: a method and its overrides of the experiment's configuration."""
+
+    label: str
+    method: str = "base"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """FinetuneConfig fields for this setting only (e.g. ``{"lam": 0.5}``)."""
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            raise ValueError("label must be a non-empty string")
+
+
+def _path(value: str | None) -> str | None:
+    return None if value is None else str(Path(value).expanduser().resolve())
+
+
+@dataclass(frozen=True)
+class BertExperiment:
+    """Every setting over every seed, on one task and one checkpoint."""
+
+    name: str
+    settings: tuple[BertSetting, ...]
+    task: str = "acceptability"
+    """cola, mrpc, qnli, rte, acceptability or a .json task file."""
+    data: str = ""
+    """The task's TSV folder; set with --data."""
+    model: str = ""
+    """The BERT checkpoint folder (or a preset); set with --model."""
+    corpus: str | None = None
+    """PTB-format folder of the bigram and the histories (the pretraining corpus)."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """FinetuneConfig fields for every setting (epochs, lr, positions, ...)."""
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+
+    kind: ClassVar[str] = "bert"
+    size_name: ClassVar[str] = "epochs"
+    spread: ClassVar[str] = "std"
+
+    def __post_init__(self) -> None:
+        check_name_and_labels(self.name, [s.label for s in self.settings])
+        check_seeds(list(self.seeds))
+        check_resources(self.cpus_per_trial, self.gpus_per_trial)
+        for setting in self.settings:
+            self.config(setting, 0)
+
+    @property
+    def metric(self) -> str:
+        from imm_ray.supervised.bert.tasks import TASKS
+
+        spec = TASKS.get(self.task)
+        return spec.metric if spec is not None else "score"
+
+    @property
+    def y_label(self) -> str:  # type: ignore[override]
+        return f"{METRIC_LABELS.get(self.metric, self.metric)} × 100"
+
+    def config(self, setting: BertSetting, seed: int):
+        """The FinetuneConfig of one trial (checked: bad fields fail here, before Ray starts)."""
+        from imm_ray.supervised.bert.finetune import FinetuneConfig
+
+        return FinetuneConfig(
+            **{
+                "task": self.task,
+                "data": _path(self.data) if self.data else None,
+                "model": self.model
+                if not self.model or self.model in ("tiny", "small", "base")
+                else _path(self.model),
+                "corpus": _path(self.corpus),
+                **self.overrides,
+                **setting.overrides,
+            },
+            method=setting.method,
+            seed=seed,
+            device="cuda" if self.gpus_per_trial > 0 else "cpu",
+        )
+
+    def curve(self, label: str, split: str) -> str:
+        return f"{label}, {split}"
+
+    def trials(self) -> list[dict[str, Any]]:
+        trials = []
+        for setting in self.settings:
+            for seed in self.seeds:
+                config = self.config(setting, seed)
+                trials.append(
+                    {
+                        "setting": setting.label,
+                        "sizes": list(range(1, config.epochs + 1)),
+                        "tag": f"seed{seed}",
+                        "seed": seed,
+                        "config": dataclasses.asdict(config),
+                        "curves": {split: self.curve(setting.label, split) for split in SPLITS},
+                        "cpus": self.cpus_per_trial,
+                    }
+                )
+        # IMM trials are the long ones: start them first so the cheap ones fill the gaps.
+        trials.sort(key=lambda t: t["config"]["method"] != "imm")
+        return trials
+
+    def validate(self) -> None:
+        """Loads what every setting needs (task files, checkpoint and its MLM head, tokenizer,
+        corpus and bigram) once, before Ray starts."""
+        if not self.data:
+            raise ValueError(f"{self.name} needs the task's TSV folder: pass --data DIR")
+        if not self.model:
+            raise ValueError(f"{self.name} needs a BERT checkpoint: pass --model PATH")
+        from imm_ray.console import quiet_transformers
+        from imm_ray.supervised.bert.finetune import prepare_run
+
+        quiet_transformers()
+        for method in dict.fromkeys(s.method for s in self.settings):
+            setting = next(s for s in self.settings if s.method == method)
+            prepare_run(self.config(setting, self.seeds[0]))
+
+    def notes(self) -> list[str]:
+        return []
+
+    def trainable(self) -> Callable[[dict[str, Any]], None]:
+        return bert_trainable
+
+    def curves(self) -> list[str]:
+        return [self.curve(s.label, split) for split in SPLITS for s in self.settings]
+
+    def point(self, setting: str, size: int) -> tuple[str, float]:
+        return setting, float(size)
+
+    def x_label(self) -> str:
+        return "Epoch"
+
+    def with_overrides(
+        self,
+        seeds: int | list[int] | None = None,
+        cpus_per_trial: float | None = None,
+        gpus_per_trial: float | None = None,
+        **bert: Any,
+    ) -> BertExperiment:
+        """``seeds``: a count (0 … N−1) or a list; ``bert``: ``task``, ``data``, ``model``,
+        ``corpus`` and FinetuneConfig fields such as ``epochs`` (None values are ignored)."""
+        changes: dict[str, Any] = {
+            "cpus_per_trial": cpus_per_trial,
+            "gpus_per_trial": gpus_per_trial,
+            **{key: bert.pop(key, None) for key in ("task", "data", "model", "corpus")},
+        }
+        if seeds is not None:
+            changes["seeds"] = tuple(check_seeds(seeds))
+        config = {k: v for k, v in bert.items() if v is not None}
+        if config:
+            changes["overrides"] = {**self.overrides, **config}
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BertExperiment:
+        data = {k: v for k, v in data.items() if k != "kind"}
+        data["settings"] = tuple(BertSetting(**s) for s in data["settings"])
+        data["seeds"] = tuple(data["seeds"])
+        return cls(**data)
+
+
+def _tune_callback(trial: dict[str, Any], metric: str):
+    """A TrainerCallback that reports dev after every epoch, with Trainer's checkpoint."""
+    from ray import tune
+    from transformers import TrainerCallback
+
+    seed, curve = str(trial["seed"]), trial["curves"]["dev"]
+
+    class TuneReport(TrainerCallback):
+        def __init__(self) -> None:
+            self.metrics: dict[str, float] = {}
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            self.metrics = dict(metrics or {})
+
+        def on_save(self, args, state, control, **kwargs):
+            folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+            value = 100.0 * float(self.metrics[f"eval_{metric}"])
+            tune.report(
+                {"size": round(state.epoch), "setting": curve, "values": {seed: value}},
+                checkpoint=tune.Checkpoint.from_directory(folder),
+            )
+
+    return TuneReport()
+
+
+def bert_trainable(config: dict[str, Any]) -> None:
+    """Tune function trainable: one setting × one seed, a checkpoint after every epoch.
+
+    Writes its PID to ``trial.pid`` in the trial folder first. A restarted trial continues
+    from ``tune.get_checkpoint()`` (Trainer's checkpoint: weights, optimizer, schedule);
+    its mask and history draws restart from the seed.
+    """
+    import torch
+    from ray import tune
+
+    from imm_ray.console import quiet_library_logs, quiet_transformers
+    from imm_ray.supervised.bert.finetune import FinetuneConfig, finetune, prepare_run
+
+    quiet_library_logs()
+    quiet_transformers()
+    trial = config["trial"]
+    trial_dir = tune.get_context().get_trial_dir()
+    with open(os.path.join(trial_dir, PID_FILE), "w") as handle:
+        handle.write(f"{os.getpid()}\n")
+    torch.set_num_threads(max(1, int(trial.get("cpus", 1))))
+    finetune_config = FinetuneConfig(**trial["config"])
+    if finetune_config.device == "cuda" and not torch.cuda.is_available():
+        finetune_config = dataclasses.replace(finetune_config, device="cpu", precision="fp32")
+    run = prepare_run(finetune_config)
+    metric = run.spec.metric
+    output_dir = os.path.join(trial_dir, "trainer")
+    resume_from = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            resume_from = os.path.join(output_dir, "resumed")
+            shutil.rmtree(resume_from, ignore_errors=True)
+            shutil.copytree(folder, resume_from)
+    results = finetune(
+        run,
+        output_dir,
+        callbacks=[_tune_callback(trial, metric)],
+        save=True,
+        resume_from=resume_from,
+    )
+    seed = str(trial["seed"])
+    print(
+        f"{trial['setting']} seed {seed}: dev {metric} {results[f'dev_{metric}']:.4f}, "
+        f"{results['train_seconds']:.0f} s",
+        flush=True,
+    )
+    scalars = {k: float(v) for k, v in results.items()}
+    for split in SPLITS:
+        key = f"{split}_{metric}"
+        if key in results:
+            tune.report(
+                {
+                    "size": finetune_config.epochs,
+                    "setting": trial["curves"][split],
+                    "values": {seed: 100.0 * results[key]},
+                    **scalars,
+                }
+            )
+
+
+EXPERIMENT_CLASS = BertExperiment
+EXPERIMENTS: dict[str, BertExperiment] = {
+    "table2": BertExperiment(
+        "table2",
+        (
+            BertSetting("BERT", "base"),
+            BertSetting("+MLM", "mlm"),
+            BertSetting("+MLM+IMM", "imm"),
+        ),
+    ),
+}
+"""Table 2: BERT fine-tuned without and with MLM, and with IMM within MLM (k = 5, λ = 0.2)."""
