@@ -54,7 +54,7 @@ FINETUNE_OPTIONS = (
 
 
 #: ``sweep`` options the language-model experiments define too; table2 reads them as well.
-SHARED_SWEEP_FLAGS = ("--data", "--epochs")
+SHARED_SWEEP_FLAGS = ("--data", "--epochs", "--precision")
 
 
 def _add_finetune_options(parser, required: tuple[str, ...] = ()) -> None:

@@ -30,7 +30,8 @@ CONFIG_OPTIONS = (
         "--precision",
         "precision",
         str,
-        "arithmetic of the training passes: fp32, or bf16 (mixed precision) [fp32]",
+        "arithmetic of the training passes: fp32, or bf16 (mixed precision; for BERT "
+        "also fp16 on a GPU) [fp32]",
     ),
 )
 
@@ -108,9 +109,10 @@ def lm_sweep_overrides(args: argparse.Namespace, experiment) -> dict:
     given = {k: v for k, v in given.items() if v is not None}
     if getattr(experiment, "kind", None) != "lm":
         if getattr(experiment, "kind", None) == "bert":
-            # table2 reads --data and --epochs too (imm_ray.bert_cli.bert_sweep_overrides).
-            given.pop("data", None)
-            given.pop("epochs", None)
+            # table2 reads --data, --epochs and --precision too
+            # (imm_ray.bert_cli.bert_sweep_overrides).
+            for shared in ("data", "epochs", "precision"):
+                given.pop(shared, None)
         if given:
             flags = ", ".join("--" + k.replace("_", "-") for k in given)
             raise ValueError(f"{flags} apply to language-model experiments only")
