@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 
@@ -77,3 +78,17 @@ def check_seeds(seeds: object) -> list[int]:
     raise ValueError(
         f"seeds must be a count >= 1 or a non-empty list of distinct integers >= 0, got {seeds!r}"
     )
+
+
+@dataclass(frozen=True)
+class MethodSetting:
+    """One curve or column of a supervised sweep: a label, a training method and its
+    overrides of the experiment's configuration (e.g. ``{"lam": 0.5}``)."""
+
+    label: str
+    method: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            raise ValueError("label must be a non-empty string")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from tuning.base import check_name_and_labels, check_resources, check_seeds
+from tuning.base import MethodSetting, check_name_and_labels, check_resources, check_seeds
 
 SPLITS = ("dev", "test")
 METRIC_LABELS = {"mcc": "MCC", "f1": "F1", "accuracy": "Accuracy"}
@@ -32,17 +32,10 @@ PID_FILE = "trial.pid"
 
 
 @dataclass(frozen=True)
-class BertSetting:
-    """One column of Table 2: a method and its overrides of the experiment's configuration."""
+class BertSetting(MethodSetting):
+    """One column of Table 2: a fine-tuning method (FinetuneConfig fields as overrides)."""
 
-    label: str
     method: str = "base"
-    overrides: dict[str, Any] = field(default_factory=dict)
-    """FinetuneConfig fields for this setting only (e.g. ``{"lam": 0.5}``)."""
-
-    def __post_init__(self) -> None:
-        if not self.label:
-            raise ValueError("label must be a non-empty string")
 
 
 def _path(value: str | None) -> str | None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from tuning.base import check_name_and_labels, check_resources, check_seeds
+from tuning.base import MethodSetting, check_name_and_labels, check_resources, check_seeds
 
 #: Metric → its name in curve labels; "bigram X" is the induced bigram's perplexity on
 #: split X (for the Kneser–Ney curve: the bigram's own).
@@ -38,17 +38,10 @@ PID_FILE = "trial.pid"
 
 
 @dataclass(frozen=True)
-class LMSetting:
-    """One curve: a method and its overrides of the experiment's configuration."""
+class LMSetting(MethodSetting):
+    """One curve: an LM method (LMConfig fields as overrides)."""
 
-    label: str
     method: str = "none"
-    overrides: dict[str, Any] = field(default_factory=dict)
-    """LMConfig fields for this setting only (e.g. ``{"lam": 0.5}``)."""
-
-    def __post_init__(self) -> None:
-        if not self.label:
-            raise ValueError("label must be a non-empty string")
 
 
 @dataclass(frozen=True)
