@@ -17,7 +17,7 @@ from imm_ray.imm import serialized_correction, serialized_imm_loss
 from imm_ray.restricted.kneser_ney import estimate_kneser_ney
 from imm_ray.supervised.lm.corpus import load_corpus
 from imm_ray.supervised.lm.histories import HistorySampler
-from imm_ray.supervised.lm.imm_branch import SerializedIMM, sampled_imm_backward
+from imm_ray.supervised.lm.imm_branch import SerializedIMM, sampled_imm_backward, soft_target_nll
 from imm_ray.supervised.lm.metrics import batchify
 from imm_ray.supervised.lm.model import LSTMLanguageModel, autocast, native_bf16
 from imm_ray.supervised.lm.synthetic import MarkovSource
@@ -48,9 +48,7 @@ def test_corrected_target_is_the_stale_ratio_of_eq_13_times_the_bigram():
     seen_probs, seen_inputs = [], []
     stale_state = state
     for step, inputs in enumerate(stream.split(4, dim=1)):
-        weights = serialized.corrected_target_(
-            model, step, inputs, state, target_rows(inputs), scale=0.3
-        )
+        weights = serialized.corrected_target_(model, step, inputs, state, target_rows, scale=0.3)
         # By hand: the snapshot's predictions, and its induced model as the mean of its
         # predictions at every position read so far with the same input (this batch's too).
         with torch.no_grad():
@@ -75,8 +73,11 @@ def test_a_bf16_snapshots_correction_averages_to_one_over_each_contexts_rows():
     inputs = torch.tensor([[1, 2, 1, 3], [1, 1, 2, 0], [3, 1, 2, 2]])
     state = model.init_state(3)
     serialized = SerializedIMM(refresh_every=10, vocab_size=V, precision="bf16")
-    ones = torch.ones(3, 4, V)
-    weights = serialized.corrected_target_(model, 0, inputs, state, ones)  # P̂ = 1: the correction
+
+    def ones(contexts: torch.Tensor) -> torch.Tensor:  # P̂ = 1: the weights are the correction
+        return torch.ones(*contexts.shape, V)
+
+    weights = serialized.corrected_target_(model, 0, inputs, state, ones)
     assert serialized.snapshot.module.decoder.weight.dtype == torch.bfloat16
     assert weights.dtype == torch.float32
     flat = inputs.reshape(-1)
@@ -215,3 +216,22 @@ def test_a_step_sums_the_losses_over_the_unroll_and_averages_over_rows(markov, m
     trainer.train_epoch(validate=False)
     for theirs, mine in zip(trainer.model.parameters(), expected, strict=True):
         torch.testing.assert_close(theirs, mine, rtol=1e-4, atol=1e-6)
+
+
+def test_soft_target_nll_matches_autograd_and_writes_its_gradient_into_the_weights():
+    logits = torch.randn(3, 2, V, generator=torch.Generator().manual_seed(4), requires_grad=True)
+    weights = torch.rand(6, V, generator=torch.Generator().manual_seed(5))
+    expected_grad = torch.autograd.grad(
+        -(weights.view(3, 2, V) * torch.log_softmax(logits, -1)).sum() / 3, logits
+    )[0]
+    buffer = weights.clone()
+    loss = soft_target_nll(torch.log_softmax(logits, -1), buffer, 3)
+    torch.testing.assert_close(
+        loss, -(weights.view(3, 2, V) * torch.log_softmax(logits, -1)).sum() / 3
+    )
+    (loss * 2.0).backward()
+    torch.testing.assert_close(logits.grad, 2.0 * expected_grad)
+    # The weights' memory now holds ∂loss/∂log_probs (no B·L × V allocation).
+    torch.testing.assert_close(buffer, -2.0 * weights / 3)
+    with pytest.raises(ValueError, match="weights must have as many numbers"):
+        soft_target_nll(torch.zeros(2, V), torch.zeros(3, V), 2)

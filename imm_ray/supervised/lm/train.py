@@ -46,7 +46,11 @@ from imm_ray.imm import validate_lambda
 from imm_ray.restricted.kneser_ney import KneserNeyBigram
 from imm_ray.supervised.lm.corpus import Corpus
 from imm_ray.supervised.lm.histories import HistorySampler
-from imm_ray.supervised.lm.imm_branch import SerializedIMM, sampled_imm_backward
+from imm_ray.supervised.lm.imm_branch import (
+    SerializedIMM,
+    sampled_imm_backward,
+    soft_target_nll,
+)
 from imm_ray.supervised.lm.metrics import batchify, bigram_perplexity, induced_bigram, perplexity
 from imm_ray.supervised.lm.model import (
     PRECISIONS,
@@ -382,13 +386,13 @@ class LMTrainer:
                 # CE + λ·ĨMM as one soft-target cross-entropy: the one-hot targets plus λ
                 # times ĨMM's weights, dotted with the log-probs (one pass, one backward).
                 weights = serialized.corrected_target_(
-                    model, step, inputs, carried, self.bigram.rows(inputs), scale=config.lam
+                    model, step, inputs, carried, self.bigram.rows, scale=config.lam
                 )
                 rows = targets.numel()
                 soft = weights.scatter_add_(
                     1, targets.reshape(-1, 1), torch.ones(rows, 1, device=weights.device)
                 )
-                loss = -torch.dot(soft.view(-1), log_probs.reshape(-1)) / targets.shape[0]
+                loss = soft_target_nll(log_probs, soft, targets.shape[0])
                 with torch.no_grad():
                     nll = -log_probs.gather(-1, targets.unsqueeze(-1)).mean()
                 if config.lam > 0:
