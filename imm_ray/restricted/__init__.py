@@ -53,6 +53,7 @@ def __getattr__(name: str) -> Any:
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 __all__ = [
     "FALLBACK_DISCOUNTS",
     "POLICY_KINDS",

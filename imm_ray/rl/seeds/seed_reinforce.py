@@ -79,6 +79,9 @@ class SeedReinforceConfig(IMMConfigMixin, RolloutEvaluationConfigMixin, Algorith
         # seed's step for one seed's NaN. The learner instead marks a seed whose loss
         # turns non-finite as failed and drops its term (SeedReinforce reports it).
         self.torch_skip_nan_gradients = True
+        # RLlib's default samples CPU and memory use in a thread that Algorithm.stop()
+        # joins, waiting out its sleep (≈ 0.7 s per trial); its numbers are never read here.
+        self.log_sys_usage = False
         self.seeds: list[int] = [0]
         self.epochs_per_iteration = 1
         self.trajectory_length: int | None = None
