@@ -404,8 +404,14 @@ def _train_rl(args: argparse.Namespace) -> int:
         print(f"imm-ray: note: {note}", file=sys.stderr)
 
     results = _run_trials_on_ray(trials, args.address)
+    lam = {
+        (trial["setting"], epochs): group["lam"]
+        for trial in trials
+        for group in trial["groups"]
+        for epochs in group["epochs"]
+    }
     rows = [
-        (trial["setting"], trial["lam"], seed, epochs, value)
+        (trial["setting"], lam[trial["setting"], epochs], seed, epochs, value)
         for trial, result in zip(trials, results, strict=True)
         for epochs, values in result.items()
         for seed, value in values.items()
@@ -430,7 +436,7 @@ def _run_trials_on_ray(trials: list[dict], address: str | None) -> list[dict]:
     init_ray(address, log_to_driver=False)
     task = ray.remote(num_cpus=1)(run_trial)
     pending = {task.remote(trial): i for i, trial in enumerate(trials)}
-    cost = [len(t["seeds"]) * max(t["epochs"]) for t in trials]
+    cost = [len(t["seeds"]) * len(t["groups"]) * max(t["epochs"]) for t in trials]
     results: list[dict | None] = [None] * len(trials)
     start = time.monotonic()
     while pending:

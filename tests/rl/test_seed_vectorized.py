@@ -61,6 +61,39 @@ def test_a_seed_trains_the_same_alone_or_beside_others(ray_session):
     assert not np.allclose(together_evals[:, 0], together_evals[:, 1])
 
 
+def test_lambda_groups_train_each_seed_as_it_trains_alone_at_each_lambda(ray_session):
+    """imm(lam=[...]) runs every seed once per λ, side by side: run g·S + i is seed i
+    trained alone at λ_g (λ = 0: plain REINFORCE, no IMM term at all)."""
+    seeds, lams = [2, 5], [0.25, 0.0, 1.0]
+    config = SeedReinforceConfig().training(seeds=seeds, epochs_per_iteration=2)
+    grouped = train_and_evaluate_seeds(config.copy().imm(lam=lams), [3, 6])
+    assert config.copy().imm(lam=lams).run_seeds == [2, 5, 2, 5, 2, 5]
+    for g, lam in enumerate(lams):
+        alone = config.copy().imm(lam=lam) if lam > 0 else config.copy().imm(target=None)
+        separate = train_and_evaluate_seeds(alone, [3, 6])
+        for epochs in (3, 6):
+            # Batched matmuls may round differently for different run counts: ~1e-7.
+            np.testing.assert_allclose(
+                grouped[epochs][g * 2 : (g + 1) * 2], separate[epochs], rtol=1e-5
+            )
+    # The groups really are different runs of the same seeds.
+    assert not np.allclose(grouped[6][:2], grouped[6][4:])
+
+
+@pytest.mark.parametrize(
+    ("lam", "message"),
+    [
+        ([], "imm_lambda must be a finite number >= 0 or a non-empty list of distinct"),
+        ([0.2, 0.2], "imm_lambda must be a finite number >= 0 or a non-empty list of distinct"),
+        ([0.2, -1.0], "imm_lambda must be a finite number >= 0, got -1.0"),
+        ("0.2", "imm_lambda must be a finite number >= 0 or a list of them"),
+    ],
+)
+def test_lambda_groups_are_checked_when_set(lam, message):
+    with pytest.raises(ValueError, match=message):
+        SeedReinforceConfig().imm(lam=lam)
+
+
 def test_initial_weights_are_the_seeds_own_nn_linear_layers():
     space = gym.make(envs.MDP_ENV_ID)
     module = BatchedReinforceRLModule(
