@@ -433,8 +433,17 @@ def _run_trials_on_ray(trials: list[dict], address: str | None) -> list[dict]:
     from imm_ray.cluster import init_ray
     from tuning.rl import run_trial
 
-    init_ray(address, log_to_driver=False)
-    task = ray.remote(num_cpus=1)(run_trial)
+    started = init_ray(address, log_to_driver=False)
+    try:
+        return _wait_for_trials(ray.remote(num_cpus=1)(run_trial), trials)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _wait_for_trials(task, trials: list[dict]) -> list[dict]:
+    import ray
+
     pending = {task.remote(trial): i for i, trial in enumerate(trials)}
     cost = [len(t["seeds"]) * len(t["groups"]) * max(t["epochs"]) for t in trials]
     results: list[dict | None] = [None] * len(trials)

@@ -34,19 +34,22 @@ def prefer_loopback(address: str | None = None) -> None:
         os.environ.setdefault(SINGLE_MACHINE_SWITCH, "0")
 
 
-def init_ray(address: str | None = None, **kwargs) -> None:
+def init_ray(address: str | None = None, **kwargs) -> bool:
     """Joins ``address`` (or ``$RAY_ADDRESS``), else starts an embedded loopback Ray.
 
     Does nothing if Ray is already initialized in this process. ``kwargs`` go to
-    ``ray.init`` (e.g. ``num_cpus``, ``log_to_driver``).
+    ``ray.init`` (e.g. ``num_cpus``, ``log_to_driver``). Returns whether this call started
+    (or joined) Ray, i.e. whether its caller should ``ray.shutdown()`` when done: an
+    explicit shutdown skips the half second that Ray's exit hook waits for log lines.
     """
     prefer_loopback(address)
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     kwargs.setdefault("logging_level", logging.WARNING)
     if joins_cluster(address):
         ray.init(address=address, **kwargs)
     else:
         ray.init(include_dashboard=False, **kwargs)
+    return True
