@@ -26,6 +26,7 @@ from imm_ray.rl.seeds import (
     SeedReinforceConfig,
     train_and_evaluate_seeds,
 )
+from imm_ray.rl.seeds.eager_adam import EagerAdam
 from imm_ray.rl.seeds.returns_to_go import discounted_returns_to_go
 from imm_ray.rl.seeds.seed_learner import NUM_FAILED_SEEDS_KEY
 from imm_ray.rl.seeds.tensor_pair import TensorPair
@@ -92,6 +93,60 @@ def test_lambda_groups_train_each_seed_as_it_trains_alone_at_each_lambda(ray_ses
 def test_lambda_groups_are_checked_when_set(lam, message):
     with pytest.raises(ValueError, match=message):
         SeedReinforceConfig().imm(lam=lam)
+
+
+def test_eager_adam_updates_as_torch_adam_does_bit_for_bit():
+    torch.manual_seed(0)
+    start = torch.randn(3, 8, 5)
+    grads = [torch.randn_like(start) for _ in range(6)]
+
+    def run(optimizer_class, **kwargs) -> tuple[torch.Tensor, dict]:
+        param = nn.Parameter(start.clone())
+        optimizer = optimizer_class([param], lr=1e-2, **kwargs)
+        for grad in grads:
+            optimizer.zero_grad()
+            param.grad = grad.clone()
+            optimizer.step()
+        return param.detach(), optimizer.state_dict()
+
+    for kwargs in ({}, {"amsgrad": True, "weight_decay": 0.1}):
+        eager, eager_state = run(EagerAdam, **kwargs)
+        reference, reference_state = run(torch.optim.Adam, **kwargs)
+        assert torch.equal(eager, reference)
+        assert eager_state["param_groups"] == reference_state["param_groups"]
+        for key, value in reference_state["state"][0].items():
+            assert torch.equal(eager_state["state"][0][key], value), key
+    restored = EagerAdam([nn.Parameter(start.clone())], lr=1e-2)
+    restored.load_state_dict(reference_state)
+    assert torch.equal(
+        restored.state_dict()["state"][0]["exp_avg"], eager_state["state"][0]["exp_avg"]
+    )
+
+
+def test_a_trial_worker_imports_neither_torch_dynamo_nor_pomdp_py(ray_session):
+    """A figure-2 trial on a fresh Ray worker (a runtime env of its own, so no worker that an
+    earlier test warmed up) trains through RLlib without loading torch's compiler stack
+    or pomdp-py and the scipy.stats it imports: its IMM target is solved with numpy alone."""
+    from tuning.rl import EXPERIMENTS, run_trial, trial_plan
+
+    unneeded = ("torch._dynamo", "sympy", "pomdp_py", "scipy.stats")
+    fresh = {"env_vars": {"IMM_RAY_TEST_FRESH_WORKER": "trial-imports"}}
+
+    @ray_session.remote(num_cpus=1, runtime_env=fresh)
+    def modules_of_a_trial(trial: dict) -> tuple[list[str], list[str], dict]:
+        import sys
+
+        before = [m for m in unneeded if m in sys.modules]
+        rewards = run_trial(trial)
+        after = [m for m in (*unneeded, "ray.rllib", "torch") if m in sys.modules]
+        return before, after, rewards
+
+    experiment = EXPERIMENTS["figure2"].with_overrides(seeds=1, epochs=(10, 200))
+    imm_trial = next(t for t in trial_plan(experiment) if t["imm"])
+    assert len(imm_trial["groups"]) == 2
+    before, after, rewards = ray_session.get(modules_of_a_trial.remote(imm_trial))
+    assert before == [] and after == ["ray.rllib", "torch"]
+    assert sorted(rewards) == [10, 200]
 
 
 def test_initial_weights_are_the_seeds_own_nn_linear_layers():
