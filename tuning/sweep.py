@@ -102,7 +102,8 @@ def run_sweep(
         experiment.trainable(),
         {"cpu": experiment.cpus_per_trial, "gpu": experiment.gpus_per_trial},
     )
-    started = init_ray(address)
+    # Trials run on Tune's own actors, never on workers Ray would prestart for tasks.
+    started = init_ray(address, prestart_workers=False)
     try:
         _fit(experiment, trainable, storage, folder, resume=resume, verbose=verbose)
     finally:
