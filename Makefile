@@ -38,3 +38,4 @@ bench: setup
 	$(PY) benchmarks/rl_throughput.py
 	$(PY) benchmarks/rl_seeds_throughput.py
 	$(PY) benchmarks/logistic_figure1.py
+	$(PY) benchmarks/sweep_startup.py

@@ -13,14 +13,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from numbers import Real
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from gymnasium import spaces
 
 from envs.pair import PomdpMdpPair
 from envs.tabular_env import TabularEnv, check_int
+
+if TYPE_CHECKING:
+    import torch
 
 #: Action ids 0..3 in order; ``up`` increases y, ``right`` increases x.
 ACTION_NAMES = ("up", "down", "left", "right")
@@ -121,6 +123,8 @@ class ToroidalGrid(PomdpMdpPair):
 
     def observation_state(self, obs: torch.Tensor) -> torch.Tensor:
         """``x * size + y`` of observations ``[..., 2]`` as long; float inputs are rounded."""
+        import torch  # here, not at the top: planning a sweep needs no torch
+
         obs = torch.as_tensor(obs)
         if obs.is_floating_point():
             obs = obs.round()

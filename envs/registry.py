@@ -41,7 +41,6 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 from gymnasium import spaces
 
 from envs.grid import ToroidalGrid, ToroidalGridEnv
@@ -78,7 +77,7 @@ class ContextObservation(gym.ObservationWrapper):
         self._context = pair.state_context()
 
     def observation(self, observation: Any) -> np.int64:
-        state = int(self.pair.observation_state(torch.as_tensor(np.asarray(observation))[None])[0])
+        state = int(self.pair.observation_state(np.asarray(observation)[None])[0])
         return np.int64(self._context[state])
 
 

@@ -28,15 +28,17 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 from gymnasium import spaces
 
 from envs.pair import PomdpMdpPair
 from envs.tabular_env import TabularEnv, check_int
+
+if TYPE_CHECKING:
+    import torch
 
 #: Gymnasium's Taxi id the tables are read from.
 GYMNASIUM_TAXI_ID = "Taxi-v3"
@@ -174,6 +176,8 @@ class Taxi(PomdpMdpPair):
 
     def observation_state(self, obs: torch.Tensor) -> torch.Tensor:
         """Gymnasium's state id of observations ``[..., 4]`` as long; floats are rounded."""
+        import torch  # here, not at the top: planning a sweep needs no torch
+
         obs = torch.as_tensor(obs)
         if obs.is_floating_point():
             obs = obs.round()

@@ -76,3 +76,21 @@ def test_the_embedded_ray_binds_loopback_only_and_starts_no_dashboard():
     assert seen["listening"], "Ray's processes listen somewhere"
     addresses = {ip.removeprefix("::ffff:") for ip, _ in seen["listening"]}
     assert addresses == {"127.0.0.1"}, seen["listening"]
+
+
+def test_a_sweeps_embedded_ray_prestarts_no_worker_that_its_trials_cannot_use():
+    probe = """
+import re, time
+from imm_ray.cluster import init_ray
+init_ray(num_cpus=2, prestart_workers=False)
+import ray
+time.sleep(3)  # Ray prestarts on the driver's registration, right after init
+logs = ray._private.worker._global_node.get_logs_dir_path()
+print(len(re.findall("Started worker process", open(logs + "/raylet.out").read())))
+"""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", SINGLE_MACHINE_SWITCH)}
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "0"

@@ -15,12 +15,13 @@ from typing import Any
 
 from tuning.base import SweepExperiment
 
-#: Experiment kind → the module that defines it (looked up in this order).
+#: Experiment kind → the module that defines it (looked up in this order). ``tuning.rl``
+#: imports neither torch nor RLlib (≈ 0.3 s); the others import torch (≈ 1.5 s).
 KIND_MODULES: dict[str, str] = {
+    "rl": "tuning.rl",
     "logistic": "tuning.logistic",
     "lm": "tuning.lm",
     "bert": "tuning.bert",
-    "rl": "tuning.rl",
 }
 
 

@@ -222,40 +222,50 @@ class Experiment:
 
 
 def trial_plan(experiment: Experiment) -> list[dict[str, Any]]:
-    """One Tune trial per (setting, λ, chunk of seeds): its epochs are evaluated along one run.
-
-    The seeds of a chunk train side by side in one seed-vectorized algorithm; chunks of
-    ``seeds_per_trial`` let Ray spread a large seed count over several workers.
+    """One Tune trial per (setting, chunk of seeds): each λ group's epochs are evaluated
+    along one run per seed.
 
     While λ is constant, evaluating a longer run at each shorter dataset size is
     statistically the same as separate runs; the λ rule changes λ at 200 epochs, so a
-    rule setting gets two runs per seed.
+    rule setting has two λ groups (``"groups"``: each λ with the epochs it reports), and
+    every seed trains once per group. All of a trial's runs (seeds × groups) train side
+    by side in one seed-vectorized algorithm, so a setting is one trial however many λ
+    it has; chunks of ``seeds_per_trial`` let Ray spread a large seed count over several
+    workers. ``"epochs"`` lists every epoch count the trial reports.
     """
     trials = []
     for setting in experiment.settings:
         groups: dict[float, list[int]] = {}
         for epochs in sorted(set(experiment.epochs)):
             groups.setdefault(setting.lam_at(epochs), []).append(epochs)
-        for lam, epochs in groups.items():
-            for chunk in _chunks(experiment.seed_ids, experiment.seeds_per_trial):
-                trials.append(
-                    {
-                        "setting": setting.label,
-                        "sizes": epochs,
-                        "tag": f"lam{lam:.3g}_seeds{chunk[0]}-{chunk[-1]}",
-                        "imm": setting.imm,
-                        "lam": lam,
-                        "target": vars(setting.target).copy(),
-                        "num_samples": setting.num_samples,
-                        "epochs": epochs,
-                        "seeds": chunk,
-                        "env": experiment.env,
-                        "env_config": dict(experiment.env_config),
-                        "gamma": experiment.gamma,
-                        "gpus": experiment.gpus_per_trial,
-                    }
-                )
+        lams = "+".join(f"{lam:.3g}" for lam in groups)
+        for chunk in _chunks(experiment.seed_ids, experiment.seeds_per_trial):
+            trials.append(
+                {
+                    "setting": setting.label,
+                    "sizes": sorted(set(experiment.epochs)),
+                    "tag": f"lam{lams}_seeds{chunk[0]}-{chunk[-1]}",
+                    "imm": setting.imm,
+                    "groups": [{"lam": lam, "epochs": e} for lam, e in groups.items()],
+                    "target": vars(setting.target).copy(),
+                    "num_samples": setting.num_samples,
+                    "epochs": sorted(set(experiment.epochs)),
+                    "seeds": chunk,
+                    "env": experiment.env,
+                    "env_config": dict(experiment.env_config),
+                    "gamma": experiment.gamma,
+                    "gpus": experiment.gpus_per_trial,
+                }
+            )
     return trials
+
+
+def trial_groups(trial: dict[str, Any]) -> list[dict[str, Any]]:
+    """A trial's λ groups, ``[{"lam": λ, "epochs": [...]}, ...]``; a trial stored before
+    trials held several groups has one ``"lam"`` for all its epochs."""
+    if "groups" in trial:
+        return trial["groups"]
+    return [{"lam": trial["lam"], "epochs": trial["epochs"]}]
 
 
 def _chunks(seeds: Sequence[int], size: int | None) -> list[list[int]]:
@@ -336,15 +346,17 @@ def check_trial(trial: dict[str, Any]) -> None:
 
 
 def trial_config(trial: dict[str, Any]) -> Any:
-    """The seed-vectorized ``SeedReinforceConfig`` that trains a trial's seeds side by side."""
+    """The seed-vectorized ``SeedReinforceConfig`` that trains a trial's seeds side by side,
+    once per λ group."""
     from imm_ray.rl.seeds import SeedReinforceConfig
 
+    lams = [group["lam"] for group in trial_groups(trial)]
     config = (
         SeedReinforceConfig()
         .environment(env=trial["env"], env_config=dict(trial["env_config"]))
         .training(seeds=trial["seeds"], epochs_per_iteration=EPOCHS_PER_ITERATION)
         .imm(
-            lam=trial["lam"],
+            lam=lams if len(lams) > 1 else lams[0],
             target=TargetSpec(**trial["target"]) if trial["imm"] else None,
             num_samples=trial["num_samples"] if trial["imm"] else None,
         )
@@ -363,10 +375,19 @@ def run_trial(trial: dict[str, Any]) -> dict[int, dict[int, float]]:
     from imm_ray.rl.seeds import train_and_evaluate_seeds
 
     quiet_library_logs()
-    per_epoch = train_and_evaluate_seeds(trial_config(trial), trial["epochs"])
+    groups = trial_groups(trial)
+    per_epoch = train_and_evaluate_seeds(
+        trial_config(trial), [e for group in groups for e in group["epochs"]]
+    )
+    seeds = trial["seeds"]
+    runs = len(seeds)
+    # Runs are group by group: group g's seeds are runs g·S … g·S + S − 1.
     return {
-        epochs: dict(zip(trial["seeds"], map(float, values), strict=True))
-        for epochs, values in per_epoch.items()
+        epochs: dict(
+            zip(seeds, map(float, per_epoch[epochs][g * runs : (g + 1) * runs]), strict=True)
+        )
+        for g, group in enumerate(groups)
+        for epochs in group["epochs"]
     }
 
 
@@ -375,7 +396,8 @@ PID_FILE = "trial.pid"
 
 
 def rl_trainable(config: dict[str, Any]) -> None:
-    """Tune function trainable: one setting × one λ × its seeds, evaluated along the way.
+    """Tune function trainable: one setting × its seeds (once per λ group), evaluated
+    along the way.
 
     Writes its process id to ``trial.pid`` in the trial folder first, so an operator (or a
     test) can find the process that runs a trial.
@@ -386,6 +408,6 @@ def rl_trainable(config: dict[str, Any]) -> None:
     with open(os.path.join(trial_dir, PID_FILE), "w") as handle:
         handle.write(f"{os.getpid()}\n")
     rewards = run_trial(config["trial"])
-    for epochs in config["trial"]["epochs"]:
+    for epochs in sorted(rewards):
         values = {str(seed): value for seed, value in rewards[epochs].items()}
         tune.report({"size": epochs, "values": values})

@@ -102,7 +102,27 @@ def run_sweep(
         experiment.trainable(),
         {"cpu": experiment.cpus_per_trial, "gpu": experiment.gpus_per_trial},
     )
-    init_ray(address)
+    # Trials run on Tune's own actors, never on workers Ray would prestart for tasks.
+    started = init_ray(address, prestart_workers=False)
+    try:
+        _fit(experiment, trainable, storage, folder, resume=resume, verbose=verbose)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    return folder
+
+
+def _fit(
+    experiment: SweepExperiment,
+    trainable: Any,
+    storage: Path,
+    folder: Path,
+    *,
+    resume: bool,
+    verbose: bool,
+) -> None:
     if resume:
         tuner = tune.Tuner.restore(
             str(folder), trainable, resume_unfinished=True, resume_errored=True
@@ -126,7 +146,6 @@ def run_sweep(
             tune_config=tune.TuneConfig(trial_dirname_creator=_trial_dirname, reuse_actors=True),
         )
     tuner.fit()
-    return folder
 
 
 def _trial_dirname(trial: Any) -> str:

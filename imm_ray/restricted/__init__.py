@@ -1,17 +1,18 @@
 """Restricted models P̂: POMDP solvers (FIB, QMDP), the restricted policies read off them and
 their exact values (lower bounds on V*); the modified Kneser–Ney bigram of the language
-experiments and its ARPA files."""
+experiments and its ARPA files.
 
-from imm_ray.restricted.arpa import ArpaError, read_arpa, write_arpa
+The language-model half (``arpa``, ``kneser_ney``) runs on torch and loads on first use,
+so that the RL and POMDP half imports without torch (a sweep's driver plans on it).
+"""
+
+from importlib import import_module
+from typing import Any
+
 from imm_ray.restricted.bounds import (
     blind_policy_values,
     context_policy_return,
     context_policy_values,
-)
-from imm_ray.restricted.kneser_ney import (
-    FALLBACK_DISCOUNTS,
-    KneserNeyBigram,
-    estimate_kneser_ney,
 )
 from imm_ray.restricted.policy import (
     POLICY_KINDS,
@@ -33,6 +34,25 @@ from imm_ray.restricted.solvers import (
     tables_from_pair,
 )
 from imm_ray.restricted.target import TargetSpec
+
+#: Exports loaded on first access (they import torch): name → submodule.
+_LAZY = {
+    "ArpaError": "arpa",
+    "read_arpa": "arpa",
+    "write_arpa": "arpa",
+    "FALLBACK_DISCOUNTS": "kneser_ney",
+    "KneserNeyBigram": "kneser_ney",
+    "estimate_kneser_ney": "kneser_ney",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(f"imm_ray.restricted.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "FALLBACK_DISCOUNTS",

@@ -12,23 +12,26 @@ inside the sum over observations). The paper solves its grid POMDP with FIB (App
 
 Solvers read a model into dense tables once (:class:`TabularPOMDP`): any small pomdp-py
 model whose transition, observation and policy models enumerate states, observations and
-actions, or a :class:`~envs.pair.PomdpMdpPair` directly.
+actions, or a :class:`~envs.pair.PomdpMdpPair` directly. pomdp-py (and the scipy it
+imports) loads only when a pomdp-py model or policy is involved: solving a pair, as every
+sweep's IMM target does, needs numpy alone.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from numbers import Integral, Real
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pomdp_py
 
 from envs.pair import PomdpMdpPair
-from envs.tabular import Action, Observation, State
+
+if TYPE_CHECKING:
+    import pomdp_py
 
 #: The solvers by name, as :func:`solve` and the restricted-policy helpers accept them.
 SOLVERS = ("fib", "qmdp")
@@ -73,16 +76,59 @@ class TabularPOMDP:
                 raise ValueError(f"{name} must be non-negative with rows summing to 1")
 
 
-#: What the solvers accept: tables, a pair, or a pomdp-py POMDP / Agent to enumerate.
-Model = TabularPOMDP | PomdpMdpPair | pomdp_py.POMDP | pomdp_py.Agent
+if TYPE_CHECKING:
+    #: What the solvers accept: tables, a pair, or a pomdp-py POMDP / Agent to enumerate.
+    Model = TabularPOMDP | PomdpMdpPair | pomdp_py.POMDP | pomdp_py.Agent
+
+
+class IndexLabels(Sequence):
+    """The labels ``kind(0) … kind(n − 1)`` of a pair's tables (``kind``: ``"State"``,
+    ``"Action"`` or ``"Observation"`` of :mod:`envs.tabular`), built on first access.
+
+    Those classes are pomdp-py types, so building them imports pomdp-py; the solvers only
+    need the count, which :func:`len` gives without. Equal to the tuple of the labels.
+    """
+
+    def __init__(self, kind: str, n: int) -> None:
+        self._kind, self._n = kind, int(n)
+        self._labels: tuple[Any, ...] | None = None
+
+    def _built(self) -> tuple[Any, ...]:
+        if self._labels is None:
+            import envs.tabular
+
+            cls = getattr(envs.tabular, self._kind)
+            self._labels = tuple(cls(i) for i in range(self._n))
+        return self._labels
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, index):
+        return self._built()[index]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._built())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, IndexLabels | tuple):
+            return tuple(self) == tuple(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._built())
+
+    def __repr__(self) -> str:
+        return f"IndexLabels({self._kind!r}, {self._n})"
 
 
 def tables_from_pair(pair: PomdpMdpPair) -> TabularPOMDP:
-    """The pair's tables, with the index objects of :mod:`envs.tabular` as labels."""
+    """The pair's tables, with the index objects of :mod:`envs.tabular` as labels
+    (:class:`IndexLabels`: built when first read)."""
     return TabularPOMDP(
-        states=tuple(State(s) for s in range(pair.n_states)),
-        actions=tuple(Action(a) for a in range(pair.n_actions)),
-        observations=tuple(Observation(c) for c in range(pair.n_contexts)),
+        states=IndexLabels("State", pair.n_states),
+        actions=IndexLabels("Action", pair.n_actions),
+        observations=IndexLabels("Observation", pair.n_contexts),
         transition=pair.transition_matrix(),
         observation=pair.observation_matrix(),
         reward=pair.expected_reward(),
@@ -125,6 +171,8 @@ def as_tables(model: Model) -> TabularPOMDP:
         return model
     if isinstance(model, PomdpMdpPair):
         return tables_from_pair(model)
+    import pomdp_py
+
     if isinstance(model, pomdp_py.POMDP):
         return tables_from_agent(model.agent)
     if isinstance(model, pomdp_py.Agent):
@@ -171,6 +219,8 @@ class AlphaVectors:
     def to_policy(self) -> pomdp_py.AlphaVectorPolicy:
         """The vectors as pomdp-py's ``AlphaVectorPolicy`` (``(vector, action)`` pairs in
         action order: among exactly tied vectors its ``max`` keeps the first action)."""
+        import pomdp_py
+
         vectors = [
             (tuple(map(float, alpha)), a)
             for alpha, a in zip(self.alphas, self.actions, strict=True)

@@ -26,6 +26,7 @@ from imm_ray.rl.seeds import (
     SeedReinforceConfig,
     train_and_evaluate_seeds,
 )
+from imm_ray.rl.seeds.eager_adam import EagerAdam
 from imm_ray.rl.seeds.returns_to_go import discounted_returns_to_go
 from imm_ray.rl.seeds.seed_learner import NUM_FAILED_SEEDS_KEY
 from imm_ray.rl.seeds.tensor_pair import TensorPair
@@ -59,6 +60,93 @@ def test_a_seed_trains_the_same_alone_or_beside_others(ray_session):
         torch.testing.assert_close(a[0], b[1], rtol=1e-5, atol=1e-6)
     # The neighbours really are different runs.
     assert not np.allclose(together_evals[:, 0], together_evals[:, 1])
+
+
+def test_lambda_groups_train_each_seed_as_it_trains_alone_at_each_lambda(ray_session):
+    """imm(lam=[...]) runs every seed once per λ, side by side: run g·S + i is seed i
+    trained alone at λ_g (λ = 0: plain REINFORCE, no IMM term at all)."""
+    seeds, lams = [2, 5], [0.25, 0.0, 1.0]
+    config = SeedReinforceConfig().training(seeds=seeds, epochs_per_iteration=2)
+    grouped = train_and_evaluate_seeds(config.copy().imm(lam=lams), [3, 6])
+    assert config.copy().imm(lam=lams).run_seeds == [2, 5, 2, 5, 2, 5]
+    for g, lam in enumerate(lams):
+        alone = config.copy().imm(lam=lam) if lam > 0 else config.copy().imm(target=None)
+        separate = train_and_evaluate_seeds(alone, [3, 6])
+        for epochs in (3, 6):
+            # Batched matmuls may round differently for different run counts: ~1e-7.
+            np.testing.assert_allclose(
+                grouped[epochs][g * 2 : (g + 1) * 2], separate[epochs], rtol=1e-5
+            )
+    # The groups really are different runs of the same seeds.
+    assert not np.allclose(grouped[6][:2], grouped[6][4:])
+
+
+@pytest.mark.parametrize(
+    ("lam", "message"),
+    [
+        ([], "imm_lambda must be a finite number >= 0 or a non-empty list of distinct"),
+        ([0.2, 0.2], "imm_lambda must be a finite number >= 0 or a non-empty list of distinct"),
+        ([0.2, -1.0], "imm_lambda must be a finite number >= 0, got -1.0"),
+        ("0.2", "imm_lambda must be a finite number >= 0 or a list of them"),
+    ],
+)
+def test_lambda_groups_are_checked_when_set(lam, message):
+    with pytest.raises(ValueError, match=message):
+        SeedReinforceConfig().imm(lam=lam)
+
+
+def test_eager_adam_updates_as_torch_adam_does_bit_for_bit():
+    torch.manual_seed(0)
+    start = torch.randn(3, 8, 5)
+    grads = [torch.randn_like(start) for _ in range(6)]
+
+    def run(optimizer_class, **kwargs) -> tuple[torch.Tensor, dict]:
+        param = nn.Parameter(start.clone())
+        optimizer = optimizer_class([param], lr=1e-2, **kwargs)
+        for grad in grads:
+            optimizer.zero_grad()
+            param.grad = grad.clone()
+            optimizer.step()
+        return param.detach(), optimizer.state_dict()
+
+    for kwargs in ({}, {"amsgrad": True, "weight_decay": 0.1}):
+        eager, eager_state = run(EagerAdam, **kwargs)
+        reference, reference_state = run(torch.optim.Adam, **kwargs)
+        assert torch.equal(eager, reference)
+        assert eager_state["param_groups"] == reference_state["param_groups"]
+        for key, value in reference_state["state"][0].items():
+            assert torch.equal(eager_state["state"][0][key], value), key
+    restored = EagerAdam([nn.Parameter(start.clone())], lr=1e-2)
+    restored.load_state_dict(reference_state)
+    assert torch.equal(
+        restored.state_dict()["state"][0]["exp_avg"], eager_state["state"][0]["exp_avg"]
+    )
+
+
+def test_a_trial_worker_imports_neither_torch_dynamo_nor_pomdp_py(ray_session):
+    """A figure-2 trial on a fresh Ray worker (a runtime env of its own, so no worker that an
+    earlier test warmed up) trains through RLlib without loading torch's compiler stack
+    or pomdp-py and the scipy.stats it imports: its IMM target is solved with numpy alone."""
+    from tuning.rl import EXPERIMENTS, run_trial, trial_plan
+
+    unneeded = ("torch._dynamo", "sympy", "pomdp_py", "scipy.stats")
+    fresh = {"env_vars": {"IMM_RAY_TEST_FRESH_WORKER": "trial-imports"}}
+
+    @ray_session.remote(num_cpus=1, runtime_env=fresh)
+    def modules_of_a_trial(trial: dict) -> tuple[list[str], list[str], dict]:
+        import sys
+
+        before = [m for m in unneeded if m in sys.modules]
+        rewards = run_trial(trial)
+        after = [m for m in (*unneeded, "ray.rllib", "torch") if m in sys.modules]
+        return before, after, rewards
+
+    experiment = EXPERIMENTS["figure2"].with_overrides(seeds=1, epochs=(10, 200))
+    imm_trial = next(t for t in trial_plan(experiment) if t["imm"])
+    assert len(imm_trial["groups"]) == 2
+    before, after, rewards = ray_session.get(modules_of_a_trial.remote(imm_trial))
+    assert before == [] and after == ["ray.rllib", "torch"]
+    assert sorted(rewards) == [10, 200]
 
 
 def test_initial_weights_are_the_seeds_own_nn_linear_layers():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from imm_ray.rl import paper_lambda
-from tuning.rl import EXPERIMENTS, PAPER_EPOCHS, Experiment, Setting, trial_plan
+from tuning.rl import EXPERIMENTS, PAPER_EPOCHS, Experiment, Setting, run_trial, trial_plan
 
 
 def test_figure2_is_no_imm_vs_imm_argmax_over_the_paper_epochs_and_30_seeds():
@@ -51,12 +51,34 @@ def test_rule_settings_train_one_run_per_lambda_with_all_seeds_side_by_side():
     trials = trial_plan(EXPERIMENTS["figure2"])
     no_imm = [t for t in trials if not t["imm"]]
     imm = [t for t in trials if t["imm"]]
-    # No IMM: one run to 500 epochs; the λ rule switches at 200 epochs: two IMM runs.
+    # One trial per setting. No IMM: one run to 500 epochs; the λ rule switches at 200
+    # epochs: two λ groups, one run per seed each, in the same trial.
     assert len(no_imm) == 1 and no_imm[0]["epochs"] == list(PAPER_EPOCHS)
+    assert no_imm[0]["groups"] == [{"lam": 0.0, "epochs": list(PAPER_EPOCHS)}]
     assert no_imm[0]["seeds"] == list(range(30))
-    assert len(imm) == 2
-    assert {t["lam"] for t in imm} == {paper_lambda(10), paper_lambda(500)}
-    assert sorted(e for t in imm for e in t["epochs"]) == list(PAPER_EPOCHS)
+    assert len(imm) == 1 and imm[0]["seeds"] == list(range(30))
+    assert [g["lam"] for g in imm[0]["groups"]] == [paper_lambda(10), paper_lambda(500)]
+    assert [e for g in imm[0]["groups"] for e in g["epochs"]] == list(PAPER_EPOCHS)
+    assert imm[0]["epochs"] == imm[0]["sizes"] == list(PAPER_EPOCHS)
+    assert imm[0]["tag"] == "lam0.25+0.111_seeds0-29"
+
+
+def test_a_rule_settings_one_trial_reports_what_one_trial_per_lambda_did(ray_session):
+    """The λ groups of one trial give every seed the figures that separate trials, one per
+    λ (the plan before trials held several groups, still readable on resume), give."""
+    rule = Setting("IMM")  # λ = 0.25 up to 175 epochs, 0.111 from 200 on
+    experiment = Experiment("x", (rule,), epochs=(20, 175, 200, 230), seeds=(1, 4))
+    (trial,) = trial_plan(experiment)
+    assert [g["lam"] for g in trial["groups"]] == [paper_lambda(20), paper_lambda(200)]
+    merged = run_trial(trial)
+    assert sorted(merged) == [20, 175, 200, 230]
+    for group in trial["groups"]:
+        alone = {k: v for k, v in trial.items() if k != "groups"}
+        separate = run_trial({**alone, "lam": group["lam"], "epochs": group["epochs"]})
+        assert sorted(separate) == group["epochs"]
+        for epochs, values in separate.items():
+            assert list(merged[epochs]) == [1, 4]
+            assert merged[epochs] == pytest.approx(values, rel=1e-5)
 
 
 def test_seeds_per_trial_splits_the_seeds_into_chunks():

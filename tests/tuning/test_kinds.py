@@ -51,16 +51,16 @@ def test_tuning_has_no_import_cycles_and_base_is_a_leaf():
 
 
 def test_every_kind_module_names_its_experiments_and_class():
-    assert list(KIND_MODULES) == ["logistic", "lm", "bert", "rl"]
+    assert list(KIND_MODULES) == ["rl", "logistic", "lm", "bert"]
     for kind in KIND_MODULES:
         module = kind_module(kind)
         assert module.EXPERIMENT_CLASS.kind == kind
         assert all(e.kind == kind for e in module.EXPERIMENTS.values())
     assert experiment_names() == [
+        *tuning.rl.EXPERIMENTS,
         *tuning.logistic.EXPERIMENTS,
         *tuning.lm.EXPERIMENTS,
         *tuning.bert.EXPERIMENTS,
-        *tuning.rl.EXPERIMENTS,
     ]
 
 
@@ -72,7 +72,7 @@ def test_names_and_stored_experiments_resolve_through_the_registry():
     for name in ("figure2", "figure1", "table1", "table5"):
         experiment = named_experiment(name)
         assert experiment_from_dict(experiment.to_dict()) == experiment
-    with pytest.raises(ValueError, match="kind must be one of logistic, lm, bert, rl, got 'nope'"):
+    with pytest.raises(ValueError, match="kind must be one of rl, logistic, lm, bert, got 'nope'"):
         experiment_from_dict({"kind": "nope"})
 
 
@@ -85,6 +85,21 @@ def test_a_logistic_lookup_does_not_import_rllib():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_planning_an_rl_sweep_imports_neither_torch_nor_pomdp_py():
+    """The driver of an RL sweep looks the experiment up, validates every trial (targets
+    solved on the POMDP) and plans it without torch, pomdp-py or RLlib: the trials
+    import those."""
+    code = (
+        "import sys; from tuning.kinds import named_experiment; "
+        "e = named_experiment('figure2'); e.validate(); e.trials(); "
+        "named_experiment('taxi').validate(); "
+        "print(sorted(m for m in ('torch', 'pomdp_py', 'scipy', 'ray.rllib') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 def test_no_project_file_cites_a_file_that_is_not_in_the_repository():

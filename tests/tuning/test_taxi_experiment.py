@@ -21,7 +21,8 @@ def test_taxi_is_no_imm_against_argmax_and_softmax_imm_over_30_seeds():
     trials = trial_plan(taxi)
     # A fixed λ: one run per setting with all 30 seeds side by side, evaluated at every size.
     assert len(trials) == 3 and all(t["seeds"] == list(range(30)) for t in trials)
-    assert [t["lam"] for t in trials] == [0.0, TAXI_LAMBDA, TAXI_LAMBDA]
+    lams = [[g["lam"] for g in t["groups"]] for t in trials]
+    assert lams == [[0.0], [TAXI_LAMBDA], [TAXI_LAMBDA]]
     config = trial_config(trials[1])
     assert config.gamma == 0.99 and config.env == "imm_ray/Taxi-v0"
     taxi.validate()

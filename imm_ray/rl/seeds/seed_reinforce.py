@@ -8,6 +8,11 @@ trains alone or beside others (its weights, trajectories and evaluations depend 
 its own seed). Each ``train()`` runs ``epochs_per_iteration`` epochs, so RLlib's fixed
 per-iteration costs are paid once per several epochs.
 
+``imm(lam=[λ_1, …, λ_G])`` trains every seed once under each λ, as G·S independent *runs*
+side by side (run ``g·S + i`` is seed ``seeds[i]`` under λ_g): a λ-rule setting's runs at
+different λ share one algorithm instead of one each. A run is the same as seed
+``seeds[i]`` trained alone with ``imm(lam=λ_g)``.
+
 Example::
 
     from imm_ray.rl.seeds import SeedReinforceConfig, train_and_evaluate_seeds
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Sequence
+from numbers import Real
 from typing import Any, Self
 
 import numpy as np
@@ -40,6 +46,7 @@ from ray.rllib.utils.typing import ResultDict
 
 import envs
 from envs import PomdpMdpPair
+from imm_ray.imm import validate_lambda
 from imm_ray.rl.default_reinforce_rl_module import DEFAULT_MODEL_CONFIG
 from imm_ray.rl.evaluation import (
     EVAL_RETURN_MEAN,
@@ -79,9 +86,47 @@ class SeedReinforceConfig(IMMConfigMixin, RolloutEvaluationConfigMixin, Algorith
         # seed's step for one seed's NaN. The learner instead marks a seed whose loss
         # turns non-finite as failed and drops its term (SeedReinforce reports it).
         self.torch_skip_nan_gradients = True
+        # RLlib's default samples CPU and memory use in a thread that Algorithm.stop()
+        # joins, waiting out its sleep (≈ 0.7 s per trial); its numbers are never read here.
+        self.log_sys_usage = False
         self.seeds: list[int] = [0]
         self.epochs_per_iteration = 1
         self.trajectory_length: int | None = None
+        # Set by imm(lam=[...]): one group of runs per λ; None: one group, at imm_lambda.
+        self.imm_lambdas: list[float] | None = None
+
+    def imm(self, *, lam: float | Sequence[float] = NotProvided, **kwargs: Any) -> Self:
+        """Sets the IMM term (see ``IMMConfigMixin.imm``); ``lam`` may also be a list of
+        distinct λ ≥ 0: every seed then trains once under each, as separate runs."""
+        if lam is NotProvided or isinstance(lam, Real):
+            if lam is not NotProvided:
+                self.imm_lambdas = None
+            return super().imm(lam=lam, **kwargs)
+        if isinstance(lam, str | bytes) or not isinstance(lam, Iterable):
+            _fail("imm_lambda", lam, "a finite number >= 0 or a list of them")
+        lams = [validate_lambda(x, field="imm_lambda") for x in lam]
+        if not lams or len(set(lams)) != len(lams):
+            _fail("imm_lambda", lam, "a finite number >= 0 or a non-empty list of distinct ones")
+        # imm_lambda holds the largest, so imm_enabled says whether any run adds IMM.
+        super().imm(lam=max(lams), **kwargs)
+        self.imm_lambdas = lams if len(lams) > 1 else None
+        return self
+
+    @property
+    def lambda_groups(self) -> list[float]:
+        """The λ of each group of runs (one group unless ``imm(lam=[...])``)."""
+        return list(self.imm_lambdas) if self.imm_lambdas is not None else [self.imm_lambda]
+
+    @property
+    def run_seeds(self) -> list[int]:
+        """The seed of every run, group by group: ``seeds`` once per λ group."""
+        return [int(s) for s in self.seeds] * len(self.lambda_groups)
+
+    @property
+    def run_lambdas(self) -> list[float]:
+        """The λ of every run, in the order of :attr:`run_seeds` (0 where IMM is off)."""
+        off = self.imm_target is None
+        return [0.0 if off else lam for lam in self.lambda_groups for _ in self.seeds]
 
     def training(
         self,
@@ -149,7 +194,7 @@ class SeedReinforceConfig(IMMConfigMixin, RolloutEvaluationConfigMixin, Algorith
     def get_default_rl_module_spec(self) -> RLModuleSpec:
         return RLModuleSpec(
             module_class=BatchedReinforceRLModule,
-            model_config={**DEFAULT_MODEL_CONFIG, "seeds": list(self.seeds)},
+            model_config={**DEFAULT_MODEL_CONFIG, "seeds": self.run_seeds},
         )
 
     def get_default_learner_class(self) -> type:
@@ -229,18 +274,29 @@ class SeedReinforce(Algorithm):
             self._epochs_next_iteration = None
         return result
 
-    def failed_seeds(self) -> dict[int, int]:
-        """``{seed: epoch}`` of the seeds whose loss became non-finite (see the learner)."""
-        results = self.learner_group.foreach_learner(lambda learner: learner.failed_seeds())
+    def failed_runs(self) -> dict[int, int]:
+        """``{run: epoch}`` of the runs whose loss became non-finite (see the learner); a
+        run is an index into ``config.run_seeds`` (the seed's index without λ groups)."""
+        results = self.learner_group.foreach_learner(lambda learner: learner.failed_runs())
         return next(iter(results)).get()
+
+    def failed_seeds(self) -> dict[int, int]:
+        """``{seed: epoch}`` of the seeds whose loss became non-finite (in any λ group: the
+        first epoch it did)."""
+        seeds = self.config.run_seeds
+        failed: dict[int, int] = {}
+        for run, epoch in sorted(self.failed_runs().items(), key=lambda item: item[1]):
+            failed.setdefault(seeds[run], epoch)
+        return failed
 
     def evaluate_seeds(self) -> np.ndarray:
         """Paper evaluation of every seed: mean undiscounted return of
         ``evaluation_num_rollouts`` sampled rollouts of ``evaluation_horizon`` steps (the
         pair's by default; an episode that terminates stops there) from the pair's start
-        distribution, shape ``[S]`` in the order of ``seeds``.
+        distribution, shape ``[S]`` in the order of ``seeds`` (with λ groups: ``[G·S]``, in
+        the order of ``config.run_seeds``).
 
-        A failed seed (its loss became non-finite) is NaN, with a warning naming it.
+        A failed run (its loss became non-finite) is NaN, with a warning naming it.
         """
         returns = self.env_runner.evaluate(
             self.config.evaluation_num_rollouts,
@@ -248,18 +304,20 @@ class SeedReinforce(Algorithm):
                 self.config.evaluation_horizon, self.config.env, self.config.env_config
             ),
         )
-        failed = self.failed_seeds()
-        for seed, epoch in failed.items():
-            if seed not in self._warned_failed:
-                self._warned_failed.add(seed)
+        failed = self.failed_runs()
+        seeds, lams = self.config.run_seeds, self.config.run_lambdas
+        grouped = self.config.imm_lambdas is not None
+        for run, epoch in failed.items():
+            if run not in self._warned_failed:
+                self._warned_failed.add(run)
+                which = f"seed {seeds[run]}" + (f" (λ = {lams[run]:.3g})" if grouped else "")
                 warnings.warn(
-                    f"seed {seed}: its loss became non-finite at epoch {epoch}; it is reported "
+                    f"{which}: its loss became non-finite at epoch {epoch}; it is reported "
                     "as failed (NaN) from then on",
                     RuntimeWarning,
                     stacklevel=2,
                 )
-        index = [i for i, seed in enumerate(self.config.seeds) if seed in failed]
-        returns[index] = np.nan
+        returns[sorted(failed)] = np.nan
         return returns
 
     def evaluate(self, parallel_train_future: Any = None) -> dict[str, Any]:
@@ -273,7 +331,8 @@ def train_and_evaluate_seeds(
     config: SeedReinforceConfig, eval_epochs: Iterable[int]
 ) -> dict[int, np.ndarray]:
     """Trains ``config``'s seeds to the largest of ``eval_epochs`` and returns every seed's
-    evaluation at each of them, ``{epochs: [S]}`` (seeds in the config's order)."""
+    evaluation at each of them, ``{epochs: [S]}`` (seeds in the config's order; with λ
+    groups ``[G·S]``, runs in the order of ``config.run_seeds``)."""
     eval_epochs = sorted(set(eval_epochs))
     if not eval_epochs:
         raise ValueError("eval_epochs must name at least one epoch count")

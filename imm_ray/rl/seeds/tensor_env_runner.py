@@ -77,7 +77,8 @@ class SeedTensorEnvRunner(EnvRunner, Checkpointable):
         env = gym.make(config.env, **dict(config.env_config))
         self._spaces = (env.observation_space, env.action_space)
         env.close()
-        self.seeds = [int(s) for s in config.seeds]
+        # One walker per run: seeds, once per λ group (SeedReinforceConfig.run_seeds).
+        self.seeds = config.run_seeds
         self.trajectory_length = config.trajectory_length_for(self.pair)
         self.epochs = 0
         self._weights_seq_no = 0
