@@ -122,7 +122,7 @@ def test_terms_are_clipped_separately_and_trainer_does_not_clip_the_sum(
     _, terms = trainer.loss_terms(model, batch)
     assert set(terms) == {"task", "mlm", "imm"}
     assert float(loss.detach()) == pytest.approx(
-        float(terms["task"] + terms["mlm"] + 0.5 * terms["imm"]), rel=1e-5
+        float((terms["task"] + terms["mlm"] + 0.5 * terms["imm"]).detach()), rel=1e-5
     )
     expected = [torch.zeros_like(p) for p in model.parameters()]
     for name, weight in (("task", 1.0), ("mlm", 1.0), ("imm", 0.5)):
