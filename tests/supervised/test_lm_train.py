@@ -216,3 +216,11 @@ def test_imm_starts_once_validation_perplexity_is_below_the_threshold(corpus, bi
     assert math.isnan(metrics["imm_risk"]) and metrics["imm_started"] == 1.0
     assert trainer.imm_active
     assert not math.isnan(trainer.train_epoch()["imm_risk"])
+
+
+def test_progress_lines_are_plain_lines_when_stderr_is_not_a_terminal(capsys):
+    from imm_ray.supervised.lm.train import stderr_progress
+
+    stderr_progress("epoch 1/2 batch 20/40")
+    stderr_progress("epoch 1/2 done\n")
+    assert capsys.readouterr().err == "epoch 1/2 batch 20/40\nepoch 1/2 done\n"

@@ -270,9 +270,14 @@ class EpochTotals:
 
 
 def stderr_progress(line: str) -> None:
-    """One updating line on stderr (a newline only when ``line`` ends the epoch)."""
-    end = "\n" if line.endswith("\n") else ""
-    sys.stderr.write("\r\033[K" + line.rstrip("\n") + end)
+    """One updating line on a terminal's stderr (a newline only when ``line`` ends the
+    epoch); one plain line per call where stderr is a file or a pipe (a log, ``ray job
+    logs``), which would otherwise keep every update on one line, with escape codes."""
+    text = line.rstrip("\n")
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\033[K" + text + ("\n" if line.endswith("\n") else ""))
+    else:
+        sys.stderr.write(text + "\n")
     sys.stderr.flush()
 
 
