@@ -68,10 +68,12 @@ def reported(folder: Path) -> dict[tuple[str, int], dict[str, float]]:
 
 
 def test_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path):
-    # 16 one-seed trials: Tune reuses its workers, so a short sweep would end before the kill.
+    # 80 one-seed trials: Tune reuses its workers, so a short sweep would end before the
+    # kill; and Tune saves its experiment state every second (its adaptive period could
+    # otherwise first save it at the end of so short a sweep).
     sweep = tmp_path / "tiny.yaml"
-    sweep.write_text(SWEEP.replace("seeds: 3", "seeds: 8"))
-    trials = 16
+    sweep.write_text(SWEEP.replace("seeds: 3", "seeds: 40"))
+    trials = 80
     storage = tmp_path / "results"
     folder = storage / "tiny"
     driver = subprocess.Popen(
@@ -79,6 +81,7 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
+        env={**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"},
     )
     deadline = time.monotonic() + 240
     while len(recorded_finished(folder)) < 2 and driver.poll() is None:
@@ -107,7 +110,7 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     assert [line.split("|")[1].strip() for line in body] == ["3", "6"]
     rows = (folder / "summary.csv").read_text().splitlines()
     assert rows[0] == "setting,epochs,mean,p10,p90,seeds"
-    assert len(rows) == 5 and all(row.endswith(",8") for row in rows[1:])
+    assert len(rows) == 5 and all(row.endswith(",40") for row in rows[1:])
 
     (folder / "summary.csv").unlink()
     (folder / "figure.png").unlink()
