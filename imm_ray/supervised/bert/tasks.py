@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -181,8 +180,20 @@ def load_task(spec: TaskSpec, folder: str | Path | None) -> dict[str, Split]:
     return splits
 
 
+#: GLUE's columns in the ``datasets`` cache (``nyu-mll/glue``), per task.
+_GLUE_COLUMNS = {
+    "cola": ("sentence", None),
+    "mrpc": ("sentence1", "sentence2"),
+    "qnli": ("question", "sentence"),
+    "rte": ("sentence1", "sentence2"),
+}
+
+
 def _from_datasets_cache(spec: TaskSpec) -> dict[str, Split]:
-    """GLUE from ``datasets``' local cache, offline; a ValueError when it is not there."""
+    """GLUE from ``datasets``' local cache (``nyu-mll/glue``, as ``load_dataset`` leaves it
+    after one online call), offline whatever ``HF_HUB_OFFLINE`` says; a ValueError when it
+    is not there. The labels are those of GLUE's TSV files (QNLI and RTE: 0 entailment,
+    1 not_entailment); a split whose labels are all -1 (GLUE's test) is unlabeled."""
     if spec.glue_name is None:
         raise ValueError(f"task {spec.name} needs --data: a folder with train.tsv and dev.tsv")
     try:
@@ -192,26 +203,46 @@ def _from_datasets_cache(spec: TaskSpec) -> dict[str, Split]:
             f"task {spec.name} needs --data (a folder of GLUE TSV files): the datasets "
             "package, whose cache could stand in, is not installed"
         ) from None
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    # datasets reads HF_HUB_OFFLINE when it is imported; its loaders read this flag at
+    # each call, so setting it here keeps them off the network even after an import.
+    offline, verbosity = datasets.config.HF_HUB_OFFLINE, datasets.logging.get_verbosity()
+    datasets.config.HF_HUB_OFFLINE = True
+    datasets.logging.set_verbosity_error()  # "using the latest cached version" on every load
     try:
         glue = datasets.load_dataset("nyu-mll/glue", spec.glue_name)
     except Exception as err:  # datasets raises many kinds when the cache lacks a dataset
         raise ValueError(
-            f"task {spec.name}: not in the datasets cache ({type(err).__name__}); pass --data"
+            f"task {spec.name}: not in the datasets cache {datasets.config.HF_DATASETS_CACHE} "
+            f"({type(err).__name__}); pass --data, a folder of GLUE TSV files"
         ) from None
-    columns = {
-        "cola": ("sentence", None),
-        "mrpc": ("sentence1", "sentence2"),
-        "qnli": ("question", "sentence"),
-        "rte": ("sentence1", "sentence2"),
-    }[spec.glue_name]
+    finally:
+        datasets.config.HF_HUB_OFFLINE = offline
+        datasets.logging.set_verbosity(verbosity)
+    columns = _GLUE_COLUMNS[spec.glue_name]
     splits = {}
     for ours, theirs in (("train", "train"), ("dev", "validation"), ("test", "test")):
+        if theirs not in glue:
+            if ours == "test":
+                continue
+            raise ValueError(f"task {spec.name}: the datasets cache has no {theirs} split")
         data = glue[theirs]
+        missing = [c for c in (*columns, "label") if c is not None and c not in data.column_names]
+        if missing:
+            raise ValueError(
+                f"task {spec.name}: the cached {theirs} split lacks column(s) "
+                f"{', '.join(missing)} (it has {', '.join(data.column_names)})"
+            )
         labels = [int(y) for y in data["label"]]
+        if any(not -1 <= y < spec.num_labels for y in labels):
+            raise ValueError(
+                f"task {spec.name}: the cached {theirs} split has labels outside "
+                f"0..{spec.num_labels - 1}"
+            )
         splits[ours] = Split(
             list(data[columns[0]]),
             None if columns[1] is None else list(data[columns[1]]),
             None if all(y < 0 for y in labels) else labels,
         )
+    if splits["dev"].labels is None:
+        raise ValueError(f"task {spec.name}: the cached validation split has no labels")
     return splits

@@ -4,6 +4,7 @@ acceptability task, and the metrics against hand computations."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -178,3 +179,81 @@ def test_a_json_task_file_describes_a_new_tsv_layout(tmp_path):
     )
     with pytest.raises(ValueError, match="text_a must be one of the files' column numbers"):
         task_spec(str(spec_file))
+
+
+def _cache_glue(cache: Path, task: str, splits: dict[str, dict[str, list]]) -> None:
+    """What ``datasets.load_dataset("nyu-mll/glue", task)`` leaves in ``cache`` after one
+    online call: the Hub's parquet files prepared by datasets' parquet builder into
+    ``nyu-mll___glue/<task>/0.0.0/<hash>/glue-<split>.arrow`` with its dataset_info.json
+    (written here from parquet files made on the spot, with GLUE's ClassLabel labels)."""
+    import datasets
+    from datasets.data_files import DataFilesDict
+    from datasets.packaged_modules.parquet.parquet import Parquet
+
+    source = cache.parent / f"hub-{task}"
+    source.mkdir(parents=True)
+    names = ["unacceptable", "acceptable"] if task == "cola" else ["a", "b"]
+    files = {}
+    for split, columns in splits.items():
+        features = datasets.Features(
+            {
+                **{c: datasets.Value("string") for c in columns if c != "label"},
+                "label": datasets.ClassLabel(names=names),
+            }
+        )
+        path = source / f"{split}-00000-of-00001.parquet"
+        data = datasets.Dataset.from_dict(columns, features=features)  # test: label -1
+        data.to_parquet(str(path))
+        files[split] = [str(path)]
+    builder = Parquet(
+        cache_dir=str(source / "prepared"),
+        dataset_name="glue",
+        config_name=task,
+        config_id=task,
+        data_files=DataFilesDict.from_patterns(files),
+        hash="bcb7f8d1b1fd5d1a5f2c3c8e6e1c3c9d3e0f7a11",
+    )
+    builder.download_and_prepare()
+    (cache / "nyu-mll___glue").mkdir(parents=True, exist_ok=True)
+    (source / "prepared" / "glue" / task).rename(cache / "nyu-mll___glue" / task)
+
+
+def test_glue_is_read_from_the_datasets_cache_offline(tmp_path, monkeypatch):
+    import datasets
+
+    cache = tmp_path / "datasets"
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)  # the flag the user left
+    with pytest.raises(ValueError, match=r"task cola: not in the datasets cache .*pass --data"):
+        load_task(TASKS["cola"], None)
+    assert datasets.config.HF_HUB_OFFLINE is False  # put back
+
+    _cache_glue(
+        cache,
+        "cola",
+        {
+            "train": {"sentence": ["the cat sat .", "cat the sat ."], "label": [1, 0]},
+            "validation": {"sentence": ["a dog ran ."], "label": [1]},
+            "test": {"sentence": ["who ran ?"], "label": [-1]},
+        },
+    )
+    _cache_glue(
+        cache,
+        "mrpc",
+        {
+            "train": {"sentence1": ["he said yes"], "sentence2": ["he agreed"], "label": [1]},
+            "validation": {"sentence1": ["a"], "sentence2": ["b"], "label": [0]},
+        },
+    )
+    splits = load_task(TASKS["cola"], None)
+    assert splits["train"].text_a == ["the cat sat .", "cat the sat ."]
+    assert splits["train"].labels == [1, 0] and splits["train"].text_b is None
+    assert splits["dev"].labels == [1]
+    assert splits["test"].text_a == ["who ran ?"] and splits["test"].labels is None
+    pair = load_task(TASKS["mrpc"], None)
+    assert pair["train"].text_a == ["he said yes"] and pair["train"].text_b == ["he agreed"]
+    assert pair["dev"].labels == [0] and "test" not in pair
+    assert datasets.config.HF_HUB_OFFLINE is False
+    # A task that is not a GLUE task has no cache to fall back on.
+    with pytest.raises(ValueError, match="task acceptability needs --data"):
+        load_task(TASKS["acceptability"], None)
