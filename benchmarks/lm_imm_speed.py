@@ -6,7 +6,8 @@
   (``batch × k × Σᵢ (i + 1)`` token-steps), on a k-sample batch and on a 1-sample batch;
 - **step-time ratios**: the mean training step of ``imm`` (k = 10, j = 5) and of
   ``serialized`` over the same batches, against ``none`` (the training loop only,
-  validation excluded).
+  validation excluded), in ``--rounds`` alternating runs, with the ratio of each round and
+  their median (``--threads``: torch's threads, the same for every method).
 
     python benchmarks/lm_imm_speed.py /tmp/austen/ptb [--preset small] [--batches 20]
 
@@ -19,6 +20,7 @@ import argparse
 import dataclasses
 import json
 import platform
+import statistics
 import time
 
 import torch
@@ -80,23 +82,30 @@ def branch_throughput(trainer: LMTrainer, batches: int, k: int) -> dict[str, flo
     }
 
 
-def step_seconds(configs: dict[str, LMConfig], corpus, bigram) -> dict[str, float]:
-    """Mean training step of each config, their steps interleaved (one of each in turn),
-    so that every method sees the same machine load; validation excluded."""
-    trainers = {name: LMTrainer(config, corpus, bigram) for name, config in configs.items()}
-    steps = {name: trainer.epoch_steps(EpochTotals()) for name, trainer in trainers.items()}
-    seconds = dict.fromkeys(configs, 0.0)
-    count = 0
+def step_seconds(
+    configs: dict[str, LMConfig], corpus, bigram, rounds: int = 1
+) -> dict[str, list[float]]:
+    """Mean training step of each config in each of ``rounds`` rounds; validation excluded.
+
+    In a round every method trains its ``max_batches`` steps in turn, on a fresh trainer,
+    and the steps are timed until its epoch ends (serialized IMM's look-ahead thread
+    included). Steps are not interleaved one by one: two models stepping in turn evict each
+    other's weights and buffers from the caches, which slowed ``none`` by half on this
+    project's 2-core machine. Alternating whole runs lets every method see the same drift
+    of the machine's load; a ratio is quoted per round."""
+    seconds: dict[str, list[float]] = {name: [] for name in configs}
     device = next(iter(configs.values())).device
-    while True:
-        for name, step in steps.items():
+    for _ in range(rounds):
+        for name, config in configs.items():
+            trainer = LMTrainer(config, corpus, bigram)
             _sync(device)
             start = time.perf_counter()
-            if next(step, StopIteration) is StopIteration:
-                return {name: total / count for name, total in seconds.items()}
+            count = 0
+            for _ in trainer.epoch_steps(EpochTotals()):
+                count += 1
             _sync(device)
-            seconds[name] += time.perf_counter() - start
-        count += 1
+            seconds[name].append((time.perf_counter() - start) / count)
+    return seconds
 
 
 def main() -> None:
@@ -119,6 +128,10 @@ def main() -> None:
     parser.add_argument(
         "--no-throughput", action="store_true", help="skip the branch-throughput measurement"
     )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternating runs of each method (default 3)"
+    )
+
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     corpus = load_corpus(args.data)
@@ -151,10 +164,14 @@ def main() -> None:
         {method: dataclasses.replace(base, method=method) for method in args.methods},
         corpus,
         bigram,
+        args.rounds,
     )
     result["step_seconds"] = seconds
+    first = args.methods[0]
     for method in args.methods[1:]:
-        result[f"{method}_step_ratio"] = seconds[method] / seconds[args.methods[0]]
+        ratios = [a / b for a, b in zip(seconds[method], seconds[first], strict=True)]
+        result[f"{method}_step_ratio_per_round"] = ratios
+        result[f"{method}_step_ratio"] = statistics.median(ratios)
     print(json.dumps(result, indent=2))
 
 

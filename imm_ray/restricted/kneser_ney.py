@@ -170,14 +170,44 @@ class KneserNeyBigram:
         flat = contexts.reshape(-1)
         backoff, unigram, probs = self._in_dtype(dtype)
         out = backoff[flat, None] * unigram[None, :]
+        row, entry = self._seen_entries(flat)
+        out[row, self.targets[entry]] = probs[entry]
+        return out.reshape(*contexts.shape, self.vocab_size)
+
+    def rows_over_(
+        self, contexts: torch.Tensor, denominators: torch.Tensor, scale: torch.Tensor
+    ) -> torch.Tensor:
+        """``scale[u] · P̂(· | contexts[u]) / denominators[u]`` for contexts ``[U]``, written
+        into ``denominators [U, V]`` (a float tensor, > 0) and returned; ``scale`` is ``[U]``.
+
+        Serialized IMM's factor P̂ / Q̂† in two passes over ``U × V`` numbers, where
+        :meth:`rows` followed by the scaling and the division takes four.
+        """
+        flat = self._check_ids("contexts", contexts).reshape(-1)
+        if denominators.shape != (len(flat), self.vocab_size) or scale.shape != flat.shape:
+            raise ValueError(
+                f"denominators must be [{len(flat)}, {self.vocab_size}] and scale "
+                f"[{len(flat)}], got {list(denominators.shape)} and {list(scale.shape)}"
+            )
+        backoff, unigram, probs = self._in_dtype(denominators.dtype)
+        row, entry = self._seen_entries(flat)
+        columns = self.targets[entry]
+        seen = probs[entry] * scale[row] / denominators[row, columns]
+        torch.div(unigram, denominators, out=denominators)
+        denominators.mul_((backoff[flat] * scale)[:, None])
+        denominators[row, columns] = seen
+        return denominators
+
+    def _seen_entries(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For context ids ``flat``: each seen bigram's row in ``flat`` and its entry in
+        ``targets`` / ``probs``."""
         starts = self.indptr[flat]
         lengths = self.indptr[flat + 1] - starts
         row = torch.repeat_interleave(torch.arange(len(flat), device=flat.device), lengths)
         # Position of each entry inside its row: a global arange minus its row's offset.
         offsets = torch.cumsum(lengths, 0) - lengths
         entry = torch.arange(int(lengths.sum()), device=flat.device) - offsets[row] + starts[row]
-        out[row, self.targets[entry]] = probs[entry]
-        return out.reshape(*contexts.shape, self.vocab_size)
+        return row, entry
 
     def _in_dtype(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(backoff, unigram, probs)`` in ``dtype``, cast once per dtype: rows are built in

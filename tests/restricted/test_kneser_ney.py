@@ -148,3 +148,19 @@ def test_lmplz_counts_the_latest_new_word_raw_in_the_unigram_statistics():
     )
     assert lmplz.fallback["unigram"] is True
     assert lmplz.discounts["bigram"] == plain.discounts["bigram"]
+
+
+def test_rows_over_is_the_scaled_rows_divided_elementwise(source):
+    """Serialized IMM's fused factor scale · P̂ / denominators agrees with rows, seen
+    bigrams (the sparse entries) and unseen ones alike."""
+    model = estimate_kneser_ney(np.append(source.sample(3000, seed=1), 0), 27, 0)
+    contexts = torch.tensor([0, 3, 1, 26])  # 26 never occurs: its row is the unigram's
+    generator = torch.Generator().manual_seed(2)
+    denominators = torch.rand(4, 27, generator=generator) + 0.1
+    scale = torch.tensor([0.5, 2.0, 1.0, 3.0])
+    expected = scale[:, None] * model.rows(contexts) / denominators
+    out = denominators.clone()
+    assert model.rows_over_(contexts, out, scale) is out
+    torch.testing.assert_close(out, expected, rtol=1e-6, atol=0)
+    with pytest.raises(ValueError, match=r"denominators must be \[4, \d+\] and scale \[4\]"):
+        model.rows_over_(contexts, out[:, :-1], scale)

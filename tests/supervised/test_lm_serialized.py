@@ -37,20 +37,37 @@ def target_rows(inputs: torch.Tensor) -> torch.Tensor:
     return table[inputs]
 
 
-def test_corrected_target_is_the_stale_ratio_of_eq_13_times_the_bigram():
+def small_bigram():
+    """A Kneser–Ney bigram over the V ids (id 0 as the end of sentence)."""
+    stream = torch.randint(1, V, (400,), generator=torch.Generator().manual_seed(5))
+    stream[::7] = 0
+    return estimate_kneser_ney(stream, V, 0)
+
+
+@pytest.mark.parametrize("refresh_every", [10, 2])
+@pytest.mark.parametrize("target", ["rows", "bigram"])
+def test_corrected_target_is_the_stale_ratio_of_eq_13_times_the_bigram(refresh_every, target):
+    """Both forms of the target (a rows callable; a KN bigram, whose rows_over_ forms the
+    factor), within one snapshot's window and across refreshes (r = 2: the induced model
+    restarts, and its table's rows are set again when first seen)."""
     model = tiny_model()
     stream = torch.tensor([[1, 2, 1, 3, 1, 4, 2, 2], [0, 1, 2, 5, 2, 1, 1, 0]])
     state = tuple(
         torch.randn(2, 2, 5, generator=torch.Generator().manual_seed(3)) for _ in range(2)
     )
-    serialized = SerializedIMM(refresh_every=10, vocab_size=V)
-    snapshot = copy.deepcopy(model).eval()
-    seen_probs, seen_inputs = [], []
-    stale_state = state
-    for step, inputs in enumerate(stream.split(4, dim=1)):
-        weights = serialized.corrected_target_(model, step, inputs, state, target_rows, scale=0.3)
+    bigram = small_bigram()
+    rows = target_rows if target == "rows" else bigram.rows
+    serialized = SerializedIMM(refresh_every=refresh_every, vocab_size=V)
+    for step, inputs in enumerate(stream.split(2, dim=1)):
+        given = target_rows if target == "rows" else bigram
+        weights = serialized.corrected_target_(model, step, inputs, state, given, scale=0.3)
         # By hand: the snapshot's predictions, and its induced model as the mean of its
-        # predictions at every position read so far with the same input (this batch's too).
+        # predictions at every position read since the refresh with the same input (this
+        # batch's too).
+        if step % refresh_every == 0:
+            snapshot = copy.deepcopy(model).eval()
+            stale_state = state
+            seen_probs, seen_inputs = [], []
         with torch.no_grad():
             stale, stale_state = snapshot(inputs, stale_state, dropout=False)
         seen_probs.append(stale.reshape(-1, V).exp())
@@ -60,7 +77,7 @@ def test_corrected_target_is_the_stale_ratio_of_eq_13_times_the_bigram():
             [probs[contexts == x].mean(0) for x in inputs.reshape(-1).tolist()]
         ).log()
         correction = serialized_correction(stale.reshape(-1, V), induced)
-        expected = 0.3 * correction * target_rows(inputs).reshape(-1, V)
+        expected = 0.3 * correction * rows(inputs).reshape(-1, V)
         torch.testing.assert_close(weights, expected, rtol=1e-5, atol=1e-7)
         # The model is trained in between: the snapshot must not follow it.
         with torch.no_grad():

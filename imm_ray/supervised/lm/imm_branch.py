@@ -27,6 +27,7 @@ from collections.abc import Callable
 import torch
 
 from imm_ray.imm import StaleSnapshot, imm_backward_memory_bounded, imm_loss
+from imm_ray.restricted.kneser_ney import KneserNeyBigram
 from imm_ray.supervised.lm.histories import HistorySampler
 from imm_ray.supervised.lm.model import PRECISIONS, LSTMLanguageModel, State
 
@@ -106,9 +107,10 @@ class SerializedIMM:
     more: Q̂† is the running mean of the same predictions Q† that the correction divides,
     so the correction averages to 1 over the rows of a context whatever their rounding.
 
-    The ``V × V`` table of Q̂†'s sums is allocated once and, at a refresh, only the rows of the
-    contexts seen since the last one are cleared (a fresh ``torch.zeros`` writes every page of
-    it: 0.14 s for V = 10,000 on this project's machine, every refresh).
+    The ``V × V`` table of Q̂†'s sums is allocated once, uninitialized, and a context's row is
+    set when the context is first seen after a refresh (its count is 0): a ``torch.zeros``
+    writes every page of it (0.14 s for V = 10,000 on this project's machine), and a refresh
+    only zeroes the counts.
     """
 
     def __init__(self, refresh_every: int, vocab_size: int, precision: str = "fp32") -> None:
@@ -125,12 +127,12 @@ class SerializedIMM:
     def _reset_induced(self, device: torch.device) -> None:
         v = self.vocab_size
         if self.sums is None or self.sums.dtype != self.dtype or self.sums.device != device:
-            self.sums = torch.zeros(v, v, device=device, dtype=self.dtype)
+            # Rows are set when their context is first seen (count 0), so the table's
+            # untouched pages are never written.
+            self.sums = torch.empty(v, v, device=device, dtype=self.dtype)
             self.counts = torch.zeros(v, device=device, dtype=self.dtype)
-            return
-        seen = self.counts.nonzero().squeeze(1)  # type: ignore[union-attr]
-        self.sums.index_fill_(0, seen, 0.0)
-        self.counts.zero_()  # type: ignore[union-attr]
+        else:
+            self.counts.zero_()  # type: ignore[union-attr]
 
     def corrected_target_(
         self,
@@ -138,7 +140,7 @@ class SerializedIMM:
         step: int,
         inputs: torch.Tensor,
         state: State,
-        target_rows: Callable[[torch.Tensor], torch.Tensor],
+        target_rows: KneserNeyBigram | Callable[[torch.Tensor], torch.Tensor],
         scale: float = 1.0,
     ) -> torch.Tensor:
         """``scale`` times the weights Q†(y | x_t) / Q̂†(y | x̄_t) · P̂(y | x̄_t) of ĨMM
@@ -146,7 +148,8 @@ class SerializedIMM:
         without gradient.
 
         ``target_rows`` maps context ids ``[U]`` to P̂(· | x̄) ``[U, V]`` (a bigram's
-        ``rows``); it is asked for each distinct context of the batch once, and the factor
+        ``rows``), or is a :class:`KneserNeyBigram`, whose ``rows_over_`` forms the factor
+        in fewer passes; it is asked for each distinct context of the batch once, and the factor
         ``scale · P̂ / Q̂†`` is formed per context, so that only the snapshot's predictions
         and the result are ``B·L × V`` (a caller sets ``scale`` to λ). ĨMM of the main pass's
         log-probs is then ``−Σ_y weights · log Q``. ``step`` counts batches (a refresh when
@@ -166,15 +169,22 @@ class SerializedIMM:
             stale = torch.softmax(logits.reshape(-1, v), dim=-1, dtype=self.dtype)  # Q†(· | x_t)
             flat = inputs.reshape(-1)
             sums, counts = self.sums, self.counts
+            contexts, position_context = torch.unique(flat, return_inverse=True)
+            # A context's row starts at the smallest normal number rather than 0, so that
+            # sums > 0 everywhere and a Q† that underflows to 0 gets the weight 0 / sums = 0
+            # (its bias on Q̂† is below 1e-38).
+            new = contexts[counts[contexts] == 0]  # type: ignore[index]
+            sums.index_fill_(0, new, torch.finfo(self.dtype).tiny)  # type: ignore[union-attr]
             sums.index_add_(0, flat, stale)  # type: ignore[union-attr]
             counts.index_add_(0, flat, torch.ones_like(flat, dtype=self.dtype))  # type: ignore[union-attr]
-            contexts, position_context = torch.unique(flat, return_inverse=True)
-            # Per context: scale · P̂(y | x̄) / Q̂†(y | x̄), Q̂† = sums[x̄] / counts[x̄]. sums ≥ Q†
-            # elementwise, and the floor turns the 0 / 0 of a Q† that underflows to 0 into
-            # the weight 0.
-            factor = target_rows(contexts).reshape(-1, v).to(self.dtype)
-            factor.mul_(counts[contexts, None] * scale)  # type: ignore[index]
-            factor.div_(sums.index_select(0, contexts).clamp_min_(torch.finfo(self.dtype).tiny))  # type: ignore[union-attr]
+            # Per context: scale · P̂(y | x̄) / Q̂†(y | x̄), Q̂† = sums[x̄] / counts[x̄].
+            factor = sums.index_select(0, contexts)  # type: ignore[union-attr]
+            row_scale = counts[contexts] * scale  # type: ignore[index]
+            if isinstance(target_rows, KneserNeyBigram):
+                factor = target_rows.rows_over_(contexts, factor, row_scale)
+            else:
+                rows = target_rows(contexts).reshape(-1, v).to(self.dtype)
+                factor = rows.mul_(row_scale[:, None]).div_(factor)
             return stale.mul_(factor.index_select(0, position_context))
 
 

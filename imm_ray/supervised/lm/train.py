@@ -391,7 +391,7 @@ class LMTrainer:
                 # CE + λ·ĨMM as one soft-target cross-entropy: the one-hot targets plus λ
                 # times ĨMM's weights, dotted with the log-probs (one pass, one backward).
                 weights = serialized.corrected_target_(
-                    model, step, inputs, carried, self.bigram.rows, scale=config.lam
+                    model, step, inputs, carried, self.bigram, scale=config.lam
                 )
                 rows = targets.numel()
                 soft = weights.scatter_add_(
