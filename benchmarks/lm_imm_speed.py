@@ -88,8 +88,8 @@ def step_seconds(
     """Mean training step of each config in each of ``rounds`` rounds; validation excluded.
 
     In a round every method trains its ``max_batches`` steps in turn, on a fresh trainer,
-    and the steps are timed until its epoch ends (serialized IMM's look-ahead thread
-    included). Steps are not interleaved one by one: two models stepping in turn evict each
+    and the steps are timed until its epoch ends. Steps are not interleaved one by one:
+    two models stepping in turn evict each
     other's weights and buffers from the caches, which slowed ``none`` by half on this
     project's 2-core machine. Alternating whole runs lets every method see the same drift
     of the machine's load; a ratio is quoted per round."""
@@ -131,7 +131,6 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=3, help="alternating runs of each method (default 3)"
     )
-
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     corpus = load_corpus(args.data)

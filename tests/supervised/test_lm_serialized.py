@@ -56,10 +56,9 @@ def test_corrected_target_is_the_stale_ratio_of_eq_13_times_the_bigram(refresh_e
         torch.randn(2, 2, 5, generator=torch.Generator().manual_seed(3)) for _ in range(2)
     )
     bigram = small_bigram()
-    rows = target_rows if target == "rows" else bigram.rows
+    given, rows = (target_rows, target_rows) if target == "rows" else (bigram, bigram.rows)
     serialized = SerializedIMM(refresh_every=refresh_every, vocab_size=V)
     for step, inputs in enumerate(stream.split(2, dim=1)):
-        given = target_rows if target == "rows" else bigram
         weights = serialized.corrected_target_(model, step, inputs, state, given, scale=0.3)
         # By hand: the snapshot's predictions, and its induced model as the mean of its
         # predictions at every position read since the refresh with the same input (this
