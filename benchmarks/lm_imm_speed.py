@@ -7,7 +7,8 @@
 - **step-time ratios**: the mean training step of ``imm`` (k = 10, j = 5) and of
   ``serialized`` over the same batches, against ``none`` (the training loop only,
   validation excluded), in ``--rounds`` alternating runs, with the ratio of each round and
-  their median (``--threads``: torch's threads, the same for every method).
+  their median (``--threads``: torch's threads, the same for every method): over whole
+  runs, and in the steady state after ``--warmup`` steps (``steady_*``).
 
     python benchmarks/lm_imm_speed.py /tmp/austen/ptb [--preset small] [--batches 20]
 
@@ -83,29 +84,36 @@ def branch_throughput(trainer: LMTrainer, batches: int, k: int) -> dict[str, flo
 
 
 def step_seconds(
-    configs: dict[str, LMConfig], corpus, bigram, rounds: int = 1
-) -> dict[str, list[float]]:
-    """Mean training step of each config in each of ``rounds`` rounds; validation excluded.
+    configs: dict[str, LMConfig], corpus, bigram, rounds: int = 1, warmup: int = 0
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Mean training step of each config in each of ``rounds`` rounds, validation excluded:
+    over all its steps, and over the steps after the first ``warmup`` (the steady state).
 
     In a round every method trains its ``max_batches`` steps in turn, on a fresh trainer,
-    and the steps are timed until its epoch ends. Steps are not interleaved one by one:
-    two models stepping in turn evict each
-    other's weights and buffers from the caches, which slowed ``none`` by half on this
-    project's 2-core machine. Alternating whole runs lets every method see the same drift
-    of the machine's load; a ratio is quoted per round."""
-    seconds: dict[str, list[float]] = {name: [] for name in configs}
+    and every step is timed until its epoch ends. Steps are not interleaved one by one:
+    two models stepping in turn evict each other's weights and buffers from the caches,
+    which slowed ``none`` by half on this project's 2-core machine. Alternating whole runs
+    lets every method see the same drift of the machine's load; a ratio is quoted per round.
+    The first steps of a run pay one-off costs that a long run spreads thin: serialized
+    IMM's V × V table is faulted in page by page while its first window fills it (on this
+    project's VM a first touch costs about 12 µs a page, 0.45 s for the small preset's
+    first 100 batches)."""
+    whole: dict[str, list[float]] = {name: [] for name in configs}
+    steady: dict[str, list[float]] = {name: [] for name in configs}
     device = next(iter(configs.values())).device
     for _ in range(rounds):
         for name, config in configs.items():
             trainer = LMTrainer(config, corpus, bigram)
             _sync(device)
-            start = time.perf_counter()
-            count = 0
+            stamps = [time.perf_counter()]
             for _ in trainer.epoch_steps(EpochTotals()):
-                count += 1
-            _sync(device)
-            seconds[name].append((time.perf_counter() - start) / count)
-    return seconds
+                _sync(device)
+                stamps.append(time.perf_counter())
+            count = len(stamps) - 1
+            whole[name].append((stamps[-1] - stamps[0]) / count)
+            if warmup < count:
+                steady[name].append((stamps[-1] - stamps[warmup]) / (count - warmup))
+    return whole, steady
 
 
 def main() -> None:
@@ -131,6 +139,13 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=3, help="alternating runs of each method (default 3)"
     )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=100,
+        help="steps of each run left out of the steady-state figures (default 100, one "
+        "refresh window of the small preset); the whole-run figures keep them",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     corpus = load_corpus(args.data)
@@ -150,6 +165,7 @@ def main() -> None:
         "torch": torch.__version__,
         "machine": platform.machine(),
         "batches": args.batches,
+        "warmup": args.warmup,
     }
     if not args.no_throughput:
         trainer = LMTrainer(dataclasses.replace(base, method="imm"), corpus, bigram)
@@ -159,18 +175,22 @@ def main() -> None:
                 part["imm_token_steps_per_s"] / part["main_token_steps_per_s"]
             )
             result[f"k{k}"] = part
-    seconds = step_seconds(
+    whole, steady = step_seconds(
         {method: dataclasses.replace(base, method=method) for method in args.methods},
         corpus,
         bigram,
         args.rounds,
+        args.warmup,
     )
-    result["step_seconds"] = seconds
     first = args.methods[0]
-    for method in args.methods[1:]:
-        ratios = [a / b for a, b in zip(seconds[method], seconds[first], strict=True)]
-        result[f"{method}_step_ratio_per_round"] = ratios
-        result[f"{method}_step_ratio"] = statistics.median(ratios)
+    for label, seconds in (("", whole), ("steady_", steady)):
+        if label and not seconds[first]:
+            continue
+        result[f"{label}step_seconds"] = seconds
+        for method in args.methods[1:]:
+            ratios = [a / b for a, b in zip(seconds[method], seconds[first], strict=True)]
+            result[f"{label}{method}_step_ratio_per_round"] = ratios
+            result[f"{label}{method}_step_ratio"] = statistics.median(ratios)
     print(json.dumps(result, indent=2))
 
 

@@ -170,8 +170,8 @@ class KneserNeyBigram:
         flat = contexts.reshape(-1)
         backoff, unigram, probs = self._in_dtype(dtype)
         out = backoff[flat, None] * unigram[None, :]
-        row, entry = self._seen_entries(flat)
-        out[row, self.targets[entry]] = probs[entry]
+        _, at, entry = self._seen_entries(flat)
+        out.view(-1).index_copy_(0, at, probs.index_select(0, entry))
         return out.reshape(*contexts.shape, self.vocab_size)
 
     def rows_over_(
@@ -189,25 +189,37 @@ class KneserNeyBigram:
                 f"denominators must be [{len(flat)}, {self.vocab_size}] and scale "
                 f"[{len(flat)}], got {list(denominators.shape)} and {list(scale.shape)}"
             )
+        if not denominators.is_contiguous():
+            raise ValueError("denominators must be a contiguous tensor")
         backoff, unigram, probs = self._in_dtype(denominators.dtype)
-        row, entry = self._seen_entries(flat)
-        columns = self.targets[entry]
-        seen = probs[entry] * scale[row] / denominators[row, columns]
+        row, at, entry = self._seen_entries(flat)
+        cells = denominators.view(-1)
+        # The seen bigrams' cells, read before the dense passes overwrite them.
+        seen = probs.index_select(0, entry).mul_(scale.index_select(0, row))
+        seen.div_(cells.index_select(0, at))
         torch.div(unigram, denominators, out=denominators)
         denominators.mul_((backoff[flat] * scale)[:, None])
-        denominators[row, columns] = seen
+        cells.index_copy_(0, at, seen)
         return denominators
 
-    def _seen_entries(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """For context ids ``flat``: each seen bigram's row in ``flat`` and its entry in
-        ``targets`` / ``probs``."""
-        starts = self.indptr[flat]
-        lengths = self.indptr[flat + 1] - starts
-        row = torch.repeat_interleave(torch.arange(len(flat), device=flat.device), lengths)
-        # Position of each entry inside its row: a global arange minus its row's offset.
-        offsets = torch.cumsum(lengths, 0) - lengths
-        entry = torch.arange(int(lengths.sum()), device=flat.device) - offsets[row] + starts[row]
-        return row, entry
+    def _seen_entries(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """For context ids ``flat [U]``, of each seen bigram (x, y) of ``x = flat[u]``: its
+        row u, its cell ``u·V + y`` in a ``U × V`` table, and its entry in ``targets`` /
+        ``probs``.
+
+        One ``repeat_interleave`` and flat indices (``index_select`` / ``index_copy_``):
+        2-D advanced indexing costs several times as much per entry, and a batch of an
+        English corpus's contexts has tens of thousands of seen bigrams."""
+        starts = self.indptr.index_select(0, flat)
+        lengths = self.indptr.index_select(0, flat + 1) - starts
+        total = int(lengths.sum())
+        row_of = torch.repeat_interleave(lengths, output_size=total)
+        # Entry j of row u is starts[u] + (j − offset[u]), offset[u] = Σ lengths before u.
+        shift = starts - (torch.cumsum(lengths, 0) - lengths)
+        entry = torch.arange(total, device=flat.device)
+        entry += torch.repeat_interleave(shift, lengths, output_size=total)
+        at = torch.add(self.targets.index_select(0, entry), row_of, alpha=self.vocab_size)
+        return row_of, at, entry
 
     def _in_dtype(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(backoff, unigram, probs)`` in ``dtype``, cast once per dtype: rows are built in

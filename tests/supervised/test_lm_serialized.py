@@ -17,9 +17,13 @@ from imm_ray.imm import serialized_correction, serialized_imm_loss
 from imm_ray.restricted.kneser_ney import estimate_kneser_ney
 from imm_ray.supervised.lm.corpus import load_corpus
 from imm_ray.supervised.lm.histories import HistorySampler
-from imm_ray.supervised.lm.imm_branch import SerializedIMM, sampled_imm_backward, soft_target_nll
+from imm_ray.supervised.lm.imm_branch import (
+    SerializedIMM,
+    linear_in_log_probs,
+    sampled_imm_backward,
+)
 from imm_ray.supervised.lm.metrics import batchify
-from imm_ray.supervised.lm.model import LSTMLanguageModel, autocast, native_bf16
+from imm_ray.supervised.lm.model import FrozenLinear, LSTMLanguageModel, autocast, native_bf16
 from imm_ray.supervised.lm.synthetic import MarkovSource
 from imm_ray.supervised.lm.train import EpochTotals, LMConfig, LMTrainer
 
@@ -234,20 +238,54 @@ def test_a_step_sums_the_losses_over_the_unroll_and_averages_over_rows(markov, m
         torch.testing.assert_close(theirs, mine, rtol=1e-4, atol=1e-6)
 
 
-def test_soft_target_nll_matches_autograd_and_writes_its_gradient_into_the_weights():
+def test_linear_in_log_probs_hands_its_gradient_to_autograd_as_it_is():
     logits = torch.randn(3, 2, V, generator=torch.Generator().manual_seed(4), requires_grad=True)
     weights = torch.rand(6, V, generator=torch.Generator().manual_seed(5))
-    expected_grad = torch.autograd.grad(
-        -(weights.view(3, 2, V) * torch.log_softmax(logits, -1)).sum() / 3, logits
-    )[0]
-    buffer = weights.clone()
-    loss = soft_target_nll(torch.log_softmax(logits, -1), buffer, 3)
-    torch.testing.assert_close(
-        loss, -(weights.view(3, 2, V) * torch.log_softmax(logits, -1)).sum() / 3
-    )
-    (loss * 2.0).backward()
+    soft_ce = -(weights.view(3, 2, V) * torch.log_softmax(logits, -1)).sum() / 3
+    expected_grad = torch.autograd.grad(soft_ce, logits)[0]
+    gradient = -weights / 3  # the soft-target cross-entropy's gradient in the log-probs
+    log_probs = torch.log_softmax(logits, -1)
+    seen = []
+    log_probs.register_hook(seen.append)
+    loss = linear_in_log_probs(log_probs, gradient)
+    torch.testing.assert_close(loss, soft_ce)
+    loss.backward()
+    torch.testing.assert_close(logits.grad, expected_grad)
+    # Back-propagated with 1, the log-probs' gradient is the caller's buffer itself.
+    assert seen[0].data_ptr() == gradient.data_ptr()
+    # With another factor it is scaled, and the buffer is left as it was.
+    logits.grad = None
+    (linear_in_log_probs(torch.log_softmax(logits, -1), gradient) * 2.0).backward()
     torch.testing.assert_close(logits.grad, 2.0 * expected_grad)
-    # The weights' memory now holds ∂loss/∂log_probs (no B·L × V allocation).
-    torch.testing.assert_close(buffer, -2.0 * weights / 3)
-    with pytest.raises(ValueError, match="weights must have as many numbers"):
-        soft_target_nll(torch.zeros(2, V), torch.zeros(3, V), 2)
+    torch.testing.assert_close(gradient, -weights / 3)
+    with pytest.raises(ValueError, match="gradient must have as many numbers"):
+        linear_in_log_probs(torch.zeros(2, V), torch.zeros(3, V))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_a_frozen_linear_is_the_linear_it_copies(dtype):
+    linear = torch.nn.Linear(7, 30).to(dtype)
+    frozen = FrozenLinear(linear, rows_hint=12)
+    # Packed for oneDNN where the CPU build has it (float32, bf16); float64 is not packed.
+    assert (frozen.packed is not None) == (
+        dtype != torch.float64 and torch.backends.mkldnn.is_available()
+    )
+    for rows in (1, 12, 50):
+        x = torch.randn(rows, 7, generator=torch.Generator().manual_seed(rows)).to(dtype)
+        with torch.no_grad():
+            torch.testing.assert_close(frozen(x), linear(x))
+    # A copy: training the original afterwards does not move it.
+    with torch.no_grad():
+        linear.weight.add_(1.0)
+    x = torch.ones(3, 7, dtype=dtype)
+    assert not torch.allclose(frozen(x).float(), linear(x).detach().float())
+
+
+def test_the_snapshots_decoder_is_frozen_and_packed():
+    model = tiny_model()
+    serialized = SerializedIMM(refresh_every=10, vocab_size=V)
+    inputs = torch.tensor([[1, 2, 3]])
+    serialized.corrected_target_(model, 0, inputs, model.init_state(1), target_rows)
+    decoder = serialized.snapshot.module.decoder
+    assert isinstance(decoder, FrozenLinear)
+    torch.testing.assert_close(decoder.weight, model.decoder.weight.detach())

@@ -29,7 +29,7 @@ import torch
 from imm_ray.imm import StaleSnapshot, imm_backward_memory_bounded, imm_loss
 from imm_ray.restricted.kneser_ney import KneserNeyBigram
 from imm_ray.supervised.lm.histories import HistorySampler
-from imm_ray.supervised.lm.model import PRECISIONS, LSTMLanguageModel, State
+from imm_ray.supervised.lm.model import PRECISIONS, FrozenLinear, LSTMLanguageModel, State
 
 
 def history_tokens(
@@ -107,10 +107,14 @@ class SerializedIMM:
     more: Q̂† is the running mean of the same predictions Q† that the correction divides,
     so the correction averages to 1 over the rows of a context whatever their rounding.
 
-    The ``V × V`` table of Q̂†'s sums is allocated once, uninitialized, and a context's row is
-    set when the context is first seen after a refresh (its count is 0): a ``torch.zeros``
-    writes every page of it (0.14 s for V = 10,000 on this project's machine), and a refresh
-    only zeroes the counts.
+    Q̂†'s sums live in a pool of rows, one per context seen since the refresh, handed out
+    in the order the contexts appear (``slots`` maps a context to its row, −1 if unseen).
+    The pool is allocated once, uninitialized, for all V contexts; a refresh only forgets
+    the slots, and the next window's contexts reuse the first rows. So the pages written
+    are those of the most contexts one window has seen, not of every context the run has
+    seen, and a new row is set by one contiguous fill: on this project's VM the first
+    touch of a page (a fault) costs more than the arithmetic on it, and ``torch.zeros`` of
+    the whole V × V table writes every page (0.14 s for V = 10,000).
     """
 
     def __init__(self, refresh_every: int, vocab_size: int, precision: str = "fp32") -> None:
@@ -122,17 +126,34 @@ class SerializedIMM:
         self.state: State | None = None
         self.sums: torch.Tensor | None = None
         self.counts: torch.Tensor | None = None
+        self.slots: torch.Tensor | None = None
+        self.used = 0
         self.dtype = torch.float32
 
     def _reset_induced(self, device: torch.device) -> None:
         v = self.vocab_size
         if self.sums is None or self.sums.dtype != self.dtype or self.sums.device != device:
-            # Rows are set when their context is first seen (count 0), so the table's
-            # untouched pages are never written.
             self.sums = torch.empty(v, v, device=device, dtype=self.dtype)
-            self.counts = torch.zeros(v, device=device, dtype=self.dtype)
-        else:
-            self.counts.zero_()  # type: ignore[union-attr]
+            self.counts = torch.empty(v, device=device, dtype=self.dtype)
+            self.slots = torch.empty(v, device=device, dtype=torch.int64)
+        self.slots.fill_(-1)  # type: ignore[union-attr]
+        self.used = 0
+
+    def _slots_of(self, contexts: torch.Tensor) -> torch.Tensor:
+        """The pool rows of distinct ``contexts``; unseen ones get the next free rows, set
+        to the smallest normal number (so that sums > 0 everywhere, and a Q† that
+        underflows to 0 gets the weight 0 / sums = 0; its bias on Q̂† is below 1e-38)."""
+        slots, sums, counts = self.slots, self.sums, self.counts
+        rows = slots.index_select(0, contexts)  # type: ignore[union-attr]
+        new = contexts[rows < 0]
+        if len(new):
+            first, self.used = self.used, self.used + len(new)
+            fresh = torch.arange(first, self.used, device=contexts.device)
+            slots.index_copy_(0, new, fresh)  # type: ignore[union-attr]
+            sums[first : self.used].fill_(torch.finfo(self.dtype).tiny)  # type: ignore[index]
+            counts[first : self.used].zero_()  # type: ignore[index]
+            rows = slots.index_select(0, contexts)  # type: ignore[union-attr]
+        return rows
 
     def corrected_target_(
         self,
@@ -151,67 +172,73 @@ class SerializedIMM:
         ``rows``), or is a :class:`KneserNeyBigram`, whose ``rows_over_`` forms the factor
         in fewer passes; it is asked for each distinct context of the batch once, and the factor
         ``scale · P̂ / Q̂†`` is formed per context, so that only the snapshot's predictions
-        and the result are ``B·L × V`` (a caller sets ``scale`` to λ). ĨMM of the main pass's
-        log-probs is then ``−Σ_y weights · log Q``. ``step`` counts batches (a refresh when
+        and the result are ``B·L × V`` (a caller sets ``scale`` to λ, or to the gradient's
+        −λ / rows, see :func:`linear_in_log_probs`). ĨMM of the main pass's log-probs is
+        then ``−Σ_y weights · log Q``. ``step`` counts batches (a refresh when
         ``step % r == 0``); ``state`` is the primary branch's state carried into this batch,
         which a fresh snapshot starts from.
         """
         v = self.vocab_size
         with torch.no_grad():
             if self.snapshot.maybe_refresh(model, step):
+                snapshot = self.snapshot.module
                 if self.precision == "bf16":
                     # A bf16 copy rather than autocast: no weight casts on every batch.
-                    self.snapshot.module.to(torch.bfloat16)  # type: ignore[union-attr]
+                    snapshot.to(torch.bfloat16)  # type: ignore[union-attr]
+                # Frozen for r batches: its decoder's weight is packed once per refresh.
+                snapshot.decoder = FrozenLinear(snapshot.decoder, inputs.numel())  # type: ignore[union-attr]
                 self.state = tuple(s.detach().clone() for s in state)  # type: ignore[assignment]
                 self.dtype = torch.promote_types(model.decoder.weight.dtype, torch.float32)
                 self._reset_induced(inputs.device)
             logits, self.state = self.snapshot.module.logits(inputs, self.state, dropout=False)  # type: ignore[union-attr]
             stale = torch.softmax(logits.reshape(-1, v), dim=-1, dtype=self.dtype)  # Q†(· | x_t)
             flat = inputs.reshape(-1)
-            sums, counts = self.sums, self.counts
             contexts, position_context = torch.unique(flat, return_inverse=True)
-            # A context's row starts at the smallest normal number rather than 0, so that
-            # sums > 0 everywhere and a Q† that underflows to 0 gets the weight 0 / sums = 0
-            # (its bias on Q̂† is below 1e-38).
-            new = contexts[counts[contexts] == 0]  # type: ignore[index]
-            sums.index_fill_(0, new, torch.finfo(self.dtype).tiny)  # type: ignore[union-attr]
-            sums.index_add_(0, flat, stale)  # type: ignore[union-attr]
-            counts.index_add_(0, flat, torch.ones_like(flat, dtype=self.dtype))  # type: ignore[union-attr]
+            rows = self._slots_of(contexts)
+            sums, counts = self.sums, self.counts
+            at = rows.index_select(0, position_context)
+            sums.index_add_(0, at, stale)  # type: ignore[union-attr]
+            counts.index_add_(0, at, torch.ones_like(flat, dtype=self.dtype))  # type: ignore[union-attr]
             # Per context: scale · P̂(y | x̄) / Q̂†(y | x̄), Q̂† = sums[x̄] / counts[x̄].
-            factor = sums.index_select(0, contexts)  # type: ignore[union-attr]
-            row_scale = counts[contexts] * scale  # type: ignore[index]
+            factor = sums.index_select(0, rows)  # type: ignore[union-attr]
+            row_scale = counts.index_select(0, rows) * scale  # type: ignore[union-attr]
             if isinstance(target_rows, KneserNeyBigram):
                 factor = target_rows.rows_over_(contexts, factor, row_scale)
             else:
-                rows = target_rows(contexts).reshape(-1, v).to(self.dtype)
-                factor = rows.mul_(row_scale[:, None]).div_(factor)
+                targets = target_rows(contexts).reshape(-1, v).to(self.dtype)
+                factor = targets.mul_(row_scale[:, None]).div_(factor)
             return stale.mul_(factor.index_select(0, position_context))
 
 
-class _SoftTargetNLL(torch.autograd.Function):
+class _LinearInLogProbs(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, log_probs: torch.Tensor, weights: torch.Tensor, rows: int) -> torch.Tensor:  # type: ignore[override]
-        ctx.save_for_backward(weights)
-        ctx.rows = rows
-        ctx.shape = log_probs.shape
-        return -torch.dot(weights.reshape(-1), log_probs.reshape(-1)) / rows
+    def forward(ctx, log_probs: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(gradient)
+        return torch.dot(gradient.reshape(-1), log_probs.reshape(-1))
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
-        (weights,) = ctx.saved_tensors
-        return weights.mul_(grad * (-1.0 / ctx.rows)).view(ctx.shape), None, None
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        (gradient,) = ctx.saved_tensors
+        # ``loss.backward()`` passes 1: the gradient goes on as it is, with no pass over it
+        # (checked on CPUs only, where reading the number costs no device sync).
+        if grad.device.type == "cpu" and float(grad) == 1.0:
+            return gradient, None
+        return gradient * grad, None
 
 
-def soft_target_nll(log_probs: torch.Tensor, weights: torch.Tensor, rows: int) -> torch.Tensor:
-    """``−Σ weights · log_probs / rows``, differentiable in ``log_probs`` only.
+def linear_in_log_probs(log_probs: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
+    """The loss ``Σ gradient · log_probs``, differentiable in ``log_probs`` only, whose
+    gradient in ``log_probs`` is ``gradient`` (as many numbers, no gradient of its own).
 
-    ``weights`` (as many numbers as ``log_probs``, no gradient) is consumed: the backward
-    pass writes the gradient into its memory rather than allocating a ``B·L × V`` tensor,
-    so the graph can be run backward once.
+    A soft-target cross-entropy ``−Σ w · log_probs / rows`` is this with
+    ``gradient = −w / rows``; a caller that builds ``w`` scaled so hands its memory to
+    autograd as the gradient, and the backward pass makes no ``B·L × V`` tensor and no pass
+    of its own when the loss is back-propagated with 1, as ``loss.backward()`` does (with
+    another factor it makes a scaled copy; the buffer is never written).
     """
-    if weights.numel() != log_probs.numel():
+    if gradient.numel() != log_probs.numel():
         raise ValueError(
-            f"weights must have as many numbers as log_probs ({log_probs.numel()}), "
-            f"got {weights.numel()}"
+            f"gradient must have as many numbers as log_probs ({log_probs.numel()}), "
+            f"got {gradient.numel()}"
         )
-    return _SoftTargetNLL.apply(log_probs, weights.detach(), rows)
+    return _LinearInLogProbs.apply(log_probs, gradient.detach().reshape(log_probs.shape))

@@ -48,8 +48,8 @@ from imm_ray.supervised.lm.corpus import Corpus
 from imm_ray.supervised.lm.histories import HistorySampler
 from imm_ray.supervised.lm.imm_branch import (
     SerializedIMM,
+    linear_in_log_probs,
     sampled_imm_backward,
-    soft_target_nll,
 )
 from imm_ray.supervised.lm.metrics import batchify, bigram_perplexity, induced_bigram, perplexity
 from imm_ray.supervised.lm.model import (
@@ -324,6 +324,7 @@ class LMTrainer:
         if self.snapshot_precision == "auto":
             self.snapshot_precision = "bf16" if native_bf16(self.device) else "fp32"
         self.history: list[dict[str, float]] = []
+        self._serialized: SerializedIMM | None = None
 
     @property
     def batches_in_split(self) -> int:
@@ -361,11 +362,15 @@ class LMTrainer:
         if self.noiser is not None:
             data = self.noiser.noise(data, self.generator)
         data = data.to(self.device)
-        serialized = (
-            SerializedIMM(config.refresh_every, self.vocab_size, self.snapshot_precision)
-            if config.method == "serialized" and self.imm_active
-            else None
-        )
+        serialized = None
+        if config.method == "serialized" and self.imm_active:
+            # One per trainer: its V × V table's pages, once written, serve every epoch (a
+            # new table would be faulted in again, page by page). Step 0 refreshes it.
+            if self._serialized is None:
+                self._serialized = SerializedIMM(
+                    config.refresh_every, self.vocab_size, self.snapshot_precision
+                )
+            serialized = self._serialized
         params = [p for p in model.parameters()]
         model.train()
         state = model.init_state(config.batch_size)
@@ -388,16 +393,18 @@ class LMTrainer:
                 nll = -log_probs.gather(-1, targets.unsqueeze(-1)).mean()
                 loss = nll * steps
             else:
-                # CE + λ·ĨMM as one soft-target cross-entropy: the one-hot targets plus λ
-                # times ĨMM's weights, dotted with the log-probs (one pass, one backward).
-                weights = serialized.corrected_target_(
-                    model, step, inputs, carried, self.bigram, scale=config.lam
+                # CE + λ·ĨMM as one soft-target cross-entropy: its gradient in the log-probs,
+                # −(one-hot targets + λ·ĨMM's weights) / rows, built in one buffer and handed
+                # to autograd as it is (one pass to form, none to back-propagate).
+                per_row = -1.0 / targets.shape[0]
+                gradient = serialized.corrected_target_(
+                    model, step, inputs, carried, self.bigram, scale=config.lam * per_row
                 )
                 rows = targets.numel()
-                soft = weights.scatter_add_(
-                    1, targets.reshape(-1, 1), torch.ones(rows, 1, device=weights.device)
+                gradient.scatter_add_(
+                    1, targets.reshape(-1, 1), gradient.new_full((rows, 1), per_row)
                 )
-                loss = soft_target_nll(log_probs, soft, targets.shape[0])
+                loss = linear_in_log_probs(log_probs, gradient)
                 with torch.no_grad():
                     nll = -log_probs.gather(-1, targets.unsqueeze(-1)).mean()
                 if config.lam > 0:
