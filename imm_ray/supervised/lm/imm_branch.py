@@ -145,14 +145,15 @@ class SerializedIMM:
         underflows to 0 gets the weight 0 / sums = 0; its bias on Q̂† is below 1e-38)."""
         slots, sums, counts = self.slots, self.sums, self.counts
         rows = slots.index_select(0, contexts)  # type: ignore[union-attr]
-        new = contexts[rows < 0]
+        unseen = rows < 0
+        new = contexts[unseen]
         if len(new):
             first, self.used = self.used, self.used + len(new)
             fresh = torch.arange(first, self.used, device=contexts.device)
             slots.index_copy_(0, new, fresh)  # type: ignore[union-attr]
+            rows[unseen] = fresh
             sums[first : self.used].fill_(torch.finfo(self.dtype).tiny)  # type: ignore[index]
             counts[first : self.used].zero_()  # type: ignore[index]
-            rows = slots.index_select(0, contexts)  # type: ignore[union-attr]
         return rows
 
     def corrected_target_(

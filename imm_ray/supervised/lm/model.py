@@ -81,7 +81,7 @@ class FrozenLinear(nn.Module):
         self.packed = _pack_for_onednn(self.weight, rows_hint)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.packed is not None and x.dtype == self.weight.dtype and x.device.type == "cpu":
+        if self.packed is not None and x.dtype == self.weight.dtype:
             return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
         return nn.functional.linear(x, self.weight, self.bias)
 
