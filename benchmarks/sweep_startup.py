@@ -3,9 +3,10 @@
 Runs ``imm-ray sweep figure2 --seeds 1`` and the full ``imm-ray sweep figure2`` (30 seeds)
 ``--repeats`` times each, alternating, every run in a fresh ``--storage`` folder and a
 fresh process, exactly as a user types it. Prints each run's wall time with the 1-minute
-load average before it, then the best and the median of each, and the full sweep's extra
-cost over one seed measured as best against best. The machine's load matters on a shared
-box: quote the best runs and the load they ran at.
+load average before it and the time a fixed pure-Python loop takes just before it (a
+shared VM's speed drifts by 20-30 % over minutes; the loop shows when), each round's
+full − one seed difference (the two runs of a round are seconds apart), then the best and
+the median of each. Quote the rounds and the load they ran at.
 
     python benchmarks/sweep_startup.py --repeats 5
 """
@@ -28,6 +29,13 @@ IMM_RAY = Path(sys.executable).with_name("imm-ray")
 
 def load_average() -> float:
     return os.getloadavg()[0]
+
+
+def calibration() -> float:
+    """Seconds of a fixed pure-Python loop: how fast this machine is right now."""
+    start = time.perf_counter()
+    sum(i * i for i in range(2_000_000))
+    return time.perf_counter() - start
 
 
 def time_sweep(args: list[str]) -> float:
@@ -66,10 +74,17 @@ def main() -> None:
     times: dict[str, list[float]] = {name: [] for name in variants}
     for repeat in range(args.repeats):
         for name, extra in variants.items():
-            load = load_average()
+            load, loop = load_average(), calibration()
             elapsed = time_sweep(extra)
             times[name].append(elapsed)
-            print(f"run {repeat + 1} {name}: {elapsed:.2f} s (load before {load:.2f})", flush=True)
+            print(
+                f"run {repeat + 1} {name}: {elapsed:.2f} s "
+                f"(load before {load:.2f}, loop {loop:.3f} s)",
+                flush=True,
+            )
+        if len(variants) == 2:
+            one, full = (values[-1] for values in times.values())
+            print(f"run {repeat + 1} full − one seed: {full - one:+.2f} s", flush=True)
     for name, values in times.items():
         print(f"{name}: best {min(values):.2f} s, median {statistics.median(values):.2f} s")
     if len(times) == 2:

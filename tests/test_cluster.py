@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -94,3 +95,69 @@ print(len(re.findall("Started worker process", open(logs + "/raylet.out").read()
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "0"
+
+
+SHUTDOWN_PROBE = """
+import json, os, signal, sys
+from imm_ray.cluster import init_ray, shutdown_ray_during
+init_ray(num_cpus=1, prestart_workers=False)
+import ray
+
+node = ray._private.worker._global_node
+processes = {kind: [info.process for info in infos] for kind, infos in node.all_processes.items()}
+connect_ms = ray._private.state.state.get_system_config()[
+    "raylet_client_connect_timeout_milliseconds"
+]
+# Records the order in which Ray is asked to stop its processes (and passes each on).
+stops = []
+kill = node._kill_process_type
+def recorded(kind, *args, **kwargs):
+    stops.append([kind, bool(kwargs.get("allow_graceful"))])
+    return kill(kind, *args, **kwargs)
+node._kill_process_type = recorded
+
+result = shutdown_ray_during(lambda: "report written")
+codes = {kind: [p.wait(timeout=30) for p in procs] for kind, procs in processes.items()}
+try:
+    shutdown_ray_during(lambda: 1 / 0)
+    raised = None
+except ZeroDivisionError as err:
+    raised = type(err).__name__
+print(json.dumps({
+    "result": result,
+    "initialized": ray.is_initialized(),
+    "stops": stops,
+    "codes": codes,
+    "raised": raised,
+    "connect_ms": connect_ms,
+}))
+"""
+
+
+def test_shutdown_stops_every_ray_process_killing_the_idle_monitor_first():
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", SINGLE_MACHINE_SWITCH)}
+    result = subprocess.run(
+        [sys.executable, "-c", SHUTDOWN_PROBE], capture_output=True, text=True, timeout=180, env=env
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    # The work ran on this thread while Ray stopped, and its result came back.
+    assert seen["result"] == "report written"
+    assert not seen["initialized"]
+    # The autoscaler monitor is killed outright, first: after the GCS has stopped, its
+    # SIGTERM handler would sit out Ray's whole second of grace reporting to the GCS.
+    stops = seen["stops"]
+    assert stops[0] == ["monitor", False], stops
+    assert seen["codes"]["monitor"] == [-signal.SIGKILL]
+    # Then Ray stops the rest as usual, each asked to exit (SIGTERM) first ...
+    later = dict(stops[1:])
+    assert {"raylet", "gcs_server"} <= set(later) and all(later.values()), stops
+    assert "monitor" not in later
+    # ... and every process it started has exited (each was waited on above).
+    assert set(seen["codes"]) == {kind for kind, _ in stops}
+    # The monitor's death reached no one: no error about the autoscaler on the console.
+    assert "autoscaler" not in result.stderr.lower(), result.stderr
+    # With Ray already down, the work still runs and its error still propagates.
+    assert seen["raised"] == "ZeroDivisionError"
+    # The raylet polls for its object store every 50 ms rather than every second.
+    assert seen["connect_ms"] == 50

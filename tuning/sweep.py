@@ -5,66 +5,34 @@ for the logistic experiments: a group of dataset sizes with all their Monte Carl
 and reports once per dataset size: ``{"size": n, "values": {seed or run: value}}``.
 Results land under ``storage/<experiment name>/`` (Tune's experiment state plus one folder
 per trial); :mod:`tuning.report` turns them into the CSV, the markdown table and the plot.
+
+A small sweep is mostly start-up and shutdown: Tune is imported only once the sweep's
+input has been checked, the TensorBoard logger (which imports PyTorch into the driver)
+only on request, and :func:`run_sweep_and_report` writes the report while Ray stops.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-import sys
-import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from ray import tune
-
-from imm_ray.cluster import init_ray
+from imm_ray.cluster import init_ray, shutdown_ray, shutdown_ray_during
 from tuning.base import SweepExperiment
-from tuning.report import save_experiment
+from tuning.report import save_experiment, write_report
 
 #: How often Tune retries a crashed trial before marking it errored.
 MAX_FAILURES = 2
 #: Checkpoints Tune keeps per trial (the newest ones).
 CHECKPOINTS_KEPT = 2
 
+T = TypeVar("T")
+
 
 class SweepError(ValueError):
     """A sweep that cannot start (e.g. results already there without ``--resume``)."""
-
-
-class ProgressLines(tune.Callback):
-    """One line per finished, retried or failed trial, with the count and an ETA.
-
-    Stands in for Tune's status tables (``verbose=0``); ``run_sweep(verbose=True)``
-    brings those back instead.
-    """
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.finished = 0
-        self.start = time.monotonic()
-
-    def _line(self, trial: Any, what: str) -> None:
-        elapsed = time.monotonic() - self.start
-        left = self.total - self.finished
-        eta = f", ETA {elapsed / self.finished * left:.0f}s" if self.finished and left else ""
-        spec = trial.config["trial"]
-        print(
-            f"[{self.finished}/{self.total} trials, {elapsed:.0f}s{eta}] {what}: "
-            f"{spec['setting']} ({spec['tag']})",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.finished += 1
-        self._line(trial, "done")
-
-    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._line(trial, "failed, retrying")
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.finished += 1
-        self._line(trial, f"errored after {MAX_FAILURES} retries")
 
 
 def run_sweep(
@@ -74,13 +42,42 @@ def run_sweep(
     resume: bool = False,
     address: str | None = None,
     verbose: bool = False,
+    tensorboard: bool = False,
 ) -> Path:
     """Runs (or with ``resume`` continues) ``experiment``; returns its results folder.
 
     ``address`` joins a running cluster (default: ``$RAY_ADDRESS``, else an embedded Ray).
-    By default the console gets one line per trial (:class:`ProgressLines`); ``verbose``
-    shows Tune's own status tables instead.
+    By default the console gets one line per trial (:class:`~tuning.progress.ProgressLines`);
+    ``verbose`` shows Tune's own status tables instead. Tune's JSON and CSV results are
+    written for every trial; ``tensorboard`` adds its TensorBoard event files (whose
+    writer imports PyTorch into the driver: about a second and a half).
     """
+    return _run(experiment, storage, lambda folder: folder, resume, address, verbose, tensorboard)
+
+
+def run_sweep_and_report(
+    experiment: SweepExperiment,
+    storage: Path,
+    *,
+    resume: bool = False,
+    address: str | None = None,
+    verbose: bool = False,
+    tensorboard: bool = False,
+) -> dict[str, Path]:
+    """:func:`run_sweep`, then :func:`~tuning.report.write_report` on its results, written
+    while an embedded Ray shuts down; returns the report's paths."""
+    return _run(experiment, storage, write_report, resume, address, verbose, tensorboard)
+
+
+def _run(
+    experiment: SweepExperiment,
+    storage: Path,
+    then: Callable[[Path], T],
+    resume: bool,
+    address: str | None,
+    verbose: bool,
+    tensorboard: bool,
+) -> T:
     storage = storage.expanduser().resolve()
     folder = storage / experiment.name
     state_exists = any(folder.glob("experiment_state*.json")) if folder.is_dir() else False
@@ -98,54 +95,86 @@ def run_sweep(
         # Tune's newer console output prints its start banner even at verbose=0; the
         # classic reporter is silent there, and ProgressLines speaks instead.
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    trainable = tune.with_resources(
-        experiment.trainable(),
-        {"cpu": experiment.cpus_per_trial, "gpu": experiment.gpus_per_trial},
-    )
     # Trials run on Tune's own actors, never on workers Ray would prestart for tasks.
     started = init_ray(address, prestart_workers=False)
     try:
-        _fit(experiment, trainable, storage, folder, resume=resume, verbose=verbose)
-    finally:
+        _fit(experiment, storage, folder, resume=resume, verbose=verbose, tensorboard=tensorboard)
+    except BaseException:
         if started:
-            import ray
-
-            ray.shutdown()
-    return folder
+            shutdown_ray()
+        raise
+    if started:
+        return shutdown_ray_during(lambda: then(folder))
+    return then(folder)
 
 
 def _fit(
     experiment: SweepExperiment,
-    trainable: Any,
     storage: Path,
     folder: Path,
     *,
     resume: bool,
     verbose: bool,
+    tensorboard: bool,
 ) -> None:
+    from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
+
+    from tuning.progress import ProgressLines
+
+    trainable = tune.with_resources(
+        experiment.trainable(),
+        {"cpu": experiment.cpus_per_trial, "gpu": experiment.gpus_per_trial},
+    )
     if resume:
+        # A restored sweep keeps the callbacks it was started with; Tune adds its default
+        # loggers (TensorBoard's among them) to a sweep stored without them.
         tuner = tune.Tuner.restore(
             str(folder), trainable, resume_unfinished=True, resume_errored=True
         )
-    else:
-        folder.mkdir(parents=True, exist_ok=True)
-        save_experiment(folder, experiment)
-        trials = experiment.trials()
-        tuner = tune.Tuner(
-            trainable,
-            param_space={"trial": tune.grid_search(trials)},
-            run_config=tune.RunConfig(
-                name=experiment.name,
-                storage_path=str(storage),
-                failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
-                # Language-model trials checkpoint every epoch; a restart needs the last one.
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
-                verbose=2 if verbose else 0,
-                callbacks=[] if verbose else [ProgressLines(len(trials))],
-            ),
-            tune_config=tune.TuneConfig(trial_dirname_creator=_trial_dirname, reuse_actors=True),
-        )
-    tuner.fit()
+        tuner.fit()
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    save_experiment(folder, experiment)
+    trials = experiment.trials()
+    # Tune's default loggers are JSON (result.json, which tuning.report reads), CSV and
+    # TensorBoard; they are given explicitly and Tune's automatic ones switched off, so
+    # that the TensorBoard writer (and PyTorch with it) loads only when asked for.
+    loggers = [JsonLoggerCallback(), CSVLoggerCallback()]
+    if tensorboard:
+        loggers.append(TBXLoggerCallback())
+    progress = [] if verbose else [ProgressLines(len(trials), MAX_FAILURES)]
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"trial": tune.grid_search(trials)},
+        run_config=tune.RunConfig(
+            name=experiment.name,
+            storage_path=str(storage),
+            failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
+            # Language-model trials checkpoint every epoch; a restart needs the last one.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
+            verbose=2 if verbose else 0,
+            callbacks=loggers + progress,
+        ),
+        tune_config=tune.TuneConfig(trial_dirname_creator=_trial_dirname, reuse_actors=True),
+    )
+    with _environment(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1"):
+        tuner.fit()
+
+
+@contextlib.contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    """Sets environment variables for a ``with`` block, then restores them."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _trial_dirname(trial: Any) -> str:

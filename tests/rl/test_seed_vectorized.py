@@ -334,6 +334,97 @@ def test_stochastic_pair_walk_follows_the_transition_matrix():
     assert walk.rewards.mean().item() == pytest.approx(0.25, abs=0.03)
 
 
+@dataclass(frozen=True)
+class _Trap(PomdpMdpPair):
+    """Three states; 2 is terminal (absorbing, reward 0). Action 1 from state 0 or 1 falls
+    into it with probability 0.3 and pays 1; action 0 swaps states 0 and 1."""
+
+    n_states: int = 3
+    n_actions: int = 2
+    n_contexts: int = 1
+
+    def transition_matrix(self) -> np.ndarray:
+        swap = [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]
+        fall = [[0.7, 0.0, 0.3], [0.0, 0.7, 0.3], [0.0, 0.0, 1.0]]
+        return np.array([swap, fall])
+
+    def reward_matrix(self) -> np.ndarray:
+        rewards = np.zeros((2, 3, 3))
+        rewards[1, :2, 2] = 1.0
+        return rewards
+
+    def terminal_states(self) -> np.ndarray:
+        return np.array([False, False, True])
+
+    def initial_belief(self) -> np.ndarray:
+        return np.array([0.5, 0.5, 0.0])
+
+    def state_context(self) -> np.ndarray:
+        return np.zeros(3, dtype=np.int64)
+
+    def state_observation(self) -> np.ndarray:
+        return np.arange(3)
+
+    def observation_state(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(obs).long()
+
+
+def _walker_by_walker(tensor_pair, policy_cdf, u_start, u_steps):
+    """The walk one walker at a time, with torch's ``inverse_cdf`` and the pair's torch
+    tables (``TensorPair.start`` / ``step``): what the vectorized NumPy walk must match."""
+    seeds, walkers, horizon, _ = u_steps.shape
+    shape = (seeds, walkers, horizon)
+    states, actions = torch.zeros(shape, dtype=torch.long), torch.zeros(shape, dtype=torch.long)
+    rewards, alive = torch.zeros(shape), torch.zeros(shape, dtype=torch.bool)
+    for s in range(seeds):
+        for n in range(walkers):
+            state = tensor_pair.start(u_start[s, n])
+            living = not bool(tensor_pair.terminal[state])
+            for t in range(horizon):
+                action = inverse_cdf(policy_cdf[s, state], u_steps[s, n, t, 0])
+                u_next = None if tensor_pair.deterministic else u_steps[s, n, t, 1]
+                next_state, reward = tensor_pair.step(state, action, u_next)
+                states[s, n, t], actions[s, n, t], alive[s, n, t] = state, action, living
+                rewards[s, n, t] = reward if living else 0.0
+                living = living and not bool(tensor_pair.terminal[next_state])
+                state = next_state
+    return states, actions, rewards, alive
+
+
+@pytest.mark.parametrize("which", ["grid", "taxi", "coin", "trap"])
+def test_the_vectorized_walk_draws_exactly_what_each_walker_draws_alone(which):
+    pair = {
+        "grid": lambda: envs.make_pair(envs.MDP_ENV_ID),
+        "taxi": lambda: envs.make_pair("imm_ray/Taxi-v0"),
+        "coin": _Coin,
+        "trap": _Trap,
+    }[which]()
+    tensor_pair = TensorPair(pair)
+    generator = torch.Generator().manual_seed(7)
+    seeds, walkers, horizon = 3, 4, 200
+    logits = 3 * torch.randn(seeds, pair.n_states, pair.n_actions, generator=generator)
+    policy_cdf = torch.softmax(logits, dim=-1).cumsum(dim=-1)
+    u_start = torch.rand(seeds, walkers, generator=generator)
+    per_step = tensor_pair.uniforms_per_step
+    u_steps = torch.rand(seeds, walkers, horizon, per_step, generator=generator)
+    walk = tensor_pair.walk(policy_cdf, u_start, u_steps)
+    states, actions, rewards, alive = _walker_by_walker(tensor_pair, policy_cdf, u_start, u_steps)
+    steps = walk.states.shape[-1]  # fewer than the horizon once every walker terminated
+    assert walk.states.dtype == walk.actions.dtype == torch.long
+    assert walk.rewards.dtype == torch.float32
+    assert torch.equal(walk.states, states[..., :steps])
+    assert torch.equal(walk.actions, actions[..., :steps])
+    assert torch.equal(walk.rewards, rewards[..., :steps])
+    if tensor_pair.terminates:
+        assert torch.equal(walk.alive, alive[..., :steps])
+        assert steps == horizon or not alive[..., steps:].any()
+        if which == "trap":  # walkers end at different steps, and all before the horizon
+            assert steps < horizon and len(set(walk.alive.sum(dim=-1).flatten().tolist())) > 1
+    else:
+        assert walk.alive is None and steps == horizon
+    assert len(set(actions.flatten().tolist())) > 1, "the walk must exercise several actions"
+
+
 @pytest.mark.parametrize(
     ("section", "kwargs", "message"),
     [

@@ -133,6 +133,45 @@ def test_a_sweep_prints_one_line_per_trial_and_where_the_results_are(tmp_path):
         assert noise not in text, text
     assert sum("] done: " in line for line in lines) == 4
     assert f"table: {storage / 'tiny' / 'summary.md'}" in text
+    # Tune's JSON and CSV results, in every trial's folder; no TensorBoard files unasked.
+    trials = [path for path in (storage / "tiny").iterdir() if path.is_dir()]
+    assert len(trials) == 4
+    for trial in trials:
+        assert (trial / "result.json").is_file() and (trial / "progress.csv").is_file()
+        assert not list(trial.glob("events.out.tfevents*")), trial
+
+
+def test_the_driver_loads_pytorch_and_tensorboard_only_when_asked_for_event_files(tmp_path):
+    # A sweep file's RL sweep needs neither in the driver (each costs it a second or more);
+    # Python's -X importtime lists every module the driver imports.
+    sweep = tmp_path / "tiny.yaml"
+    sweep.write_text(SWEEP.replace("seeds: 3", "seeds: 1").replace("seeds_per_trial: 1\n", ""))
+    runs = {}
+    for name, extra in (("plain", []), ("tensorboard", ["--tensorboard"])):
+        storage = tmp_path / name
+        result = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "imm_ray.cli", "sweep", str(sweep)]
+            + ["--storage", str(storage), *extra],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        imported = {
+            line.rsplit("|", 1)[1].strip()
+            for line in result.stderr.splitlines()
+            if line.startswith("import time:")
+        }
+        trials = [path for path in (storage / "tiny").iterdir() if path.is_dir()]
+        events = [list(trial.glob("events.out.tfevents*")) for trial in trials]
+        runs[name] = imported, trials, events
+    imported, trials, events = runs["plain"]
+    assert len(trials) == 2 and "ray.tune" in imported
+    assert not {"torch", "tensorboardX"} & imported
+    assert events == [[], []]
+    imported, trials, events = runs["tensorboard"]
+    assert len(trials) == 2 and "tensorboardX" in imported
+    assert all(len(found) == 1 and found[0].stat().st_size > 0 for found in events), events
 
 
 def test_sweep_cli_rejects_bad_input_before_starting(tmp_path):

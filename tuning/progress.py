@@ -1,0 +1,47 @@
+"""The sweep's console: one line per trial instead of Tune's status tables."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from ray import tune
+
+
+class ProgressLines(tune.Callback):
+    """One line per finished, retried or failed trial, with the count and an ETA.
+
+    Stands in for Tune's status tables (``verbose=0``); ``run_sweep(verbose=True)``
+    brings those back instead. Its own module, so that importing :mod:`tuning.sweep`
+    does not import Tune (which :func:`~tuning.sweep.run_sweep` imports while Ray starts).
+    """
+
+    def __init__(self, total: int, max_failures: int) -> None:
+        self.total = total
+        self.max_failures = max_failures
+        self.finished = 0
+        self.start = time.monotonic()
+
+    def _line(self, trial: Any, what: str) -> None:
+        elapsed = time.monotonic() - self.start
+        left = self.total - self.finished
+        eta = f", ETA {elapsed / self.finished * left:.0f}s" if self.finished and left else ""
+        spec = trial.config["trial"]
+        print(
+            f"[{self.finished}/{self.total} trials, {elapsed:.0f}s{eta}] {what}: "
+            f"{spec['setting']} ({spec['tag']})",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.finished += 1
+        self._line(trial, "done")
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._line(trial, "failed, retrying")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.finished += 1
+        self._line(trial, f"errored after {self.max_failures} retries")
