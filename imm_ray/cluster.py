@@ -52,10 +52,10 @@ def init_ray(address: str | None = None, *, prestart_workers: bool = True, **kwa
     explicit shutdown skips the half second that Ray's exit hook waits for log lines.
 
     An embedded Ray starts one idle worker per CPU as soon as the driver connects (Ray's
-    ``prestart_worker_first_driver``), for tasks without a runtime env. Tune gives every
-    trial actor one (``tune/execution/class_cache.py`` sets ``PL_DISABLE_FORK``), so a
-    sweep never uses them; ``prestart_workers=False`` skips them, and their start-up
-    (≈ 0.5 CPU-second each) no longer competes with the trials' own.
+    ``prestart_worker_first_driver``), for tasks and actors without a runtime env.
+    ``prestart_workers=False`` skips them where nothing would use them (their start-up,
+    ≈ 0.5 CPU-second each, would only compete with the work): Tune's trial actors have a
+    runtime env unless :mod:`tuning.sweep` takes it off.
     """
     prefer_loopback(address)
     import ray

@@ -79,7 +79,7 @@ def test_the_embedded_ray_binds_loopback_only_and_starts_no_dashboard():
     assert addresses == {"127.0.0.1"}, seen["listening"]
 
 
-def test_a_sweeps_embedded_ray_prestarts_no_worker_that_its_trials_cannot_use():
+def test_an_embedded_ray_without_prestart_starts_no_idle_worker():
     probe = """
 import re, time
 from imm_ray.cluster import init_ray

@@ -7,8 +7,10 @@ Results land under ``storage/<experiment name>/`` (Tune's experiment state plus 
 per trial); :mod:`tuning.report` turns them into the CSV, the markdown table and the plot.
 
 A small sweep is mostly start-up and shutdown: Tune is imported only once the sweep's
-input has been checked, the TensorBoard logger (which imports PyTorch into the driver)
-only on request, and :func:`run_sweep_and_report` writes the report while Ray stops.
+input has been checked and Ray is up, the first trials run on the workers Ray prestarts
+as the driver connects (they start while the driver imports Tune), the TensorBoard
+logger (which imports PyTorch into the driver) loads only on request, and
+:func:`run_sweep_and_report` writes the report while Ray stops.
 """
 
 from __future__ import annotations
@@ -95,10 +97,14 @@ def _run(
         # Tune's newer console output prints its start banner even at verbose=0; the
         # classic reporter is silent there, and ProgressLines speaks instead.
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    # Trials run on Tune's own actors, never on workers Ray would prestart for tasks.
-    started = init_ray(address, prestart_workers=False)
+    # An embedded Ray prestarts one worker per CPU as the driver connects; the first
+    # trials run on them (see _trials_on_prestarted_workers) and find Ray imported.
+    started = init_ray(address)
     try:
-        _fit(experiment, storage, folder, resume=resume, verbose=verbose, tensorboard=tensorboard)
+        with _trials_on_prestarted_workers():
+            _fit(
+                experiment, storage, folder, resume=resume, verbose=verbose, tensorboard=tensorboard
+            )
     except BaseException:
         if started:
             shutdown_ray()
@@ -106,6 +112,38 @@ def _run(
     if started:
         return shutdown_ray_during(lambda: then(folder))
     return then(folder)
+
+
+@contextlib.contextmanager
+def _trials_on_prestarted_workers() -> Iterator[None]:
+    """Lets Tune's trial actors run on the idle workers an embedded Ray prestarts.
+
+    Ray starts one worker per CPU as the driver connects, while the driver still imports
+    Tune and builds its Tuner, but only tasks and actors without a runtime env may use
+    them. Tune gives every trial actor one, ``{"env_vars": {"PL_DISABLE_FORK": "1"}}`` (a
+    PyTorch Lightning workaround, ray-project/ray#28197; no imm-ray trainable uses
+    Lightning), so each first trial waited for a fresh worker to start and import Ray
+    (≈ 0.7 s) while the prestarted ones idled. Within this block Tune's default
+    environment lacks that variable. Tune also passes a few of the driver's own variables
+    on (cloud credentials, some of Ray Train's settings): with any of those set, its
+    actors keep a runtime env and start their own workers, as before.
+    """
+    try:
+        from ray.tune.execution import class_cache
+
+        defaults = class_cache.DEFAULT_ENV_VARS
+    except (ImportError, AttributeError):  # another Tune: trials keep their runtime env
+        defaults = None
+    if not isinstance(defaults, dict):
+        yield
+        return
+    saved = dict(defaults)
+    defaults.pop("PL_DISABLE_FORK", None)
+    try:
+        yield
+    finally:
+        defaults.clear()
+        defaults.update(saved)
 
 
 def _fit(

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -139,6 +140,44 @@ def test_a_sweep_prints_one_line_per_trial_and_where_the_results_are(tmp_path):
     for trial in trials:
         assert (trial / "result.json").is_file() and (trial / "progress.csv").is_file()
         assert not list(trial.glob("events.out.tfevents*")), trial
+
+
+def _raylet_time(line: str) -> float:
+    """Epoch seconds of a raylet log line ``[2026-12-02 18:24:33,335 I ...]`` (local time)."""
+    stamp = datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f")
+    return stamp.timestamp()
+
+
+def test_a_sweeps_trials_run_on_the_workers_ray_prestarts_as_the_driver_connects(tmp_path):
+    sweep = tmp_path / "tiny.yaml"
+    sweep.write_text(SWEEP.replace("seeds: 3", "seeds: 1").replace("seeds_per_trial: 1\n", ""))
+    storage = tmp_path / "results"
+    result = imm_ray("sweep", str(sweep), "--storage", str(storage))
+    assert result.returncode == 0, result.stderr[-3000:]
+    folder = storage / "tiny"
+    trial_pids = {int(path.read_text()) for path in folder.glob(f"*/{PID_FILE}")}
+    assert len(trial_pids) == 2  # two trials side by side on the two CPUs
+    # The sweep's Ray session: the one whose workers' logs name the trials' processes.
+    ray_tmp = Path(os.environ.get("RAY_TMPDIR", tempfile.gettempdir())) / "ray"
+    logs = {
+        path.parent
+        for pid in trial_pids
+        for path in ray_tmp.glob(f"session_*/logs/python-core-worker-*_{pid}.log")
+    }
+    logs = max(logs, key=lambda path: path.stat().st_mtime)
+    raylet = (logs / "raylet.out").read_text().splitlines()
+    started = {
+        int(line.split("with pid ")[1].split()[0]): _raylet_time(line)
+        for line in raylet
+        if "Started worker process with pid" in line
+    }
+    # Ray started exactly the workers the trials ran on, before the driver had even
+    # written the sweep's first file (so while it started Tune, not on the trials'
+    # request), and never built a runtime env for them (which would have kept the
+    # trials off prestarted workers).
+    assert set(started) == trial_pids, (started, trial_pids)
+    assert max(started.values()) < (folder / "experiment.json").stat().st_mtime
+    assert not any("Create runtime env" in line for line in raylet)
 
 
 def test_the_driver_loads_pytorch_and_tensorboard_only_when_asked_for_event_files(tmp_path):
