@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from imm_ray.cluster import SINGLE_MACHINE_SWITCH
 
 PROBE = """
@@ -64,13 +66,20 @@ ray.shutdown()
 """
 
 
-def test_the_embedded_ray_binds_loopback_only_and_starts_no_dashboard():
+def run_probe(source: str) -> tuple[subprocess.CompletedProcess, str]:
+    """Runs ``source`` in a fresh Python as ``imm-ray`` would (no cluster address, Ray's
+    single-machine switch unset); returns the process and its last line of output."""
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", SINGLE_MACHINE_SWITCH)}
     result = subprocess.run(
-        [sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=180, env=env
+        [sys.executable, "-c", source], capture_output=True, text=True, timeout=180, env=env
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    return result, result.stdout.strip().splitlines()[-1]
+
+
+def test_the_embedded_ray_binds_loopback_only_and_starts_no_dashboard():
+    _, last = run_probe(PROBE)
+    seen = json.loads(last)
     assert seen["gcs"].startswith("127.0.0.1:")
     assert seen["node"] == "127.0.0.1"
     assert not seen["dashboard"]
@@ -79,22 +88,19 @@ def test_the_embedded_ray_binds_loopback_only_and_starts_no_dashboard():
     assert addresses == {"127.0.0.1"}, seen["listening"]
 
 
-def test_an_embedded_ray_without_prestart_starts_no_idle_worker():
-    probe = """
+@pytest.mark.parametrize(("prestart", "workers"), [(True, 2), (False, 0)])
+def test_an_embedded_ray_prestarts_one_idle_worker_per_cpu_unless_told_not_to(prestart, workers):
+    probe = f"""
 import re, time
 from imm_ray.cluster import init_ray
-init_ray(num_cpus=2, prestart_workers=False)
+init_ray(num_cpus=2, prestart_workers={prestart})
 import ray
 time.sleep(3)  # Ray prestarts on the driver's registration, right after init
 logs = ray._private.worker._global_node.get_logs_dir_path()
 print(len(re.findall("Started worker process", open(logs + "/raylet.out").read())))
 """
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", SINGLE_MACHINE_SWITCH)}
-    result = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "0"
+    _, last = run_probe(probe)
+    assert last == str(workers)
 
 
 SHUTDOWN_PROBE = """
@@ -135,12 +141,8 @@ print(json.dumps({
 
 
 def test_shutdown_stops_every_ray_process_killing_the_idle_monitor_first():
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", SINGLE_MACHINE_SWITCH)}
-    result = subprocess.run(
-        [sys.executable, "-c", SHUTDOWN_PROBE], capture_output=True, text=True, timeout=180, env=env
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    result, last = run_probe(SHUTDOWN_PROBE)
+    seen = json.loads(last)
     # The work ran on this thread while Ray stopped, and its result came back.
     assert seen["result"] == "report written"
     assert not seen["initialized"]

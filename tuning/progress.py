@@ -14,12 +14,11 @@ class ProgressLines(tune.Callback):
 
     Stands in for Tune's status tables (``verbose=0``); ``run_sweep(verbose=True)``
     brings those back instead. Its own module, so that importing :mod:`tuning.sweep`
-    does not import Tune (which :func:`~tuning.sweep.run_sweep` imports while Ray starts).
+    does not import Tune (:func:`~tuning.sweep.run_sweep` imports it once Ray is up).
     """
 
-    def __init__(self, total: int, max_failures: int) -> None:
+    def __init__(self, total: int) -> None:
         self.total = total
-        self.max_failures = max_failures
         self.finished = 0
         self.start = time.monotonic()
 
@@ -43,5 +42,7 @@ class ProgressLines(tune.Callback):
         self._line(trial, "failed, retrying")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        from tuning.sweep import MAX_FAILURES
+
         self.finished += 1
-        self._line(trial, f"errored after {self.max_failures} retries")
+        self._line(trial, f"errored after {MAX_FAILURES} retries")

@@ -181,7 +181,7 @@ def _fit(
     loggers = [JsonLoggerCallback(), CSVLoggerCallback()]
     if tensorboard:
         loggers.append(TBXLoggerCallback())
-    progress = [] if verbose else [ProgressLines(len(trials), MAX_FAILURES)]
+    progress = [] if verbose else [ProgressLines(len(trials))]
     tuner = tune.Tuner(
         trainable,
         param_space={"trial": tune.grid_search(trials)},
@@ -213,6 +213,16 @@ def _environment(**values: str) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def __getattr__(name: str) -> Any:
+    # Sweeps stored before ProgressLines moved to tuning.progress pickled it as
+    # tuning.sweep.ProgressLines; --resume unpickles their Tuner.
+    if name == "ProgressLines":
+        from tuning.progress import ProgressLines
+
+        return ProgressLines
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _trial_dirname(trial: Any) -> str:

@@ -341,3 +341,19 @@ def test_a_crashed_trial_is_retried_and_the_sweep_completes(tmp_path):
     assert len(rows) == 5 and all(row.endswith(",3") for row in rows[1:])
     assert "failed, retrying" in output, "the kill must have failed a running trial"
     assert "[6/6 trials" in output and "errored after" not in output
+
+
+def test_a_sweep_stored_before_its_progress_callback_moved_still_resumes():
+    # --resume unpickles the Tuner a sweep stored, its callbacks with it; sweeps stored
+    # before ProgressLines moved to tuning.progress name it tuning.sweep.ProgressLines.
+    import pickle
+
+    from tuning.progress import ProgressLines
+
+    lines = ProgressLines(total=4)
+    lines.finished = 3
+    stored = pickle.dumps(lines, protocol=0).replace(b"ctuning.progress\n", b"ctuning.sweep\n")
+    assert b"ctuning.sweep\nProgressLines\n" in stored
+    restored = pickle.loads(stored)
+    assert isinstance(restored, ProgressLines)
+    assert (restored.total, restored.finished) == (4, 3)
