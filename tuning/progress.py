@@ -17,8 +17,9 @@ class ProgressLines(tune.Callback):
     does not import Tune (:func:`~tuning.sweep.run_sweep` imports it once Ray is up).
     """
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, max_failures: int) -> None:
         self.total = total
+        self.max_failures = max_failures
         self.finished = 0
         self.start = time.monotonic()
 
@@ -42,7 +43,7 @@ class ProgressLines(tune.Callback):
         self._line(trial, "failed, retrying")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        from tuning.sweep import MAX_FAILURES
-
         self.finished += 1
-        self._line(trial, f"errored after {MAX_FAILURES} retries")
+        # A sweep stored before the count was kept here resumes without it.
+        retries = getattr(self, "max_failures", None)
+        self._line(trial, f"errored after {retries if retries is not None else 'its'} retries")

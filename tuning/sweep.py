@@ -181,7 +181,7 @@ def _fit(
     loggers = [JsonLoggerCallback(), CSVLoggerCallback()]
     if tensorboard:
         loggers.append(TBXLoggerCallback())
-    progress = [] if verbose else [ProgressLines(len(trials))]
+    progress = [] if verbose else [ProgressLines(len(trials), MAX_FAILURES)]
     tuner = tune.Tuner(
         trainable,
         param_space={"trial": tune.grid_search(trials)},

@@ -350,10 +350,17 @@ def test_a_sweep_stored_before_its_progress_callback_moved_still_resumes():
 
     from tuning.progress import ProgressLines
 
-    lines = ProgressLines(total=4)
+    lines = ProgressLines(total=4, max_failures=2)
     lines.finished = 3
+    del lines.max_failures  # not kept by the callbacks those sweeps stored
     stored = pickle.dumps(lines, protocol=0).replace(b"ctuning.progress\n", b"ctuning.sweep\n")
     assert b"ctuning.sweep\nProgressLines\n" in stored
     restored = pickle.loads(stored)
     assert isinstance(restored, ProgressLines)
     assert (restored.total, restored.finished) == (4, 3)
+
+    class Trial:
+        config = {"trial": {"setting": "IMM", "tag": "lam0.25_seeds0-0"}}
+
+    restored.on_trial_error(0, [], Trial())
+    assert restored.finished == 4
