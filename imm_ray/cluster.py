@@ -70,9 +70,9 @@ def init_ray(address: str | None = None, *, prestart_workers: bool = True, **kwa
         if not prestart_workers:
             config.setdefault("prestart_worker_first_driver", False)
         # The raylet connects to its own object store as the store starts, and Ray
-        # retries a failed connection once a second (10 tries): on a busy machine
-        # about every second start waited a whole second. The same 10 s of patience
-        # in 50 ms steps.
+        # retries a failed connection once a second (10 tries): on a busy machine about
+        # half the starts waited a whole second. The same 10 s of patience, in 50 ms
+        # steps.
         config.setdefault("raylet_client_connect_timeout_milliseconds", 50)
         config.setdefault("raylet_client_num_connect_attempts", 200)
         ray.init(include_dashboard=False, **kwargs)
@@ -92,8 +92,7 @@ def shutdown_ray() -> None:
     """
     import ray
 
-    node = getattr(getattr(ray, "_private", None), "worker", None)
-    node = getattr(node, "_global_node", None)
+    node = getattr(ray._private.worker, "_global_node", None)
     kill_monitor = getattr(node, "kill_monitor", None)
     if getattr(node, "head", False) and kill_monitor is not None:
         try:

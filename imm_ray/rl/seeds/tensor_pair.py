@@ -64,7 +64,10 @@ class TensorPair:
         else:
             self.next_cdf = torch.as_tensor(np.cumsum(transitions, axis=-1), dtype=torch.float32)
             self.reward = torch.as_tensor(rewards, dtype=torch.float32)
-        self._tables: dict[str, np.ndarray] | None = None
+        # NumPy views of the same tables (no copies), for walk().
+        names = ["start_cdf", "terminal"]
+        names += ["next_state", "next_reward"] if self.deterministic else ["next_cdf", "reward"]
+        self._tables = {name: getattr(self, name).numpy() for name in names}
 
     @property
     def uniforms_per_step(self) -> int:
@@ -101,7 +104,7 @@ class TensorPair:
             u_start: ``[S, N]`` uniforms for the start states.
             u_steps: ``[S, N, H, uniforms_per_step]`` uniforms for the steps.
         """
-        tables = self._numpy_tables()
+        tables = self._tables
         seeds, walkers, horizon, _ = u_steps.shape
         # One flat table so that a (seed, state) pair is a single index.
         flat_cdf = policy_cdf.detach().cpu().numpy().reshape(seeds * self.n_states, -1)
@@ -130,13 +133,6 @@ class TensorPair:
         paths = [torch.from_numpy(np.stack(x, axis=-1)) for x in (states, actions, rewards)]
         alive_path = torch.from_numpy(np.stack(alives, axis=-1)) if alives else None
         return Walk(*paths, alive=alive_path)
-
-    def _numpy_tables(self) -> dict[str, np.ndarray]:
-        if self._tables is None:
-            names = ["start_cdf", "terminal"]
-            names += ["next_state", "next_reward"] if self.deterministic else ["next_cdf", "reward"]
-            self._tables = {name: getattr(self, name).numpy() for name in names}
-        return self._tables
 
 
 def _draw(cdf: np.ndarray, u: np.ndarray) -> np.ndarray:
