@@ -75,7 +75,10 @@ def init_ray(address: str | None = None, *, prestart_workers: bool = True, **kwa
         # steps.
         config.setdefault("raylet_client_connect_timeout_milliseconds", 50)
         config.setdefault("raylet_client_num_connect_attempts", 200)
-        ray.init(include_dashboard=False, **kwargs)
+        # "local" starts a new Ray even where another one runs on this machine: without
+        # it, ray.init() joins the cluster that `ray start` (or a leftover
+        # /tmp/ray/ray_current_cluster file) names, and refuses the _system_config above.
+        ray.init(address="local", include_dashboard=False, **kwargs)
     return True
 
 
