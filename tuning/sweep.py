@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from imm_ray.cluster import init_ray, shutdown_ray, shutdown_ray_during
 from tuning.base import SweepExperiment
 from tuning.report import Report, save_experiment, write_report
+from tuning.resume import STATE_PREFIX, mend_before_resume
 from tuning.storage import Location, check_writable, resolve
 
 #: How often Tune retries a crashed trial before marking it errored.
@@ -90,7 +91,7 @@ def _run(
     check_writable(storage)
     folder = storage / experiment.name
     names = [entry.name for entry in folder.iterdir()]
-    state_exists = any(n.startswith("experiment_state") and n.endswith(".json") for n in names)
+    state_exists = any(n.startswith(STATE_PREFIX) and n.endswith(".json") for n in names)
     if resume and not state_exists:
         raise SweepError(f"--resume: no sweep to resume at {folder}")
     if not resume and names:
@@ -98,6 +99,8 @@ def _run(
             f"{folder} already holds results; pass --resume to continue that sweep, or "
             "choose another --storage"
         )
+    if resume:
+        mend_before_resume(folder)
     # Tune records finished trials in its experiment state every 10 s by default; a killed
     # sweep reruns whatever finished since. Our state is small: save it every second.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
