@@ -257,8 +257,7 @@ def _credentials_hint(location: Location) -> str:
 
 def _aws_credentials_configured(location: Location) -> bool:
     """Whether credentials for S3 are given without asking the instance metadata service:
-    in the URI (``s3://KEY:SECRET@bucket``, ``?anonymous=true``), the environment, or the
-    AWS shared files."""
+    in the URI (``s3://KEY:SECRET@bucket``), the environment, or the AWS shared files."""
     env = os.environ
     if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
         return True
@@ -280,4 +279,4 @@ def _aws_credentials_configured(location: Location) -> bool:
         return True
     # The options an S3 filesystem pickles itself with hold the credentials its URI gave.
     _, (options,) = location.filesystem.__reduce__()
-    return bool(options.get("access_key") or options.get("anonymous"))
+    return bool(options.get("access_key"))
