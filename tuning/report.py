@@ -17,6 +17,7 @@ import io
 import json
 import os
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,8 @@ from tuning.storage import Location, check_readable, resolve
 CSV_NAME, TABLE_NAME, PLOT_NAME = "summary.csv", "summary.md", "figure.png"
 #: Name of the file recording which experiment a sweep folder holds.
 EXPERIMENT_FILE = "experiment.json"
+#: Files a report reads at once (on an object store each read is a request of its own).
+READERS = 16
 #: Tune's file of a trial's result rows (JSON lines), in the trial's folder.
 RESULT_FILE = "result.json"
 #: Rows a trial had stored before a ``--resume`` ran it again (:mod:`tuning.resume`).
@@ -83,24 +86,41 @@ def load_saved_experiment(folder: str | os.PathLike[str] | Location) -> SweepExp
 def read_trials(folder: str | os.PathLike[str] | Location) -> list[TrialResults]:
     """Every trial folder under ``folder`` that has its ``params.json`` and results: its
     ``result.json`` after the rows kept from before each ``--resume``
-    (:data:`EARLIER_RESULTS_PREFIX`), so that a later row replaces an earlier one."""
+    (:data:`EARLIER_RESULTS_PREFIX`), so that a later row replaces an earlier one. The
+    files are read side by side (on an object store, each is a request)."""
+    folder = resolve(folder, option=None)
+    files: dict[str, list[str]] = {}
+    for path in folder.files():
+        trial_folder, _, name = path.partition("/")
+        if name and "/" not in name:
+            files.setdefault(trial_folder, []).append(name)
+    reads = {
+        trial_folder: [
+            "params.json",
+            *sorted(n for n in names if n.startswith(EARLIER_RESULTS_PREFIX)),
+            RESULT_FILE,
+        ]
+        for trial_folder, names in sorted(files.items())
+        if "params.json" in names and RESULT_FILE in names
+    }
+    paths = [f"{trial_folder}/{n}" for trial_folder, names in reads.items() for n in names]
+    with ThreadPoolExecutor(max_workers=READERS) as pool:
+        texts = dict(zip(paths, pool.map(_read_or_none, [folder / p for p in paths]), strict=True))
     trials = []
-    for trial_folder in resolve(folder, option=None).subfolders():
-        names = {entry.name for entry in trial_folder.iterdir()}
-        if "params.json" not in names or RESULT_FILE not in names:
+    for trial_folder, names in reads.items():
+        params, *results = (texts[f"{trial_folder}/{name}"] for name in names)
+        if params is None or None in results:  # a trial folder being replaced right now
             continue
-        try:
-            trial = json.loads((trial_folder / "params.json").read_text())["trial"]
-            earlier = sorted(n for n in names if n.startswith(EARLIER_RESULTS_PREFIX))
-            rows = [
-                row
-                for name in (*earlier, RESULT_FILE)
-                for row in parse_rows((trial_folder / name).read_text())
-            ]
-        except FileNotFoundError:  # a trial folder being replaced right now
-            continue
-        trials.append(TrialResults(trial, rows))
+        rows = [row for text in results for row in parse_rows(text)]
+        trials.append(TrialResults(json.loads(params)["trial"], rows))
     return trials
+
+
+def _read_or_none(location: Location) -> str | None:
+    try:
+        return location.read_text()
+    except FileNotFoundError:
+        return None
 
 
 def parse_rows(text: str) -> list[dict[str, Any]]:

@@ -102,6 +102,17 @@ class Location:
         names = sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
         return [self / name for name in names]
 
+    def files(self) -> list[str]:
+        """Every file under this folder, as paths relative to it, sorted (one recursive
+        listing: on an object store a few requests, not one per folder)."""
+        selector = pafs.FileSelector(self.path, recursive=True, allow_not_found=True)
+        start = len(self.path.rstrip("/")) + 1
+        return sorted(
+            info.path[start:]
+            for info in self.filesystem.get_file_info(selector)
+            if info.type == pafs.FileType.File
+        )
+
     def mkdir(self) -> None:
         """Creates this folder and its parents (a no-op on object stores without folders)."""
         self.filesystem.create_dir(self.path, recursive=True)

@@ -154,7 +154,9 @@ def test_local_writes_replace_a_file_whole_and_leave_no_temporary_file(tmp_path,
     assert target.read_text() == "first\n"
     assert [entry.name for entry in folder.iterdir()] == ["summary.md"]
     (folder / "trial_1").mkdir()
+    (folder / "trial_1" / "result.json").write_text("")
     assert [entry.name for entry in folder.subfolders()] == ["trial_1"]
+    assert folder.files() == ["summary.md", "trial_1/result.json"]
     with pytest.raises(FileNotFoundError):
         (folder / "nothing.json").read_text()
 
@@ -170,6 +172,7 @@ def test_an_s3_location_reads_writes_and_lists_objects_in_its_bucket(s3, s3_endp
     assert [e.name for e in tiny.iterdir()] == ["experiment.json", "figure.png"]
     assert (tiny / "experiment.json").read_text() == '{"kind": "rl"}'
     assert [e.name for e in folder.subfolders()] == ["tiny"]
+    assert folder.files() == ["tiny/experiment.json", "tiny/figure.png"]
     # The write probe leaves nothing behind.
     assert [e.name for e in folder.iterdir()] == ["tiny"]
     with pytest.raises(TypeError, match="not a local path"):
