@@ -61,6 +61,8 @@ class TrialResults:
 
     trial: dict[str, Any]
     rows: list[dict[str, Any]]
+    folder: str = ""
+    """The trial folder's name (Tune's ``relative_logdir``)."""
 
 
 def save_experiment(folder: str | os.PathLike[str] | Location, experiment: SweepExperiment) -> None:
@@ -112,7 +114,7 @@ def read_trials(folder: str | os.PathLike[str] | Location) -> list[TrialResults]
         if params is None or None in results:  # a trial folder being replaced right now
             continue
         rows = [row for text in results for row in parse_rows(text)]
-        trials.append(TrialResults(json.loads(params)["trial"], rows))
+        trials.append(TrialResults(json.loads(params)["trial"], rows, trial_folder))
     return trials
 
 

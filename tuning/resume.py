@@ -21,9 +21,8 @@ disk:
 from __future__ import annotations
 
 import json
-from typing import Any
 
-from tuning.report import EARLIER_RESULTS_PREFIX, RESULT_FILE, parse_rows, planned, reported
+from tuning.report import EARLIER_RESULTS_PREFIX, RESULT_FILE, planned, read_trials, reported
 from tuning.storage import Location
 
 #: Tune's files of a sweep's experiment state start so (Tune restores the newest name).
@@ -50,29 +49,25 @@ def mend_before_resume(folder: Location) -> list[str]:
         logdirs = [trial["relative_logdir"] for trial in trials]
     except (json.JSONDecodeError, KeyError, TypeError, IndexError):
         return []
+    stored = {found.folder: found.rows for found in read_trials(folder)}
     requeued = []
     for entry, trial, spec, logdir in zip(state["trial_data"], trials, specs, logdirs, strict=True):
-        stored = _stored_rows(folder / logdir)
-        if trial["status"] == FINISHED and not planned(spec) <= reported(spec, stored):
+        rows = stored.get(logdir, [])
+        if trial["status"] == FINISHED and not planned(spec) <= reported(spec, rows):
             trial["status"] = PENDING
             entry[0] = json.dumps(trial)
             requeued.append(logdir)
-        if trial["status"] != FINISHED and stored:
+        if trial["status"] != FINISHED and rows:
             _keep_rows(folder / logdir)
     if requeued:
         newest.write_text(json.dumps(state))
     return requeued
 
 
-def _stored_rows(trial_folder: Location) -> list[dict[str, Any]]:
-    try:
-        return parse_rows((trial_folder / RESULT_FILE).read_text())
-    except FileNotFoundError:
-        return []
-
-
 def _keep_rows(trial_folder: Location) -> None:
     """Copies the trial's ``result.json`` to the next free ``result-before-resume-<n>.json``."""
     kept = [e.name for e in trial_folder.iterdir() if e.name.startswith(EARLIER_RESULTS_PREFIX)]
-    target = trial_folder / f"{EARLIER_RESULTS_PREFIX}{len(kept) + 1:03d}.json"
-    target.write_bytes((trial_folder / RESULT_FILE).read_bytes())
+    current = (trial_folder / RESULT_FILE).read_bytes()
+    if current.strip():
+        target = trial_folder / f"{EARLIER_RESULTS_PREFIX}{len(kept) + 1:03d}.json"
+        target.write_bytes(current)
