@@ -249,7 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the experiment's)",
     )
     sweep.add_argument(
-        "--storage", type=Path, default=Path("results"), help="where results are stored"
+        "--storage",
+        default="results",
+        metavar="PATH|URI",
+        help="where results are stored: a local folder, or a URI such as file:///abs/path, "
+        "s3://bucket/prefix (credentials and endpoint from the AWS_* variables) or "
+        "gs://bucket/prefix",
     )
     sweep.add_argument(
         "--resume",
@@ -288,7 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser(
         "report", help="redraw the CSV, markdown table and plot of a stored sweep"
     )
-    report.add_argument("path", type=Path, metavar="PATH", help="a sweep folder: STORAGE/NAME")
+    report.add_argument(
+        "path", metavar="PATH|URI", help="a sweep folder: STORAGE/NAME (a local path or a URI)"
+    )
     report.set_defaults(handler=_report)
     add_make_acceptability(add_lm_commands(commands, UsageError), UsageError)
     return parser
@@ -350,10 +357,17 @@ def _report(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from None
 
 
-def _print_report(paths: dict[str, Path]) -> int:
-    print(paths["table"].read_text())
-    for kind, path in paths.items():
+def _print_report(report) -> int:
+    """Prints a :class:`~tuning.report.Report`: its table, where its files are, and what a
+    partial sweep is missing (also on stderr, which a redirected stdout does not hide)."""
+    print(report.table)
+    for kind, path in report.paths.items():
         print(f"{kind}: {path}")
+    if report.missing:
+        first = report.missing[0].replace("**", "")
+        _warn(first[0].lower() + first[1:])
+        for line in report.missing[1:]:
+            print(f"  {line}", file=sys.stderr)
     return 0
 
 

@@ -1,10 +1,13 @@
 """Stored sweep results → ``summary.csv``, ``summary.md`` and ``figure.png``.
 
-Reads every trial's ``result.json`` under a sweep folder (no Ray needed), keeps one value
-per (setting, dataset size, seed or run) — a trial rerun after a crash or a resume
-reports the same deterministic values again — and summarizes across seeds: the mean with
-its 10th and 90th percentiles, as in the paper's figures. The CSV has one row per
-(setting, size); the table and the plot place each at the experiment's (curve, x).
+Reads every trial's ``result.json`` under a sweep folder (no Ray needed; local or on an
+object store, :mod:`tuning.storage`), keeps one value per (setting, dataset size, seed or
+run) — a trial rerun after a crash or a resume reports the same deterministic values again
+— and summarizes across seeds: the mean with its 10th and 90th percentiles, as in the
+paper's figures. The CSV has one row per (setting, size); the table and the plot place each
+at the experiment's (curve, x). The table ends with what a partial sweep is missing
+(compared with the trials its saved experiment plans) and with how many trials ran on how
+many Ray nodes.
 """
 
 from __future__ import annotations
@@ -13,75 +16,268 @@ import csv
 import io
 import json
 import os
-import tempfile
-from pathlib import Path
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
 
 from tuning.aggregate import Summary, summarize
 from tuning.base import SweepExperiment
 from tuning.kinds import experiment_from_dict
+from tuning.storage import Location, check_readable, resolve
 
 CSV_NAME, TABLE_NAME, PLOT_NAME = "summary.csv", "summary.md", "figure.png"
 #: Name of the file recording which experiment a sweep folder holds.
 EXPERIMENT_FILE = "experiment.json"
+#: Files a report reads at once (on an object store each read is a request of its own).
+READERS = 16
+#: Tune's file of a trial's result rows (JSON lines), in the trial's folder.
+RESULT_FILE = "result.json"
+#: Rows a trial had stored before a ``--resume`` ran it again (:mod:`tuning.resume`).
+EARLIER_RESULTS_PREFIX = "result-before-resume-"
+#: The result-row key naming the Ray node that reported the row (its hex node id).
+NODE_KEY = "node_id"
 
 
 class ReportError(ValueError):
     """A folder that holds no readable sweep."""
 
 
-def save_experiment(folder: Path, experiment: SweepExperiment) -> None:
+@dataclass(frozen=True)
+class Report:
+    """What :func:`write_report` wrote."""
+
+    paths: dict[str, str]
+    """``csv``, ``table``, ``plot`` → where each was written (a local path or a URI)."""
+    table: str
+    """The text of ``summary.md``."""
+    missing: list[str] = field(default_factory=list)
+    """Lines saying what a partial sweep has no results for; empty when it is complete."""
+
+
+@dataclass(frozen=True)
+class TrialResults:
+    """One trial folder: the trial dict it was given (``params.json``) and its result rows."""
+
+    trial: dict[str, Any]
+    rows: list[dict[str, Any]]
+    folder: str = ""
+    """The trial folder's name (Tune's ``relative_logdir``)."""
+
+
+def save_experiment(folder: str | os.PathLike[str] | Location, experiment: SweepExperiment) -> None:
     """Records the experiment beside its results so :func:`write_report` can redraw it."""
-    _write_atomically(folder / EXPERIMENT_FILE, json.dumps(experiment.to_dict(), indent=2))
+    (resolve(folder) / EXPERIMENT_FILE).write_text(json.dumps(experiment.to_dict(), indent=2))
 
 
-def load_saved_experiment(folder: Path) -> SweepExperiment:
+def load_saved_experiment(folder: str | os.PathLike[str] | Location) -> SweepExperiment:
+    folder = resolve(folder, option=None)
     path = folder / EXPERIMENT_FILE
-    if not path.is_file():
-        raise ReportError(f"{folder} holds no sweep (no {EXPERIMENT_FILE})")
-    data = json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ReportError(f"{folder} holds no sweep (no {EXPERIMENT_FILE})") from None
+    except (OSError, json.JSONDecodeError) as err:
+        raise ReportError(f"cannot read {path}: {err}") from None
     try:
         return experiment_from_dict(data)
     except (TypeError, ValueError) as err:
         raise ReportError(f"{path}: not a readable experiment: {err}") from None
 
 
-def collect(folder: Path) -> list[tuple[str, int, str, float]]:
-    """``(setting, size, seed, value)`` rows from every trial under ``folder``."""
-    values: dict[tuple[str, int, str], float] = {}
-    for result_file in sorted(folder.glob("*/result.json")):
-        params_file = result_file.with_name("params.json")
-        if not params_file.is_file():
+def read_trials(folder: str | os.PathLike[str] | Location) -> list[TrialResults]:
+    """Every trial folder under ``folder`` that has its ``params.json`` and results: its
+    ``result.json`` after the rows kept from before each ``--resume``
+    (:data:`EARLIER_RESULTS_PREFIX`), so that a later row replaces an earlier one. The
+    files are read side by side (on an object store, each is a request)."""
+    folder = resolve(folder, option=None)
+    files: dict[str, list[str]] = {}
+    for path in folder.files():
+        trial_folder, _, name = path.partition("/")
+        if name and "/" not in name:
+            files.setdefault(trial_folder, []).append(name)
+    reads = {
+        trial_folder: [
+            "params.json",
+            *sorted(n for n in names if n.startswith(EARLIER_RESULTS_PREFIX)),
+            RESULT_FILE,
+        ]
+        for trial_folder, names in sorted(files.items())
+        if "params.json" in names and RESULT_FILE in names
+    }
+    paths = [f"{trial_folder}/{n}" for trial_folder, names in reads.items() for n in names]
+    with ThreadPoolExecutor(max_workers=READERS) as pool:
+        texts = dict(zip(paths, pool.map(_read_or_none, [folder / p for p in paths]), strict=True))
+    trials = []
+    for trial_folder, names in reads.items():
+        params, *results = (texts[f"{trial_folder}/{name}"] for name in names)
+        if params is None or None in results:  # a trial folder being replaced right now
             continue
-        trial = json.loads(params_file.read_text())["trial"]
-        for line in result_file.read_text().splitlines():
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            setting = row.get("setting", trial["setting"])
+        rows = [row for text in results for row in parse_rows(text)]
+        trials.append(TrialResults(json.loads(params)["trial"], rows, trial_folder))
+    return trials
+
+
+def _read_or_none(location: Location) -> str | None:
+    try:
+        return location.read_text()
+    except FileNotFoundError:
+        return None
+
+
+def parse_rows(text: str) -> list[dict[str, Any]]:
+    """The rows of a ``result.json`` (JSON lines); a last line still being appended (a
+    running sweep's) is left out."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:
+                raise
+    return rows
+
+
+def collect(
+    folder: str | os.PathLike[str] | Location, trials: list[TrialResults] | None = None
+) -> list[tuple[str, int, str, float]]:
+    """``(setting, size, seed, value)`` rows from every trial under ``folder`` (or from
+    ``trials``, already read from it)."""
+    values: dict[tuple[str, int, str], float] = {}
+    for found in read_trials(folder) if trials is None else trials:
+        for row in found.rows:
+            setting = row.get("setting", found.trial["setting"])
             for seed, value in row.get("values", {}).items():
                 values[(setting, int(row["size"]), seed)] = value
     return [(s, size, seed, v) for (s, size, seed), v in sorted(values.items())]
 
 
-def write_report(folder: Path) -> dict[str, Path]:
-    """Writes the CSV, markdown table and PNG plot of the sweep in ``folder``."""
-    folder = Path(folder).expanduser().resolve()
+def write_report(folder: str | os.PathLike[str] | Location) -> Report:
+    """Writes the CSV, markdown table and PNG plot of the sweep in ``folder`` (a local
+    path or a storage URI), beside its results."""
+    folder = resolve(folder, option=None)
+    check_readable(folder)
     experiment = load_saved_experiment(folder)
-    rows = collect(folder)
+    trials = read_trials(folder)
+    rows = collect(folder, trials)
     if not rows:
         raise ReportError(f"{folder} holds no finished trial results yet")
     summaries = summarize((setting, size, v) for setting, size, _, v in rows)
     order = {label: i for i, label in enumerate(s.label for s in experiment.settings)}
     summaries.sort(key=lambda s: (s.epochs, order.get(s.method, len(order))))
-    paths = {
-        "csv": folder / CSV_NAME,
-        "table": folder / TABLE_NAME,
-        "plot": folder / PLOT_NAME,
-    }
-    _write_atomically(paths["csv"], _csv(summaries, experiment))
-    _write_atomically(paths["table"], markdown_table(summaries, experiment))
-    _plot(summaries, experiment, paths["plot"])
-    return paths
+    missing = missing_lines(experiment, trials)
+    footer = ["", *missing] if missing else []
+    nodes = nodes_line(trials)
+    footer += ["", nodes] if nodes else []
+    table = markdown_table(summaries, experiment) + "".join(f"{line}\n" for line in footer)
+    paths = {"csv": folder / CSV_NAME, "table": folder / TABLE_NAME, "plot": folder / PLOT_NAME}
+    paths["csv"].write_text(_csv(summaries, experiment))
+    paths["table"].write_text(table)
+    paths["plot"].write_bytes(_plot(summaries, experiment))
+    return Report({kind: str(path) for kind, path in paths.items()}, table, missing)
+
+
+def _labels(trial: dict[str, Any]) -> list[str]:
+    """The settings a trial trains: one, or (logistic) the several it shares out."""
+    return [s["label"] for s in trial["settings"]] if "settings" in trial else [trial["setting"]]
+
+
+def _seeds(trial: dict[str, Any]) -> list[int]:
+    """A trial's seeds: its ``seeds`` (RL), or its one ``seed`` (LM, BERT). A logistic trial
+    trains every Monte Carlo run of its sizes at once from one base ``seed``: its runs are
+    all there or none, so it names no seeds."""
+    if "seeds" in trial:
+        return list(trial["seeds"])
+    return [trial["seed"]] if "seed" in trial and "runs" not in trial else []
+
+
+def planned(trial: dict[str, Any]) -> set[tuple[str, int]]:
+    """The (setting, size) a trial is to report."""
+    return {(label, int(size)) for label in _labels(trial) for size in trial["sizes"]}
+
+
+def reported(trial: dict[str, Any], rows: Iterable[dict[str, Any]]) -> set[tuple[str, int]]:
+    """The (setting, size) a trial has reported. A trial of several settings reports each
+    on its own row; a trial of one may report several curves (an LM's metrics, BERT's dev
+    and test), or none, at a size: any row at that size counts."""
+    labels = _labels(trial)
+    if "settings" in trial:
+        return {(row["setting"], int(row["size"])) for row in rows if row.get("setting") in labels}
+    return {(labels[0], int(row["size"])) for row in rows if "size" in row}
+
+
+def missing_results(
+    experiment: SweepExperiment, trials: list[TrialResults]
+) -> tuple[int, dict[str, dict[int, set[int]]]]:
+    """The planned trials (``experiment.trials()``) that have not reported every size, and
+    for each setting the sizes without results → the seeds they lack (empty for a logistic
+    trial, whose runs are all there or none)."""
+    done: dict[tuple[str, str], set[tuple[str, int]]] = {}
+    for found in trials:
+        key = (found.trial["setting"], found.trial["tag"])
+        done.setdefault(key, set()).update(reported(found.trial, found.rows))
+    unfinished = 0
+    missing: dict[str, dict[int, set[int]]] = {}
+    for trial in experiment.trials():
+        absent = planned(trial) - done.get((trial["setting"], trial["tag"]), set())
+        unfinished += bool(absent)
+        for label, size in absent:
+            missing.setdefault(label, {}).setdefault(size, set()).update(_seeds(trial))
+    return unfinished, missing
+
+
+def missing_lines(experiment: SweepExperiment, trials: list[TrialResults]) -> list[str]:
+    """What a partial sweep lacks, as markdown lines (none when it is complete): e.g.
+    ``- IMM: epochs 6 (seeds 20–39)``."""
+    unfinished, missing = missing_results(experiment, trials)
+    if not missing:
+        return []
+    total = len(experiment.trials())
+    lines = [
+        f"**Partial sweep:** {unfinished} of {total} trials have not finished; no results for:"
+    ]
+    order = [s.label for s in experiment.settings]
+    for label in sorted(missing, key=lambda x: order.index(x) if x in order else len(order)):
+        by_seeds: dict[frozenset[int], list[int]] = {}
+        for size, seeds in sorted(missing[label].items()):
+            by_seeds.setdefault(frozenset(seeds), []).append(size)
+        parts = []
+        for seeds, sizes in by_seeds.items():
+            part = f"{experiment.size_name} {_ranges(sizes)}"
+            if seeds:
+                part += f" ({'seed' if len(seeds) == 1 else 'seeds'} {_ranges(sorted(seeds))})"
+            parts.append(part)
+        lines.append(f"- {label}: {'; '.join(parts)}")
+    return lines
+
+
+def _ranges(values: list[int]) -> str:
+    """``[0, 1, 2, 5, 7, 8]`` → ``0–2, 5, 7, 8``: three or more consecutive values as a range."""
+    runs: list[list[int]] = []
+    for value in values:
+        if runs and value == runs[-1][-1] + 1:
+            runs[-1].append(value)
+        else:
+            runs.append([value])
+    return ", ".join(f"{r[0]}–{r[-1]}" if len(r) > 2 else ", ".join(map(str, r)) for r in runs)
+
+
+def nodes_line(trials: list[TrialResults]) -> str | None:
+    """``16 trials ran on 2 nodes.``, from the ``node_id`` of the result rows; ``None`` for
+    a sweep whose rows carry none (stored before trials reported their node)."""
+    ran = [found for found in trials if found.rows]
+    recorded = [found for found in ran if any(NODE_KEY in row for row in found.rows)]
+    if not recorded:
+        return None
+    nodes = {row[NODE_KEY] for found in recorded for row in found.rows if NODE_KEY in row}
+    line = f"{_count(len(recorded), 'trial')} ran on {_count(len(nodes), 'node')}"
+    unrecorded = len(ran) - len(recorded)
+    return line + (f"; {unrecorded} more recorded no node." if unrecorded else ".")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _csv(summaries: list[Summary], experiment: SweepExperiment) -> str:
@@ -160,7 +356,8 @@ def _baselines(experiment: SweepExperiment) -> dict[str, float]:
     return baselines() if baselines is not None else {}
 
 
-def _plot(summaries: list[Summary], experiment: SweepExperiment, path: Path) -> None:
+def _plot(summaries: list[Summary], experiment: SweepExperiment) -> bytes:
+    """The figure as PNG bytes (written through the storage's filesystem)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -187,15 +384,7 @@ def _plot(summaries: list[Summary], experiment: SweepExperiment, path: Path) -> 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=120)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=120)
     plt.close(fig)
-    os.replace(tmp, path)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    return png.getvalue()

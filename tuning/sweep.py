@@ -4,7 +4,8 @@ Every trial trains what its kind's trainable says (for RL: one λ and a chunk of
 for the logistic experiments: a group of dataset sizes with all their Monte Carlo runs)
 and reports once per dataset size: ``{"size": n, "values": {seed or run: value}}``.
 Results land under ``storage/<experiment name>/`` (Tune's experiment state plus one folder
-per trial); :mod:`tuning.report` turns them into the CSV, the markdown table and the plot.
+per trial), where ``storage`` is a local folder or an object-store URI (:mod:`tuning.storage`);
+:mod:`tuning.report` turns them into the CSV, the markdown table and the plot.
 
 A small sweep is mostly start-up and shutdown: Tune is imported only once the sweep's
 input has been checked and Ray is up, the first trials run on the workers Ray prestarts
@@ -23,7 +24,9 @@ from typing import Any, TypeVar
 
 from imm_ray.cluster import init_ray, shutdown_ray, shutdown_ray_during
 from tuning.base import SweepExperiment
-from tuning.report import save_experiment, write_report
+from tuning.report import Report, save_experiment, write_report
+from tuning.resume import STATE_PREFIX, mend_before_resume
+from tuning.storage import Location, check_writable, resolve
 
 #: How often Tune retries a crashed trial before marking it errored.
 MAX_FAILURES = 2
@@ -39,14 +42,18 @@ class SweepError(ValueError):
 
 def run_sweep(
     experiment: SweepExperiment,
-    storage: Path,
+    storage: str | Path | Location,
     *,
     resume: bool = False,
     address: str | None = None,
     verbose: bool = False,
     tensorboard: bool = False,
-) -> Path:
+) -> Location:
     """Runs (or with ``resume`` continues) ``experiment``; returns its results folder.
+
+    ``storage`` is a local folder or a storage URI (``file://``, ``s3://``, ``gs://``):
+    one that cannot be written fails with :class:`~tuning.storage.StorageError` before Ray
+    starts.
 
     ``address`` joins a running cluster (default: ``$RAY_ADDRESS``, else an embedded Ray).
     By default the console gets one line per trial (:class:`~tuning.progress.ProgressLines`);
@@ -59,37 +66,41 @@ def run_sweep(
 
 def run_sweep_and_report(
     experiment: SweepExperiment,
-    storage: Path,
+    storage: str | Path | Location,
     *,
     resume: bool = False,
     address: str | None = None,
     verbose: bool = False,
     tensorboard: bool = False,
-) -> dict[str, Path]:
+) -> Report:
     """:func:`run_sweep`, then :func:`~tuning.report.write_report` on its results, written
-    while an embedded Ray shuts down; returns the report's paths."""
+    while an embedded Ray shuts down; returns the report."""
     return _run(experiment, storage, write_report, resume, address, verbose, tensorboard)
 
 
 def _run(
     experiment: SweepExperiment,
-    storage: Path,
-    then: Callable[[Path], T],
+    storage: str | Path | Location,
+    then: Callable[[Location], T],
     resume: bool,
     address: str | None,
     verbose: bool,
     tensorboard: bool,
 ) -> T:
-    storage = storage.expanduser().resolve()
+    storage = resolve(storage)
+    check_writable(storage)
     folder = storage / experiment.name
-    state_exists = any(folder.glob("experiment_state*.json")) if folder.is_dir() else False
+    names = [entry.name for entry in folder.iterdir()]
+    state_exists = any(n.startswith(STATE_PREFIX) and n.endswith(".json") for n in names)
     if resume and not state_exists:
         raise SweepError(f"--resume: no sweep to resume at {folder}")
-    if not resume and folder.exists() and any(folder.iterdir()):
+    if not resume and names:
         raise SweepError(
             f"{folder} already holds results; pass --resume to continue that sweep, or "
             "choose another --storage"
         )
+    if resume:
+        mend_before_resume(folder)
     # Tune records finished trials in its experiment state every 10 s by default; a killed
     # sweep reruns whatever finished since. Our state is small: save it every second.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
@@ -148,8 +159,8 @@ def _trials_on_prestarted_workers() -> Iterator[None]:
 
 def _fit(
     experiment: SweepExperiment,
-    storage: Path,
-    folder: Path,
+    storage: Location,
+    folder: Location,
     *,
     resume: bool,
     verbose: bool,
@@ -168,11 +179,15 @@ def _fit(
         # A restored sweep keeps the callbacks it was started with; Tune adds its default
         # loggers (TensorBoard's among them) to a sweep stored without them.
         tuner = tune.Tuner.restore(
-            str(folder), trainable, resume_unfinished=True, resume_errored=True
+            folder.path,
+            trainable,
+            resume_unfinished=True,
+            resume_errored=True,
+            storage_filesystem=folder.filesystem,
         )
         tuner.fit()
         return
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir()
     save_experiment(folder, experiment)
     trials = experiment.trials()
     # Tune's default loggers are JSON (result.json, which tuning.report reads), CSV and
@@ -187,7 +202,10 @@ def _fit(
         param_space={"trial": tune.grid_search(trials)},
         run_config=tune.RunConfig(
             name=experiment.name,
-            storage_path=str(storage),
+            storage_path=storage.path,
+            # The filesystem, pickled with its options (an S3 endpoint among them, not its
+            # credentials), is what every trial writes through, on whichever node.
+            storage_filesystem=storage.filesystem,
             failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
             # Language-model trials checkpoint every epoch; a restart needs the last one.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),

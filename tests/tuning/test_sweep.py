@@ -42,7 +42,9 @@ def imm_ray(*args: str, env: dict | None = None, timeout: float = 300):
 
 
 def recorded_finished(folder: Path) -> dict[str, float]:
-    """Trials that Tune's saved experiment state records as finished → their result mtime."""
+    """Trials that Tune's saved experiment state records as finished, and whose stored
+    result.json holds every size → its mtime. (A driver killed while Tune copied its files
+    may have stored the state before the result; --resume runs such a trial again.)"""
     done = {}
     for state_file in folder.glob("experiment_state*.json"):
         try:
@@ -52,7 +54,14 @@ def recorded_finished(folder: Path) -> dict[str, float]:
         for trial_json, _ in state["trial_data"]:
             trial = json.loads(trial_json)
             result = folder / trial["relative_logdir"] / "result.json"
-            if trial["status"] == "TERMINATED" and result.is_file():
+            if trial["status"] != "TERMINATED" or not result.is_file():
+                continue
+            try:
+                lines = [line for line in result.read_text().splitlines() if line.strip()]
+                sizes = sorted(json.loads(line)["size"] for line in lines)
+            except (OSError, json.JSONDecodeError):  # being copied right now
+                continue
+            if sizes == [3, 6]:
                 done[trial["relative_logdir"]] = result.stat().st_mtime
     return done
 

@@ -1,0 +1,81 @@
+"""What ``--resume`` mends before Tune restores a killed sweep (:mod:`tuning.resume`), on
+hand-made experiment states: finished trials whose results never reached the storage run
+again, and the rows of trials that run again are kept for the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tuning.report import read_trials, save_experiment, write_report
+from tuning.resume import mend_before_resume
+from tuning.rl import Experiment, Setting
+from tuning.storage import resolve
+
+RL = Experiment(
+    name="tiny", settings=(Setting("No IMM", imm=False),), epochs=(3, 6), seeds=3, seeds_per_trial=1
+)
+
+
+def row(trial, size):
+    return json.dumps({"size": size, "values": {str(s): float(size) for s in trial["seeds"]}})
+
+
+def killed_sweep(folder: Path, statuses, stored_sizes):
+    """A stored sweep as a killed driver leaves it: a state recording ``statuses`` and
+    trial folders whose result.json holds ``stored_sizes`` (``None``: no file)."""
+    folder.mkdir()
+    save_experiment(folder, RL)
+    trial_data = []
+    for i, (trial, status, sizes) in enumerate(
+        zip(RL.trials(), statuses, stored_sizes, strict=True)
+    ):
+        logdir = f"t{i}_{trial['tag']}"
+        (folder / logdir).mkdir()
+        (folder / logdir / "params.json").write_text(json.dumps({"trial": trial}))
+        if sizes is not None:
+            text = "".join(row(trial, size) + "\n" for size in sizes)
+            (folder / logdir / "result.json").write_text(text)
+        state = {"status": status, "config": {"trial": trial}, "relative_logdir": logdir}
+        trial_data.append([json.dumps(state), json.dumps({"num_failures": 0})])
+    (folder / "experiment_state-2026-01-01_00-00-00.json").write_text(
+        json.dumps({"trial_data": trial_data, "runner_data": {"x": 1}})
+    )
+
+
+def stored_statuses(folder: Path) -> list[str]:
+    state = json.loads((folder / "experiment_state-2026-01-01_00-00-00.json").read_text())
+    assert state["runner_data"] == {"x": 1}
+    return [json.loads(trial)["status"] for trial, _ in state["trial_data"]]
+
+
+def test_finished_trials_whose_results_were_not_stored_run_again(tmp_path):
+    folder = tmp_path / "tiny"
+    killed_sweep(folder, ["TERMINATED"] * 3, [[3, 6], [3], None])
+    assert mend_before_resume(resolve(folder)) == ["t1_lam0_seeds1-1", "t2_lam0_seeds2-2"]
+    assert stored_statuses(folder) == ["TERMINATED", "PENDING", "PENDING"]
+    # The complete trial's folder is untouched; the partial one's rows are kept.
+    assert sorted(p.name for p in (folder / "t0_lam0_seeds0-0").iterdir()) == [
+        "params.json",
+        "result.json",
+    ]
+    kept = folder / "t1_lam0_seeds1-1" / "result-before-resume-001.json"
+    assert kept.read_text() == (folder / "t1_lam0_seeds1-1" / "result.json").read_text()
+    assert mend_before_resume(resolve(folder)) == []  # once pending, left to Tune
+
+
+def test_rows_stored_before_a_resume_are_reported_with_the_rows_after_it(tmp_path):
+    # A trial resumed from its checkpoint after size 3 reports only size 6 into a fresh
+    # result.json, which replaces the stored one; the report still has both.
+    folder = tmp_path / "tiny"
+    killed_sweep(folder, ["TERMINATED", "TERMINATED", "RUNNING"], [[3, 6], [3, 6], [3]])
+    assert mend_before_resume(resolve(folder)) == []
+    assert stored_statuses(folder) == ["TERMINATED", "TERMINATED", "RUNNING"]
+    resumed = folder / "t2_lam0_seeds2-2"
+    assert (resumed / "result-before-resume-001.json").is_file()
+    trial = RL.trials()[2]
+    (resumed / "result.json").write_text(row(trial, 6) + "\n")
+    assert [r["size"] for t in read_trials(folder) for r in t.rows if t.trial == trial] == [3, 6]
+    report = write_report(folder)
+    assert report.missing == []
+    assert report.table.splitlines()[-1].endswith("| 3 |")

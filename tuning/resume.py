@@ -1,0 +1,73 @@
+"""What ``--resume`` mends in a stored sweep before Tune restores it.
+
+Tune's driver stages a sweep's files (its experiment state, every trial's ``result.json``)
+in Ray's session folder and copies that folder to the storage file by file, about once a
+second. A driver that is killed (SIGKILL, a lost head node) rather than interrupted leaves
+two gaps, far likelier on an object store, where a copy takes seconds, than on a local
+disk:
+
+1. The copy in flight may have stored the new experiment state, which records a trial as
+   finished, but not yet that trial's ``result.json``. Tune would not run the trial again
+   and its results would be lost. :func:`mend_before_resume` marks such a trial pending
+   again in the newest state, so that the resumed sweep runs it (from its last checkpoint,
+   or from the start: trials are deterministic).
+2. A trial that runs again logs into the new Ray session's staging folder, whose
+   ``result.json`` then replaces the stored one: the rows it reported before the kill
+   would be lost (an LM trial resumed from epoch k reports only the epochs after k). The
+   stored rows of every trial that will run again are kept beside it as
+   ``result-before-resume-<n>.json``, which :func:`tuning.report.read_trials` reads too.
+"""
+
+from __future__ import annotations
+
+import json
+
+from tuning.report import EARLIER_RESULTS_PREFIX, RESULT_FILE, planned, read_trials, reported
+from tuning.storage import Location
+
+#: Tune's files of a sweep's experiment state start so (Tune restores the newest name).
+STATE_PREFIX = "experiment_state-"
+FINISHED, PENDING = "TERMINATED", "PENDING"
+
+
+def mend_before_resume(folder: Location) -> list[str]:
+    """Requeues the finished trials of ``folder`` whose stored results are incomplete, and
+    keeps the stored rows of every trial that will run again; returns the requeued trials'
+    folder names. A state Tune no longer writes in this shape is left as it is."""
+    states = [
+        entry
+        for entry in folder.iterdir()
+        if entry.name.startswith(STATE_PREFIX) and entry.name.endswith(".json")
+    ]
+    if not states:
+        return []
+    newest = max(states, key=lambda entry: entry.name)
+    try:
+        state = json.loads(newest.read_text())
+        trials = [json.loads(entry[0]) for entry in state["trial_data"]]
+        specs = [trial["config"]["trial"] for trial in trials]
+        logdirs = [trial["relative_logdir"] for trial in trials]
+    except (json.JSONDecodeError, KeyError, TypeError, IndexError):
+        return []
+    stored = {found.folder: found.rows for found in read_trials(folder)}
+    requeued = []
+    for entry, trial, spec, logdir in zip(state["trial_data"], trials, specs, logdirs, strict=True):
+        rows = stored.get(logdir, [])
+        if trial["status"] == FINISHED and not planned(spec) <= reported(spec, rows):
+            trial["status"] = PENDING
+            entry[0] = json.dumps(trial)
+            requeued.append(logdir)
+        if trial["status"] != FINISHED and rows:
+            _keep_rows(folder / logdir)
+    if requeued:
+        newest.write_text(json.dumps(state))
+    return requeued
+
+
+def _keep_rows(trial_folder: Location) -> None:
+    """Copies the trial's ``result.json`` to the next free ``result-before-resume-<n>.json``."""
+    kept = [e.name for e in trial_folder.iterdir() if e.name.startswith(EARLIER_RESULTS_PREFIX)]
+    current = (trial_folder / RESULT_FILE).read_bytes()
+    if current.strip():
+        target = trial_folder / f"{EARLIER_RESULTS_PREFIX}{len(kept) + 1:03d}.json"
+        target.write_bytes(current)
