@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from tiny_inputs import tiny_bert_folders, tiny_table2
 
 import tuning.placement
 from imm_ray.restricted.kneser_ney import estimate_kneser_ney
@@ -189,49 +190,12 @@ def test_a_logistic_trial_needs_no_inputs_and_falls_back_to_the_cpu(fake_tune):
     }
 
 
-@pytest.fixture
-def bert_folders(tmp_path):
-    """A corpus, an acceptability task and a tiny checkpoint with its tokenizer, in
-    ``tmp_path``: ``(corpus, task, model)``."""
-    from transformers import BertForMaskedLM
-
-    from imm_ray.console import quiet_transformers
-    from imm_ray.supervised.bert.acceptability import make_acceptability
-    from imm_ray.supervised.bert.model import preset_config
-    from imm_ray.supervised.bert.tokenizer import build_word_tokenizer
-
-    quiet_transformers()
-    corpus, task, model = tmp_path / "corpus", tmp_path / "task", tmp_path / "model"
-    MarkovSource.random(30, seed=2).write_corpus(corpus, (3000, 600, 600), seed=2)
-    make_acceptability(corpus, task, max_examples=24)
-    tokenizer = build_word_tokenizer(load_corpus(corpus).vocab.words)
-    torch.manual_seed(0)
-    BertForMaskedLM(preset_config("tiny", len(tokenizer))).save_pretrained(model)
-    tokenizer.save_pretrained(model)
-    return corpus, task, model
-
-
-def tiny_table2(corpus, task, model):
-    from tuning.bert import BertExperiment, BertSetting
-
-    return BertExperiment(
-        "bert",
-        (BertSetting("BERT", "base"), BertSetting("+MLM+IMM", "imm")),
-        data=str(task),
-        model=str(model),
-        corpus=str(corpus),
-        overrides={"epochs": 2, "batch_size": 8, "positions": 2, "max_length": 32, "lr": 3e-3},
-        seeds=(1,),
-    )
-
-
-def test_the_bert_driver_reads_each_input_once_and_a_trial_trains_on_them(
-    bert_folders, fake_tune, tmp_path
-):
+def test_the_bert_driver_reads_each_input_once_and_a_trial_trains_on_them(fake_tune, tmp_path):
     import imm_ray.supervised.bert.finetune as finetune_module
     from imm_ray.supervised.bert.finetune import finetune, prepare_run
     from tuning.bert import bert_trainable
 
+    bert_folders = tiny_bert_folders(tmp_path)
     experiment = tiny_table2(*bert_folders)
     reads: list[str] = []
     with pytest.MonkeyPatch.context() as spy:
