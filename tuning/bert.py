@@ -271,7 +271,7 @@ def bert_trainable(config: dict[str, Any], inputs: dict[str, Any]) -> None:
     torch.set_num_threads(max(1, int(trial.get("cpus", 1))))
     finetune_config = FinetuneConfig(**trial["config"])
     where = Placement.of_trial(finetune_config.device == "cuda")
-    if not where.on_gpu:
+    if where.gpu_unusable:
         finetune_config = dataclasses.replace(finetune_config, device="cpu", precision="fp32")
     shared = inputs["runs"][inputs_key(finetune_config)]
     if shared.stream is not None:

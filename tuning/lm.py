@@ -255,7 +255,7 @@ def lm_trainable(config: dict[str, Any], inputs: dict[str, Any]) -> None:
     torch.set_num_threads(max(1, int(trial.get("cpus", 1))))
     lm_config = LMConfig(**trial["config"])
     where = Placement.of_trial(lm_config.device.startswith("cuda"))
-    if not where.on_gpu:
+    if where.gpu_unusable:
         lm_config = dataclasses.replace(lm_config, device="cpu")
     # Ray's object store hands out NumPy arrays read-only (shared by the node's trials);
     # torch, which wraps the corpus's id streams, needs writable ones: a copy of its own.

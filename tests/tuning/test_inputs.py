@@ -126,15 +126,21 @@ def test_an_lm_trial_trains_on_the_corpus_and_bigram_it_is_handed(tmp_path, fake
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # e.g. torch on a read-only array
         lm_trainable({"trial": trial}, inputs)
-    rows = by_setting(fake_tune)
+    on_cpu = fake_tune[:]
+    # A trial that asked for a GPU (its config says cuda) and found none: the same run.
+    on_gpu = {**trial, "config": {**trial["config"], "device": "cuda"}}
+    lm_trainable({"trial": on_gpu}, inputs)
+    asked_gpu = fake_tune[len(on_cpu) :]
+    rows = by_setting(on_cpu)
     assert rows[("IMM, valid", 1)] == {"3": valid[0]}
     assert rows[("IMM, valid", 2)] == {"3": valid[1]}
     assert rows[("IMM, bigram test", 2)] == {"3": final["induced_test_ppl"]}
     assert rows[("KN, bigram test", 2)] == {"3": final["kn_test_ppl"]}
-    assert all(
-        (r["node_id"], r["device"], r["gpu_unusable"]) == ("node-a", "cpu", False)
-        for r in fake_tune
-    )
+    assert by_setting(asked_gpu) == rows
+    assert {(r["node_id"], r["device"], r["gpu_unusable"]) for r in on_cpu} == {
+        ("node-a", "cpu", False)
+    }
+    assert {(r["device"], r["gpu_unusable"]) for r in asked_gpu} == {("cpu", True)}
 
 
 def test_an_rl_trial_trains_with_the_drivers_table_and_solves_nothing(
@@ -223,13 +229,20 @@ def test_the_bert_driver_reads_each_input_once_and_a_trial_trains_on_them(fake_t
     read_only(run_inputs)
     (trial,) = [t for t in experiment.trials() if t["config"]["method"] == "imm"]
     bert_trainable({"trial": trial}, inputs)
-    values = {(r["setting"], r["size"]): r["values"] for r in fake_tune}
+    on_cpu = fake_tune[:]
+    # Asked for a GPU with bf16 and found none: fp32 on the CPU, the same run.
+    on_gpu = {**trial, "config": {**trial["config"], "device": "cuda", "precision": "bf16"}}
+    bert_trainable({"trial": on_gpu}, inputs)
+    asked_gpu = fake_tune[len(on_cpu) :]
+    values = {(r["setting"], r["size"]): r["values"] for r in on_cpu}
     assert values[("+MLM+IMM, dev", 2)] == {"1": 100 * expected["dev_mcc"]}
     assert values[("+MLM+IMM, test", 2)] == {"1": 100 * expected["test_mcc"]}
-    assert (fake_tune[-1]["imm_risk"], fake_tune[-1]["task_loss"]) == (
+    assert (on_cpu[-1]["imm_risk"], on_cpu[-1]["task_loss"]) == (
         expected["imm_risk"],
         expected["task_loss"],
     )
-    assert {(r["node_id"], r["device"], r["gpu_unusable"]) for r in fake_tune} == {
+    assert [r["values"] for r in asked_gpu] == [r["values"] for r in on_cpu]
+    assert {(r["node_id"], r["device"], r["gpu_unusable"]) for r in on_cpu} == {
         ("node-a", "cpu", False)
     }
+    assert {(r["device"], r["gpu_unusable"]) for r in asked_gpu} == {("cpu", True)}
