@@ -429,6 +429,7 @@ def _train_rl(args: argparse.Namespace) -> int:
         trials = experiment.trials()
         # Checks every setting's env, env config and target before any Ray process starts.
         experiment.validate()
+        inputs = experiment.load_inputs()
         if args.output is not None:
             _check_writable(args.output)
     except ValueError as err:
@@ -436,7 +437,7 @@ def _train_rl(args: argparse.Namespace) -> int:
     for note in experiment.notes():
         print(f"imm-ray: note: {note}", file=sys.stderr)
 
-    results = _run_trials_on_ray(trials, args.address)
+    results = _run_trials_on_ray(trials, args.address, inputs)
     lam = {
         (trial["setting"], epochs): group["lam"]
         for trial in trials
@@ -459,8 +460,9 @@ def _train_rl(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_trials_on_ray(trials: list[dict], address: str | None) -> list[dict]:
-    """Runs every trial as a Ray task; shows progress with an ETA on stderr."""
+def _run_trials_on_ray(trials: list[dict], address: str | None, inputs: dict) -> list[dict]:
+    """Runs every trial as a Ray task, with the solved targets (``inputs``) from Ray's
+    object store; shows progress with an ETA on stderr."""
     import ray
 
     from imm_ray.cluster import init_ray, shutdown_ray
@@ -468,16 +470,16 @@ def _run_trials_on_ray(trials: list[dict], address: str | None) -> list[dict]:
 
     started = init_ray(address, log_to_driver=False)
     try:
-        return _wait_for_trials(ray.remote(num_cpus=1)(run_trial), trials)
+        return _wait_for_trials(ray.remote(num_cpus=1)(run_trial), trials, ray.put(inputs))
     finally:
         if started:
             shutdown_ray()
 
 
-def _wait_for_trials(task, trials: list[dict]) -> list[dict]:
+def _wait_for_trials(task, trials: list[dict], *args) -> list[dict]:
     import ray
 
-    pending = {task.remote(trial): i for i, trial in enumerate(trials)}
+    pending = {task.remote(trial, *args): i for i, trial in enumerate(trials)}
     cost = [len(t["seeds"]) * len(t["groups"]) * max(t["epochs"]) for t in trials]
     results: list[dict | None] = [None] * len(trials)
     start = time.monotonic()

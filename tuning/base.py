@@ -18,7 +18,8 @@ class SweepExperiment(Protocol):
     run: value}}`` once per size, with ``"setting"`` added when one trial trains several.
     ``settings`` (each with a ``label``) orders the CSV; an optional ``gap`` names two
     curves whose difference the table adds; ``notes()`` are lines the user should read
-    before the sweep runs (e.g. where IMM is off).
+    before the sweep runs (e.g. where IMM is off). Every row also says where the trial ran
+    (``node_id``, ``device``: :mod:`tuning.placement`).
     """
 
     kind: ClassVar[str]
@@ -32,8 +33,18 @@ class SweepExperiment(Protocol):
 
     def trials(self) -> list[dict[str, Any]]: ...
     def validate(self) -> None: ...
+    def load_inputs(self) -> dict[str, Any]:
+        """Everything the trials read (a corpus, a checkpoint, solved restricted policies),
+        read and checked once on the driver (bad input: ``ValueError``); the sweep hands it
+        to every trial through Ray's object store, so no trial opens a driver's path."""
+        ...
+
     def notes(self) -> list[str]: ...
-    def trainable(self) -> Callable[[dict[str, Any]], None]: ...
+    def trainable(self) -> Callable[[dict[str, Any], dict[str, Any]], None]:
+        """A Tune function trainable ``f(config, inputs)``: ``config["trial"]`` is one of
+        :meth:`trials`, ``inputs`` what :meth:`load_inputs` returned."""
+        ...
+
     def curves(self) -> list[str]: ...
     def point(self, setting: str, size: int) -> tuple[str, float]: ...
     def x_label(self) -> str: ...

@@ -6,6 +6,9 @@ folder, a checkpoint (``--model``), the corpus of the bigram (``--corpus``) and 
 Every (setting, seed) is one trial: it fine-tunes with ``IMMTrainer`` and, after every
 epoch, reports the task metric on dev with a Tune checkpoint (Trainer's own, so a
 restarted trial resumes from its last epoch); after the last epoch it reports test as well.
+The driver reads the task, the checkpoint's files, its tokenizer, the corpus and its
+bigram once (:meth:`BertExperiment.load_inputs`); trials get them through Ray's object
+store and open none of the driver's paths.
 
 Rows reported: ``{"size": epoch, "setting": curve, "values": {seed: 100 · metric}}``; the
 curves are ``"<label>, dev"`` and ``"<label>, test"``. Metrics are ×100, as in Table 2, and
@@ -128,24 +131,41 @@ class BertExperiment:
         return trials
 
     def validate(self) -> None:
-        """Loads what every setting needs (task files, checkpoint and its MLM head, tokenizer,
-        corpus and bigram) once, before Ray starts."""
+        """The task's folder and the checkpoint must be given (:meth:`load_inputs` reads and
+        checks them)."""
         if not self.data:
             raise ValueError(f"{self.name} needs the task's TSV folder: pass --data DIR")
         if not self.model:
             raise ValueError(f"{self.name} needs a BERT checkpoint: pass --model PATH")
-        from imm_ray.console import quiet_transformers
-        from imm_ray.supervised.bert.finetune import prepare_run
 
+    def load_inputs(self) -> dict[str, Any]:
+        """``{"runs": {inputs_key: RunInputs}}``: the task's splits, the checkpoint's files,
+        its tokenizer and, where a setting uses IMM, the corpus stream and its bigram, read
+        once for all settings that name the same files (in the paper's table2: all of
+        them). Every method's run is then built from them once, so a checkpoint without
+        its MLM head or a bigram over another vocabulary fails here, before Ray starts."""
+        from imm_ray.console import quiet_transformers
+        from imm_ray.supervised.bert.finetune import inputs_key, prepare_run, read_inputs
+
+        self.validate()
         quiet_transformers()
-        for method in dict.fromkeys(s.method for s in self.settings):
-            setting = next(s for s in self.settings if s.method == method)
-            prepare_run(self.config(setting, self.seeds[0]))
+        configs = [self.config(setting, self.seeds[0]) for setting in self.settings]
+        runs: dict[tuple, Any] = {}
+        checked: set[tuple] = set()
+        for config in configs:
+            key = inputs_key(config)
+            if key not in runs:
+                imm = any(c.method == "imm" for c in configs if inputs_key(c) == key)
+                runs[key] = read_inputs(config, restricted=imm)
+            if (key, config.method) not in checked:
+                checked.add((key, config.method))
+                prepare_run(config, runs[key])
+        return {"runs": runs}
 
     def notes(self) -> list[str]:
         return []
 
-    def trainable(self) -> Callable[[dict[str, Any]], None]:
+    def trainable(self) -> Callable[[dict[str, Any], dict[str, Any]], None]:
         return bert_trainable
 
     def curves(self) -> list[str]:
@@ -189,8 +209,9 @@ class BertExperiment:
         return cls(**data)
 
 
-def _tune_callback(trial: dict[str, Any], metric: str):
-    """A TrainerCallback that reports dev after every epoch, with Trainer's checkpoint."""
+def _tune_callback(trial: dict[str, Any], metric: str, placement: dict[str, Any]):
+    """A TrainerCallback that reports dev after every epoch, with Trainer's checkpoint
+    (and ``placement``: where the trial runs)."""
     from ray import tune
     from transformers import TrainerCallback
 
@@ -207,25 +228,39 @@ def _tune_callback(trial: dict[str, Any], metric: str):
             folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
             value = 100.0 * float(self.metrics[f"eval_{metric}"])
             tune.report(
-                {"size": round(state.epoch), "setting": curve, "values": {seed: value}},
+                {
+                    "size": round(state.epoch),
+                    "setting": curve,
+                    "values": {seed: value},
+                    **placement,
+                },
                 checkpoint=tune.Checkpoint.from_directory(folder),
             )
 
     return TuneReport()
 
 
-def bert_trainable(config: dict[str, Any]) -> None:
-    """Tune function trainable: one setting × one seed, a checkpoint after every epoch.
+def bert_trainable(config: dict[str, Any], inputs: dict[str, Any]) -> None:
+    """Tune function trainable: one setting × one seed, a checkpoint after every epoch, on
+    the task, checkpoint, tokenizer and bigram of ``inputs`` (:meth:`BertExperiment.load_inputs`).
 
     Writes its PID to ``trial.pid`` in the trial folder first. A restarted trial continues
-    from ``tune.get_checkpoint()`` (Trainer's checkpoint: weights, optimizer, schedule);
-    its mask and history draws restart from the seed.
+    from ``tune.get_checkpoint()`` (Trainer's checkpoint: weights, optimizer, schedule),
+    also one taken on another device; its mask and history draws restart from the seed.
+    A trial given a GPU that torch cannot use trains on CPU in fp32
+    (:mod:`tuning.placement`).
     """
     import torch
     from ray import tune
 
     from imm_ray.console import quiet_library_logs, quiet_transformers
-    from imm_ray.supervised.bert.finetune import FinetuneConfig, finetune, prepare_run
+    from imm_ray.supervised.bert.finetune import (
+        FinetuneConfig,
+        finetune,
+        inputs_key,
+        prepare_run,
+    )
+    from tuning.placement import Placement
 
     quiet_library_logs()
     quiet_transformers()
@@ -235,9 +270,15 @@ def bert_trainable(config: dict[str, Any]) -> None:
         handle.write(f"{os.getpid()}\n")
     torch.set_num_threads(max(1, int(trial.get("cpus", 1))))
     finetune_config = FinetuneConfig(**trial["config"])
-    if finetune_config.device == "cuda" and not torch.cuda.is_available():
+    where = Placement.of_trial(finetune_config.device == "cuda")
+    if where.gpu_unusable:
         finetune_config = dataclasses.replace(finetune_config, device="cpu", precision="fp32")
-    run = prepare_run(finetune_config)
+    shared = inputs["runs"][inputs_key(finetune_config)]
+    if shared.stream is not None:
+        # Ray's object store hands out NumPy arrays read-only (shared by the node's
+        # trials); torch, which wraps the history stream, needs a writable copy.
+        shared = dataclasses.replace(shared, stream=shared.stream.copy())
+    run = prepare_run(finetune_config, shared)
     metric = run.spec.metric
     output_dir = os.path.join(trial_dir, "trainer")
     resume_from = None
@@ -250,7 +291,7 @@ def bert_trainable(config: dict[str, Any]) -> None:
     results = finetune(
         run,
         output_dir,
-        callbacks=[_tune_callback(trial, metric)],
+        callbacks=[_tune_callback(trial, metric, where.row())],
         save=True,
         resume_from=resume_from,
     )
@@ -270,6 +311,7 @@ def bert_trainable(config: dict[str, Any]) -> None:
                     "setting": trial["curves"][split],
                     "values": {seed: 100.0 * results[key]},
                     **scalars,
+                    **where.row(),
                 }
             )
 

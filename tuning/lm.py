@@ -4,7 +4,9 @@ An :class:`LMExperiment` lists settings (a method of :mod:`imm_ray.supervised.lm
 with its own overrides such as λ), the metrics it tabulates, a PTB-format data folder,
 a preset and seeds. Every (setting, seed) is one trial: language-model trials are long, so
 each reports after every epoch with a Tune checkpoint and a restarted trial resumes from
-its last epoch (``tune.get_checkpoint()``).
+its last epoch (``tune.get_checkpoint()``). The driver reads the corpus and estimates its
+Kneser–Ney bigram once (:meth:`LMExperiment.load_inputs`); trials get both through Ray's
+object store, so the data folder need exist only where the driver runs.
 
 Rows reported: ``{"size": epoch, "setting": curve, "values": {seed: value}}``; the
 validation perplexity after every epoch (when a metric), every metric after the last. A
@@ -13,6 +15,7 @@ curve is the setting's label, followed by the metric's name when there are sever
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import tempfile
@@ -119,7 +122,6 @@ class LMExperiment:
                         "tag": f"seed{seed}",
                         "seed": seed,
                         "config": dataclasses.asdict(config),
-                        "data": str(Path(self.data).expanduser().resolve()),
                         "curves": {m: self.curve(setting.label, m) for m in self.metrics},
                         "kn_curves": (
                             {m: self.curve(self.kn_label, m) for m in self.induced_metrics}
@@ -146,10 +148,21 @@ class LMExperiment:
             if not split_file(folder, split).is_file():
                 raise ValueError(f"data folder {folder} has no {split}.txt")
 
+    def load_inputs(self) -> dict[str, Any]:
+        """``{"corpus": Corpus, "bigram": KneserNeyBigram}``: the data folder read, and its
+        training split's Kneser–Ney bigram estimated, once for every trial."""
+        from imm_ray.restricted.kneser_ney import estimate_kneser_ney
+        from imm_ray.supervised.lm.corpus import load_corpus
+
+        self.validate()
+        corpus = load_corpus(Path(self.data).expanduser())
+        bigram = estimate_kneser_ney(corpus.train, len(corpus.vocab), corpus.vocab.eos_id)
+        return {"corpus": corpus, "bigram": bigram}
+
     def notes(self) -> list[str]:
         return []
 
-    def trainable(self) -> Callable[[dict[str, Any]], None]:
+    def trainable(self) -> Callable[[dict[str, Any], dict[str, Any]], None]:
         return lm_trainable
 
     def curves(self) -> list[str]:
@@ -218,20 +231,21 @@ class ThrottledProgress:
         print(f"{self.prefix}: {line}", flush=True)
 
 
-def lm_trainable(config: dict[str, Any]) -> None:
-    """Tune function trainable: one setting × one seed, a checkpoint after every epoch.
+def lm_trainable(config: dict[str, Any], inputs: dict[str, Any]) -> None:
+    """Tune function trainable: one setting × one seed, a checkpoint after every epoch,
+    on the corpus and bigram of ``inputs`` (:meth:`LMExperiment.load_inputs`).
 
     Writes its PID to ``trial.pid`` in the trial folder first. A restarted trial continues
     from ``tune.get_checkpoint()``: the trainer's own checkpoint, so the result is the
-    one an uninterrupted trial gives.
+    one an uninterrupted trial gives (also when it was taken on another device). A trial
+    given a GPU that torch cannot use trains on CPU (:mod:`tuning.placement`).
     """
     import torch
     from ray import tune
 
     from imm_ray.console import quiet_library_logs
-    from imm_ray.restricted.kneser_ney import estimate_kneser_ney
-    from imm_ray.supervised.lm.corpus import load_corpus
     from imm_ray.supervised.lm.train import LMConfig, LMTrainer
+    from tuning.placement import Placement
 
     quiet_library_logs()
     trial = config["trial"]
@@ -240,11 +254,13 @@ def lm_trainable(config: dict[str, Any]) -> None:
         handle.write(f"{os.getpid()}\n")
     torch.set_num_threads(max(1, int(trial.get("cpus", 1))))
     lm_config = LMConfig(**trial["config"])
-    if lm_config.device.startswith("cuda") and not torch.cuda.is_available():
+    where = Placement.of_trial(lm_config.device.startswith("cuda"))
+    if where.gpu_unusable:
         lm_config = dataclasses.replace(lm_config, device="cpu")
-    corpus = load_corpus(trial["data"])
-    bigram = estimate_kneser_ney(corpus.train, len(corpus.vocab), corpus.vocab.eos_id)
-    trainer = LMTrainer(lm_config, corpus, bigram)
+    # Ray's object store hands out NumPy arrays read-only (shared by the node's trials);
+    # torch, which wraps the corpus's id streams, needs writable ones: a copy of its own.
+    corpus = copy.deepcopy(inputs["corpus"])
+    trainer = LMTrainer(lm_config, corpus, inputs["bigram"])
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
@@ -277,7 +293,7 @@ def lm_trainable(config: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as folder:
             trainer.save(folder)
             for i, row in enumerate(rows or [{}]):
-                report = {"size": trainer.epoch, **row, **scalars}
+                report = {"size": trainer.epoch, **row, **scalars, **where.row()}
                 last = i == max(len(rows), 1) - 1
                 tune.report(
                     report, checkpoint=tune.Checkpoint.from_directory(folder) if last else None

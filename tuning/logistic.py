@@ -133,10 +133,14 @@ class LogisticExperiment:
         """Nothing left to check before Ray starts: settings, methods and the problem
         validate themselves at construction."""
 
+    def load_inputs(self) -> dict[str, Any]:
+        """Nothing: every trial draws its own data from the problem and its seed."""
+        return {}
+
     def notes(self) -> list[str]:
         return []
 
-    def trainable(self) -> Callable[[dict[str, Any]], None]:
+    def trainable(self) -> Callable[[dict[str, Any], dict[str, Any]], None]:
         return logistic_trainable
 
     def curves(self) -> list[str]:
@@ -251,22 +255,24 @@ def trial_methods(trial: dict[str, Any]) -> tuple[list[Method], Problem]:
     return methods, Problem(**trial["problem"])
 
 
-def logistic_trainable(config: dict[str, Any]) -> None:
+def logistic_trainable(config: dict[str, Any], inputs: dict[str, Any]) -> None:
     """Tune function trainable: every Monte Carlo run of the trial's settings at its sizes,
-    trained as batched tensors.
+    trained as batched tensors (``inputs`` is empty: the data is drawn here).
 
     Reports ``{"setting": label, "size": n, "values": {run: value}}`` per setting and size,
-    keeping the run axis.
+    keeping the run axis. A trial given a GPU that torch cannot use trains on CPU
+    (:mod:`tuning.placement`).
     """
     import torch
     from ray import tune
 
     from imm_ray.console import quiet_library_logs
+    from tuning.placement import Placement
 
     quiet_library_logs()
     trial = config["trial"]
     methods, problem = trial_methods(trial)
-    device = "cuda" if trial.get("gpus", 0) > 0 and torch.cuda.is_available() else "cpu"
+    where = Placement.of_trial(trial.get("gpus", 0) > 0)
     torch.set_num_threads(max(1, int(trial.get("cpus", 1))))
     scores = train_and_score(
         methods,
@@ -276,12 +282,14 @@ def logistic_trainable(config: dict[str, Any]) -> None:
         seed=trial["seed"],
         test_size=trial["test_size"],
         metric=trial["metric"],
-        device=device,
+        device=where.device,
     )
     for setting, per_size in zip(trial["settings"], scores, strict=True):
         for size in trial["sizes"]:
             values = {str(i): float(v) for i, v in enumerate(per_size[size])}
-            tune.report({"setting": setting["label"], "size": size, "values": values})
+            tune.report(
+                {"setting": setting["label"], "size": size, "values": values, **where.row()}
+            )
 
 
 EXPERIMENT_CLASS = LogisticExperiment

@@ -47,3 +47,28 @@ class ProgressLines(tune.Callback):
         # A sweep stored before the count was kept here resumes without it.
         retries = getattr(self, "max_failures", None)
         self._line(trial, f"errored after {retries if retries is not None else 'its'} retries")
+
+
+class GpuWarnings(tune.Callback):
+    """One ``imm-ray: warning: ...`` per trial that was given a GPU torch cannot use on its
+    node (its rows carry ``gpu_unusable``, :mod:`tuning.placement`): it trains on CPU."""
+
+    def __init__(self) -> None:
+        self.warned: set[str] = set()
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
+        if not result.get("gpu_unusable") or trial.trial_id in self.warned:
+            return
+        self.warned.add(trial.trial_id)
+        spec = trial.config["trial"]
+        node = result.get("node_id", "?")
+        ip = result.get("node_ip")
+        print(
+            f"imm-ray: warning: trial {spec['setting']} ({spec['tag']}) was given a GPU on "
+            f"node {node}{f' ({ip})' if ip else ''} that torch cannot use (no CUDA device "
+            "there); it trains on CPU",
+            file=sys.stderr,
+            flush=True,
+        )

@@ -5,8 +5,10 @@ restricted target's kind and quality), the dataset sizes (epochs) and the seeds.
 :func:`trial_plan` turns it into trials; :func:`run_trial` trains one of them on the
 seed-vectorized RLlib path (:mod:`imm_ray.rl.seeds`), and :func:`rl_trainable` is that
 as a Tune trainable. ``imm-ray train rl`` runs the same trials as Ray tasks, ``imm-ray
-sweep`` as Tune trials. The paper's RL figures are in :data:`EXPERIMENTS`; users write RL
-sweeps as YAML or TOML (:mod:`tuning.config_file`).
+sweep`` as Tune trials; either way the driver solves each IMM target once
+(:meth:`Experiment.load_inputs`) and the trials get its table through Ray's object store.
+The paper's RL figures are in :data:`EXPERIMENTS`; users write RL sweeps as YAML or TOML
+(:mod:`tuning.config_file`).
 
 Every experiment kind offers the same interface to :mod:`tuning.sweep` and
 :mod:`tuning.report` (:class:`~tuning.base.SweepExperiment`): its trials and trainable, and
@@ -16,6 +18,7 @@ how a (setting, dataset size) result is drawn — which curve, at which x.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -146,10 +149,16 @@ class Experiment:
         return trial_plan(self)
 
     def validate(self) -> None:
-        """Checks what a trial's config depends on (env, env config, target solved on the
-        env's POMDP) for every setting, without Ray or RLlib."""
+        """Checks every setting's env and env config, without Ray or RLlib (its target is
+        checked as :meth:`load_inputs` solves it)."""
         for trial in {t["setting"]: t for t in self.trials()}.values():
             check_trial(trial)
+
+    def load_inputs(self) -> dict[str, Any]:
+        """``{"tables": {target_key: P̂}}``: every distinct IMM target (env, env config,
+        target) solved once on its env's POMDP, without torch or RLlib; a target that does
+        not solve is a ``ValueError``."""
+        return {"tables": restricted_tables(self.trials())}
 
     def notes(self) -> list[str]:
         """What a user should know before the run: where the λ rule turns IMM off."""
@@ -337,47 +346,81 @@ EPOCHS_PER_ITERATION = 50
 
 
 def check_trial(trial: dict[str, Any]) -> None:
-    """The user-settable parts of a trial, checked as :func:`trial_config`'s validation
-    would check them, without importing RLlib: the env is a registered pair's MDP and
-    takes ``env_config``, and the target solves on its POMDP."""
-    pair = envs.make_mdp_pair(trial["env"], trial["env_config"])
-    if trial["imm"]:
-        TargetSpec(**trial["target"]).table(pair)
+    """A trial's env, checked as :func:`trial_config`'s validation would check it, without
+    importing RLlib: a registered pair's MDP that takes ``env_config``."""
+    envs.make_mdp_pair(trial["env"], trial["env_config"])
 
 
-def trial_config(trial: dict[str, Any]) -> Any:
+def target_key(trial: dict[str, Any]) -> str | None:
+    """What a trial's IMM target depends on (env, env config, target), as a key of
+    :func:`restricted_tables`; ``None`` without IMM."""
+    if not trial["imm"]:
+        return None
+    return json.dumps([trial["env"], trial["env_config"], trial["target"]], sort_keys=True)
+
+
+def restricted_tables(trials: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """``{target_key: P̂ as a [n_contexts, n_actions] table}``, each target solved once."""
+    tables = {}
+    for trial in trials:
+        key = target_key(trial)
+        if key is not None and key not in tables:
+            pair = envs.make_mdp_pair(trial["env"], trial["env_config"])
+            tables[key] = TargetSpec(**trial["target"]).table(pair)
+    return tables
+
+
+def trial_config(trial: dict[str, Any], table: Any = None, *, gpu: bool = False) -> Any:
     """The seed-vectorized ``SeedReinforceConfig`` that trains a trial's seeds side by side,
-    once per λ group."""
+    once per λ group.
+
+    ``table``: the trial's IMM target already solved (:func:`restricted_tables`); ``None``
+    solves it in the learner. ``gpu``: the learner trains on the trial's share of a GPU
+    (``trial["gpus"]``), which must be one torch can use.
+    """
     from imm_ray.rl.seeds import SeedReinforceConfig
 
     lams = [group["lam"] for group in trial_groups(trial)]
+    target = None
+    if trial["imm"]:
+        target = TargetSpec(**trial["target"]) if table is None else table
     config = (
         SeedReinforceConfig()
         .environment(env=trial["env"], env_config=dict(trial["env_config"]))
         .training(seeds=trial["seeds"], epochs_per_iteration=EPOCHS_PER_ITERATION)
         .imm(
             lam=lams if len(lams) > 1 else lams[0],
-            target=TargetSpec(**trial["target"]) if trial["imm"] else None,
+            target=target,
             num_samples=trial["num_samples"] if trial["imm"] else None,
         )
     )
     if trial.get("gamma") is not None:
         config.training(gamma=trial["gamma"])
-    if trial["gpus"] > 0:
+    if gpu:
         config.learners(num_gpus_per_learner=trial["gpus"])
     return config
 
 
-def run_trial(trial: dict[str, Any]) -> dict[int, dict[int, float]]:
+def run_trial(
+    trial: dict[str, Any], inputs: dict[str, Any] | None = None, *, gpu: bool = False
+) -> dict[int, dict[int, float]]:
     """Trains a trial's seeds and returns ``{epochs: {seed: mean evaluation return}}``
-    (NaN for a seed whose loss became non-finite)."""
+    (NaN for a seed whose loss became non-finite).
+
+    ``inputs``: :meth:`Experiment.load_inputs`, whose table of the trial's target it
+    trains with (``None``: the trial solves its target itself). ``gpu``: see
+    :func:`trial_config`.
+    """
     from imm_ray.console import quiet_library_logs
     from imm_ray.rl.seeds import train_and_evaluate_seeds
 
     quiet_library_logs()
     groups = trial_groups(trial)
+    table = None
+    if inputs is not None and trial["imm"]:
+        table = inputs["tables"][target_key(trial)]
     per_epoch = train_and_evaluate_seeds(
-        trial_config(trial), [e for group in groups for e in group["epochs"]]
+        trial_config(trial, table, gpu=gpu), [e for group in groups for e in group["epochs"]]
     )
     seeds = trial["seeds"]
     runs = len(seeds)
@@ -395,19 +438,24 @@ def run_trial(trial: dict[str, Any]) -> dict[int, dict[int, float]]:
 PID_FILE = "trial.pid"
 
 
-def rl_trainable(config: dict[str, Any]) -> None:
+def rl_trainable(config: dict[str, Any], inputs: dict[str, Any]) -> None:
     """Tune function trainable: one setting × its seeds (once per λ group), evaluated
-    along the way.
+    along the way, with its IMM target's table from ``inputs``.
 
     Writes its process id to ``trial.pid`` in the trial folder first, so an operator (or a
-    test) can find the process that runs a trial.
+    test) can find the process that runs a trial. A trial given a GPU that torch cannot
+    use trains on CPU (:mod:`tuning.placement`).
     """
     from ray import tune
 
+    from tuning.placement import Placement
+
+    trial = config["trial"]
     trial_dir = tune.get_context().get_trial_dir()
     with open(os.path.join(trial_dir, PID_FILE), "w") as handle:
         handle.write(f"{os.getpid()}\n")
-    rewards = run_trial(config["trial"])
+    where = Placement.of_trial(trial.get("gpus", 0) > 0)
+    rewards = run_trial(trial, inputs, gpu=where.on_gpu)
     for epochs in sorted(rewards):
         values = {str(seed): value for seed, value in rewards[epochs].items()}
-        tune.report({"size": epochs, "values": values})
+        tune.report({"size": epochs, "values": values, **where.row()})

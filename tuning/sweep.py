@@ -48,6 +48,7 @@ def run_sweep(
     address: str | None = None,
     verbose: bool = False,
     tensorboard: bool = False,
+    inputs: dict[str, Any] | None = None,
 ) -> Location:
     """Runs (or with ``resume`` continues) ``experiment``; returns its results folder.
 
@@ -60,8 +61,14 @@ def run_sweep(
     ``verbose`` shows Tune's own status tables instead. Tune's JSON and CSV results are
     written for every trial; ``tensorboard`` adds its TensorBoard event files (whose
     writer imports PyTorch into the driver: about a second and a half).
+
+    ``inputs`` are what the trials read (``experiment.load_inputs()``: a corpus, a
+    checkpoint, restricted policies); by default the driver reads them here, before Ray
+    starts. Trials get them through Ray's object store, never from the driver's paths.
     """
-    return _run(experiment, storage, lambda folder: folder, resume, address, verbose, tensorboard)
+    return _run(
+        experiment, storage, lambda folder: folder, resume, address, verbose, tensorboard, inputs
+    )
 
 
 def run_sweep_and_report(
@@ -72,10 +79,11 @@ def run_sweep_and_report(
     address: str | None = None,
     verbose: bool = False,
     tensorboard: bool = False,
+    inputs: dict[str, Any] | None = None,
 ) -> Report:
     """:func:`run_sweep`, then :func:`~tuning.report.write_report` on its results, written
     while an embedded Ray shuts down; returns the report."""
-    return _run(experiment, storage, write_report, resume, address, verbose, tensorboard)
+    return _run(experiment, storage, write_report, resume, address, verbose, tensorboard, inputs)
 
 
 def _run(
@@ -86,6 +94,7 @@ def _run(
     address: str | None,
     verbose: bool,
     tensorboard: bool,
+    inputs: dict[str, Any] | None,
 ) -> T:
     storage = resolve(storage)
     check_writable(storage)
@@ -108,13 +117,21 @@ def _run(
         # Tune's newer console output prints its start banner even at verbose=0; the
         # classic reporter is silent there, and ProgressLines speaks instead.
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    if inputs is None:  # a bad input is a ValueError here, before Ray starts
+        inputs = experiment.load_inputs()
     # An embedded Ray prestarts one worker per CPU as the driver connects; the first
     # trials run on them (see _trials_on_prestarted_workers) and find Ray imported.
     started = init_ray(address)
     try:
         with _trials_on_prestarted_workers():
             _fit(
-                experiment, storage, folder, resume=resume, verbose=verbose, tensorboard=tensorboard
+                experiment,
+                storage,
+                folder,
+                inputs,
+                resume=resume,
+                verbose=verbose,
+                tensorboard=tensorboard,
             )
     except BaseException:
         if started:
@@ -161,6 +178,7 @@ def _fit(
     experiment: SweepExperiment,
     storage: Location,
     folder: Location,
+    inputs: dict[str, Any],
     *,
     resume: bool,
     verbose: bool,
@@ -169,10 +187,11 @@ def _fit(
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 
-    from tuning.progress import ProgressLines
+    from tuning.progress import GpuWarnings, ProgressLines
 
+    # The inputs go into Ray's object store once; every trial reads them from there.
     trainable = tune.with_resources(
-        experiment.trainable(),
+        tune.with_parameters(experiment.trainable(), inputs=inputs),
         {"cpu": experiment.cpus_per_trial, "gpu": experiment.gpus_per_trial},
     )
     if resume:
@@ -210,7 +229,7 @@ def _fit(
             # Language-model trials checkpoint every epoch; a restart needs the last one.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
             verbose=2 if verbose else 0,
-            callbacks=loggers + progress,
+            callbacks=[*loggers, *progress, GpuWarnings()],
         ),
         tune_config=tune.TuneConfig(trial_dirname_creator=_trial_dirname, reuse_actors=True),
     )

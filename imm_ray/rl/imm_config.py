@@ -18,7 +18,26 @@ from imm_ray.imm import validate_lambda
 from imm_ray.restricted import TargetSpec, validate_policy_table
 from imm_ray.rl.lambda_rule import PAPER_LAMBDA, paper_lambda, paper_lambda_ratio
 
-__all__ = ["IMMConfigMixin", "TargetSpec", "paper_lambda", "paper_lambda_ratio"]
+__all__ = ["IMMConfigMixin", "PolicyTable", "TargetSpec", "paper_lambda", "paper_lambda_ratio"]
+
+
+class PolicyTable:
+    """P̂ given as a ``[n_contexts, n_actions]`` table (e.g. solved once by a sweep's
+    driver), where a :class:`TargetSpec` would be solved: :meth:`table` hands it out.
+
+    The config holds the array inside this object, not bare: RLlib compares every config
+    value with a sentinel string (``AlgorithmConfig.get_state``, run by ``build_algo``),
+    which an array answers element by element.
+    """
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values = values
+
+    def table(self, pair: PomdpMdpPair) -> np.ndarray:
+        return self.values
+
+    def __repr__(self) -> str:
+        return f"PolicyTable(shape={list(self.values.shape)})"
 
 
 class IMMConfigMixin:
@@ -27,7 +46,7 @@ class IMMConfigMixin:
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.imm_lambda: float = PAPER_LAMBDA
-        self.imm_target: TargetSpec | np.ndarray | None = TargetSpec()
+        self.imm_target: TargetSpec | PolicyTable | None = TargetSpec()
         self.imm_view: PomdpMdpPair | None = None
         self.imm_num_samples: int | None = None
 
@@ -35,7 +54,7 @@ class IMMConfigMixin:
         self,
         *,
         lam: float = NotProvided,
-        target: TargetSpec | np.ndarray | None = NotProvided,
+        target: TargetSpec | PolicyTable | np.ndarray | None = NotProvided,
         view: PomdpMdpPair | None = NotProvided,
         num_samples: int | None = NotProvided,
     ) -> Self:
@@ -44,7 +63,8 @@ class IMMConfigMixin:
         Args:
             lam: λ ≥ 0, the weight of the IMM risk; 0 turns IMM off.
             target: P̂(a | x̄): a :class:`TargetSpec` solved on the env's POMDP, an explicit
-                ``[n_contexts, n_actions]`` table whose rows sum to 1, or ``None`` (no IMM).
+                ``[n_contexts, n_actions]`` table whose rows sum to 1 (kept as a
+                :class:`PolicyTable`), or ``None`` (no IMM).
             view: the MDP/POMDP pair that projects observations to restricted contexts and
                 extends them back; ``None`` looks the pair up from the env id.
             num_samples: ``None`` enumerates every extended context of the belief (exact
@@ -54,7 +74,7 @@ class IMMConfigMixin:
             validate_lambda(lam, field="imm_lambda")
             self.imm_lambda = float(lam)
         if target is not NotProvided:
-            if target is not None and not isinstance(target, TargetSpec):
+            if target is not None and not isinstance(target, TargetSpec | PolicyTable):
                 target = np.array(target, dtype=np.float64)
                 if target.ndim != 2:
                     raise ValueError(
@@ -62,6 +82,7 @@ class IMMConfigMixin:
                         f"got shape {list(target.shape)}"
                     )
                 validate_policy_table(target, target.shape[0], target.shape[1], "imm_target")
+                target = PolicyTable(target)
             self.imm_target = target
         if view is not NotProvided:
             if view is not None and not isinstance(view, PomdpMdpPair):
@@ -96,11 +117,7 @@ class IMMConfigMixin:
         """P̂ as a ``[n_contexts, n_actions]`` table, checked against ``pair``."""
         if self.imm_target is None:
             raise ValueError("imm_target is None: IMM is off")
-        table = (
-            self.imm_target.table(pair)
-            if isinstance(self.imm_target, TargetSpec)
-            else self.imm_target
-        )
+        table = self.imm_target.table(pair)
         return validate_policy_table(table, pair.n_contexts, pair.n_actions, "imm_target")
 
     def validate(self) -> None:

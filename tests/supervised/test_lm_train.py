@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from gpu_checkpoints import saved_as_on_cuda
 
 from imm_ray.restricted.kneser_ney import estimate_kneser_ney
 from imm_ray.supervised.lm.corpus import load_corpus
@@ -16,7 +17,7 @@ from imm_ray.supervised.lm.metrics import bigram_perplexity, induced_bigram, per
 from imm_ray.supervised.lm.model import LSTMLanguageModel
 from imm_ray.supervised.lm.noising import KneserNeyNoiser
 from imm_ray.supervised.lm.synthetic import MarkovSource
-from imm_ray.supervised.lm.train import LMConfig, LMTrainer, check_bigram
+from imm_ray.supervised.lm.train import CHECKPOINT_FILE, LMConfig, LMTrainer, check_bigram
 
 
 @pytest.fixture(scope="module")
@@ -206,6 +207,31 @@ def test_resuming_a_checkpoint_gives_the_weights_of_uninterrupted_training(
     other = LMTrainer(dataclasses.replace(config, lam=0.5), corpus, bigram)
     with pytest.raises(ValueError, match=r"another configuration \(differs in lam\)"):
         other.restore(tmp_path)
+
+
+def test_a_checkpoint_taken_on_a_gpu_resumes_on_a_cpu_as_if_never_interrupted(
+    corpus, bigram, tmp_path
+):
+    config = LMConfig.preset("tiny", method="imm", epochs=2, max_batches=30, dropout=0.3)
+    straight = LMTrainer(config, corpus, bigram)
+    straight.train_epoch()
+    straight.train_epoch()
+
+    first = LMTrainer(config, corpus, bigram)
+    first.train_epoch()
+    state = first.state_dict()
+    state["config"]["device"] = "cuda"
+    with saved_as_on_cuda():
+        torch.save(state, tmp_path / CHECKPOINT_FILE)
+    with pytest.raises(RuntimeError, match="CUDA"):  # as a GPU run's file: its storages
+        torch.load(tmp_path / CHECKPOINT_FILE, weights_only=False)
+    resumed = LMTrainer(config, corpus, bigram)
+    resumed.restore(tmp_path)
+    resumed.train_epoch()
+    for a, b in zip(straight.model.parameters(), resumed.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert [h["valid_ppl"] for h in resumed.history] == [h["valid_ppl"] for h in straight.history]
+    assert resumed.config.device == "cpu"
 
 
 def test_imm_starts_once_validation_perplexity_is_below_the_threshold(corpus, bigram):

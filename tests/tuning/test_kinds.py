@@ -88,13 +88,13 @@ def test_a_logistic_lookup_does_not_import_rllib():
 
 
 def test_planning_an_rl_sweep_imports_neither_torch_nor_pomdp_py():
-    """The driver of an RL sweep looks the experiment up, validates every trial (targets
-    solved on the POMDP) and plans it without torch, pomdp-py or RLlib: the trials
-    import those."""
+    """The driver of an RL sweep looks the experiment up, validates every trial, solves its
+    targets on the POMDP (its inputs) and plans it without torch, pomdp-py or RLlib: the
+    trials import those."""
     code = (
         "import sys; from tuning.kinds import named_experiment; "
-        "e = named_experiment('figure2'); e.validate(); e.trials(); "
-        "named_experiment('taxi').validate(); "
+        "e = named_experiment('figure2'); e.validate(); e.load_inputs(); e.trials(); "
+        "t = named_experiment('taxi'); t.validate(); t.load_inputs(); "
         "print(sorted(m for m in ('torch', 'pomdp_py', 'scipy', 'ray.rllib') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -1,18 +1,22 @@
 """One BERT fine-tuning run (``imm-ray train bert`` and the ``table2`` trials): a task, a
 checkpoint (or a preset with fresh weights), a method (base, +MLM, +MLM+IMM), a seed.
 
-:func:`prepare_run` checks and loads everything (task files, model, tokenizer, corpus,
-bigram) before any training starts; :func:`finetune` trains with :class:`IMMTrainer`,
-evaluating the task's metric on ``dev`` after every epoch and on ``dev`` and a labeled
-``test`` at the end.
+:func:`read_inputs` reads and checks what a run reads from disk (task files, the checkpoint's
+files and its tokenizer, corpus, bigram) into a picklable :class:`RunInputs`, which a
+sweep's driver reads once and hands to its trials through Ray's object store;
+:func:`prepare_run` builds the run's model from it and checks that the parts fit, before any
+training starts; :func:`finetune` trains with :class:`IMMTrainer`, evaluating the task's
+metric on ``dev`` after every epoch and on ``dev`` and a labeled ``test`` at the end.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +27,9 @@ import torch
 from imm_ray.supervised.bert.config import BertIMMConfig
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+#: The files of a checkpoint folder that ``from_pretrained`` reads (configuration, weights,
+#: tokenizer); Trainer's resume state (optimizer.pt, rng_state.pth) and other files stay.
+CHECKPOINT_FILES = ("*.json", "*.safetensors", "*.bin", "vocab.txt", "merges.txt", "*.model")
 
 
 @dataclass(frozen=True)
@@ -124,6 +131,28 @@ def _number(value: object) -> bool:
 
 
 @dataclass
+class RunInputs:
+    """What runs read from disk, read and checked once; picklable, so that a sweep's driver
+    reads it and Ray's object store hands it to every trial, which opens no path."""
+
+    spec: Any
+    splits: dict[str, Any]
+    tokenizer: Any
+    checkpoint: dict[str, bytes] | None
+    """The checkpoint folder's files (:data:`CHECKPOINT_FILES`: name → bytes); ``None``
+    for a preset (fresh weights)."""
+    stream: np.ndarray | None
+    """The corpus through the tokenizer: the histories' stream (read for IMM only)."""
+    bigram: Any
+    """The Kneser–Ney bigram of ``stream``, or the ``bigram`` ARPA file's (IMM only)."""
+
+
+def inputs_key(config: FinetuneConfig) -> tuple:
+    """The fields that name what a run reads: runs with equal keys share one RunInputs."""
+    return (config.task, config.data, config.model, config.corpus, config.bigram)
+
+
+@dataclass
 class Run:
     """Everything a run needs, loaded and checked."""
 
@@ -139,7 +168,7 @@ class Run:
 def load_tokenizer(model: str, corpus: str | None):
     """The checkpoint's own tokenizer, or for a preset one over ``corpus``'s vocabulary."""
     from imm_ray.supervised.bert.model import PRESETS
-    from imm_ray.supervised.bert.tokenizer import build_word_tokenizer, check_bert_tokenizer
+    from imm_ray.supervised.bert.tokenizer import build_word_tokenizer
 
     if model in PRESETS:
         if corpus is None:
@@ -149,7 +178,11 @@ def load_tokenizer(model: str, corpus: str | None):
         from imm_ray.supervised.lm.corpus import load_corpus
 
         return build_word_tokenizer(load_corpus(corpus).vocab.words)
-    from transformers import AutoTokenizer
+    return _checkpoint_tokenizer(_checkpoint_path(model))
+
+
+def _checkpoint_path(model: str) -> Path:
+    from imm_ray.supervised.bert.model import PRESETS
 
     folder = Path(model).expanduser()
     if not folder.is_dir():
@@ -157,12 +190,44 @@ def load_tokenizer(model: str, corpus: str | None):
             f"model must be a preset ({', '.join(PRESETS)}) or a checkpoint folder; "
             f"{folder} does not exist"
         )
+    return folder
+
+
+def _checkpoint_tokenizer(folder: Path, name: Path | None = None):
+    """The tokenizer saved in ``folder``; errors name the checkpoint ``name`` (default:
+    ``folder``)."""
+    from transformers import AutoTokenizer
+
+    from imm_ray.supervised.bert.tokenizer import check_bert_tokenizer
+
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError) as err:
-        raise ValueError(f"model {folder}: no readable tokenizer ({err})") from None
+        raise ValueError(f"model {name or folder}: no readable tokenizer ({err})") from None
     check_bert_tokenizer(tokenizer)
     return tokenizer
+
+
+def read_checkpoint(model: str) -> dict[str, bytes]:
+    """The files of checkpoint folder ``model`` that :data:`CHECKPOINT_FILES` names, as
+    bytes (name → contents)."""
+    folder = _checkpoint_path(model)
+    return {
+        path.name: path.read_bytes()
+        for pattern in CHECKPOINT_FILES
+        for path in sorted(folder.glob(pattern))
+        if path.is_file()
+    }
+
+
+@contextlib.contextmanager
+def checkpoint_folder(files: dict[str, bytes]) -> Iterator[Path]:
+    """``files`` (:func:`read_checkpoint`) written to a temporary folder, for
+    ``from_pretrained``; the folder is removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="imm-ray-checkpoint-") as folder:
+        for name, data in files.items():
+            (Path(folder) / name).write_bytes(data)
+        yield Path(folder)
 
 
 def restricted_model(tokenizer, corpus: str | Path):
@@ -213,21 +278,58 @@ def read_bigram(tokenizer, path: str | Path):
     return model
 
 
-def prepare_run(config: FinetuneConfig) -> Run:
-    """Reads and checks the task, tokenizer, model, corpus and bigram (no training)."""
+def read_inputs(config: FinetuneConfig, restricted: bool | None = None) -> RunInputs:
+    """Reads and checks what ``config`` names: the task's splits, the checkpoint's files and
+    its tokenizer (for a preset: a tokenizer over the corpus's words) and, with
+    ``restricted`` (default: for method imm), the corpus stream and its bigram."""
+    from imm_ray.supervised.bert.model import PRESETS
+    from imm_ray.supervised.bert.tasks import load_task, task_spec
+
+    if restricted is None:
+        restricted = config.method == "imm"
+    if restricted and config.corpus is None:
+        raise ValueError("method imm needs corpus: the PTB-format folder of the bigram (--corpus)")
+    spec = task_spec(config.task)
+    splits = load_task(spec, config.data)
+    checkpoint = None
+    if config.model in PRESETS:
+        tokenizer = load_tokenizer(config.model, config.corpus)
+    else:
+        checkpoint = read_checkpoint(config.model)
+        with checkpoint_folder(checkpoint) as folder:
+            tokenizer = _checkpoint_tokenizer(folder, Path(config.model).expanduser())
+    stream = bigram = None
+    if restricted:
+        stream, bigram = restricted_model(tokenizer, config.corpus)  # type: ignore[arg-type]
+        if config.bigram is not None:
+            bigram = read_bigram(tokenizer, config.bigram)
+    return RunInputs(spec, splits, tokenizer, checkpoint, stream, bigram)
+
+
+def prepare_run(config: FinetuneConfig, inputs: RunInputs | None = None) -> Run:
+    """The run ``config`` describes, on ``inputs`` (default: :func:`read_inputs` now): its
+    model (the checkpoint's weights with new heads drawn from ``config.seed``, or a
+    preset's fresh weights), checked against the tokenizer, ``max_length`` and the bigram.
+    No training, and no file read when ``inputs`` are given."""
     from transformers import set_seed
 
     from imm_ray.supervised.bert.imm_branch import check_bigram_vocabulary
     from imm_ray.supervised.bert.model import load_model
-    from imm_ray.supervised.bert.tasks import load_task, task_spec
 
-    if config.method == "imm" and config.corpus is None:
+    if inputs is None:
+        inputs = read_inputs(config)
+    imm = config.method == "imm"
+    if imm and inputs.bigram is None:
         raise ValueError("method imm needs corpus: the PTB-format folder of the bigram (--corpus)")
-    spec = task_spec(config.task)
-    splits = load_task(spec, config.data)
-    tokenizer = load_tokenizer(config.model, config.corpus)
+    spec, tokenizer = inputs.spec, inputs.tokenizer
     set_seed(config.seed)
-    model = load_model(config.model, spec.num_labels, vocab_size=len(tokenizer))
+    if inputs.checkpoint is None:
+        model = load_model(config.model, spec.num_labels, vocab_size=len(tokenizer))
+    else:
+        with checkpoint_folder(inputs.checkpoint) as folder:
+            model = load_model(
+                folder, spec.num_labels, len(tokenizer), name=Path(config.model).expanduser()
+            )
     if model.config.vocab_size != len(tokenizer):
         raise ValueError(
             f"model {config.model} has {model.config.vocab_size} token ids, its tokenizer "
@@ -238,13 +340,10 @@ def prepare_run(config: FinetuneConfig) -> Run:
             f"max_length must be <= the model's {model.config.max_position_embeddings} "
             f"positions, got {config.max_length}"
         )
-    stream = bigram = None
-    if config.method == "imm":
-        stream, bigram = restricted_model(tokenizer, config.corpus)  # type: ignore[arg-type]
-        if config.bigram is not None:
-            bigram = read_bigram(tokenizer, config.bigram)
-        check_bigram_vocabulary(bigram, tokenizer, model.config.vocab_size)
-    return Run(config, spec, splits, tokenizer, model, stream, bigram)
+    if not imm:
+        return Run(config, spec, inputs.splits, tokenizer, model, None, None)
+    check_bigram_vocabulary(inputs.bigram, tokenizer, model.config.vocab_size)
+    return Run(config, spec, inputs.splits, tokenizer, model, inputs.stream, inputs.bigram)
 
 
 class _Examples(torch.utils.data.Dataset):

@@ -133,12 +133,17 @@ def preset_config(name: str, vocab_size: int, num_labels: int = 2, **overrides: 
 
 
 def load_model(
-    model: str | Path, num_labels: int, vocab_size: int | None = None
+    model: str | Path,
+    num_labels: int,
+    vocab_size: int | None = None,
+    name: str | Path | None = None,
 ) -> BertForMaskedLMAndClassification:
     """A preset name (fresh weights over ``vocab_size`` ids) or a local checkpoint folder.
 
     A folder must hold a BERT config and weights with the MLM head (``cls.predictions.*``),
-    else ``ValueError`` says what is missing. Its pooler and classifier may be new.
+    else ``ValueError`` says what is missing, naming the checkpoint ``name`` (default: the
+    folder; a copy of a checkpoint keeps its original's name). Its pooler and classifier
+    may be new.
     """
     if str(model) in PRESETS:
         if vocab_size is None:
@@ -150,13 +155,14 @@ def load_model(
             f"model must be a preset ({', '.join(PRESETS)}) or a checkpoint folder; "
             f"{folder} does not exist"
         )
+    label = folder if name is None else name
     if not (folder / "config.json").is_file():
-        raise ValueError(f"model folder {folder} has no config.json: not a transformers checkpoint")
+        raise ValueError(f"model folder {label} has no config.json: not a transformers checkpoint")
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(folder)
     if config.model_type != "bert":
-        raise ValueError(f"model {folder} is a {config.model_type!r} model, not BERT")
+        raise ValueError(f"model {label} is a {config.model_type!r} model, not BERT")
     config.num_labels = num_labels
     logger = logging.getLogger("transformers.modeling_utils")
     level = logger.level
@@ -167,13 +173,13 @@ def load_model(
             folder, config=config, output_loading_info=True
         )
     except OSError as err:
-        raise ValueError(f"model {folder}: no readable weights ({err})") from None
+        raise ValueError(f"model {label}: no readable weights ({err})") from None
     finally:
         logger.setLevel(level)
     missing = sorted(k for k in info["missing_keys"] if k.startswith(MLM_HEAD_PREFIX))
     if missing:
         raise ValueError(
-            f"model {folder} has no MLM head (missing {', '.join(missing[:3])}"
+            f"model {label} has no MLM head (missing {', '.join(missing[:3])}"
             f"{', …' if len(missing) > 3 else ''}): +MLM and IMM need a BERT saved with its "
             "masked-LM head, such as BertForMaskedLM or `imm-ray train bert-pretrain`"
         )

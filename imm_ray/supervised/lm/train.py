@@ -63,6 +63,9 @@ from imm_ray.supervised.lm.noising import KneserNeyNoiser
 
 METHODS = ("none", "noising", "imm", "serialized")
 CHECKPOINT_FILE = "checkpoint.pt"
+#: LMConfig fields that say where a run trains, not what it computes: a checkpoint resumes
+#: under another value (taken on a GPU, continued on a CPU node).
+PLACEMENT_FIELDS = ("device",)
 
 
 @dataclass(frozen=True)
@@ -524,10 +527,12 @@ class LMTrainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restores a :meth:`state_dict`; its configuration must be this one's, except for
-        ``epochs`` (a longer run continues the same training)."""
+        ``epochs`` (a longer run continues the same training) and the device
+        (:data:`PLACEMENT_FIELDS`): its tensors may be on any device."""
         ours = dataclasses.asdict(self.config)
+        free = ("epochs", *PLACEMENT_FIELDS)
         changed = sorted(
-            k for k, v in ours.items() if k != "epochs" and state["config"].get(k) != v
+            k for k, v in ours.items() if k not in free and state["config"].get(k) != v
         )
         if changed:
             raise ValueError(
@@ -560,11 +565,13 @@ class LMTrainer:
         return path
 
     def restore(self, folder: str | Path) -> None:
-        """Loads ``folder/checkpoint.pt`` (written by :meth:`save`)."""
+        """Loads ``folder/checkpoint.pt`` (written by :meth:`save`, on any device)."""
         path = Path(folder) / CHECKPOINT_FILE
         if not path.is_file():
             raise ValueError(f"no checkpoint at {path}")
-        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))
+        # Onto the CPU first: the RNG states must stay CPU tensors, and loading the model's
+        # and the optimizer's state moves theirs onto this trainer's device.
+        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=False))
 
 
 def train_lm(

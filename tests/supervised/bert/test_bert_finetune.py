@@ -1,0 +1,96 @@
+"""A fine-tuning run's inputs, read once into a picklable RunInputs, and its Trainer
+checkpoints, which resume on another device than the one that wrote them."""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from gpu_checkpoints import resave_as_on_cuda
+from transformers import BertForSequenceClassification, TrainerCallback
+
+from imm_ray.supervised.bert.finetune import FinetuneConfig, finetune, prepare_run, read_inputs
+from imm_ray.supervised.bert.model import preset_config
+
+
+@pytest.fixture
+def config(bert_corpus, bert_checkpoint, acceptability_task):
+    return FinetuneConfig(
+        data=str(acceptability_task),
+        model=str(bert_checkpoint),
+        corpus=str(bert_corpus),
+        method="base",
+        epochs=2,
+        batch_size=8,
+        max_length=32,
+        lr=3e-3,
+        max_train_examples=24,
+    )
+
+
+def test_a_run_built_from_its_pickled_inputs_is_the_run_its_folders_give(config, tmp_path):
+    config = dataclasses.replace(config, method="imm")
+    from_folder = prepare_run(config)
+    copy = tmp_path / "model"
+    shutil.copytree(config.model, copy)
+    copied = dataclasses.replace(config, model=str(copy))
+    inputs = pickle.loads(pickle.dumps(read_inputs(copied)))
+    shutil.rmtree(copy)
+    from_inputs = prepare_run(copied, inputs)  # reads no file: the checkpoint is gone
+    pairs = zip(
+        from_folder.model.state_dict().items(), from_inputs.model.state_dict().items(), strict=True
+    )
+    for (name, a), (_, b) in pairs:
+        assert torch.equal(a, b), name  # the new classifier too: both drawn from the seed
+    text = "the cat sat"
+    assert from_inputs.tokenizer(text)["input_ids"] == from_folder.tokenizer(text)["input_ids"]
+    assert np.array_equal(from_inputs.corpus, from_folder.corpus)
+    assert torch.equal(from_inputs.bigram.probs, from_folder.bigram.probs)
+
+
+def test_a_copied_checkpoints_errors_name_the_checkpoint(tmp_path, bert_tokenizer, config):
+    model = tmp_path / "no-mlm-head"
+    BertForSequenceClassification(preset_config("tiny", len(bert_tokenizer))).save_pretrained(model)
+    bert_tokenizer.save_pretrained(model)
+    config = dataclasses.replace(config, model=str(model))
+    with pytest.raises(ValueError, match=rf"model {model} has no MLM head \(missing cls\."):
+        prepare_run(config)
+
+
+class KeepFirstEpoch(TrainerCallback):
+    """Copies the checkpoint Trainer saves after epoch 1 (it keeps only the newest)."""
+
+    def __init__(self, folder) -> None:
+        self.folder = folder
+
+    def on_save(self, args, state, control, **kwargs):
+        if round(state.epoch) == 1:
+            shutil.copytree(f"{args.output_dir}/checkpoint-{state.global_step}", self.folder)
+
+
+def test_a_trainer_checkpoint_taken_on_a_gpu_resumes_on_a_cpu(config, tmp_path):
+    inputs = read_inputs(config)
+    first = tmp_path / "epoch1"
+    straight = finetune(
+        prepare_run(config, inputs),
+        tmp_path / "straight",
+        callbacks=[KeepFirstEpoch(first)],
+        save=True,
+    )
+    # As a GPU run writes it: the optimizer's tensors on cuda:0, a CUDA generator's state.
+    resave_as_on_cuda(first / "optimizer.pt")
+    with pytest.raises(RuntimeError, match="CUDA"):
+        torch.load(first / "optimizer.pt", weights_only=False)
+    rng = torch.load(first / "rng_state.pth", weights_only=False)
+    torch.save({**rng, "cuda": torch.zeros(16, dtype=torch.uint8)}, first / "rng_state.pth")
+
+    resumed = finetune(
+        prepare_run(config, inputs), tmp_path / "resumed", save=True, resume_from=str(first)
+    )
+    # The base method draws nothing of its own: it resumes as if never interrupted.
+    del straight["train_seconds"], resumed["train_seconds"]
+    assert resumed == straight

@@ -1,0 +1,54 @@
+"""Where a trial trains: its Ray node and its torch device, added to every result row.
+
+A trial that asks for GPUs (``gpus_per_trial``) gets a share of some node's GPUs from Ray,
+but a node may declare GPUs that torch cannot use there (a logical GPU given to
+``ray start --num-gpus``, or a CPU build of torch). Such a trial trains on CPU, and its
+rows say so with ``gpu_unusable``; the driver warns once per trial
+(:class:`~tuning.progress.GpuWarnings`). A trial given a share of a GPU (``0.25``) trains
+on the GPU Ray assigned it, which torch sees as ``cuda:0`` (Ray sets
+``CUDA_VISIBLE_DEVICES`` for the trial's worker).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A trial's node and device, and whether it was given a GPU that it cannot use."""
+
+    node_id: str
+    """Ray's id of the node the trial runs on (hex)."""
+    device: str
+    """The torch device it trains on: ``cpu`` or ``cuda:N``."""
+    gpu_unusable: bool
+    """It asked for a GPU, but torch finds no CUDA device on its node: it trains on CPU."""
+
+    @classmethod
+    def of_trial(cls, wants_gpu: bool) -> Placement:
+        """The calling trial's placement: the first CUDA device Ray made visible to it when
+        it asked for a GPU and torch can use one, else the CPU."""
+        device = "cpu"
+        if wants_gpu:
+            import torch
+
+            if torch.cuda.is_available():
+                device = f"cuda:{torch.cuda.current_device()}"
+        return cls(node_id(), device, wants_gpu and device == "cpu")
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.device != "cpu"
+
+    def row(self) -> dict[str, Any]:
+        """The keys every result row of the trial carries."""
+        return {"node_id": self.node_id, "device": self.device, "gpu_unusable": self.gpu_unusable}
+
+
+def node_id() -> str:
+    """Ray's id of the node this process runs on (hex)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
