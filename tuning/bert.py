@@ -30,8 +30,6 @@ from tuning.base import MethodSetting, check_name_and_labels, check_resources, c
 
 SPLITS = ("dev", "test")
 METRIC_LABELS = {"mcc": "MCC", "f1": "F1", "accuracy": "Accuracy"}
-#: File in a Tune trial's folder holding the PID of the process that trains it.
-PID_FILE = "trial.pid"
 
 
 @dataclass(frozen=True)
@@ -260,14 +258,12 @@ def bert_trainable(config: dict[str, Any], inputs: dict[str, Any]) -> None:
         inputs_key,
         prepare_run,
     )
-    from tuning.placement import Placement
+    from tuning.placement import Placement, start_trial
 
     quiet_library_logs()
     quiet_transformers()
     trial = config["trial"]
-    trial_dir = tune.get_context().get_trial_dir()
-    with open(os.path.join(trial_dir, PID_FILE), "w") as handle:
-        handle.write(f"{os.getpid()}\n")
+    trial_dir = start_trial()
     torch.set_num_threads(max(1, int(trial.get("cpus", 1))))
     finetune_config = FinetuneConfig(**trial["config"])
     where = Placement.of_trial(finetune_config.device == "cuda")

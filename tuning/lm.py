@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -36,8 +35,6 @@ METRIC_NAMES = {
     "induced_valid_ppl": "bigram valid",
     "induced_test_ppl": "bigram test",
 }
-#: File in a Tune trial's folder holding the PID of the process that trains it.
-PID_FILE = "trial.pid"
 
 
 @dataclass(frozen=True)
@@ -245,13 +242,11 @@ def lm_trainable(config: dict[str, Any], inputs: dict[str, Any]) -> None:
 
     from imm_ray.console import quiet_library_logs
     from imm_ray.supervised.lm.train import LMConfig, LMTrainer
-    from tuning.placement import Placement
+    from tuning.placement import Placement, start_trial
 
     quiet_library_logs()
     trial = config["trial"]
-    trial_dir = tune.get_context().get_trial_dir()
-    with open(os.path.join(trial_dir, PID_FILE), "w") as handle:
-        handle.write(f"{os.getpid()}\n")
+    start_trial()
     torch.set_num_threads(max(1, int(trial.get("cpus", 1))))
     lm_config = LMConfig(**trial["config"])
     where = Placement.of_trial(lm_config.device.startswith("cuda"))

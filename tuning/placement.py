@@ -11,8 +11,12 @@ on the GPU Ray assigned it, which torch sees as ``cuda:0`` (Ray sets
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
+
+#: File in a trial's folder holding the PID of the process that trains it.
+PID_FILE = "trial.pid"
 
 
 @dataclass(frozen=True)
@@ -52,3 +56,19 @@ def node_id() -> str:
     import ray
 
     return ray.get_runtime_context().get_node_id()
+
+
+def start_trial() -> str:
+    """The calling trial's folder, made if missing, with the trial's PID written to
+    :data:`PID_FILE` in it (so an operator, or a test, can find the process that trains it).
+
+    Tune names the folder after the driver's staging folder; on any node but the driver's
+    it does not exist until made here, and what is written there stays on that node.
+    """
+    from ray import tune
+
+    folder = tune.get_context().get_trial_dir()
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, PID_FILE), "w") as handle:
+        handle.write(f"{os.getpid()}\n")
+    return folder

@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -434,10 +433,6 @@ def run_trial(
     }
 
 
-#: File in a Tune trial's folder holding the PID of the process that trains it.
-PID_FILE = "trial.pid"
-
-
 def rl_trainable(config: dict[str, Any], inputs: dict[str, Any]) -> None:
     """Tune function trainable: one setting × its seeds (once per λ group), evaluated
     along the way, with its IMM target's table from ``inputs``.
@@ -448,12 +443,10 @@ def rl_trainable(config: dict[str, Any], inputs: dict[str, Any]) -> None:
     """
     from ray import tune
 
-    from tuning.placement import Placement
+    from tuning.placement import Placement, start_trial
 
     trial = config["trial"]
-    trial_dir = tune.get_context().get_trial_dir()
-    with open(os.path.join(trial_dir, PID_FILE), "w") as handle:
-        handle.write(f"{os.getpid()}\n")
+    start_trial()
     where = Placement.of_trial(trial.get("gpus", 0) > 0)
     rewards = run_trial(trial, inputs, gpu=where.on_gpu)
     for epochs in sorted(rewards):

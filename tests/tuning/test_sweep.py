@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tuning.rl import PID_FILE
+from tuning.placement import PID_FILE
 
 SWEEP = """\
 name: tiny
