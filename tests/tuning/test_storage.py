@@ -239,6 +239,11 @@ def run_cli(capsys, *args: str) -> tuple[int, str]:
 def test_sweep_and_report_reject_bad_storage_with_exit_2_before_ray_starts(
     s3, tmp_path, capsys, monkeypatch
 ):
+    import tuning.sweep
+
+    # Ray must never be started (another test of this session may have started it here).
+    started = []
+    monkeypatch.setattr(tuning.sweep, "init_ray", lambda *args, **kwargs: started.append(args))
     sweep = tmp_path / "tiny.yaml"
     sweep.write_text(SWEEP)
     a_file = tmp_path / "a-file"
@@ -258,8 +263,7 @@ def test_sweep_and_report_reject_bad_storage_with_exit_2_before_ray_starts(
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     code, err = run_cli(capsys, "sweep", str(sweep), "--storage", f"s3://{s3}/results")
     assert code == 2 and err.startswith("imm-ray: error: --storage: no AWS credentials"), err
-    ray = sys.modules.get("ray")
-    assert ray is None or not ray.is_initialized()
+    assert started == []
     assert not list(resolve(f"s3://{s3}").iterdir()), "nothing may be written"
 
 
