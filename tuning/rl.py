@@ -400,11 +400,14 @@ def rl_trainable(config: dict[str, Any]) -> None:
     along the way.
 
     Writes its process id to ``trial.pid`` in the trial folder first, so an operator (or a
-    test) can find the process that runs a trial.
+    test) can find the process that runs a trial. That folder is Tune's staging folder on
+    the driver's node; on any other node it does not exist until made here (and what is
+    written there stays on that node).
     """
     from ray import tune
 
     trial_dir = tune.get_context().get_trial_dir()
+    os.makedirs(trial_dir, exist_ok=True)
     with open(os.path.join(trial_dir, PID_FILE), "w") as handle:
         handle.write(f"{os.getpid()}\n")
     rewards = run_trial(config["trial"])
