@@ -133,20 +133,27 @@ class LocalCluster:
                     "num_cpus": 0,
                     "temp_dir": str(temp_dir),
                     "include_dashboard": False,
+                    # Ray's fixed defaults (8265, 52365) may be another Ray's on this machine.
+                    "dashboard_port": free_port(),
+                    "dashboard_agent_listen_port": free_port(),
                     "_system_config": system_config,
                 },
             )
         self.address: str = self._cluster.address
         self.workers: list[Node] = []
-        self._nodes: dict[str, Any] = {}  # node id → Ray's Node
 
     def add_worker(self, cpus: float = 1, gpus: float = 0, **node_args: Any) -> Node:
         """Starts one more worker node (``gpus`` logical GPUs: no device behind them) and
-        waits until it has joined."""
+        waits until it has joined.
+
+        Each node has a temp dir of its own, as on separate machines: what a trial writes
+        to Ray's session folders (Tune's trial folder, runtime envs) on one node is not
+        there on another. ``node_args`` go to ``Cluster.add_node``.
+        """
+        node_args.setdefault("temp_dir", str(self.temp_dir / f"node{len(self.workers) + 1}"))
         node = self._cluster.add_node(num_cpus=cpus, num_gpus=gpus, **node_args)
         worker = Node(node.node_id, _raylet(node).pid, cpus, gpus)
         self.workers.append(worker)
-        self._nodes[worker.node_id] = node
         return worker
 
     @property
@@ -173,9 +180,23 @@ class LocalCluster:
 
     def node_of_worker_process(self, pid: int) -> str | None:
         """The id of the node whose raylet started worker process ``pid`` (None: not ours)."""
-        raylets = raylets_of_workers([self._session_logs()])
+        logs = [Path(node.get_logs_dir_path()) for node in self._cluster.list_all_nodes()]
+        raylets = raylets_of_workers(logs)
         by_raylet = {n.raylet_pid: n.node_id for n in [self.head, *self.workers]}
         return by_raylet.get(raylets.get(pid))
+
+    def nodes_of_trials(self, folder: Path) -> dict[str, set[str | None]]:
+        """Trial folder name → the ids of the nodes that reported its results (more than
+        one if it was restarted elsewhere), for a sweep's results ``folder``.
+
+        Every node's IP is 127.0.0.1 here, so a result's ``node_ip`` tells nothing; this
+        goes by the raylet that started each result's worker process. Once result rows
+        carry ``node_id`` (issue 20, item 2), read that instead.
+        """
+        return {
+            trial: {self.node_of_worker_process(pid) for pid in pids}
+            for trial, pids in trial_processes(folder).items()
+        }
 
     def processes(self) -> set[int]:
         """PIDs of every process this cluster runs now (Ray's and their workers)."""
@@ -205,9 +226,6 @@ class LocalCluster:
                 cluster.head_node = None
         finally:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
-
-    def _session_logs(self) -> Path:
-        return Path(self._cluster.head_node.get_logs_dir_path())
 
 
 @contextlib.contextmanager
