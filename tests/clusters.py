@@ -110,7 +110,7 @@ class Node:
     node_id: str
     """Ray's node id (hex), as ``ray.get_runtime_context().get_node_id()`` gives it."""
     raylet_pid: int
-    """The node's raylet: SIGKILL it and the node dies (its workers exit with it)."""
+    """The node's raylet: SIGKILL it and the node dies (its workers and agents exit too)."""
     cpus: float
     gpus: float
 
@@ -209,23 +209,23 @@ class LocalCluster:
         return set(roots) | descendants(roots)
 
     def shutdown(self) -> None:
-        """Stops every node (worker nodes first), then removes the temp dir."""
+        """Stops every node, worker nodes first.
+
+        Not ``Cluster.shutdown``: that also resets this process's Ray internal-KV client
+        (an embedded Ray of the same test process would lose it) and deletes
+        ``/tmp/ray/ray_current_cluster`` whoever wrote it.
+        """
         cluster = self._cluster
-        try:
-            for node in list(cluster.worker_nodes):
-                # A raylet killed by a test is already dead: stop what remains.
-                node.kill_all_processes(check_alive=False, allow_graceful=True, wait=True)
-                cluster.worker_nodes.discard(node)
-            if cluster.head_node is not None:
-                # The autoscaler monitor first: stopped after the GCS, it would sit out a
-                # second's grace trying to report its exit (see imm_ray.cluster.shutdown_ray).
-                cluster.head_node.kill_monitor(check_alive=False)
-                cluster.head_node.kill_all_processes(
-                    check_alive=False, allow_graceful=True, wait=True
-                )
-                cluster.head_node = None
-        finally:
-            shutil.rmtree(self.temp_dir, ignore_errors=True)
+        for node in list(cluster.worker_nodes):
+            # A raylet killed by a test is already dead: stop what remains.
+            node.kill_all_processes(check_alive=False, allow_graceful=True, wait=True)
+            cluster.worker_nodes.discard(node)
+        if cluster.head_node is not None:
+            # The autoscaler monitor first: stopped after the GCS, it would sit out a
+            # second's grace trying to report its exit (see imm_ray.cluster.shutdown_ray).
+            cluster.head_node.kill_monitor(check_alive=False)
+            cluster.head_node.kill_all_processes(check_alive=False, allow_graceful=True, wait=True)
+            cluster.head_node = None
 
 
 @contextlib.contextmanager

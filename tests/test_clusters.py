@@ -12,6 +12,7 @@ import time
 from clusters import (
     NODE_DEATH_S,
     alive,
+    descendants,
     driver_env,
     listening,
     start_cluster,
@@ -74,10 +75,16 @@ def test_a_worker_node_whose_raylet_is_killed_is_declared_dead_within_seconds():
         (worker,) = cluster.workers
         assert resources(cluster)[worker.node_id]["GPU"] == 1
         processes = cluster.processes()
+        under_raylet = descendants([worker.raylet_pid])  # its agents (and any workers)
+        assert under_raylet
         killed = cluster.kill(worker)
         cluster.wait_until_dead(worker, timeout=NODE_DEATH_S)
         assert time.monotonic() - killed < NODE_DEATH_S
         assert cluster.alive_node_ids() == {cluster.head.node_id}
+        # Whatever the raylet started exits with it.
+        while alive(under_raylet) and time.monotonic() - killed < NODE_DEATH_S:
+            time.sleep(0.1)
+        assert not alive(under_raylet)
     assert not alive(processes)
     assert not cluster.temp_dir.exists()
 
