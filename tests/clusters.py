@@ -38,8 +38,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -55,11 +56,13 @@ RAY = Path(sys.executable).with_name("ray")
 #: raylet killed by SIGKILL (whose connection is refused at once) is dead in about 2 s
 #: (Ray's defaults, every 3 s and 5 in a row after a 5 s grace, take about 15 s). A raylet
 #: that is only slow is not declared dead: each ask may take Ray's default 10 s.
-FAST_NODE_DEATH = {
-    "health_check_initial_delay_ms": 0,
-    "health_check_period_ms": 500,
-    "health_check_failure_threshold": 4,
-}
+FAST_NODE_DEATH = MappingProxyType(
+    {
+        "health_check_initial_delay_ms": 0,
+        "health_check_period_ms": 500,
+        "health_check_failure_threshold": 4,
+    }
+)
 #: Upper bound on :data:`FAST_NODE_DEATH`'s detection time, with room for busy cores.
 NODE_DEATH_S = 10.0
 
@@ -122,7 +125,7 @@ class LocalCluster:
     ``workers`` the worker nodes in the order they were added.
     """
 
-    def __init__(self, temp_dir: Path, system_config: dict[str, Any]) -> None:
+    def __init__(self, temp_dir: Path, system_config: Mapping[str, Any]) -> None:
         from ray.cluster_utils import Cluster
 
         self.temp_dir = temp_dir
@@ -136,7 +139,9 @@ class LocalCluster:
                     # Ray's fixed defaults (8265, 52365) may be another Ray's on this machine.
                     "dashboard_port": free_port(),
                     "dashboard_agent_listen_port": free_port(),
-                    "_system_config": system_config,
+                    # A copy: Ray adds this session's object-spilling folder to the dict
+                    # it is given, and a later cluster given the same dict spilled there.
+                    "_system_config": dict(system_config),
                 },
             )
         self.address: str = self._cluster.address
@@ -216,6 +221,7 @@ class LocalCluster:
         ``/tmp/ray/ray_current_cluster`` whoever wrote it.
         """
         cluster = self._cluster
+        running = _identities(self.processes())
         for node in list(cluster.worker_nodes):
             # A raylet killed by a test is already dead: stop what remains.
             node.kill_all_processes(check_alive=False, allow_graceful=True, wait=True)
@@ -226,6 +232,9 @@ class LocalCluster:
             cluster.head_node.kill_monitor(check_alive=False)
             cluster.head_node.kill_all_processes(check_alive=False, allow_graceful=True, wait=True)
             cluster.head_node = None
+        # Ray waits for the processes it started itself, not for what the raylets started
+        # (workers, agents), which exit on their own soon after their raylet.
+        _wait_gone(running)
 
 
 @contextlib.contextmanager
@@ -233,7 +242,7 @@ def start_cluster(
     workers: int = 2,
     cpus: float = 1,
     gpus: float = 0,
-    system_config: dict[str, Any] | None = None,
+    system_config: Mapping[str, Any] | None = None,
 ) -> Iterator[LocalCluster]:
     """A :class:`LocalCluster` with ``workers`` worker nodes of ``cpus`` CPUs and ``gpus``
     logical GPUs each (more, of other shapes, with ``add_worker``), the head's
@@ -354,8 +363,11 @@ def start_job_cluster(head_cpus: float = 1, worker_cpus: float = 1) -> Iterator[
         _wait_for_nodes(address, 2, env)
         yield JobCluster(f"http://{LOOPBACK}:{dashboard}", address, starts, temp_dirs)
     finally:
+        roots = [start.pid for start in starts]
+        running = _identities(set(roots) | descendants(roots))
         for start in reversed(starts):
             _stop(start)
+        _wait_gone(running)
         for temp_dir in temp_dirs:
             shutil.rmtree(temp_dir, ignore_errors=True)
 
@@ -492,6 +504,33 @@ def alive(pids: Iterable[int]) -> set[int]:
         if state != "Z":
             running.add(pid)
     return running
+
+
+def _identities(pids: Iterable[int]) -> dict[int, str]:
+    """PID → its start time (since boot), for the processes of ``pids`` that run: a PID
+    with the same start time later is the same process."""
+    found = {}
+    for pid in pids:
+        try:
+            found[pid] = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        except (OSError, IndexError):
+            continue
+    return found
+
+
+def _wait_gone(processes: dict[int, str], timeout: float = 10) -> None:
+    """Waits until none of ``processes`` (from :func:`_identities`) runs; SIGKILLs what
+    still does after ``timeout``. A temp dir removed while one of them runs can be
+    written into again."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive(processes):
+            return
+        time.sleep(0.1)
+    for pid, started in _identities(alive(processes)).items():
+        if started == processes[pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def listening(pids: Iterable[int]) -> set[tuple[str, int]]:
