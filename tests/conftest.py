@@ -1,5 +1,5 @@
 """Shared fixtures: one real local Ray instance per test session, on loopback as imm-ray
-starts it (:mod:`imm_ray.cluster`)."""
+starts it (:mod:`imm_ray.cluster`); and real multi-node clusters (:mod:`clusters`)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import pytest
 from imm_ray.cluster import init_ray, prefer_loopback
 
 prefer_loopback()  # before any test module imports Ray
+
+from clusters import cluster, job_cluster  # noqa: E402, F401 - fixtures for every module
 
 
 @pytest.fixture(scope="session")
