@@ -8,7 +8,8 @@ machine; with one, it joins that cluster, which is also what ``ray job submit --
 ...`` runs.
 
 Every option is checked before Ray starts: a bad value exits with status 2 and a one-line
-message naming the option, never a traceback.
+message naming the option, never a traceback. So does a cluster that cannot be reached, or
+that has no node able to run a trial (checked once Ray is up, before any trial starts).
 """
 
 from __future__ import annotations
@@ -422,7 +423,10 @@ def _train_rl(args: argparse.Namespace) -> int:
     for note in experiment.notes():
         print(f"imm-ray: note: {note}", file=sys.stderr)
 
-    results = _run_trials_on_ray(trials, args.address)
+    try:
+        results = _run_trials_on_ray(trials, args.address)
+    except ValueError as err:  # a cluster that cannot be joined
+        raise UsageError(str(err)) from None
     lam = {
         (trial["setting"], epochs): group["lam"]
         for trial in trials

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from imm_ray.cluster import init_ray, shutdown_ray, shutdown_ray_during
+from imm_ray.cluster import check_request, init_ray, shutdown_ray, shutdown_ray_during
 from tuning.base import SweepExperiment
 from tuning.report import save_experiment, write_report
 
@@ -47,6 +47,9 @@ def run_sweep(
     tensorboard: bool = False,
 ) -> Path:
     """Runs (or with ``resume`` continues) ``experiment``; returns its results folder.
+
+    A request per trial that no node of the cluster can hold fails before any trial
+    starts (:class:`~imm_ray.cluster.ClusterError`).
 
     ``address`` joins a running cluster (default: ``$RAY_ADDRESS``, else an embedded Ray).
     By default the console gets one line per trial (:class:`~tuning.progress.ProgressLines`);
@@ -101,6 +104,7 @@ def _run(
     # trials run on them (see _trials_on_prestarted_workers) and find Ray imported.
     started = init_ray(address)
     try:
+        check_request(experiment.cpus_per_trial, experiment.gpus_per_trial)
         with _trials_on_prestarted_workers():
             _fit(
                 experiment, storage, folder, resume=resume, verbose=verbose, tensorboard=tensorboard
