@@ -206,6 +206,15 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: enumerate)",
     )
     rl.add_argument(
+        "--seeds-per-trial",
+        type=_positive_int("--seeds-per-trial"),
+        default=None,
+        metavar="N",
+        help="split each setting's seeds into Ray tasks of N seeds, which Ray can spread "
+        "over a cluster's nodes; a seed's results do not depend on N (default: all seeds "
+        "in one task)",
+    )
+    rl.add_argument(
         "--env",
         default=DEFAULT_ENV,
         help="id of a registered pair's MDP: imm_ray/ToroidalGrid-v0 or imm_ray/Taxi-v0",
@@ -248,6 +257,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"{SEEDS_HELP}; for the logistic experiments a count of Monte Carlo runs "
         "(default: the experiment's)",
+    )
+    sweep.add_argument(
+        "--seeds-per-trial",
+        type=_positive_int("--seeds-per-trial"),
+        default=None,
+        metavar="N",
+        help="RL experiments: split each setting's seeds into trials of N seeds, which Ray "
+        "can spread over a cluster's nodes; a seed's results do not depend on N (default: "
+        "the experiment's, else all seeds in one trial)",
     )
     sweep.add_argument(
         "--storage", type=Path, default=Path("results"), help="where results are stored"
@@ -311,7 +329,16 @@ def _experiment(args: argparse.Namespace):
             f"experiment must be one of {', '.join(experiment_names())} or a "
             f".yaml/.toml file, got {args.experiment!r}"
         )
+    split = {}
+    if args.seeds_per_trial is not None:
+        if experiment.kind != "rl":
+            raise UsageError(
+                f"--seeds-per-trial applies to RL experiments only; {args.experiment} is a "
+                f"{experiment.kind} experiment"
+            )
+        split = {"seeds_per_trial": args.seeds_per_trial}
     return experiment.with_overrides(
+        **split,
         seeds=args.seeds,
         cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial,
@@ -403,6 +430,7 @@ def _rl_experiment(args: argparse.Namespace):
         settings=tuple(settings),
         epochs=tuple(args.epochs),
         seeds=tuple(args.seeds or range(10)),
+        seeds_per_trial=args.seeds_per_trial,
         env=args.env,
         env_config={} if args.grid_size is None else {"size": args.grid_size},
     )
