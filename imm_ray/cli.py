@@ -10,6 +10,10 @@ machine; with one, it joins that cluster, which is also what ``ray job submit --
 Every option is checked before Ray starts: a bad value exits with status 2 and a one-line
 message naming the option, never a traceback. So does a cluster that cannot be reached, or
 that has no node able to run a trial (checked once Ray is up, before any trial starts).
+
+SIGINT (Ctrl+C) ends every command with one line and exit status 130: the exact command
+that resumes it where there is state to resume (``sweep``, ``train lm``), else that it was
+interrupted.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import argparse
 import csv
 import math
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -35,6 +40,8 @@ from imm_ray.lm_cli import add_lm_commands
 from imm_ray.lm_train_cli import add_sweep_lm_options, add_train_lm, lm_sweep_overrides
 
 EXIT_USAGE = 2
+#: A command stopped by SIGINT exits as a shell reports one killed by it (128 + 2).
+EXIT_INTERRUPTED = 130
 DEFAULT_ENV = "imm_ray/ToroidalGrid-v0"
 #: The env ids ``--grid-size`` configures.
 GRID_ENV_IDS = ("imm_ray/ToroidalGrid-v0", "imm_ray/ToroidalGridPOMDP-v0")
@@ -348,7 +355,8 @@ def _experiment(args: argparse.Namespace):
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from tuning.sweep import run_sweep_and_report
+    from imm_ray.console import Interrupted
+    from tuning.sweep import SweepInterrupted, run_sweep_and_report
 
     try:
         experiment = _experiment(args)
@@ -366,6 +374,10 @@ def _sweep(args: argparse.Namespace) -> int:
         )
     except ValueError as err:
         raise UsageError(str(err)) from None
+    except SweepInterrupted as stop:
+        if stop.report is not None:
+            _print_report(stop.report)
+        raise Interrupted(stop.resumable) from None
     return _print_report(paths)
 
 
@@ -499,20 +511,25 @@ def _wait_for_trials(task, trials: list[dict]) -> list[dict]:
     cost = [len(t["seeds"]) * len(t["groups"]) * max(t["epochs"]) for t in trials]
     results: list[dict | None] = [None] * len(trials)
     start = time.monotonic()
-    while pending:
-        done, _ = ray.wait(list(pending), num_returns=1)
-        index = pending.pop(done[0])
-        results[index] = ray.get(done[0])
-        elapsed = time.monotonic() - start
-        finished = sum(c for c, r in zip(cost, results, strict=True) if r is not None)
-        eta = elapsed * (sum(cost) - finished) / finished
-        print(
-            f"\r[{len(trials) - len(pending)}/{len(trials)} trials, {elapsed:.0f}s"
-            + (f", ETA {eta:.0f}s]" if pending else "]"),
-            end="" if pending else "\n",
-            file=sys.stderr,
-            flush=True,
-        )
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            index = pending.pop(done[0])
+            results[index] = ray.get(done[0])
+            elapsed = time.monotonic() - start
+            finished = sum(c for c, r in zip(cost, results, strict=True) if r is not None)
+            eta = elapsed * (sum(cost) - finished) / finished
+            print(
+                f"\r[{len(trials) - len(pending)}/{len(trials)} trials, {elapsed:.0f}s"
+                + (f", ETA {eta:.0f}s]" if pending else "]"),
+                end="" if pending else "\n",
+                file=sys.stderr,
+                flush=True,
+            )
+    except KeyboardInterrupt:
+        if len(pending) < len(trials):
+            print(file=sys.stderr)  # ends the progress line
+        raise
     return results
 
 
@@ -539,6 +556,7 @@ def _write_csv_atomically(path: Path, rows: list[tuple]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     from imm_ray.cluster import prefer_loopback
@@ -550,6 +568,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args)
     except UsageError as err:
         parser.exit(EXIT_USAGE, f"imm-ray: error: {err}\n")
+    except KeyboardInterrupt as interrupt:
+        print(f"imm-ray: {_interrupted(argv, interrupt)}", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+
+
+def _interrupted(argv: list[str], interrupt: KeyboardInterrupt) -> str:
+    """What a command stopped by SIGINT says last: the exact command that resumes it, or
+    restarts it where nothing was kept (:class:`~imm_ray.console.Interrupted`), else only
+    that it was interrupted (a command that keeps no state, such as ``train rl``)."""
+    resumable = getattr(interrupt, "resumable", None)
+    if resumable is None:
+        return "interrupted"
+    if not resumable:
+        return f"interrupted before anything was saved; start again with: {_command(argv)}"
+    resume = argv if "--resume" in argv else [*argv, "--resume"]
+    return f"interrupted; resume with: {_command(resume)}"
+
+
+def _command(argv: list[str]) -> str:
+    return shlex.join(["imm-ray", *argv])
 
 
 def run() -> None:

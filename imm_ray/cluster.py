@@ -23,11 +23,13 @@ it); :func:`shutdown_ray_during` runs work, such as writing a report, while Ray 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -93,14 +95,35 @@ def init_ray(address: str | None = None, *, prestart_workers: bool = True, **kwa
         address = "local"
         kwargs.setdefault("include_dashboard", False)
     try:
-        ray.init(address=address, **kwargs)
+        with _sigint_held():
+            ray.init(address=address, **kwargs)
     except ConnectionError as err:
         if named is None:
             raise
         raise ClusterError(
             f"--address: cannot join the Ray cluster at {named}: {_join_failure(err)}"
         ) from None
+    except KeyboardInterrupt:
+        if ray.is_initialized():
+            shutdown_ray()
+        raise
     return True
+
+
+@contextlib.contextmanager
+def _sigint_held() -> Iterator[None]:
+    """Holds SIGINT back from this thread, and from the threads and processes Ray starts
+    from it, for a ``with`` block; one that came meanwhile is delivered on the way out.
+
+    A SIGINT inside ``ray.init`` (sent 5 s into a sweep, as Ray started) once left the
+    driver waiting forever for its GCS, in C++ where Python cannot stop it; delivered
+    after, it raises KeyboardInterrupt with Ray up, to be shut down.
+    """
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def check_reachable(address: str | None) -> str:
