@@ -38,6 +38,8 @@ T = TypeVar("T")
 SINGLE_MACHINE_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 #: Seconds a cluster's GCS gets to accept a connection, and again to answer as a gRPC server.
 REACH_TIMEOUT_S = 5.0
+#: Where Ray reads the token of a cluster with token authentication, first found first.
+TOKEN_SOURCES = "$RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token"
 
 
 class ClusterError(ValueError):
@@ -128,7 +130,8 @@ def _sigint_held() -> Iterator[None]:
 
 def check_reachable(address: str | None) -> str:
     """Raises :class:`ClusterError` unless a Ray GCS answers where ``ray.init(address)``
-    would connect; returns how the cluster is named in messages.
+    would connect, and would let this driver in; returns how the cluster is named in
+    messages.
 
     The address is resolved as Ray resolves it: ``$RAY_ADDRESS`` stands in for no address
     or ``"auto"``, and a loopback host becomes this node's address in cluster mode. ``auto``
@@ -137,14 +140,17 @@ def check_reachable(address: str | None) -> str:
     /tmp, plus ``/ray``). Where that file is missing, Ray would join any raylet it finds
     among this machine's processes, another program's embedded Ray included; imm-ray
     refuses instead. Probing takes at most twice :data:`REACH_TIMEOUT_S`: a TCP connection,
-    then a gRPC handshake (anything else listening on the port never completes one).
+    then the request for the cluster's id that a joining driver makes first (Ray retries it
+    for minutes where nothing answers, and for 20 s where the cluster refuses the driver).
     """
     from ray._common.utils import get_ray_address_file
     from ray._private.services import canonicalize_bootstrap_address
     from ray._private.utils import read_ray_address
 
+    # ray.init sends the token it finds only when given no address or "auto".
+    sends_token_itself = address in (None, "", "auto")
     from_env = os.environ.get("RAY_ADDRESS") or None
-    if address in (None, "", "auto") and from_env:
+    if sends_token_itself and from_env:
         address, named = from_env, f"{from_env} ($RAY_ADDRESS)"
     else:
         named = str(address)
@@ -156,7 +162,8 @@ def check_reachable(address: str | None) -> str:
                 f"`ray start` is recorded in {get_ray_address_file(None)}"
             )
         address, named = recorded, f"{named}, which `ray start` recorded as {recorded}"
-    if address.startswith("ray://"):
+    client = address.startswith("ray://")
+    if client:
         target = address.removeprefix("ray://")
     else:
         try:
@@ -171,11 +178,16 @@ def check_reachable(address: str | None) -> str:
     why = _unreachable(target)
     if why:
         raise ClusterError(f"--address: cannot reach a Ray cluster at {named}: {why}")
+    if not client:
+        refused = _refused(target, sends_token_itself)
+        if refused:
+            raise ClusterError(f"--address: the Ray cluster at {named} {refused}")
     return named
 
 
 def _unreachable(target: str) -> str | None:
-    """Why no Ray GCS (or Ray Client server) answers at ``host:port``; None if one does."""
+    """Why nothing answers gRPC at ``host:port`` (a GCS, or a Ray Client server); None if
+    something does."""
     import grpc
     from ray._private.grpc_utils import init_grpc_channel
 
@@ -197,15 +209,41 @@ def _unreachable(target: str) -> str | None:
     return None
 
 
+def _refused(target: str, sends_token_itself: bool) -> str | None:
+    """Why the GCS at ``target`` would not let this driver join; None if it would.
+
+    Asks for the cluster's id, as a joining driver first does, with the token this process
+    sends now. A driver given no address or ``auto`` finds and sends its token only inside
+    ``ray.init``, which then settles the matter itself.
+    """
+    import grpc
+    from ray._private.authentication.authentication_utils import is_token_auth_enabled
+    from ray._private.grpc_utils import init_grpc_channel
+    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+
+    channel = init_grpc_channel(target)
+    try:
+        gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel).GetClusterId(
+            gcs_service_pb2.GetClusterIdRequest(), timeout=REACH_TIMEOUT_S
+        )
+    except grpc.RpcError as err:
+        if err.code() != grpc.StatusCode.UNAUTHENTICATED:
+            return f"does not answer as Ray's GCS does ({err.code().name})"
+        if is_token_auth_enabled():
+            return f"refuses this driver's token (from {TOKEN_SOURCES})"
+        if not sends_token_itself:
+            return f"asks for a token: set RAY_AUTH_MODE=token (Ray reads {TOKEN_SOURCES})"
+    finally:
+        channel.close()
+    return None
+
+
 def _join_failure(err: ConnectionError) -> str:
-    """The reason in a failed ``ray.init``'s chain of causes, in a user's words."""
+    """The reason a ``ray.init`` that was to join a cluster failed, from its causes."""
     cause: BaseException | None = err
     while cause is not None:
-        if type(cause).__name__ == "AuthenticationError":
-            return (
-                "it asks for a token; set RAY_AUTH_MODE=token (Ray reads the token from "
-                "~/.ray/auth_token, $RAY_AUTH_TOKEN_PATH or $RAY_AUTH_TOKEN)"
-            )
+        if "AuthenticationError" in f"{type(cause).__name__} {cause}":
+            return f"it refused this driver's token (RAY_AUTH_MODE=token sends {TOKEN_SOURCES})"
         cause = cause.__cause__
     return str(err)
 

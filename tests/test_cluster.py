@@ -323,11 +323,16 @@ def own_head():
             time.sleep(0.2)
         yield path
     finally:
+        # `ray start` stops its processes one after the other, each with a grace period
+        # (30 s in all here): after a few seconds, they are killed.
         os.killpg(node.pid, signal.SIGTERM)
         try:
-            node.wait(timeout=60)
+            node.wait(timeout=5)
         except subprocess.TimeoutExpired:
             os.killpg(node.pid, signal.SIGKILL)
+            node.wait()
+        for pid in processes_under(path):  # any that left the process group
+            os.kill(pid, signal.SIGKILL)
         shutil.rmtree(path, ignore_errors=True)
 
 
@@ -360,6 +365,38 @@ def test_address_auto_joins_the_cluster_ray_start_recorded(own_head, tmp_path, m
     result, _ = imm_ray(*COMMANDS["train rl"], "--address", "auto", env=environment(own_head))
     assert result.returncode == 0, result.stderr[-3000:]
     assert sessions(own_head) == before  # joined, started nothing
+
+
+TOKEN_SOURCES = "$RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token"
+
+
+@pytest.mark.parametrize(
+    ("auth", "refused"),
+    [
+        ({}, f"asks for a token: set RAY_AUTH_MODE=token (Ray reads {TOKEN_SOURCES})"),
+        (
+            {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 32},
+            f"refuses this driver's token (from {TOKEN_SOURCES})",
+        ),
+        ({"RAY_AUTH_MODE": "token"}, None),
+    ],
+)
+def test_an_explicit_address_joins_with_the_token_only_when_told_to_send_it(
+    own_head, auth, refused, tmp_path, monkeypatch
+):
+    # Ray sends its token (~/.ray/auth_token) by itself only for no address or "auto".
+    monkeypatch.chdir(tmp_path)
+    address = (own_head / "ray" / "ray_current_cluster").read_text().strip()
+    args = [*COMMANDS["train rl"], "--address", address]
+    result, seconds = imm_ray(*args, env=environment(own_head, **auth))
+    if refused is None:
+        assert result.returncode == 0, result.stderr[-3000:]
+        return
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert seconds < 30
+    assert result.stderr.splitlines() == [
+        f"imm-ray: error: --address: the Ray cluster at {address} {refused}"
+    ]
 
 
 def test_a_leftover_record_of_a_dead_cluster_does_not_stop_an_embedded_ray(
