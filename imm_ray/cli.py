@@ -238,8 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     rl.add_argument(
         "--address",
         default=None,
-        help="Ray cluster to join (e.g. 'auto' or 'ray://host:10001'); default: "
-        "$RAY_ADDRESS, else an embedded local Ray",
+        help="Ray cluster to join: HOST:PORT of its GCS, ray://HOST:PORT, or 'auto' (the one "
+        "`ray start` recorded on this machine); default: $RAY_ADDRESS, else an embedded "
+        "Ray of its own",
     )
     rl.set_defaults(handler=_train_rl)
     add_train_lm(kinds, UsageError)
@@ -294,7 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--address",
         default=None,
-        help="Ray cluster to join; default: $RAY_ADDRESS, else an embedded local Ray",
+        help="Ray cluster to join: HOST:PORT of its GCS, ray://HOST:PORT, or 'auto' (the one "
+        "`ray start` recorded on this machine); default: $RAY_ADDRESS, else an embedded "
+        "Ray of its own",
     )
     sweep.add_argument(
         "--verbose",

@@ -36,7 +36,7 @@ T = TypeVar("T")
 
 #: Ray's switch between cluster mode and single-machine (loopback) mode.
 SINGLE_MACHINE_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-#: Seconds a cluster's GCS gets to accept a connection, and again to answer as a gRPC server.
+#: Seconds a cluster's GCS gets for each step of :func:`check_reachable`'s probe.
 REACH_TIMEOUT_S = 5.0
 #: Where Ray reads the token of a cluster with token authentication, first found first.
 TOKEN_SOURCES = "$RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token"
@@ -139,9 +139,10 @@ def check_reachable(address: str | None) -> str:
     ``ray_current_cluster`` under Ray's temp dir (``$RAY_TMPDIR``, else ``$TMPDIR``, else
     /tmp, plus ``/ray``). Where that file is missing, Ray would join any raylet it finds
     among this machine's processes, another program's embedded Ray included; imm-ray
-    refuses instead. Probing takes at most twice :data:`REACH_TIMEOUT_S`: a TCP connection,
-    then the request for the cluster's id that a joining driver makes first (Ray retries it
-    for minutes where nothing answers, and for 20 s where the cluster refuses the driver).
+    refuses instead. The probe takes at most three times :data:`REACH_TIMEOUT_S`: a TCP
+    connection, a gRPC handshake, then the request for the cluster's id that a joining
+    driver makes first (Ray retries it for minutes where nothing answers, and for 20 s,
+    logging each try, where the cluster refuses the driver's token).
     """
     from ray._common.utils import get_ray_address_file
     from ray._private.services import canonicalize_bootstrap_address
