@@ -8,7 +8,12 @@ machine; with one, it joins that cluster, which is also what ``ray job submit --
 ...`` runs.
 
 Every option is checked before Ray starts: a bad value exits with status 2 and a one-line
-message naming the option, never a traceback.
+message naming the option, never a traceback. So does a cluster that cannot be reached, or
+that has no node able to run a trial (checked once Ray is up, before any trial starts).
+
+SIGINT (Ctrl+C) ends every command with one line and exit status 130: the exact command
+that resumes it where there is state to resume (``sweep``, ``train lm``), else that it was
+interrupted.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import argparse
 import csv
 import math
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -34,6 +40,8 @@ from imm_ray.lm_cli import add_lm_commands
 from imm_ray.lm_train_cli import add_sweep_lm_options, add_train_lm, lm_sweep_overrides
 
 EXIT_USAGE = 2
+#: A command stopped by SIGINT exits as a shell reports one killed by it (128 + 2).
+EXIT_INTERRUPTED = 130
 DEFAULT_ENV = "imm_ray/ToroidalGrid-v0"
 #: The env ids ``--grid-size`` configures.
 GRID_ENV_IDS = ("imm_ray/ToroidalGrid-v0", "imm_ray/ToroidalGridPOMDP-v0")
@@ -205,6 +213,15 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: enumerate)",
     )
     rl.add_argument(
+        "--seeds-per-trial",
+        type=_positive_int("--seeds-per-trial"),
+        default=None,
+        metavar="N",
+        help="split each setting's seeds into Ray tasks of N seeds, which Ray can spread "
+        "over a cluster's nodes; a seed's results do not depend on N (default: all seeds "
+        "in one task)",
+    )
+    rl.add_argument(
         "--env",
         default=DEFAULT_ENV,
         help="id of a registered pair's MDP: imm_ray/ToroidalGrid-v0 or imm_ray/Taxi-v0",
@@ -221,8 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     rl.add_argument(
         "--address",
         default=None,
-        help="Ray cluster to join (e.g. 'auto' or 'ray://host:10001'); default: "
-        "$RAY_ADDRESS, else an embedded local Ray",
+        help="Ray cluster to join: HOST:PORT of its GCS, ray://HOST:PORT, or 'auto' (the one "
+        "`ray start` recorded on this machine); default: $RAY_ADDRESS, else an embedded "
+        "Ray of its own",
     )
     rl.set_defaults(handler=_train_rl)
     add_train_lm(kinds, UsageError)
@@ -249,6 +267,15 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the experiment's)",
     )
     sweep.add_argument(
+        "--seeds-per-trial",
+        type=_positive_int("--seeds-per-trial"),
+        default=None,
+        metavar="N",
+        help="RL experiments: split each setting's seeds into trials of N seeds, which Ray "
+        "can spread over a cluster's nodes; a seed's results do not depend on N (default: "
+        "the experiment's, else all seeds in one trial)",
+    )
+    sweep.add_argument(
         "--storage",
         default="results",
         metavar="PATH|URI",
@@ -273,7 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--address",
         default=None,
-        help="Ray cluster to join; default: $RAY_ADDRESS, else an embedded local Ray",
+        help="Ray cluster to join: HOST:PORT of its GCS, ray://HOST:PORT, or 'auto' (the one "
+        "`ray start` recorded on this machine); default: $RAY_ADDRESS, else an embedded "
+        "Ray of its own",
     )
     sweep.add_argument(
         "--verbose",
@@ -317,7 +346,16 @@ def _experiment(args: argparse.Namespace):
             f"experiment must be one of {', '.join(experiment_names())} or a "
             f".yaml/.toml file, got {args.experiment!r}"
         )
+    split = {}
+    if args.seeds_per_trial is not None:
+        if experiment.kind != "rl":
+            raise UsageError(
+                f"--seeds-per-trial applies to RL experiments only; {args.experiment} is a "
+                f"{experiment.kind} experiment"
+            )
+        split = {"seeds_per_trial": args.seeds_per_trial}
     return experiment.with_overrides(
+        **split,
         seeds=args.seeds,
         cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial,
@@ -327,7 +365,8 @@ def _experiment(args: argparse.Namespace):
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from tuning.sweep import run_sweep_and_report
+    from imm_ray.console import Interrupted
+    from tuning.sweep import SweepInterrupted, run_sweep_and_report
 
     try:
         experiment = _experiment(args)
@@ -335,7 +374,7 @@ def _sweep(args: argparse.Namespace) -> int:
         experiment.validate()
         for note in experiment.notes():
             print(f"imm-ray: note: {note}", file=sys.stderr)
-        paths = run_sweep_and_report(
+        report = run_sweep_and_report(
             experiment,
             args.storage,
             resume=args.resume,
@@ -345,7 +384,11 @@ def _sweep(args: argparse.Namespace) -> int:
         )
     except ValueError as err:
         raise UsageError(str(err)) from None
-    return _print_report(paths)
+    except SweepInterrupted as stop:
+        if stop.report is not None:
+            _print_report(stop.report)
+        raise Interrupted(stop.resumable) from None
+    return _print_report(report)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -416,6 +459,7 @@ def _rl_experiment(args: argparse.Namespace):
         settings=tuple(settings),
         epochs=tuple(args.epochs),
         seeds=tuple(args.seeds or range(10)),
+        seeds_per_trial=args.seeds_per_trial,
         env=args.env,
         env_config={} if args.grid_size is None else {"size": args.grid_size},
     )
@@ -437,7 +481,10 @@ def _train_rl(args: argparse.Namespace) -> int:
     for note in experiment.notes():
         print(f"imm-ray: note: {note}", file=sys.stderr)
 
-    results = _run_trials_on_ray(trials, args.address, inputs)
+    try:
+        results = _run_trials_on_ray(trials, args.address, inputs)
+    except ValueError as err:  # a cluster that cannot be joined
+        raise UsageError(str(err)) from None
     lam = {
         (trial["setting"], epochs): group["lam"]
         for trial in trials
@@ -483,20 +530,25 @@ def _wait_for_trials(task, trials: list[dict], *args) -> list[dict]:
     cost = [len(t["seeds"]) * len(t["groups"]) * max(t["epochs"]) for t in trials]
     results: list[dict | None] = [None] * len(trials)
     start = time.monotonic()
-    while pending:
-        done, _ = ray.wait(list(pending), num_returns=1)
-        index = pending.pop(done[0])
-        results[index] = ray.get(done[0])
-        elapsed = time.monotonic() - start
-        finished = sum(c for c, r in zip(cost, results, strict=True) if r is not None)
-        eta = elapsed * (sum(cost) - finished) / finished
-        print(
-            f"\r[{len(trials) - len(pending)}/{len(trials)} trials, {elapsed:.0f}s"
-            + (f", ETA {eta:.0f}s]" if pending else "]"),
-            end="" if pending else "\n",
-            file=sys.stderr,
-            flush=True,
-        )
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            index = pending.pop(done[0])
+            results[index] = ray.get(done[0])
+            elapsed = time.monotonic() - start
+            finished = sum(c for c, r in zip(cost, results, strict=True) if r is not None)
+            eta = elapsed * (sum(cost) - finished) / finished
+            print(
+                f"\r[{len(trials) - len(pending)}/{len(trials)} trials, {elapsed:.0f}s"
+                + (f", ETA {eta:.0f}s]" if pending else "]"),
+                end="" if pending else "\n",
+                file=sys.stderr,
+                flush=True,
+            )
+    except KeyboardInterrupt:
+        if len(pending) < len(trials):
+            print(file=sys.stderr)  # ends the progress line
+        raise
     return results
 
 
@@ -523,6 +575,7 @@ def _write_csv_atomically(path: Path, rows: list[tuple]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     from imm_ray.cluster import prefer_loopback
@@ -534,6 +587,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args)
     except UsageError as err:
         parser.exit(EXIT_USAGE, f"imm-ray: error: {err}\n")
+    except KeyboardInterrupt as interrupt:
+        print(f"imm-ray: {_interrupted(argv, interrupt)}", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+
+
+def _interrupted(argv: list[str], interrupt: KeyboardInterrupt) -> str:
+    """What a command stopped by SIGINT says last: the exact command that resumes it, or
+    restarts it where nothing was kept (:class:`~imm_ray.console.Interrupted`), else only
+    that it was interrupted (a command that keeps no state, such as ``train rl``)."""
+    resumable = getattr(interrupt, "resumable", None)
+    if resumable is None:
+        return "interrupted"
+    if not resumable:
+        return f"interrupted before anything was saved; start again with: {_command(argv)}"
+    resume = argv if "--resume" in argv else [*argv, "--resume"]
+    return f"interrupted; resume with: {_command(resume)}"
+
+
+def _command(argv: list[str]) -> str:
+    return shlex.join(["imm-ray", *argv])
 
 
 def run() -> None:

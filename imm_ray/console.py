@@ -15,7 +15,11 @@ those loggers say still shows. Dropped:
 - Ray Train's "Checkpoint successfully created at: …", one line per reported checkpoint
   of every trial (LSTM and BERT trials report one per epoch); the trial folders hold them;
 - transformers' "The following layers were not sharded", which it logs on every save of a
-  model that declares a tensor-parallel plan (BERT does) when no tensor parallelism is in use.
+  model that declares a tensor-parallel plan (BERT does) when no tensor parallelism is in use;
+- on SIGINT, Tune's "Stop signal received …", "Experiment has been interrupted … Resume
+  experiment with: Tuner.restore(…)" (a Python call; ``imm-ray`` prints its own ``--resume``
+  command instead) and "Failed to fetch metrics for N trial(s)", one line per trial that
+  had not reported yet (the partial report names what is missing).
 
 :func:`quiet_transformers` also turns off transformers' own progress bars (weights loaded
 and written): the BERT commands print one progress line of their own.
@@ -40,7 +44,20 @@ DROPPED = (
     ("transformers.distributed.tensor_parallel", "layers were not sharded"),
     ("ray.train._internal.storage", "Checkpoint successfully created at"),
     ("ray.train.v2._internal.execution.storage", "Checkpoint successfully created at"),
+    ("ray.tune.tune", "Stop signal received (e.g. via SIGINT/Ctrl+C)"),
+    ("ray.tune.tune", "Experiment has been interrupted, but the most recent state was saved"),
+    ("ray.tune.analysis.experiment_analysis", "Failed to fetch metrics for"),
 )
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT (Ctrl+C) in a command that keeps its state on disk: ``resumable`` says whether
+    the same command with ``--resume`` continues it; if not, nothing was kept and the same
+    command starts over. ``imm-ray`` ends with one line saying which (:mod:`imm_ray.cli`)."""
+
+    def __init__(self, resumable: bool) -> None:
+        super().__init__("interrupted")
+        self.resumable = resumable
 
 
 class _DropMessages(logging.Filter):

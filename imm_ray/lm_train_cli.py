@@ -4,7 +4,7 @@ bigram (paper Sec. 7.2, Tables 1 and 5), and the ``--data``/``--preset`` options
 
 Every input is checked before training starts; bad input exits with status 2 and
 ``imm-ray: error: …``. A checkpoint is written (atomically) after every epoch;
-``--resume`` continues from it.
+``--resume`` continues from it, and SIGINT (Ctrl+C) ends with the command that does.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from imm_ray.console import Interrupted
 from imm_ray.lm_cli import guarded
 
 #: LMConfig fields that ``train lm`` and ``sweep`` take as options (flag → field, type, help).
@@ -168,9 +169,20 @@ def _train_lm(args: argparse.Namespace) -> int:
     else:
         bigram = estimate_kneser_ney(corpus.train, len(corpus.vocab), corpus.vocab.eos_id)
     start = time.perf_counter()
-    trainer, results = train_lm(
-        config, corpus, bigram, checkpoint_dir=folder, resume=args.resume, progress=stderr_progress
-    )
+    try:
+        trainer, results = train_lm(
+            config,
+            corpus,
+            bigram,
+            checkpoint_dir=folder,
+            resume=args.resume,
+            progress=stderr_progress,
+        )
+    except KeyboardInterrupt:
+        if sys.stderr.isatty():
+            sys.stderr.write("\n")  # ends the updating progress line
+        # Checkpoints are written whole (atomically) after each epoch.
+        raise Interrupted(resumable=(folder / CHECKPOINT_FILE).is_file()) from None
     seconds = time.perf_counter() - start
     print(
         f"{args.data}: {config.method}, preset {args.preset}, seed {config.seed}, "

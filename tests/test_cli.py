@@ -130,3 +130,51 @@ def test_train_prints_a_table_and_writes_results(tmp_path):
     assert all(row[-1] == "2" for row in body)
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 8 and {r["method"] for r in rows} == {"imm", "no-imm"}
+
+
+def test_train_rl_prints_the_same_table_whatever_its_seeds_per_trial(tmp_path):
+    outputs = []
+    for split in ([], ["--seeds-per-trial", "2"]):
+        out = tmp_path / f"res{len(outputs)}.csv"
+        result = imm_ray(
+            "train",
+            "rl",
+            "--compare",
+            "--epochs",
+            "2",
+            "3",
+            "--seeds",
+            "3",
+            "--output",
+            str(out),
+            *split,
+        )
+        assert result.returncode == 0, result.stderr
+        outputs.append((result.stdout.replace(str(out), "OUT"), out.read_text()))
+    assert outputs[1] == outputs[0]
+
+
+def test_sweep_seeds_per_trial_splits_rl_settings_and_is_refused_for_other_kinds(tmp_path):
+    from imm_ray.cli import UsageError, _experiment
+
+    parser = build_parser()
+    sweep = parser.parse_args(["sweep", "figure2", "--seeds", "10", "--seeds-per-trial", "4"])
+    experiment = _experiment(sweep)
+    assert experiment.seeds_per_trial == 4
+    trials = experiment.trials()
+    assert [t["seeds"] for t in trials if t["setting"] == trials[0]["setting"]] == [
+        [0, 1, 2, 3],
+        [4, 5, 6, 7],
+        [8, 9],
+    ]
+    logistic = parser.parse_args(["sweep", "figure1", "--seeds-per-trial", "4"])
+    with pytest.raises(UsageError, match="--seeds-per-trial applies to RL experiments only"):
+        _experiment(logistic)
+    result = imm_ray("sweep", "figure1", "--seeds-per-trial", "4", "--storage", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "imm-ray: error: --seeds-per-trial applies to RL experiments only; figure1 is a "
+        "logistic experiment"
+    ]
+    zero = imm_ray("sweep", "figure2", "--seeds-per-trial", "0", "--storage", str(tmp_path))
+    assert zero.returncode == 2 and "--seeds-per-trial must be an integer >= 1" in zero.stderr

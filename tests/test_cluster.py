@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
+import socket
+import socketserver
 import subprocess
 import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
 
 import pytest
 
@@ -163,3 +171,328 @@ def test_shutdown_stops_every_ray_process_killing_the_idle_monitor_first():
     assert seen["raised"] == "ZeroDivisionError"
     # The raylet polls for its object store every 50 ms rather than every second.
     assert seen["connect_ms"] == 50
+
+
+# --- Joining a cluster, or not ------------------------------------------------------------
+
+TINY_SWEEP = """\
+name: tiny
+epochs: [2]
+seeds: 1
+settings:
+  - label: No IMM
+    imm: false
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def ray_tmpdir():
+    """A private Ray temp dir ($RAY_TMPDIR): where a Ray started with it keeps its session,
+    and where ``auto`` looks for the cluster ``ray start`` recorded. Short: Ray's unix
+    socket paths under it must stay below ~107 bytes."""
+    path = Path(tempfile.mkdtemp(prefix="immray-", dir="/tmp"))
+    (path / "ray").mkdir()
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def imm_ray(*args: str, env: dict | None = None, timeout: float = 300):
+    """``imm-ray ARGS`` in a subprocess; returns it and its wall time in seconds."""
+    start = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "imm_ray.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+    return result, time.monotonic() - start
+
+
+def environment(ray_tmpdir: Path, **values: str) -> dict:
+    """This process's environment, without a cluster address, with ``ray_tmpdir`` as
+    Ray's temp dir and ``values`` set."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return {**env, "RAY_TMPDIR": str(ray_tmpdir), **values}
+
+
+def processes_under(folder: Path) -> list[int]:
+    """PIDs of the processes whose command line names ``folder`` (Ray's, for its temp dir)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(folder).encode() in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+def sessions(ray_tmpdir: Path) -> set[str]:
+    return {path.name for path in (ray_tmpdir / "ray").glob("session_2*")}
+
+
+class _NotRay(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        self.request.recv(1024)  # accepts and reads, never answers
+
+
+@pytest.fixture
+def not_ray():
+    """A TCP server on 127.0.0.1 that accepts connections and never answers: a port where
+    something other than Ray listens."""
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), _NotRay) as server:
+        server.daemon_threads = True
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"127.0.0.1:{server.server_address[1]}"
+        finally:
+            server.shutdown()
+
+
+COMMANDS = {
+    "train rl": ["train", "rl", "--epochs", "2", "--seeds", "1"],
+    "sweep": ["sweep", "tiny.yaml", "--storage", "results"],
+}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize(
+    ("how", "reason"),
+    [
+        ("--address 127.0.0.1:1", "at 127.0.0.1:1: connection refused"),
+        ("RAY_ADDRESS=127.0.0.1:1", "at 127.0.0.1:1 ($RAY_ADDRESS): connection refused"),
+        ("--address auto", "at auto: no cluster started by `ray start` is recorded in"),
+        ("--address auto, dead", "at auto, which `ray start` recorded as 127.0.0.1:1:"),
+        ("--address NOT_RAY", "something listens there, but it does not answer as Ray does"),
+    ],
+)
+def test_an_unreachable_cluster_stops_at_once_with_exit_2(
+    command, how, reason, ray_tmpdir, not_ray, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.yaml").write_text(TINY_SWEEP)
+    env = environment(ray_tmpdir)
+    args = list(COMMANDS[command])
+    if how.startswith("RAY_ADDRESS="):
+        env["RAY_ADDRESS"] = how.partition("=")[2]
+    else:
+        args += ["--address", how.split()[1].rstrip(",").replace("NOT_RAY", not_ray)]
+    if how.endswith("dead"):  # a leftover record of a cluster that is gone
+        (ray_tmpdir / "ray" / "ray_current_cluster").write_text("127.0.0.1:1")
+    result, seconds = imm_ray(*args, env=env, timeout=120)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert seconds < 30
+    lines = result.stderr.splitlines()
+    assert lines[-1].startswith("imm-ray: error: --address: cannot reach a Ray cluster at ")
+    assert reason in lines[-1]
+    # Nothing but the error: no traceback, none of Ray's connection warnings.
+    assert len(lines) == 1, result.stderr
+    assert not (tmp_path / "results").exists()
+    assert not sessions(ray_tmpdir)
+
+
+@pytest.fixture(scope="module")
+def own_head():
+    """One's own ``ray start --head`` (1 CPU, loopback), recorded as ``auto`` in a private
+    Ray temp dir; yields that dir. Stopped by its process group at the end."""
+    path = Path(tempfile.mkdtemp(prefix="immray-", dir="/tmp"))
+    ray_bin = Path(sys.executable).with_name("ray")
+    node = subprocess.Popen(
+        [str(ray_bin), "start", "--head", "--block", "--node-ip-address=127.0.0.1"]
+        + [f"--port={free_port()}", "--include-dashboard=false", "--num-cpus=1"]
+        + ["--disable-usage-stats", f"--temp-dir={path / 'ray'}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ, "RAY_TMPDIR": str(path)},
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (path / "ray" / "ray_current_cluster").is_file():
+            assert node.poll() is None and time.monotonic() < deadline, "ray start failed"
+            time.sleep(0.2)
+        yield path
+    finally:
+        # `ray start` stops its processes one after the other, each with a grace period
+        # (30 s in all here): after a few seconds, they are killed.
+        os.killpg(node.pid, signal.SIGTERM)
+        try:
+            node.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(node.pid, signal.SIGKILL)
+            node.wait()
+        for pid in processes_under(path):  # any that left the process group
+            os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_without_an_address_commands_start_their_own_ray_beside_a_running_cluster(
+    own_head, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.yaml").write_text(TINY_SWEEP)
+    env = environment(own_head)
+    head = sessions(own_head)
+    assert len(head) == 1
+    seen = set(head)
+    for name, args in COMMANDS.items():
+        result, _ = imm_ray(*args, env=env)
+        assert result.returncode == 0, (name, result.stderr[-3000:])
+        assert "Traceback" not in result.stderr
+        started = sessions(own_head) - seen
+        assert len(started) == 1, (name, started)  # a Ray of its own, not the head's
+        seen |= started
+    assert (tmp_path / "results" / "tiny" / "summary.csv").is_file()
+    # Each stopped its own Ray; the head runs on.
+    for session in seen - head:
+        assert not processes_under(own_head / "ray" / session)
+    assert processes_under(own_head / "ray" / head.pop())
+
+
+def test_address_auto_joins_the_cluster_ray_start_recorded(own_head, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    before = sessions(own_head)
+    result, _ = imm_ray(*COMMANDS["train rl"], "--address", "auto", env=environment(own_head))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sessions(own_head) == before  # joined, started nothing
+
+
+TOKEN_SOURCES = "$RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token"
+
+
+@pytest.mark.parametrize(
+    ("auth", "refused"),
+    [
+        ({}, f"asks for a token: set RAY_AUTH_MODE=token (Ray reads {TOKEN_SOURCES})"),
+        (
+            {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 32},
+            f"refuses this driver's token (from {TOKEN_SOURCES})",
+        ),
+        ({"RAY_AUTH_MODE": "token"}, None),
+    ],
+)
+def test_an_explicit_address_joins_with_the_token_only_when_told_to_send_it(
+    own_head, auth, refused, tmp_path, monkeypatch
+):
+    # Ray sends its token (~/.ray/auth_token) by itself only for no address or "auto".
+    monkeypatch.chdir(tmp_path)
+    address = (own_head / "ray" / "ray_current_cluster").read_text().strip()
+    args = [*COMMANDS["train rl"], "--address", address]
+    result, seconds = imm_ray(*args, env=environment(own_head, **auth))
+    if refused is None:
+        assert result.returncode == 0, result.stderr[-3000:]
+        return
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert seconds < 30
+    assert result.stderr.splitlines() == [
+        f"imm-ray: error: --address: the Ray cluster at {address} {refused}"
+    ]
+
+
+def test_a_leftover_record_of_a_dead_cluster_does_not_stop_an_embedded_ray(
+    ray_tmpdir, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.yaml").write_text(TINY_SWEEP)
+    (ray_tmpdir / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")
+    for name, args in COMMANDS.items():
+        result, _ = imm_ray(*args, env=environment(ray_tmpdir))
+        assert result.returncode == 0, (name, result.stderr[-3000:])
+    assert len(sessions(ray_tmpdir)) == 2
+    assert not processes_under(ray_tmpdir)
+
+
+# --- Requests no node can meet --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("--cpus-per-trial", "--cpus-per-trial 64: no node of this cluster has that many CPUs"),
+        ("--gpus-per-trial", "--gpus-per-trial 64: no node of this cluster has that many GPUs"),
+    ],
+)
+def test_a_trial_no_node_can_hold_stops_before_it_starts_on_the_embedded_ray(
+    option, message, ray_tmpdir, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.yaml").write_text(TINY_SWEEP)
+    result, seconds = imm_ray(*COMMANDS["sweep"], option, "64", env=environment(ray_tmpdir))
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert seconds < 60
+    [line] = result.stderr.splitlines()
+    largest = "; the largest has [1-9][0-9]* CPUs? and 0 GPUs"
+    assert re.fullmatch(f"imm-ray: error: {re.escape(message)}{largest}", line), line
+    assert not (tmp_path / "results" / "tiny").exists()
+    assert len(sessions(ray_tmpdir)) == 1 and not processes_under(ray_tmpdir)  # Ray stopped
+
+
+@pytest.fixture(scope="module")
+def three_nodes():
+    """A ``ray.cluster_utils.Cluster``: a head with 0 CPUs, a worker with 2 CPUs and one
+    with 1 CPU and 1 (logical) GPU, on loopback; its ``ray_current_cluster`` record goes
+    to a private Ray temp dir. Yields the cluster's address."""
+    from ray.cluster_utils import Cluster
+
+    path = Path(tempfile.mkdtemp(prefix="immray-", dir="/tmp"))
+    saved = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = str(path)  # where the cluster writes (and removes) its record
+    cluster = None
+    try:
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+        cluster.add_node(num_cpus=2)
+        cluster.add_node(num_cpus=1, num_gpus=1)
+        cluster.wait_for_nodes()
+        yield cluster.address
+    finally:
+        if cluster is not None:
+            cluster.shutdown()
+        if saved is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = saved
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (
+            ["--cpus-per-trial", "3"],
+            "--cpus-per-trial 3: no node of this cluster has that many CPUs; the largest has "
+            "2 CPUs and 0 GPUs",
+        ),
+        (
+            ["--gpus-per-trial", "2"],
+            "--gpus-per-trial 2: no node of this cluster has that many GPUs; the largest has "
+            "1 CPU and 1 GPU",
+        ),
+        (
+            ["--cpus-per-trial", "2", "--gpus-per-trial", "0.5"],
+            "--cpus-per-trial 2 with --gpus-per-trial 0.5: no node of this cluster has both; "
+            "its nodes have 2 CPUs and 0 GPUs, 1 CPU and 1 GPU, 0 CPUs and 0 GPUs",
+        ),
+    ],
+)
+def test_a_trial_no_node_can_hold_stops_before_it_starts_on_a_cluster(
+    request_, message, three_nodes, ray_tmpdir, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.yaml").write_text(TINY_SWEEP)
+    result, seconds = imm_ray(
+        *COMMANDS["sweep"], *request_, "--address", three_nodes, env=environment(ray_tmpdir)
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert seconds < 60
+    assert result.stderr.splitlines() == [f"imm-ray: error: {message}"]
+    assert not (tmp_path / "results" / "tiny").exists()

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from ray import tune
+from ray.tune.experiment import Trial
 
 
 class ProgressLines(tune.Callback):
@@ -15,6 +16,10 @@ class ProgressLines(tune.Callback):
     Stands in for Tune's status tables (``verbose=0``); ``run_sweep(verbose=True)``
     brings those back instead. Its own module, so that importing :mod:`tuning.sweep`
     does not import Tune (:func:`~tuning.sweep.run_sweep` imports it once Ray is up).
+
+    Tune pickles the callback with the sweep as the sweep starts and unpickles it on
+    ``--resume``; each run (the first, or a resumed one) counts the trials it has left
+    and times itself from its own start.
     """
 
     def __init__(self, total: int, max_failures: int) -> None:
@@ -22,14 +27,31 @@ class ProgressLines(tune.Callback):
         self.max_failures = max_failures
         self.finished = 0
         self.start = time.monotonic()
+        self.left: int | None = total
+
+    def setup(self, **info: Any) -> None:
+        # Tune calls this as a run starts, before its first step; a resumed run's trials
+        # are restored by then, and the first step counts those already done.
+        self.start = time.monotonic()
+        self.finished = 0
+        self.left = None
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        if getattr(self, "left", 0) is None:
+            done = sum(trial.status in (Trial.TERMINATED, Trial.ERROR) for trial in trials)
+            self.left = self.total - done
 
     def _line(self, trial: Any, what: str) -> None:
         elapsed = time.monotonic() - self.start
-        left = self.total - self.finished
+        # Before this run's first step (or in a callback stored before runs counted their
+        # own trials), the sweep's whole count.
+        total = getattr(self, "left", None)
+        total = self.total if total is None else total
+        left = total - self.finished
         eta = f", ETA {elapsed / self.finished * left:.0f}s" if self.finished and left else ""
         spec = trial.config["trial"]
         print(
-            f"[{self.finished}/{self.total} trials, {elapsed:.0f}s{eta}] {what}: "
+            f"[{self.finished}/{total} trials, {elapsed:.0f}s{eta}] {what}: "
             f"{spec['setting']} ({spec['tag']})",
             file=sys.stderr,
             flush=True,

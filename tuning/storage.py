@@ -140,6 +140,11 @@ class Location:
     def unlink(self) -> None:
         self.filesystem.delete_file(self.path)
 
+    def remove(self) -> None:
+        """Deletes this folder and everything in it; nothing when it does not exist."""
+        if self.exists():
+            self.filesystem.delete_dir(self.path)
+
 
 def _prefix(option: str | None) -> str:
     return f"{option}: " if option else ""

@@ -17,12 +17,15 @@ logger (which imports PyTorch into the driver) loads only on request, and
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from imm_ray.cluster import init_ray, shutdown_ray, shutdown_ray_during
+from imm_ray.cluster import check_request, init_ray, shutdown_ray, shutdown_ray_during
 from tuning.base import SweepExperiment
 from tuning.report import Report, save_experiment, write_report
 from tuning.resume import STATE_PREFIX, mend_before_resume
@@ -40,6 +43,19 @@ class SweepError(ValueError):
     """A sweep that cannot start (e.g. results already there without ``--resume``)."""
 
 
+class SweepInterrupted(KeyboardInterrupt):
+    """A sweep stopped by SIGINT (Ctrl+C) before all its trials had finished.
+
+    ``resumable``: Tune's state was saved and ``--resume`` continues the sweep; otherwise
+    nothing was kept and the sweep starts again as it was started. ``report``: what the
+    sweep's report function returned for the trials that had finished (None if none had).
+    """
+
+    def __init__(self, folder: Location, resumable: bool, report: Any = None) -> None:
+        super().__init__(f"sweep in {folder} interrupted")
+        self.folder, self.resumable, self.report = folder, resumable, report
+
+
 def run_sweep(
     experiment: SweepExperiment,
     storage: str | Path | Location,
@@ -55,6 +71,10 @@ def run_sweep(
     ``storage`` is a local folder or a storage URI (``file://``, ``s3://``, ``gs://``):
     one that cannot be written fails with :class:`~tuning.storage.StorageError` before Ray
     starts.
+
+    SIGINT stops the sweep once Tune has saved its state, and raises
+    :class:`SweepInterrupted`. A request per trial that no node of the cluster can
+    hold fails before any trial starts (:class:`~imm_ray.cluster.ClusterError`).
 
     ``address`` joins a running cluster (default: ``$RAY_ADDRESS``, else an embedded Ray).
     By default the console gets one line per trial (:class:`~tuning.progress.ProgressLines`);
@@ -100,8 +120,7 @@ def _run(
     check_writable(storage)
     folder = storage / experiment.name
     names = [entry.name for entry in folder.iterdir()]
-    state_exists = any(n.startswith(STATE_PREFIX) and n.endswith(".json") for n in names)
-    if resume and not state_exists:
+    if resume and not _holds_state(folder):
         raise SweepError(f"--resume: no sweep to resume at {folder}")
     if not resume and names:
         raise SweepError(
@@ -121,10 +140,12 @@ def _run(
         inputs = experiment.load_inputs()
     # An embedded Ray prestarts one worker per CPU as the driver connects; the first
     # trials run on them (see _trials_on_prestarted_workers) and find Ray imported.
-    started = init_ray(address)
+    started = False
     try:
+        started = init_ray(address)
+        check_request(experiment.cpus_per_trial, experiment.gpus_per_trial)
         with _trials_on_prestarted_workers():
-            _fit(
+            interrupted = _fit(
                 experiment,
                 storage,
                 folder,
@@ -133,13 +154,49 @@ def _run(
                 verbose=verbose,
                 tensorboard=tensorboard,
             )
+    except KeyboardInterrupt:
+        # Tune catches the first SIGINT of its run; this is one that came before (held
+        # back while Ray started, see init_ray), or a second one while Tune saved its state.
+        if started:
+            shutdown_ray()
+        resumable = _holds_state(folder)
+        if not resumable and not resume:
+            # Checked empty above: everything in it is this run's, and without Tune's
+            # state it would only stop the same command from starting again.
+            folder.remove()
+        raise SweepInterrupted(folder, resumable) from None
     except BaseException:
         if started:
             shutdown_ray()
         raise
-    if started:
-        return shutdown_ray_during(lambda: then(folder))
-    return then(folder)
+    if interrupted:
+        # Without this, 2 of 4 interrupted sweeps ended with exit status 1 and Ray's "The
+        # core worker has already been shutdown": Tune, stopped early, leaves garbage that
+        # holds Ray object references, and a collection after Ray stopped freed them.
+        gc.collect()
+    report = (lambda: _partial(then, folder)) if interrupted else (lambda: then(folder))
+    try:
+        result = shutdown_ray_during(report) if started else report()
+    except KeyboardInterrupt:
+        # Tune's state is saved: --resume reruns nothing that ended, then reports.
+        raise SweepInterrupted(folder, resumable=True) from None
+    if interrupted:
+        raise SweepInterrupted(folder, resumable=True, report=result)
+    return result
+
+
+def _holds_state(folder: Location) -> bool:
+    """Whether Tune has saved a sweep's state in ``folder`` (what ``--resume`` needs)."""
+    names = (entry.name for entry in folder.iterdir())
+    return any(n.startswith(STATE_PREFIX) and n.endswith(".json") for n in names)
+
+
+def _partial(then: Callable[[Location], T], folder: Location) -> T | None:
+    """``then(folder)`` for an interrupted sweep; None where no trial has finished yet."""
+    try:
+        return then(folder)
+    except ValueError:
+        return None
 
 
 @contextlib.contextmanager
@@ -183,7 +240,9 @@ def _fit(
     resume: bool,
     verbose: bool,
     tensorboard: bool,
-) -> None:
+) -> bool:
+    """Runs the sweep on Tune; returns whether Tune stopped it early on SIGINT (it stops
+    its trials, saves its state one last time and returns as if done)."""
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 
@@ -204,8 +263,9 @@ def _fit(
             resume_errored=True,
             storage_filesystem=folder.filesystem,
         )
-        tuner.fit()
-        return
+        with _TuneInterrupt() as interrupt:
+            tuner.fit()
+        return interrupt.caught
     folder.mkdir()
     save_experiment(folder, experiment)
     trials = experiment.trials()
@@ -233,8 +293,42 @@ def _fit(
         ),
         tune_config=tune.TuneConfig(trial_dirname_creator=_trial_dirname, reuse_actors=True),
     )
-    with _environment(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1"):
+    with _environment(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1"), _TuneInterrupt() as interrupt:
         tuner.fit()
+    return interrupt.caught
+
+
+class _TuneInterrupt:
+    """Tells whether Tune stopped early on SIGINT (or SIGUSR1) within a ``with`` block.
+
+    Tune gives its run a SIGINT handler of its own; the first SIGINT (or SIGUSR1) sets its
+    stop event and puts back the handler it found, and Tune then saves its state and
+    returns as if done, marking its running trials terminated. The handler it finds is
+    the one installed here, so finding it still in place afterwards means Tune was
+    stopped. A SIGINT that comes before Tune's handler (or a second one) raises
+    KeyboardInterrupt, as Python's default does. Outside the main thread, where neither
+    can install a handler, nothing is caught.
+    """
+
+    caught = False
+
+    @staticmethod
+    def _interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    def __enter__(self) -> _TuneInterrupt:
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._interrupt)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._previous is None:
+            return
+        # Tune leaves its handler installed after a run that was not interrupted.
+        tune_catches = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0") == "0"
+        self.caught = tune_catches and signal.getsignal(signal.SIGINT) is self._interrupt
+        signal.signal(signal.SIGINT, self._previous)
 
 
 @contextlib.contextmanager
