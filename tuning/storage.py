@@ -185,10 +185,12 @@ def resolve(text: str | os.PathLike[str] | Location, option: str | None = "--sto
 def check_writable(location: Location, option: str | None = "--storage") -> None:
     """Fails with :class:`StorageError` unless a sweep can write under ``location``: not a
     file, its bucket exists, credentials are at hand, and a probe file can be written and
-    deleted there (the folder is created)."""
+    deleted there. Folders made for the probe are removed again: a command that stops
+    later, before writing anything, leaves nothing behind."""
     location = _for_checks(location)
     _check_credentials(location, option)
     _check_folder(location, option)
+    made = _first_missing_folder(location)
     probe = location / f".imm-ray-write-test-{uuid.uuid4().hex}"
     try:
         location.mkdir()
@@ -198,6 +200,23 @@ def check_writable(location: Location, option: str | None = "--storage") -> None
         raise StorageError(
             f"{_prefix(option)}cannot write to {location}: {err}{_credentials_hint(location)}"
         ) from None
+    finally:
+        if made is not None:
+            made.remove()
+
+
+def _first_missing_folder(location: Location) -> Location | None:
+    """The outermost folder of a local ``location`` that does not exist yet (what
+    ``mkdir`` would make first), or None: object stores have no folders to make."""
+    if not location.local:
+        return None
+    missing = None
+    path = Path(location.path)
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing = folder
+    return None if missing is None else Location(location.filesystem, str(missing))
 
 
 def check_readable(location: Location, option: str | None = None) -> None:

@@ -161,6 +161,20 @@ def test_local_writes_replace_a_file_whole_and_leave_no_temporary_file(tmp_path,
         (folder / "nothing.json").read_text()
 
 
+def test_the_write_check_leaves_no_folder_of_its_own_behind(tmp_path):
+    # A command may stop after the check (an unreachable cluster, SIGINT): the check must
+    # not leave the storage folders it made to probe in.
+    deep = resolve(str(tmp_path / "results" / "more"))
+    check_writable(deep)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "kept.txt").write_text("a user's file")
+    check_writable(deep)
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["kept.txt"]
+    check_writable(resolve(str(tmp_path / "results")))
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["kept.txt"]
+
+
 def test_an_s3_location_reads_writes_and_lists_objects_in_its_bucket(s3, s3_endpoint):
     folder = resolve(f"s3://{s3}/results")
     assert folder.scheme == "s3" and not folder.local
