@@ -129,7 +129,7 @@ class LocalCluster:
         from ray.cluster_utils import Cluster
 
         self.temp_dir = temp_dir
-        with _ray_address_file_kept():
+        with _ray_address_file_kept(), _drivers_kv_kept():
             self._cluster = Cluster(
                 initialize_head=True,
                 head_node_args={
@@ -156,7 +156,8 @@ class LocalCluster:
         there on another. ``node_args`` go to ``Cluster.add_node``.
         """
         node_args.setdefault("temp_dir", str(self.temp_dir / f"node{len(self.workers) + 1}"))
-        node = self._cluster.add_node(num_cpus=cpus, num_gpus=gpus, **node_args)
+        with _drivers_kv_kept():
+            node = self._cluster.add_node(num_cpus=cpus, num_gpus=gpus, **node_args)
         worker = Node(node.node_id, _raylet(node).pid, cpus, gpus)
         self.workers.append(worker)
         return worker
@@ -285,6 +286,22 @@ def _ray_address_file_kept() -> Iterator[None]:
             path.unlink(missing_ok=True)
         else:
             path.write_text(before)
+
+
+@contextlib.contextmanager
+def _drivers_kv_kept() -> Iterator[None]:
+    """Keeps this process's Ray internal-KV client as it was: every ``Node`` that Ray
+    starts in-process points that module-wide client at its own GCS
+    (``Node._init_gcs_client``), so an embedded Ray of the same test process (the
+    ``ray_session`` fixture) would talk to the test cluster's GCS, and its core worker exit
+    the process once that cluster is stopped."""
+    from ray.experimental import internal_kv
+
+    client, initialized = internal_kv.global_gcs_client, internal_kv._initialized
+    try:
+        yield
+    finally:
+        internal_kv.global_gcs_client, internal_kv._initialized = client, initialized
 
 
 def _raylet(node: Any) -> Any:
