@@ -218,9 +218,10 @@ def imm_ray(*args: str, env: dict | None = None, timeout: float = 300):
 
 
 def environment(ray_tmpdir: Path, **values: str) -> dict:
-    """This process's environment, without a cluster address, with ``ray_tmpdir`` as
-    Ray's temp dir and ``values`` set."""
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    """This process's environment, without a cluster address or an authentication mode
+    (``ray.init`` in this process, the ``ray_session`` fixture's, sets ``RAY_AUTH_MODE``
+    here), with ``ray_tmpdir`` as Ray's temp dir and ``values`` set."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
     return {**env, "RAY_TMPDIR": str(ray_tmpdir), **values}
 
 
