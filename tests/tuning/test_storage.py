@@ -35,7 +35,10 @@ settings:
     imm: false
   - label: IMM
 """
-TRIALS = 40
+#: The S3 sweep: figure2 (15 dataset sizes from 10 to 500 epochs, the λ rule) on 8 seeds,
+#: a trial per setting and seed, so that a kill lands between trials.
+FIGURE2 = ["figure2", "--seeds", "8", "--seeds-per-trial", "1"]
+TRIALS = 16
 #: Variables that would give S3 credentials or a region from outside the test.
 AWS_VARIABLES = (
     "AWS_ACCESS_KEY_ID",
@@ -283,7 +286,7 @@ def test_sweep_and_report_reject_bad_storage_with_exit_2_before_ray_starts(
 
 def recorded_finished(folder: Location) -> dict[str, bytes]:
     """Trials that Tune's saved experiment state records as finished, and whose stored
-    result.json holds both sizes → that result.json."""
+    result.json holds every size → that result.json."""
     done = {}
     for entry in folder.iterdir():
         if not (entry.name.startswith("experiment_state") and entry.name.endswith(".json")):
@@ -300,7 +303,8 @@ def recorded_finished(folder: Location) -> dict[str, bytes]:
                 result = (folder / trial["relative_logdir"] / "result.json").read_bytes()
             except FileNotFoundError:
                 continue
-            if sorted(json.loads(line)["size"] for line in result.splitlines()) == [3, 6]:
+            spec = json.loads(trial_json)["config"]["trial"]
+            if sorted(json.loads(line)["size"] for line in result.splitlines()) == spec["sizes"]:
                 done[trial["relative_logdir"]] = result
     return done
 
@@ -312,9 +316,6 @@ def local_files(root: Path) -> list[str]:
 def test_a_sweep_on_s3_is_killed_resumed_and_reported_without_writing_the_local_disk(
     s3, s3_endpoint, tmp_path
 ):
-    sweep = tmp_path / "input" / "tiny.yaml"
-    sweep.parent.mkdir()
-    sweep.write_text(SWEEP)
     cwd, home = tmp_path / "cwd", tmp_path / "home-driver"
     cwd.mkdir()
     home.mkdir()
@@ -328,8 +329,8 @@ def test_a_sweep_on_s3_is_killed_resumed_and_reported_without_writing_the_local_
         "TUNE_GLOBAL_CHECKPOINT_S": "1",
     }
     uri = f"s3://{s3}/results"
-    folder = resolve(f"{uri}/tiny")
-    command = [sys.executable, "-m", "imm_ray.cli", "sweep", str(sweep), "--storage", uri]
+    folder = resolve(f"{uri}/figure2")
+    command = [sys.executable, "-m", "imm_ray.cli", "sweep", *FIGURE2, "--storage", uri]
     try:
         driver = subprocess.Popen(
             command,
@@ -358,24 +359,24 @@ def test_a_sweep_on_s3_is_killed_resumed_and_reported_without_writing_the_local_
                 timeout=300,
             )
 
-        resumed = imm_ray("sweep", str(sweep), "--storage", uri, "--resume")
+        resumed = imm_ray("sweep", *FIGURE2, "--storage", uri, "--resume")
         assert resumed.returncode == 0, resumed.stderr[-3000:]
-        assert f"table: {uri}/tiny/summary.md" in resumed.stdout
+        assert f"table: {uri}/figure2/summary.md" in resumed.stdout
         after = recorded_finished(folder)
         assert len(after) == TRIALS
         assert {name: after[name] for name in before} == before, "a finished trial was rerun"
         rows = (folder / "summary.csv").read_text().splitlines()
         assert rows[0] == "setting,epochs,mean,p10,p90,seeds"
-        assert len(rows) == 5 and all(row.endswith(",20") for row in rows[1:])
+        assert len(rows) == 1 + 2 * 15 and all(row.endswith(",8") for row in rows[1:])
         assert "Partial" not in (folder / "summary.md").read_text()
 
         (folder / "summary.csv").unlink()
         (folder / "figure.png").unlink()
-        report = imm_ray("report", f"{uri}/tiny")
+        report = imm_ray("report", f"{uri}/figure2")
         assert report.returncode == 0, report.stderr
         assert (folder / "summary.csv").read_text().splitlines() == rows
         assert (folder / "figure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert f"plot: {uri}/tiny/figure.png" in report.stdout
+        assert f"plot: {uri}/figure2/figure.png" in report.stdout
 
         # Nothing in the working folder (no "s3:" folder, no results/), and in HOME only
         # Ray's token, matplotlib's font cache and the empty log folders RLlib's Algorithm
