@@ -305,7 +305,13 @@ class JobCluster:
     starts: list[subprocess.Popen]
     """The two ``ray start --block`` processes: the head's, then the worker node's."""
     temp_dirs: list[Path]
-    """Each node's temp dir (its own, as on separate machines)."""
+    """Each node's temp dir (its own, as on separate machines); the head's is
+    ``ray_tmpdir / "ray"``."""
+    ray_tmpdir: Path
+    """A ``RAY_TMPDIR`` under which ``--address auto`` finds this cluster: ``ray start
+    --head`` records its address in its temp dir's ``ray_current_cluster``, as in
+    ``/tmp/ray`` by default. Nothing else runs there: an embedded Ray started with it
+    (``RAY_TMPDIR`` set) keeps its session beside the head's."""
 
     def raylet_pids(self) -> list[int]:
         """The head's raylet, then the worker node's."""
@@ -331,7 +337,8 @@ def start_job_cluster(head_cpus: float = 1, worker_cpus: float = 1) -> Iterator[
     A job inherits the head's environment: ``PATH`` leads to this environment's
     ``imm-ray``, and the single-machine switch lets its driver join on 127.0.0.1.
     """
-    temp_dirs = [Path(tempfile.mkdtemp(prefix="immray-", dir="/tmp")) for _ in range(2)]
+    ray_tmpdir = Path(tempfile.mkdtemp(prefix="immray-", dir="/tmp"))
+    temp_dirs = [ray_tmpdir / "ray", Path(tempfile.mkdtemp(prefix="immray-", dir="/tmp"))]
     port, dashboard = free_port(), free_port()
     env = {
         **driver_env(RAY_AUTH_MODE="token"),
@@ -361,14 +368,14 @@ def start_job_cluster(head_cpus: float = 1, worker_cpus: float = 1) -> Iterator[
         )
         address = f"{LOOPBACK}:{port}"
         _wait_for_nodes(address, 2, env)
-        yield JobCluster(f"http://{LOOPBACK}:{dashboard}", address, starts, temp_dirs)
+        yield JobCluster(f"http://{LOOPBACK}:{dashboard}", address, starts, temp_dirs, ray_tmpdir)
     finally:
         roots = [start.pid for start in starts]
         running = _identities(set(roots) | descendants(roots))
         for start in reversed(starts):
             _stop(start)
         _wait_gone(running)
-        for temp_dir in temp_dirs:
+        for temp_dir in (ray_tmpdir, *temp_dirs[1:]):
             shutil.rmtree(temp_dir, ignore_errors=True)
 
 
