@@ -1,16 +1,16 @@
 """Sweeps on a real three-node Ray cluster (a head without CPUs, two worker nodes with one
 CPU each, the second declaring one GPU that torch cannot use): trials run in other
 processes on other nodes, get their inputs through Ray's object store after the driver
-deleted the input folders, say where they ran, and fall back to the CPU with a warning.
+deleted the input folders, say where they ran, and fall back to the CPU with a warning;
+four trials share the one GPU at once.
 
-The cluster runs in a helper process (:func:`cluster`), and each driver in a process of
-its own, as ``imm-ray`` runs: this process keeps no Ray of its own connected to it.
+Each driver runs in a process of its own, as ``imm-ray`` runs: this process keeps no Ray
+of its own connected to the cluster.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from clusters import driver_env, start_cluster
 from tiny_inputs import tiny_bert_folders, tiny_table2
 
 from imm_ray.restricted.kneser_ney import estimate_kneser_ney
@@ -27,51 +28,16 @@ from imm_ray.supervised.lm.synthetic import MarkovSource
 from imm_ray.supervised.lm.train import LMTrainer
 from tuning.lm import LMExperiment, LMSetting
 
-#: Starts the cluster, prints its address and worker node ids, holds it until stdin closes.
-HOLD_CLUSTER = """
-import json, sys
-from ray.cluster_utils import Cluster
-
-cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
-try:
-    nodes = [cluster.add_node(num_cpus=1), cluster.add_node(num_cpus=1, num_gpus=1)]
-    cluster.wait_for_nodes()
-    print(json.dumps({"address": cluster.address, "workers": [n.node_id for n in nodes]}))
-    sys.stdout.flush()
-    sys.stdin.read()
-finally:
-    cluster.shutdown()
-"""
-
-
-def environment() -> dict[str, str]:
-    # Every process of the test cluster binds 127.0.0.1 (Ray's single-machine mode), the
-    # drivers that join it included.
-    return {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    """``{"address", "workers": [plain node id, GPU node id]}`` of a cluster held by a
-    helper process, stopped (through its own handle) when the module's tests are done."""
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_CLUSTER],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=environment(),
-    )
-    try:
-        line = holder.stdout.readline()
-        assert line, "the test cluster did not start"
-        yield json.loads(line)
-    finally:
-        holder.stdin.close()
-        try:
-            holder.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            holder.kill()
-            holder.wait()
+    """``{"address", "workers": [plain node id, GPU node id]}`` of a
+    :func:`clusters.start_cluster` shared by this module's tests."""
+    with start_cluster(workers=0) as started:
+        workers = [started.add_worker(cpus=1), started.add_worker(cpus=1, gpus=1)]
+        yield {"address": started.address, "workers": [w.node_id for w in workers]}
 
 
 def rows_of(folder: Path) -> list[dict]:
@@ -137,7 +103,7 @@ def test_lm_and_bert_sweeps_run_on_other_nodes_after_their_input_folders_are_gon
         capture_output=True,
         text=True,
         timeout=300,
-        env=environment(),
+        env=driver_env(),
     )
     assert driver.returncode == 0, driver.stderr[-3000:]
     assert not data.exists() and not any(folder.exists() for folder in bert_folders)
@@ -177,9 +143,10 @@ def expected_bert(bert, scratch: Path) -> dict[tuple[str, int], dict[str, float]
     return expected
 
 
-def test_trials_given_a_gpu_torch_cannot_use_train_on_the_cpu_and_the_driver_warns(
+def test_four_trials_share_the_gpu_node_at_once_train_on_its_cpu_and_the_driver_warns(
     cluster, tmp_path
 ):
+    """A quarter of a GPU each: the node's one (logical) GPU holds all four trials at once."""
     sweep = tmp_path / "gpu.yaml"
     sweep.write_text(
         textwrap.dedent(
@@ -215,7 +182,7 @@ def test_trials_given_a_gpu_torch_cannot_use_train_on_the_cpu_and_the_driver_war
         capture_output=True,
         text=True,
         timeout=300,
-        env=environment(),
+        env=driver_env(),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     gpu_node = cluster["workers"][1]
@@ -235,4 +202,11 @@ def test_trials_given_a_gpu_torch_cannot_use_train_on_the_cpu_and_the_driver_war
     assert {(r["node_id"], r["device"], r["gpu_unusable"]) for r in rows} == {
         (gpu_node, "cpu", True)
     }
+    # Each trial reports once, at its end: Tune's `timestamp` (whole seconds, so the end
+    # lies in [timestamp, timestamp + 1)) less its `time_total_s` is when it started.
+    # All four ran at once: the last to start, at its latest, started before the first
+    # to end, at its earliest, ended.
+    latest_start = max(r["timestamp"] + 1 - r["time_total_s"] for r in rows)
+    earliest_end = min(r["timestamp"] for r in rows)
+    assert latest_start < earliest_end, [(r["timestamp"], r["time_total_s"]) for r in rows]
     shutil.rmtree(storage)
