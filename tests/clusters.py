@@ -298,12 +298,13 @@ def _raylet(node: Any) -> Any:
 class JobCluster:
     """``ray start --head`` plus one node joined with ``ray start --address``."""
 
-    job_address: str
-    """The head's dashboard, where ``ray job submit --address`` sends jobs."""
+    job_address: str | None
+    """The head's dashboard, where ``ray job submit --address`` sends jobs (None: started
+    without one)."""
     address: str
     """The GCS address (``ray start --address`` / ``--address`` of a driver)."""
     starts: list[subprocess.Popen]
-    """The two ``ray start --block`` processes: the head's, then the worker node's."""
+    """The ``ray start --block`` processes: the head's, then the worker node's (if any)."""
     temp_dirs: list[Path]
     """Each node's temp dir (its own, as on separate machines); the head's is
     ``ray_tmpdir / "ray"``."""
@@ -314,7 +315,7 @@ class JobCluster:
     (``RAY_TMPDIR`` set) keeps its session beside the head's."""
 
     def raylet_pids(self) -> list[int]:
-        """The head's raylet, then the worker node's."""
+        """The head's raylet, then the worker node's (if any)."""
         return [_child_named(start.pid, "raylet") for start in self.starts]
 
     def raylets_of_workers(self) -> dict[int, int]:
@@ -322,15 +323,20 @@ class JobCluster:
         return raylets_of_workers(d / "session_latest" / "logs" for d in self.temp_dirs)
 
     def processes(self) -> set[int]:
-        """PIDs of both ``ray start`` processes and everything under them."""
+        """PIDs of the ``ray start`` processes and everything under them."""
         roots = [start.pid for start in self.starts]
         return set(roots) | descendants(roots)
 
 
 @contextlib.contextmanager
-def start_job_cluster(head_cpus: float = 1, worker_cpus: float = 1) -> Iterator[JobCluster]:
+def start_job_cluster(
+    head_cpus: float = 1, worker_cpus: float | None = 1, jobs: bool = True
+) -> Iterator[JobCluster]:
     """A :class:`JobCluster`, both nodes up and registered; stopped on exit (the worker
     node first), its temp dirs removed.
+
+    ``worker_cpus=None`` starts the head alone, and ``jobs=False`` without its dashboard
+    (so without ``ray job submit``): one's own ``ray start --head`` at its cheapest.
 
     Token authentication is on, as ``ray start`` has it by default (the token is
     ``~/.ray/auth_token``): the joining node and any client need ``RAY_AUTH_MODE=token``.
@@ -338,8 +344,14 @@ def start_job_cluster(head_cpus: float = 1, worker_cpus: float = 1) -> Iterator[
     ``imm-ray``, and the single-machine switch lets its driver join on 127.0.0.1.
     """
     ray_tmpdir = Path(tempfile.mkdtemp(prefix="immray-", dir="/tmp"))
-    temp_dirs = [ray_tmpdir / "ray", Path(tempfile.mkdtemp(prefix="immray-", dir="/tmp"))]
+    temp_dirs = [ray_tmpdir / "ray"]
+    if worker_cpus is not None:
+        temp_dirs.append(Path(tempfile.mkdtemp(prefix="immray-", dir="/tmp")))
     port, dashboard = free_port(), free_port()
+    if jobs:
+        head_dashboard = [f"--dashboard-host={LOOPBACK}", f"--dashboard-port={dashboard}"]
+    else:
+        head_dashboard = ["--include-dashboard=false"]
     env = {
         **driver_env(RAY_AUTH_MODE="token"),
         "PATH": f"{RAY.parent}{os.pathsep}{os.environ['PATH']}",
@@ -351,24 +363,26 @@ def start_job_cluster(head_cpus: float = 1, worker_cpus: float = 1) -> Iterator[
     try:
         starts.append(
             _ray_start(
-                [str(RAY), "start", "--head", *common, f"--port={port}"]
-                + [f"--dashboard-host={LOOPBACK}", f"--dashboard-port={dashboard}"]
+                [str(RAY), "start", "--head", *common, f"--port={port}", *head_dashboard]
                 + [f"--num-cpus={head_cpus}", f"--temp-dir={temp_dirs[0]}"]
                 + [f"--dashboard-agent-listen-port={free_port()}"],
                 env,
             )
         )
-        starts.append(
-            _ray_start(
-                [sys.executable, "-c", JOIN_LOOPBACK, "start", *common]
-                + [f"--address={LOOPBACK}:{port}", f"--num-cpus={worker_cpus}"]
-                + [f"--temp-dir={temp_dirs[1]}", f"--dashboard-agent-listen-port={free_port()}"],
-                env,
+        if worker_cpus is not None:
+            starts.append(
+                _ray_start(
+                    [sys.executable, "-c", JOIN_LOOPBACK, "start", *common]
+                    + [f"--address={LOOPBACK}:{port}", f"--num-cpus={worker_cpus}"]
+                    + [f"--temp-dir={temp_dirs[1]}"]
+                    + [f"--dashboard-agent-listen-port={free_port()}"],
+                    env,
+                )
             )
-        )
         address = f"{LOOPBACK}:{port}"
-        _wait_for_nodes(address, 2, env)
-        yield JobCluster(f"http://{LOOPBACK}:{dashboard}", address, starts, temp_dirs, ray_tmpdir)
+        _wait_for_nodes(address, len(starts), env)
+        job_address = f"http://{LOOPBACK}:{dashboard}" if jobs else None
+        yield JobCluster(job_address, address, starts, temp_dirs, ray_tmpdir)
     finally:
         roots = [start.pid for start in starts]
         running = _identities(set(roots) | descendants(roots))

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from clusters import free_port, start_cluster
+from clusters import free_port, start_cluster, start_job_cluster
 
 from imm_ray.cluster import SINGLE_MACHINE_SWITCH
 
@@ -296,10 +296,11 @@ def test_an_unreachable_cluster_stops_at_once_with_exit_2(
 
 
 @pytest.fixture(scope="module")
-def own_head(job_cluster):
-    """One's own ``ray start`` cluster (:func:`clusters.start_job_cluster`, shared by this
-    module), recorded as ``auto`` in a private Ray temp dir; yields that dir."""
-    return job_cluster.ray_tmpdir
+def own_head():
+    """One's own ``ray start --head`` (1 CPU, no dashboard: :func:`clusters.start_job_cluster`),
+    recorded as ``auto`` in a private Ray temp dir; yields that dir."""
+    with start_job_cluster(worker_cpus=None, jobs=False) as head:
+        yield head.ray_tmpdir
 
 
 @pytest.mark.cluster
