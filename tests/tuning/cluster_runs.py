@@ -15,6 +15,7 @@ same order on either.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -70,38 +71,58 @@ def write_lm_data(folder: Path) -> Path:
     return folder
 
 
-def imm_ray_sweep(
-    *args: str, storage: Path, env: dict[str, str] | None = None, timeout: float = 600
-) -> subprocess.CompletedProcess:
-    """``imm-ray sweep ARGS --storage STORAGE`` in a subprocess."""
-    return subprocess.run(
-        [sys.executable, "-m", "imm_ray.cli", "sweep", *args, "--storage", str(storage)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
-
-
 class SingleNodeRuns:
     """``imm-ray sweep ARGS`` on an embedded single-node Ray (no ``--address``, no
     ``RAY_ADDRESS``: a Ray of its own with this machine's CPUs), each distinct ``ARGS``
-    run once under ``root``."""
+    run once under ``root``.
+
+    A run starts in the background (:meth:`start`), so that a test runs it while its
+    cluster run goes on: both wait on Ray's processes as much as they compute.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._folders: dict[tuple[str, ...], Path] = {}
+        self._runs: dict[tuple[str, ...], tuple[subprocess.Popen, Path]] = {}
+
+    def start(self, *args: str) -> None:
+        """Starts the run of ``ARGS`` unless it has started already."""
+        if args in self._runs:
+            return
+        storage = self.root / f"run{len(self._runs)}"
+        storage.mkdir()
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        with (storage / "output.txt").open("w") as output:
+            run = subprocess.Popen(
+                [sys.executable, "-m", "imm_ray.cli", "sweep", *args, "--storage", str(storage)],
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        self._runs[args] = (run, storage)
 
     def folder(self, *args: str) -> Path:
-        """The results folder of the single-node run of ``ARGS`` (run now if not yet)."""
-        if args not in self._folders:
-            storage = self.root / f"run{len(self._folders)}"
-            env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-            result = imm_ray_sweep(*args, storage=storage, env=env)
-            assert result.returncode == 0, result.stderr[-3000:]
-            (folder,) = [path for path in storage.iterdir() if path.is_dir()]
-            self._folders[args] = folder
-        return self._folders[args]
+        """The results folder of the run of ``ARGS``, once it has ended (started now if not
+        yet)."""
+        self.start(*args)
+        run, storage = self._runs[args]
+        code = run.wait(timeout=600)
+        assert code == 0, (storage / "output.txt").read_text()[-3000:]
+        (folder,) = [path for path in storage.iterdir() if path.is_dir()]
+        return folder
+
+    def stop(self) -> None:
+        """Stops the runs still going (a test that failed before it waited): SIGINT, on
+        which ``imm-ray`` stops its Ray, then SIGKILL to the process group after 60 s."""
+        for run, _ in self._runs.values():
+            if run.poll() is not None:
+                continue
+            run.send_signal(signal.SIGINT)
+            try:
+                run.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(run.pid, signal.SIGKILL)
+                run.wait()
 
 
 #: Result-row keys that say where and when a row was reported, or are Tune's bookkeeping:

@@ -3,6 +3,7 @@ written once, and their single-node runs, each run once however many tests compa
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,12 @@ from tiny_inputs import tiny_bert_folders
 
 
 @pytest.fixture(scope="session")
-def single_node(tmp_path_factory) -> SingleNodeRuns:
-    return SingleNodeRuns(tmp_path_factory.mktemp("single-node"))
+def single_node(tmp_path_factory) -> Iterator[SingleNodeRuns]:
+    runs = SingleNodeRuns(tmp_path_factory.mktemp("single-node"))
+    try:
+        yield runs
+    finally:
+        runs.stop()
 
 
 @pytest.fixture(scope="session")

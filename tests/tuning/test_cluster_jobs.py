@@ -4,7 +4,8 @@ module): its trials run on both nodes, and it gives what the same sweep gives on
 (:mod:`cluster_runs`).
 
 The job's driver runs on the head and reads the input folders; trials on the other node
-get the inputs through Ray's object store.
+get the inputs through Ray's object store. Each test starts the single-node run first, to
+go on beside the job: both wait on Ray's processes about as much as they compute.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def submitted(job_cluster, storage: Path, *args: str) -> Path:
 def test_figure2_as_a_job_runs_on_both_nodes_and_gives_the_single_node_results(
     job_cluster, single_node, tmp_path
 ):
+    single_node.start(*FIGURE2)
     folder = submitted(job_cluster, tmp_path / "results", *FIGURE2)
     assert len(read_trials(folder)) == 2
     assert_same_results(folder, single_node.folder(*FIGURE2))
@@ -55,6 +57,7 @@ def test_an_rl_sweep_with_its_seeds_split_across_trials_runs_on_both_nodes_as_on
 ):
     # Two seeds a trial: 4 trials. A seed's values do not depend on how seeds are split,
     # so the single-node run to match is figure2's, unsplit.
+    single_node.start(*FIGURE2)
     folder = submitted(job_cluster, tmp_path / "results", *FIGURE2, "--seeds-per-trial", "2")
     assert sorted(found.trial["seeds"] for found in read_trials(folder)) == [
         [0, 1],
@@ -68,6 +71,7 @@ def test_an_rl_sweep_with_its_seeds_split_across_trials_runs_on_both_nodes_as_on
 def test_a_reduced_figure1_as_a_job_runs_on_both_nodes_and_gives_the_single_node_results(
     job_cluster, single_node, tmp_path
 ):
+    single_node.start(*FIGURE1)
     folder = submitted(job_cluster, tmp_path / "results", *FIGURE1)
     assert len(read_trials(folder)) == 4
     assert_same_results(folder, single_node.folder(*FIGURE1))
@@ -76,6 +80,7 @@ def test_a_reduced_figure1_as_a_job_runs_on_both_nodes_and_gives_the_single_node
 def test_tiny_table1_as_a_job_runs_on_both_nodes_and_gives_the_single_node_results(
     job_cluster, single_node, lm_data, tmp_path
 ):
+    single_node.start(*table1(lm_data))
     folder = submitted(job_cluster, tmp_path / "results", *table1(lm_data))
     assert len(read_trials(folder)) == 4
     assert_same_results(folder, single_node.folder(*table1(lm_data)))
@@ -84,6 +89,7 @@ def test_tiny_table1_as_a_job_runs_on_both_nodes_and_gives_the_single_node_resul
 def test_tiny_table2_as_a_job_runs_on_both_nodes_and_gives_the_single_node_results(
     job_cluster, single_node, bert_data, tmp_path
 ):
+    single_node.start(*table2(*bert_data))
     folder = submitted(job_cluster, tmp_path / "results", *table2(*bert_data))
     assert len(read_trials(folder)) == 3
     assert_same_results(folder, single_node.folder(*table2(*bert_data)))

@@ -1,6 +1,7 @@
 """Sweeps that lose a worker node, or their driver, on a ``ray.cluster_utils.Cluster`` (a
 head without CPUs, two worker nodes of 1 CPU, a dead node noticed within about 2 s): they
-complete and give what an undisturbed run gives (:mod:`cluster_runs`).
+complete and give what an undisturbed run gives (:mod:`cluster_runs`): the single-node run
+of the same sweep, started first to go on beside the cluster's.
 
 A node is killed as a machine dies: its raylet gets SIGKILL (by PID, from the cluster
 handle), and whatever the raylet started exits with it. Each test that kills a node has a
@@ -76,6 +77,7 @@ def finish(driver: subprocess.Popen, timeout: float = 300) -> str:
 def test_an_rl_sweep_that_loses_a_node_completes_on_the_other_with_the_same_results(
     single_node, tmp_path
 ):
+    single_node.start(*FIGURE2)
     storage = tmp_path / "results"
     folder = storage / "figure2"
     with start_cluster() as cluster:
@@ -101,13 +103,19 @@ def test_an_rl_sweep_that_loses_a_node_completes_on_the_other_with_the_same_resu
                 os.killpg(driver.pid, signal.SIGKILL)
                 driver.wait()
         (survivor,) = [w for w in cluster.workers if w is not lost]
-    # The trial that trained on the lost node failed, and ran again on the other one.
+    # The trial that trained on the lost node failed, and ran again on the other one. (A
+    # worker outlives its raylet by up to a second or so: if it reported all its results
+    # meanwhile, Tune, which lost the trial before it ended, still runs it again, and
+    # appends the second run's rows to the first's.)
     assert "failed, retrying" in output
     failed = [path.parent.name for path in folder.glob("*/error.txt")]
     assert failed
-    rows = stored_rows(folder)
+    trials = {found.folder: found for found in read_trials(folder)}
     for name in failed:
-        assert {row["node_id"] for row in rows[name]} == {survivor.node_id}, name
+        sizes = trials[name].trial["sizes"]
+        last_run = trials[name].rows[-len(sizes) :]
+        assert [row["size"] for row in last_run] == sizes, name
+        assert {row["node_id"] for row in last_run} == {survivor.node_id}, name
     assert_ran_on_nodes(folder, 2)
     assert_same_results(folder, single_node.folder(*FIGURE2), same_trials=False)
 
@@ -118,6 +126,7 @@ def test_a_language_model_trial_that_loses_its_node_continues_from_its_last_epoc
     """Tune restarts the trial in the same driver from its last checkpoint, on the other
     node, and appends the restarted run's rows to the same ``result.json``."""
     args = table1(lm_data)
+    single_node.start(*args)
     storage = tmp_path / "results"
     folder = storage / "table1"
     epochs = 5
@@ -188,6 +197,7 @@ def recorded_finished(folder: Path) -> dict[str, bytes]:
 def test_a_sweep_whose_driver_is_killed_resumes_on_the_cluster_with_the_same_results(
     cluster, single_node, tmp_path
 ):
+    single_node.start(*FIGURE2)
     storage = tmp_path / "results"
     folder = storage / "figure2"
     trials = 8
