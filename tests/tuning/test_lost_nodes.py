@@ -175,7 +175,9 @@ def test_a_language_model_trial_that_loses_its_node_continues_from_its_last_epoc
 
 def recorded_finished(folder: Path) -> dict[str, bytes]:
     """Trials that Tune's saved experiment state records as finished, and whose stored
-    ``result.json`` has its rows → that ``result.json``."""
+    ``result.json`` holds every size → that ``result.json``. (A driver killed while Tune
+    copied its files may have stored the state before the results; ``--resume`` runs such
+    a trial again.)"""
     done = {}
     for state_file in folder.glob("experiment_state*.json"):
         try:
@@ -187,9 +189,10 @@ def recorded_finished(folder: Path) -> dict[str, bytes]:
             result = folder / trial["relative_logdir"] / "result.json"
             try:
                 text = result.read_bytes()
-            except OSError:
+                sizes = [json.loads(line)["size"] for line in text.splitlines() if line.strip()]
+            except (OSError, json.JSONDecodeError):  # being copied right now
                 continue
-            if trial["status"] == "TERMINATED" and text.endswith(b"\n"):
+            if trial["status"] == "TERMINATED" and sizes == trial["config"]["trial"]["sizes"]:
                 done[trial["relative_logdir"]] = text
     return done
 
