@@ -18,11 +18,12 @@ from cluster_runs import (
     FIGURE2,
     assert_ran_on_nodes,
     assert_same_results,
-    read_trials,
     table1,
     table2,
 )
 from clusters import submit, trial_processes
+
+from tuning.report import read_trials
 
 pytestmark = pytest.mark.cluster
 

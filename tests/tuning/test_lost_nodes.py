@@ -23,12 +23,11 @@ from cluster_runs import (
     FIGURE2,
     assert_ran_on_nodes,
     assert_same_results,
-    read_trials,
     table1,
 )
 from clusters import descendants, driver_env, start_cluster
 
-from tuning.report import EARLIER_RESULTS_PREFIX
+from tuning.report import EARLIER_RESULTS_PREFIX, read_trials
 
 pytestmark = pytest.mark.cluster
 
