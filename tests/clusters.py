@@ -83,6 +83,10 @@ services.resolve_ip_for_localhost = lambda host: host
 sys.exit(main())
 """
 
+#: The title Ray gives a worker process while it runs a Tune trial's ``train`` (a trial
+#: trains within that call; between two calls it is ``ray::ImplicitFunc``).
+TRAINING = "ray::ImplicitFunc.train"
+
 #: A raylet's log line for each worker process it starts: ``[time I <raylet pid> <tid>]
 #: (raylet) worker_pool.cc:NNN: Started worker process with pid <pid> ...``.
 _STARTED_WORKER = re.compile(
@@ -182,6 +186,11 @@ class LocalCluster:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"node {worker.node_id} still alive after {timeout} s")
             time.sleep(0.05)
+
+    def training(self, worker: Node) -> int:
+        """How many Tune trials train on ``worker`` now: its worker processes that run a
+        trial's ``train`` (Ray titles them :data:`TRAINING`)."""
+        return process_titles(descendants([worker.raylet_pid])).count(TRAINING)
 
     def node_of_worker_process(self, pid: int) -> str | None:
         """The id of the node whose raylet started worker process ``pid`` (None: not ours)."""
@@ -512,6 +521,17 @@ def _parents() -> dict[int, int]:
             continue
         parent[int(stat.parent.name)] = int(fields[1])
     return parent
+
+
+def process_titles(pids: Iterable[int]) -> list[str]:
+    """The titles (first word of the command line) of those of ``pids`` that run."""
+    found = []
+    for pid in pids:
+        try:
+            found.append(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode())
+        except OSError:
+            continue
+    return found
 
 
 def alive(pids: Iterable[int]) -> set[int]:

@@ -25,7 +25,7 @@ from cluster_runs import (
     assert_same_results,
     table1,
 )
-from clusters import descendants, driver_env, start_cluster
+from clusters import driver_env, start_cluster
 
 from tuning.report import EARLIER_RESULTS_PREFIX, read_trials
 
@@ -33,8 +33,6 @@ pytestmark = pytest.mark.cluster
 
 #: Eight one-seed trials of figure2's four seeds, a few seconds each.
 FIGURE2_SPLIT = (*FIGURE2, "--seeds-per-trial", "1")
-#: The process title Ray gives a worker while a Tune trial trains in it.
-TRAINING = "ray::ImplicitFunc.train"
 
 
 def sweep_driver(args: tuple[str, ...], storage: Path, address: str) -> subprocess.Popen:
@@ -54,17 +52,6 @@ def sweep_driver(args: tuple[str, ...], storage: Path, address: str) -> subproce
 def stored_rows(folder: Path) -> dict[str, list[dict]]:
     """Trial folder name → the rows of its ``result.json`` stored so far."""
     return {found.folder: found.rows for found in read_trials(folder)}
-
-
-def titles(pids: set[int]) -> set[str]:
-    """The process titles (first word of the command line) of ``pids``."""
-    found = set()
-    for pid in pids:
-        try:
-            found.add(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode())
-        except OSError:
-            continue
-    return found
 
 
 def finish(driver: subprocess.Popen, timeout: float = 300) -> str:
@@ -90,8 +77,7 @@ def test_an_rl_sweep_that_loses_a_node_completes_on_the_other_with_the_same_resu
                 assert time.monotonic() < deadline, "no node finished a trial in time"
                 finished_on = {rows[0]["node_id"] for rows in stored_rows(folder).values() if rows}
                 for worker in cluster.workers:
-                    training = TRAINING in titles(descendants([worker.raylet_pid]))
-                    if worker.node_id in finished_on and training:
+                    if worker.node_id in finished_on and cluster.training(worker):
                         lost = worker
                         break
                 time.sleep(0.1)
