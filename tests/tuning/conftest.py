@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from cluster_runs import SingleNodeRuns, write_lm_data
-from tiny_inputs import tiny_bert_folders
 
 
 @pytest.fixture(scope="session")
@@ -29,4 +28,6 @@ def lm_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def bert_data(tmp_path_factory) -> tuple[Path, Path, Path]:
     """``(corpus, task, model)`` of :func:`cluster_runs.table2`."""
+    from tiny_inputs import tiny_bert_folders  # imports transformers: only when asked for
+
     return tiny_bert_folders(tmp_path_factory.mktemp("bert-data"))
