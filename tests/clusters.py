@@ -83,6 +83,10 @@ services.resolve_ip_for_localhost = lambda host: host
 sys.exit(main())
 """
 
+#: The title Ray gives a worker process while it runs a Tune trial's ``train`` (a trial
+#: trains within that call; between two calls it is ``ray::ImplicitFunc``).
+TRAINING = "ray::ImplicitFunc.train"
+
 #: A raylet's log line for each worker process it starts: ``[time I <raylet pid> <tid>]
 #: (raylet) worker_pool.cc:NNN: Started worker process with pid <pid> ...``.
 _STARTED_WORKER = re.compile(
@@ -183,6 +187,11 @@ class LocalCluster:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"node {worker.node_id} still alive after {timeout} s")
             time.sleep(0.05)
+
+    def training(self, worker: Node) -> int:
+        """How many Tune trials train on ``worker`` now: its worker processes that run a
+        trial's ``train`` (Ray titles them :data:`TRAINING`)."""
+        return process_titles(descendants([worker.raylet_pid])).count(TRAINING)
 
     def node_of_worker_process(self, pid: int) -> str | None:
         """The id of the node whose raylet started worker process ``pid`` (None: not ours)."""
@@ -315,17 +324,24 @@ def _raylet(node: Any) -> Any:
 class JobCluster:
     """``ray start --head`` plus one node joined with ``ray start --address``."""
 
-    job_address: str
-    """The head's dashboard, where ``ray job submit --address`` sends jobs."""
+    job_address: str | None
+    """The head's dashboard, where ``ray job submit --address`` sends jobs (None: started
+    without one)."""
     address: str
     """The GCS address (``ray start --address`` / ``--address`` of a driver)."""
     starts: list[subprocess.Popen]
-    """The two ``ray start --block`` processes: the head's, then the worker node's."""
+    """The ``ray start --block`` processes: the head's, then the worker node's (if any)."""
     temp_dirs: list[Path]
-    """Each node's temp dir (its own, as on separate machines)."""
+    """Each node's temp dir (its own, as on separate machines); the head's is
+    ``ray_tmpdir / "ray"``."""
+    ray_tmpdir: Path
+    """A ``RAY_TMPDIR`` under which ``--address auto`` finds this cluster: ``ray start
+    --head`` records its address in its temp dir's ``ray_current_cluster``, as in
+    ``/tmp/ray`` by default. Nothing else runs there: an embedded Ray started with it
+    (``RAY_TMPDIR`` set) keeps its session beside the head's."""
 
     def raylet_pids(self) -> list[int]:
-        """The head's raylet, then the worker node's."""
+        """The head's raylet, then the worker node's (if any)."""
         return [_child_named(start.pid, "raylet") for start in self.starts]
 
     def raylets_of_workers(self) -> dict[int, int]:
@@ -333,23 +349,35 @@ class JobCluster:
         return raylets_of_workers(d / "session_latest" / "logs" for d in self.temp_dirs)
 
     def processes(self) -> set[int]:
-        """PIDs of both ``ray start`` processes and everything under them."""
+        """PIDs of the ``ray start`` processes and everything under them."""
         roots = [start.pid for start in self.starts]
         return set(roots) | descendants(roots)
 
 
 @contextlib.contextmanager
-def start_job_cluster(head_cpus: float = 1, worker_cpus: float = 1) -> Iterator[JobCluster]:
+def start_job_cluster(
+    head_cpus: float = 1, worker_cpus: float | None = 1, jobs: bool = True
+) -> Iterator[JobCluster]:
     """A :class:`JobCluster`, both nodes up and registered; stopped on exit (the worker
     node first), its temp dirs removed.
+
+    ``worker_cpus=None`` starts the head alone, and ``jobs=False`` without its dashboard
+    (so without ``ray job submit``): one's own ``ray start --head`` at its cheapest.
 
     Token authentication is on, as ``ray start`` has it by default (the token is
     ``~/.ray/auth_token``): the joining node and any client need ``RAY_AUTH_MODE=token``.
     A job inherits the head's environment: ``PATH`` leads to this environment's
     ``imm-ray``, and the single-machine switch lets its driver join on 127.0.0.1.
     """
-    temp_dirs = [Path(tempfile.mkdtemp(prefix="immray-", dir="/tmp")) for _ in range(2)]
+    ray_tmpdir = Path(tempfile.mkdtemp(prefix="immray-", dir="/tmp"))
+    temp_dirs = [ray_tmpdir / "ray"]
+    if worker_cpus is not None:
+        temp_dirs.append(Path(tempfile.mkdtemp(prefix="immray-", dir="/tmp")))
     port, dashboard = free_port(), free_port()
+    if jobs:
+        head_dashboard = [f"--dashboard-host={LOOPBACK}", f"--dashboard-port={dashboard}"]
+    else:
+        head_dashboard = ["--include-dashboard=false"]
     env = {
         **driver_env(RAY_AUTH_MODE="token"),
         "PATH": f"{RAY.parent}{os.pathsep}{os.environ['PATH']}",
@@ -361,31 +389,33 @@ def start_job_cluster(head_cpus: float = 1, worker_cpus: float = 1) -> Iterator[
     try:
         starts.append(
             _ray_start(
-                [str(RAY), "start", "--head", *common, f"--port={port}"]
-                + [f"--dashboard-host={LOOPBACK}", f"--dashboard-port={dashboard}"]
+                [str(RAY), "start", "--head", *common, f"--port={port}", *head_dashboard]
                 + [f"--num-cpus={head_cpus}", f"--temp-dir={temp_dirs[0]}"]
                 + [f"--dashboard-agent-listen-port={free_port()}"],
                 env,
             )
         )
-        starts.append(
-            _ray_start(
-                [sys.executable, "-c", JOIN_LOOPBACK, "start", *common]
-                + [f"--address={LOOPBACK}:{port}", f"--num-cpus={worker_cpus}"]
-                + [f"--temp-dir={temp_dirs[1]}", f"--dashboard-agent-listen-port={free_port()}"],
-                env,
+        if worker_cpus is not None:
+            starts.append(
+                _ray_start(
+                    [sys.executable, "-c", JOIN_LOOPBACK, "start", *common]
+                    + [f"--address={LOOPBACK}:{port}", f"--num-cpus={worker_cpus}"]
+                    + [f"--temp-dir={temp_dirs[1]}"]
+                    + [f"--dashboard-agent-listen-port={free_port()}"],
+                    env,
+                )
             )
-        )
         address = f"{LOOPBACK}:{port}"
-        _wait_for_nodes(address, 2, env)
-        yield JobCluster(f"http://{LOOPBACK}:{dashboard}", address, starts, temp_dirs)
+        _wait_for_nodes(address, len(starts), env)
+        job_address = f"http://{LOOPBACK}:{dashboard}" if jobs else None
+        yield JobCluster(job_address, address, starts, temp_dirs, ray_tmpdir)
     finally:
         roots = [start.pid for start in starts]
         running = _identities(set(roots) | descendants(roots))
         for start in reversed(starts):
             _stop(start)
         _wait_gone(running)
-        for temp_dir in temp_dirs:
+        for temp_dir in (ray_tmpdir, *temp_dirs[1:]):
             shutil.rmtree(temp_dir, ignore_errors=True)
 
 
@@ -508,6 +538,17 @@ def _parents() -> dict[int, int]:
             continue
         parent[int(stat.parent.name)] = int(fields[1])
     return parent
+
+
+def process_titles(pids: Iterable[int]) -> list[str]:
+    """The titles (first word of the command line) of those of ``pids`` that run."""
+    found = []
+    for pid in pids:
+        try:
+            found.append(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode())
+        except OSError:
+            continue
+    return found
 
 
 def alive(pids: Iterable[int]) -> set[int]:

@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import socketserver
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from clusters import free_port, start_cluster, start_job_cluster
 
 from imm_ray.cluster import SINGLE_MACHINE_SWITCH
 
@@ -185,12 +185,6 @@ settings:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def ray_tmpdir():
     """A private Ray temp dir ($RAY_TMPDIR): where a Ray started with it keeps its session,
@@ -304,39 +298,13 @@ def test_an_unreachable_cluster_stops_at_once_with_exit_2(
 
 @pytest.fixture(scope="module")
 def own_head():
-    """One's own ``ray start --head`` (1 CPU, loopback), recorded as ``auto`` in a private
-    Ray temp dir; yields that dir. Stopped by its process group at the end."""
-    path = Path(tempfile.mkdtemp(prefix="immray-", dir="/tmp"))
-    ray_bin = Path(sys.executable).with_name("ray")
-    node = subprocess.Popen(
-        [str(ray_bin), "start", "--head", "--block", "--node-ip-address=127.0.0.1"]
-        + [f"--port={free_port()}", "--include-dashboard=false", "--num-cpus=1"]
-        + ["--disable-usage-stats", f"--temp-dir={path / 'ray'}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        env={**os.environ, "RAY_TMPDIR": str(path)},
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while not (path / "ray" / "ray_current_cluster").is_file():
-            assert node.poll() is None and time.monotonic() < deadline, "ray start failed"
-            time.sleep(0.2)
-        yield path
-    finally:
-        # `ray start` stops its processes one after the other, each with a grace period
-        # (30 s in all here): after a few seconds, they are killed.
-        os.killpg(node.pid, signal.SIGTERM)
-        try:
-            node.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.killpg(node.pid, signal.SIGKILL)
-            node.wait()
-        for pid in processes_under(path):  # any that left the process group
-            os.kill(pid, signal.SIGKILL)
-        shutil.rmtree(path, ignore_errors=True)
+    """One's own ``ray start --head`` (1 CPU, no dashboard: :func:`clusters.start_job_cluster`),
+    recorded as ``auto`` in a private Ray temp dir; yields that dir."""
+    with start_job_cluster(worker_cpus=None, jobs=False) as head:
+        yield head.ray_tmpdir
 
 
+@pytest.mark.cluster
 def test_without_an_address_commands_start_their_own_ray_beside_a_running_cluster(
     own_head, tmp_path, monkeypatch
 ):
@@ -360,6 +328,7 @@ def test_without_an_address_commands_start_their_own_ray_beside_a_running_cluste
     assert processes_under(own_head / "ray" / head.pop())
 
 
+@pytest.mark.cluster
 def test_address_auto_joins_the_cluster_ray_start_recorded(own_head, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     before = sessions(own_head)
@@ -371,6 +340,7 @@ def test_address_auto_joins_the_cluster_ray_start_recorded(own_head, tmp_path, m
 TOKEN_SOURCES = "$RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token"
 
 
+@pytest.mark.cluster
 @pytest.mark.parametrize(
     ("auth", "refused"),
     [
@@ -440,31 +410,15 @@ def test_a_trial_no_node_can_hold_stops_before_it_starts_on_the_embedded_ray(
 
 @pytest.fixture(scope="module")
 def three_nodes():
-    """A ``ray.cluster_utils.Cluster``: a head with 0 CPUs, a worker with 2 CPUs and one
-    with 1 CPU and 1 (logical) GPU, on loopback; its ``ray_current_cluster`` record goes
-    to a private Ray temp dir. Yields the cluster's address."""
-    from ray.cluster_utils import Cluster
-
-    path = Path(tempfile.mkdtemp(prefix="immray-", dir="/tmp"))
-    saved = os.environ.get("RAY_TMPDIR")
-    os.environ["RAY_TMPDIR"] = str(path)  # where the cluster writes (and removes) its record
-    cluster = None
-    try:
-        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
-        cluster.add_node(num_cpus=2)
-        cluster.add_node(num_cpus=1, num_gpus=1)
-        cluster.wait_for_nodes()
+    """A :func:`clusters.start_cluster`: a head with 0 CPUs, a worker with 2 CPUs and one
+    with 1 CPU and 1 (logical) GPU. Yields the cluster's address."""
+    with start_cluster(workers=0) as cluster:
+        cluster.add_worker(cpus=2)
+        cluster.add_worker(cpus=1, gpus=1)
         yield cluster.address
-    finally:
-        if cluster is not None:
-            cluster.shutdown()
-        if saved is None:
-            os.environ.pop("RAY_TMPDIR", None)
-        else:
-            os.environ["RAY_TMPDIR"] = saved
-        shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.mark.cluster
 @pytest.mark.parametrize(
     ("request_", "message"),
     [

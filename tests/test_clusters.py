@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from clusters import (
     NODE_DEATH_S,
     alive,
@@ -18,6 +19,8 @@ from clusters import (
     start_cluster,
     start_job_cluster,
 )
+
+pytestmark = pytest.mark.cluster
 
 DRIVER = """
 import json, os, sys, time, ray

@@ -1,24 +1,26 @@
 """Sweeps on a real three-node Ray cluster (a head without CPUs, two worker nodes with one
 CPU each, the second declaring one GPU that torch cannot use): trials run in other
 processes on other nodes, get their inputs through Ray's object store after the driver
-deleted the input folders, say where they ran, and fall back to the CPU with a warning.
+deleted the input folders, say where they ran, and fall back to the CPU with a warning;
+four trials share the one GPU at once.
 
-The cluster runs in a helper process (:func:`cluster`), and each driver in a process of
-its own, as ``imm-ray`` runs: this process keeps no Ray of its own connected to it.
+Each driver runs in a process of its own, as ``imm-ray`` runs: this process keeps no Ray
+of its own connected to the cluster.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 import torch
+from clusters import driver_env, start_cluster
 from tiny_inputs import tiny_bert_folders, tiny_table2
 
 from imm_ray.restricted.kneser_ney import estimate_kneser_ney
@@ -27,51 +29,17 @@ from imm_ray.supervised.lm.synthetic import MarkovSource
 from imm_ray.supervised.lm.train import LMTrainer
 from tuning.lm import LMExperiment, LMSetting
 
-#: Starts the cluster, prints its address and worker node ids, holds it until stdin closes.
-HOLD_CLUSTER = """
-import json, sys
-from ray.cluster_utils import Cluster
-
-cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
-try:
-    nodes = [cluster.add_node(num_cpus=1), cluster.add_node(num_cpus=1, num_gpus=1)]
-    cluster.wait_for_nodes()
-    print(json.dumps({"address": cluster.address, "workers": [n.node_id for n in nodes]}))
-    sys.stdout.flush()
-    sys.stdin.read()
-finally:
-    cluster.shutdown()
-"""
-
-
-def environment() -> dict[str, str]:
-    # Every process of the test cluster binds 127.0.0.1 (Ray's single-machine mode), the
-    # drivers that join it included.
-    return {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    """``{"address", "workers": [plain node id, GPU node id]}`` of a cluster held by a
-    helper process, stopped (through its own handle) when the module's tests are done."""
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_CLUSTER],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=environment(),
-    )
-    try:
-        line = holder.stdout.readline()
-        assert line, "the test cluster did not start"
-        yield json.loads(line)
-    finally:
-        holder.stdin.close()
-        try:
-            holder.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            holder.kill()
-            holder.wait()
+    """A :func:`clusters.start_cluster` shared by this module's tests: its workers are a
+    plain node and a GPU node, in this order."""
+    with start_cluster(workers=0) as started:
+        started.add_worker(cpus=1)
+        started.add_worker(cpus=1, gpus=1)
+        yield started
 
 
 def rows_of(folder: Path) -> list[dict]:
@@ -130,14 +98,14 @@ def test_lm_and_bert_sweeps_run_on_other_nodes_after_their_input_folders_are_gon
         "experiments": [lm.to_dict(), bert.to_dict()],
         "delete": [str(data), *map(str, bert_folders)],
         "storage": str(storage),
-        "address": cluster["address"],
+        "address": cluster.address,
     }
     driver = subprocess.run(
         [sys.executable, "-c", DRIVER, json.dumps(job)],
         capture_output=True,
         text=True,
         timeout=300,
-        env=environment(),
+        env=driver_env(),
     )
     assert driver.returncode == 0, driver.stderr[-3000:]
     assert not data.exists() and not any(folder.exists() for folder in bert_folders)
@@ -147,7 +115,7 @@ def test_lm_and_bert_sweeps_run_on_other_nodes_after_their_input_folders_are_gon
         assert {key: reported.get(key) for key in values} == values, name
         assert {(r["device"], r["gpu_unusable"]) for r in rows} == {("cpu", False)}
         # Two one-CPU trials at once: one on each worker node, none on the head.
-        assert {r["node_id"] for r in rows} == set(cluster["workers"]), name
+        assert {r["node_id"] for r in rows} == {w.node_id for w in cluster.workers}, name
 
 
 def expected_lm(lm: LMExperiment, data: Path) -> dict[tuple[str, int], dict[str, float]]:
@@ -177,9 +145,12 @@ def expected_bert(bert, scratch: Path) -> dict[tuple[str, int], dict[str, float]
     return expected
 
 
-def test_trials_given_a_gpu_torch_cannot_use_train_on_the_cpu_and_the_driver_warns(
+def test_four_trials_share_the_gpu_node_at_once_train_on_its_cpu_and_the_driver_warns(
     cluster, tmp_path
 ):
+    """A quarter of a GPU each: the node's one (logical) GPU holds all four trials, which
+    train there at the same time (seen from the node's processes while they run; Tune's
+    whole-second `timestamp` of a row cannot tell two-second trials apart)."""
     sweep = tmp_path / "gpu.yaml"
     sweep.write_text(
         textwrap.dedent(
@@ -196,30 +167,27 @@ def test_trials_given_a_gpu_torch_cannot_use_train_on_the_cpu_and_the_driver_war
         )
     )
     storage = tmp_path / "results"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "imm_ray.cli",
-            "sweep",
-            str(sweep),
-            "--storage",
-            str(storage),
-            "--address",
-            cluster["address"],
-            "--gpus-per-trial",
-            "0.25",
-            "--cpus-per-trial",
-            "0.25",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=environment(),
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    gpu_node = cluster["workers"][1]
-    warnings = [line for line in result.stderr.splitlines() if "imm-ray: warning:" in line]
+    gpu = cluster.workers[1]
+    command = [sys.executable, "-m", "imm_ray.cli", "sweep", str(sweep)]
+    command += ["--storage", str(storage), "--address", cluster.address]
+    command += ["--gpus-per-trial", "0.25", "--cpus-per-trial", "0.25"]
+    with (tmp_path / "stderr.txt").open("w+") as stderr:
+        driver = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=stderr, env=driver_env()
+        )
+        # How many trials train on the GPU node at once, at most: its processes are looked
+        # at every 50 ms while the sweep runs (each trial trains for a second or more).
+        at_once = 0
+        deadline = time.monotonic() + 300
+        while driver.poll() is None and time.monotonic() < deadline:
+            at_once = max(at_once, cluster.training(gpu))
+            time.sleep(0.05)
+        driver.wait(timeout=10)
+        stderr.seek(0)
+        errors = stderr.read()
+    assert driver.returncode == 0, errors[-3000:]
+    gpu_node = gpu.node_id
+    warnings = [line for line in errors.splitlines() if "imm-ray: warning:" in line]
     assert sorted(warnings) == sorted(
         f"imm-ray: warning: trial {setting} ({tag}) was given a GPU on node {gpu_node} "
         "(127.0.0.1) that torch cannot use (no CUDA device there); it trains on CPU"
@@ -235,4 +203,5 @@ def test_trials_given_a_gpu_torch_cannot_use_train_on_the_cpu_and_the_driver_war
     assert {(r["node_id"], r["device"], r["gpu_unusable"]) for r in rows} == {
         (gpu_node, "cpu", True)
     }
+    assert at_once == 4
     shutil.rmtree(storage)

@@ -1,6 +1,6 @@
 """Sweeps as users run them: ``imm-ray sweep`` in a subprocess, killed and resumed, then
-redrawn with ``imm-ray report``; and submitted with ``ray job submit`` to a two-node
-``ray start`` cluster."""
+redrawn with ``imm-ray report``. Sweeps submitted with ``ray job submit`` to a cluster are
+in ``test_cluster_jobs.py``."""
 
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
-
-from clusters import submit, trial_processes
 
 from tuning.placement import PID_FILE
 
@@ -232,26 +230,6 @@ def test_sweep_cli_rejects_bad_input_before_starting(tmp_path):
     missing = imm_ray("report", str(tmp_path / "nothing"))
     assert missing.returncode == 2 and "holds no sweep" in missing.stderr
     assert not any(tmp_path.glob("*/experiment_state*.json"))
-
-
-def test_ray_job_submit_runs_a_sweep_on_two_nodes(job_cluster, tmp_path):
-    """``ray start --head`` plus a node joined with ``ray start --address`` (1 CPU each):
-    the submitted sweep's two trials run one on each node, neither failing on the way."""
-    sweep = tmp_path / "tiny.yaml"
-    sweep.write_text(SWEEP.replace("seeds: 3", "seeds: 1"))
-    storage = tmp_path / "cluster-results"
-    submit(job_cluster.job_address, "sweep", str(sweep), "--storage", str(storage))
-    rows = (storage / "tiny" / "summary.csv").read_text().splitlines()
-    assert len(rows) == 5 and all(row.endswith(",1") for row in rows[1:])
-    # A trial that failed and was retried (e.g. on the other node) leaves an error file.
-    assert not list((storage / "tiny").glob("*/error.txt"))
-    # Where each trial ran, told by the raylet that started its worker process (every
-    # node's IP is 127.0.0.1 here). Once result rows carry `node_id` (issue 20, item 2),
-    # count the distinct `node_id` of the rows instead.
-    raylets = job_cluster.raylets_of_workers()
-    pids = trial_processes(storage / "tiny")
-    ran_on = {raylets.get(pid) for trial in pids.values() for pid in trial}
-    assert len(pids) == 2 and ran_on == set(job_cluster.raylet_pids()), (pids, raylets)
 
 
 def test_a_crashed_trial_is_retried_and_the_sweep_completes(tmp_path):

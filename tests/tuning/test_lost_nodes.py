@@ -1,0 +1,212 @@
+"""Sweeps that lose a worker node, or their driver, on a ``ray.cluster_utils.Cluster`` (a
+head without CPUs, two worker nodes of 1 CPU, a dead node noticed within about 2 s): they
+complete and give what an undisturbed run gives (:mod:`cluster_runs`): the single-node run
+of the same sweep, started first to go on beside the cluster's.
+
+A node is killed as a machine dies: its raylet gets SIGKILL (by PID, from the cluster
+handle), and whatever the raylet started exits with it. Each test that kills a node has a
+cluster of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from cluster_runs import (
+    FIGURE2,
+    assert_ran_on_nodes,
+    assert_same_results,
+    table1,
+)
+from clusters import driver_env, start_cluster
+
+from tuning.report import EARLIER_RESULTS_PREFIX, read_trials
+
+pytestmark = pytest.mark.cluster
+
+#: Eight one-seed trials of figure2's four seeds, a few seconds each.
+FIGURE2_SPLIT = (*FIGURE2, "--seeds-per-trial", "1")
+
+
+def sweep_driver(args: tuple[str, ...], storage: Path, address: str) -> subprocess.Popen:
+    """``imm-ray sweep ARGS`` joining the cluster at ``address``, in a process group of its
+    own; its output (stdout and stderr) in its ``stdout``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "imm_ray.cli", "sweep", *args, "--storage", str(storage)]
+        + ["--address", address],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=driver_env(),
+        start_new_session=True,
+    )
+
+
+def stored_rows(folder: Path) -> dict[str, list[dict]]:
+    """Trial folder name → the rows of its ``result.json`` stored so far."""
+    return {found.folder: found.rows for found in read_trials(folder)}
+
+
+def finish(driver: subprocess.Popen, timeout: float = 300) -> str:
+    output, _ = driver.communicate(timeout=timeout)
+    assert driver.returncode == 0, output[-3000:]
+    return output
+
+
+def test_an_rl_sweep_that_loses_a_node_completes_on_the_other_with_the_same_results(
+    single_node, tmp_path
+):
+    single_node.start(*FIGURE2)
+    storage = tmp_path / "results"
+    folder = storage / "figure2"
+    with start_cluster() as cluster:
+        driver = sweep_driver(FIGURE2_SPLIT, storage, cluster.address)
+        try:
+            # Once a node has finished a trial and trains the next one, it dies.
+            lost = None
+            deadline = time.monotonic() + 240
+            while lost is None:
+                assert driver.poll() is None, "the sweep ended before the kill"
+                assert time.monotonic() < deadline, "no node finished a trial in time"
+                finished_on = {rows[0]["node_id"] for rows in stored_rows(folder).values() if rows}
+                for worker in cluster.workers:
+                    if worker.node_id in finished_on and cluster.training(worker):
+                        lost = worker
+                        break
+                time.sleep(0.1)
+            cluster.kill(lost)
+            output = finish(driver)
+        finally:
+            if driver.poll() is None:
+                os.killpg(driver.pid, signal.SIGKILL)
+                driver.wait()
+        (survivor,) = [w for w in cluster.workers if w is not lost]
+    # The trial that trained on the lost node failed, and ran again on the other one. (A
+    # worker outlives its raylet by up to a second or so: if it reported all its results
+    # meanwhile, Tune, which lost the trial before it ended, still runs it again, and
+    # appends the second run's rows to the first's.)
+    assert "failed, retrying" in output
+    failed = [path.parent.name for path in folder.glob("*/error.txt")]
+    assert failed
+    trials = {found.folder: found for found in read_trials(folder)}
+    for name in failed:
+        sizes = trials[name].trial["sizes"]
+        last_run = trials[name].rows[-len(sizes) :]
+        assert [row["size"] for row in last_run] == sizes, name
+        assert {row["node_id"] for row in last_run} == {survivor.node_id}, name
+    assert_ran_on_nodes(folder, 2)
+    assert_same_results(folder, single_node.folder(*FIGURE2), same_trials=False)
+
+
+def test_a_language_model_trial_that_loses_its_node_continues_from_its_last_epoch(
+    single_node, lm_data, tmp_path
+):
+    """Tune restarts the trial in the same driver from its last checkpoint, on the other
+    node, and appends the restarted run's rows to the same ``result.json``."""
+    args = table1(lm_data)
+    single_node.start(*args)
+    storage = tmp_path / "results"
+    folder = storage / "table1"
+    epochs = 5
+    with start_cluster() as cluster:
+        workers = {worker.node_id: worker for worker in cluster.workers}
+        driver = sweep_driver(args, storage, cluster.address)
+        try:
+            # The IMM trial (the longest: about a second an epoch) loses its node once it
+            # has reported an epoch, and before its last.
+            victim = None
+            deadline = time.monotonic() + 240
+            while victim is None:
+                assert driver.poll() is None, "the sweep ended before the kill"
+                assert time.monotonic() < deadline, "the IMM trial reported no epoch in time"
+                for name, rows in stored_rows(folder).items():
+                    imm = rows and rows[0]["setting"] == "IMM with KN bigram, valid"
+                    if imm and max(row["size"] for row in rows) < epochs:
+                        victim, lost = name, workers[rows[0]["node_id"]]
+                time.sleep(0.1)
+            cluster.kill(lost)
+            output = finish(driver)
+        finally:
+            if driver.poll() is None:
+                os.killpg(driver.pid, signal.SIGKILL)
+                driver.wait()
+    assert "failed, retrying" in output
+    assert (folder / victim / "error.txt").is_file()
+    # One result.json holds both runs of the trial (nothing was kept aside, as --resume does).
+    assert not list((folder / victim).glob(f"{EARLIER_RESULTS_PREFIX}*"))
+    valid = [row for row in stored_rows(folder)[victim] if row["setting"].endswith(", valid")]
+    # Every epoch once, in order: epochs 1 … k on the lost node, then k + 1 … on the other,
+    # where the restarted run started (Tune counts its iterations from 1 again, and the
+    # trial's on).
+    assert [row["size"] for row in valid] == list(range(1, epochs + 1))
+    nodes = [row["node_id"] for row in valid]
+    k = nodes.count(lost.node_id)
+    assert 1 <= k < epochs and nodes == [lost.node_id] * k + [nodes[-1]] * (epochs - k), nodes
+    assert nodes[-1] != lost.node_id
+    restarted = valid[k]
+    assert restarted["iterations_since_restore"] == 1
+    assert restarted["training_iteration"] == valid[k - 1]["training_iteration"] + 1
+    # And it trained on from its checkpoint exactly as an undisturbed trial does.
+    assert_ran_on_nodes(folder, 2)
+    assert_same_results(folder, single_node.folder(*args))
+
+
+def recorded_finished(folder: Path) -> dict[str, bytes]:
+    """Trials that Tune's saved experiment state records as finished, and whose stored
+    ``result.json`` holds every size → that ``result.json``. (A driver killed while Tune
+    copied its files may have stored the state before the results; ``--resume`` runs such
+    a trial again.)"""
+    done = {}
+    for state_file in folder.glob("experiment_state*.json"):
+        try:
+            state = json.loads(state_file.read_text())
+        except (OSError, json.JSONDecodeError):  # being replaced right now
+            continue
+        for trial_json, _ in state["trial_data"]:
+            trial = json.loads(trial_json)
+            result = folder / trial["relative_logdir"] / "result.json"
+            try:
+                text = result.read_bytes()
+                sizes = [json.loads(line)["size"] for line in text.splitlines() if line.strip()]
+            except (OSError, json.JSONDecodeError):  # being copied right now
+                continue
+            if trial["status"] == "TERMINATED" and sizes == trial["config"]["trial"]["sizes"]:
+                done[trial["relative_logdir"]] = text
+    return done
+
+
+def test_a_sweep_whose_driver_is_killed_resumes_on_the_cluster_with_the_same_results(
+    cluster, single_node, tmp_path
+):
+    single_node.start(*FIGURE2)
+    storage = tmp_path / "results"
+    folder = storage / "figure2"
+    trials = 8
+    driver = sweep_driver(FIGURE2_SPLIT, storage, cluster.address)
+    try:
+        deadline = time.monotonic() + 240
+        while len(recorded_finished(folder)) < 2:
+            assert driver.poll() is None, "the sweep ended before the kill"
+            assert time.monotonic() < deadline, "no trial finished in time"
+            time.sleep(0.1)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    before = recorded_finished(folder)
+    assert 2 <= len(before) < trials, "the kill must land mid-sweep"
+
+    resumed = sweep_driver((*FIGURE2_SPLIT, "--resume"), storage, cluster.address)
+    finish(resumed)
+    after = recorded_finished(folder)
+    assert len(after) == trials
+    assert {name: after[name] for name in before} == before, "a finished trial was rerun"
+    assert len(read_trials(folder)) == trials
+    assert_ran_on_nodes(folder, 2)
+    assert_same_results(folder, single_node.folder(*FIGURE2), same_trials=False)
