@@ -103,7 +103,9 @@ def free_port() -> int:
 def driver_env(**extra: str) -> dict[str, str]:
     """The environment for a driver subprocess that joins a test cluster by its address:
     this one, in Ray's single-machine mode (without it, ``ray.init`` swaps 127.0.0.1 for
-    the machine's routable address and hangs), without ``RAY_ADDRESS``; ``extra`` on top."""
+    the machine's routable address and hangs), without ``RAY_ADDRESS``, sending the token
+    every test cluster asks for (``RAY_AUTH_MODE``: ``tests/conftest.py``); ``extra`` on
+    top."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env[SINGLE_MACHINE_SWITCH] = "0"
     env.update(extra)
@@ -379,7 +381,7 @@ def start_job_cluster(
     else:
         head_dashboard = ["--include-dashboard=false"]
     env = {
-        **driver_env(RAY_AUTH_MODE="token"),
+        **driver_env(),
         "PATH": f"{RAY.parent}{os.pathsep}{os.environ['PATH']}",
         # `ray start --block` drains its node for up to 30 s on SIGTERM (for Ray Serve).
         "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
@@ -500,7 +502,7 @@ def submit(
     command = [str(RAY), "job", "submit", "--address", address, "--working-dir", str(REPO)]
     command += ["--", "imm-ray", *imm_ray_args]
     # The client reads the cluster's token from ~/.ray/auth_token in token mode.
-    env = {**driver_env(RAY_AUTH_MODE="token"), **(env or {})}
+    env = {**driver_env(), **(env or {})}
     deadline = time.monotonic() + 120
     while True:
         result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)

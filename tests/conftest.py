@@ -3,11 +3,17 @@ starts it (:mod:`imm_ray.cluster`); and real multi-node clusters (:mod:`clusters
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from imm_ray.cluster import init_ray, prefer_loopback
 
 prefer_loopback()  # before any test module imports Ray
+# Token authentication, Ray's default, from the start: Ray reads the mode once per process,
+# and the first ray.init (the ray_session fixture's) sets it here. Without this, the test
+# clusters this process starts (tests/clusters.py) had it or not by the order tests ran in.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 from clusters import cluster, job_cluster  # noqa: E402, F401 - fixtures for every module
 

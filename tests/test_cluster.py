@@ -445,7 +445,11 @@ def test_a_trial_no_node_can_hold_stops_before_it_starts_on_a_cluster(
     monkeypatch.chdir(tmp_path)
     (tmp_path / "tiny.yaml").write_text(TINY_SWEEP)
     result, seconds = imm_ray(
-        *COMMANDS["sweep"], *request_, "--address", three_nodes, env=environment(ray_tmpdir)
+        *COMMANDS["sweep"],
+        *request_,
+        "--address",
+        three_nodes,
+        env=environment(ray_tmpdir, RAY_AUTH_MODE="token"),
     )
     assert result.returncode == 2, result.stderr[-3000:]
     assert seconds < 60
