@@ -15,7 +15,9 @@ node's share of that span spent inside trials (a trial's training seconds, impor
 fresh worker included); and CPU-seconds of the driver, of Ray's own processes (GCS,
 raylets, agents, dashboard, monitors) and of the trials' worker processes, sampled from
 /proc once a second. A machine with fewer cores than worker nodes plus one runs them all
-on shared cores: say so beside the figures.
+on shared cores: say so beside the figures. Two trials at once may each run slower than
+one alone (shared caches and memory bandwidth); the report says by how much, and what
+speed-up that leaves two nodes at most.
 
     python benchmarks/cluster_seeds.py                  # 2,000 seeds, 250 per trial
     python benchmarks/cluster_seeds.py --seeds 400 --seeds-per-trial 50
@@ -330,6 +332,13 @@ def report(runs: dict[int, list[dict]], args: argparse.Namespace) -> None:
     print(
         f"speed-up, 2 worker nodes over 1: {statistics.median(one) / statistics.median(two):.2f}×"
         f" (medians {statistics.median(one):.1f} s / {statistics.median(two):.1f} s; goal ≥ 1.6×)"
+    )
+    alone = statistics.median(r["trial_seconds"] for r in runs[1])
+    together = statistics.median(r["trial_seconds"] for r in runs[2])
+    print(
+        f"seconds in trials, all trials: {alone:.0f} s one at a time, {together:.0f} s two at "
+        f"once ({together / alone:.2f}× longer: two nodes can give at most "
+        f"{2 * alone / together:.2f}× here)"
     )
     for workers in (1, 2):
         for r in runs[workers]:

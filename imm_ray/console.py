@@ -19,7 +19,17 @@ those loggers say still shows. Dropped:
 - on SIGINT, Tune's "Stop signal received …", "Experiment has been interrupted … Resume
   experiment with: Tuner.restore(…)" (a Python call; ``imm-ray`` prints its own ``--resume``
   command instead) and "Failed to fetch metrics for N trial(s)", one line per trial that
-  had not reported yet (the partial report names what is missing).
+  had not reported yet (the partial report names what is missing);
+- Tune's "Trial task failed for trial …" and its traceback, logged at every failure of a
+  trial (a trial that is retried twice prints three): the sweep's progress line for that
+  failure says what ended the run, in one line, and the traceback is in the trial's
+  ``error.txt`` (:class:`tuning.progress.ProgressLines`);
+- Tune's "Experiment state snapshotting has been triggered multiple times in the last 5.0
+  seconds", which it logs when trials checkpoint faster than every 5 s (tiny LSTM and BERT
+  presets do, every epoch): with ``CheckpointConfig(num_to_keep)`` set, as imm-ray sets it
+  so that a restarted trial finds its last epoch, each checkpoint forces a snapshot, and
+  the advice it gives (keep more checkpoints, checkpoint less often) is imm-ray's to take,
+  not the user's. Tune's warning that saving the state itself is slow still shows.
 
 :func:`quiet_transformers` also turns off transformers' own progress bars (weights loaded
 and written): the BERT commands print one progress line of their own.
@@ -47,6 +57,11 @@ DROPPED = (
     ("ray.tune.tune", "Stop signal received (e.g. via SIGINT/Ctrl+C)"),
     ("ray.tune.tune", "Experiment has been interrupted, but the most recent state was saved"),
     ("ray.tune.analysis.experiment_analysis", "Failed to fetch metrics for"),
+    ("ray.tune.execution.tune_controller", "Trial task failed for trial"),
+    (
+        "ray.tune.execution.experiment_state",
+        "Experiment state snapshotting has been triggered multiple times",
+    ),
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from typing import Any
@@ -11,7 +12,10 @@ from ray.tune.experiment import Trial
 
 
 class ProgressLines(tune.Callback):
-    """One line per finished, retried or failed trial, with the count and an ETA.
+    """One line per finished, retried or failed trial, with the count and an ETA; a failed
+    run's line says what ended it (:func:`failure_reason`), and a trial that errors for good
+    names its ``error.txt``. Tune's own traceback of each failure is dropped from the console
+    (:mod:`imm_ray.console`): it is in that file.
 
     Stands in for Tune's status tables (``verbose=0``); ``run_sweep(verbose=True)``
     brings those back instead. Its own module, so that importing :mod:`tuning.sweep`
@@ -41,7 +45,7 @@ class ProgressLines(tune.Callback):
             done = sum(trial.status in (Trial.TERMINATED, Trial.ERROR) for trial in trials)
             self.left = self.total - done
 
-    def _line(self, trial: Any, what: str) -> None:
+    def _line(self, trial: Any, what: str, reason: str = "") -> None:
         elapsed = time.monotonic() - self.start
         # Before this run's first step (or in a callback stored before runs counted their
         # own trials), the sweep's whole count.
@@ -52,7 +56,7 @@ class ProgressLines(tune.Callback):
         spec = trial.config["trial"]
         print(
             f"[{self.finished}/{total} trials, {elapsed:.0f}s{eta}] {what}: "
-            f"{spec['setting']} ({spec['tag']})",
+            f"{spec['setting']} ({spec['tag']}){f': {reason}' if reason else ''}",
             file=sys.stderr,
             flush=True,
         )
@@ -62,13 +66,56 @@ class ProgressLines(tune.Callback):
         self._line(trial, "done")
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._line(trial, "failed, retrying")
+        self._line(trial, "failed, retrying", failure_reason(trial))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.finished += 1
         # A sweep stored before the count was kept here resumes without it.
         retries = getattr(self, "max_failures", None)
-        self._line(trial, f"errored after {retries if retries is not None else 'its'} retries")
+        reason = failure_reason(trial)
+        folder = getattr(getattr(trial, "storage", None), "trial_dir_name", None)
+        if folder:
+            reason = "; ".join(filter(None, (reason, f"traceback in {folder}/error.txt")))
+        self._line(
+            trial, f"errored after {retries if retries is not None else 'its'} retries", reason
+        )
+
+
+#: Where Tune's error file starts the record of each failure of a trial.
+_FAILURE_HEADER = re.compile(r"^Failure # \d+ \(occurred at [^)]*\)$", re.M)
+#: The line of a Ray actor error that says why the actor died ("The actor died because its
+#: node has died. ...", "The actor is dead because its worker process has died. ...").
+_ACTOR_DIED = re.compile(r"^The actor (?:died|is dead) because .*$", re.M)
+#: How much of a reason a progress line shows: whole sentences up to this many characters.
+REASON_CHARS = 120
+
+
+def failure_reason(trial: Any) -> str:
+    """One line saying what ended the trial's latest failed run, from the ``error.txt`` Tune
+    appends each failure to (``""`` where there is none): for a trial whose actor died, Ray's
+    line giving the cause ("... because its node has died. Node Id: ..."); for an exception
+    in the trainable, its last line ("ValueError: ..."); whole sentences of it, up to
+    :data:`REASON_CHARS` characters."""
+    path = getattr(trial, "error_file", None)
+    if not path:
+        return ""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            text = handle.read()
+    except OSError:
+        return ""
+    latest = _FAILURE_HEADER.split(text)[-1]
+    died = _ACTOR_DIED.search(latest)
+    lines = [line.strip() for line in latest.splitlines() if line.strip()]
+    if not died and not lines:
+        return ""
+    first, *rest = re.split(r"(?<=\.) ", died.group(0).strip() if died else lines[-1])
+    reason = first if len(first) <= REASON_CHARS else first[: REASON_CHARS - 1] + "…"
+    for sentence in rest:
+        if len(reason) + 1 + len(sentence) > REASON_CHARS:
+            break
+        reason = f"{reason} {sentence}"
+    return reason
 
 
 class GpuWarnings(tune.Callback):

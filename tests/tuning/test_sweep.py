@@ -261,6 +261,7 @@ def test_a_crashed_trial_is_retried_and_the_sweep_completes(tmp_path):
     rows = (storage / "tiny" / "summary.csv").read_text().splitlines()
     assert len(rows) == 5 and all(row.endswith(",3") for row in rows[1:])
     assert "failed, retrying" in output, "the kill must have failed a running trial"
+    assert "Traceback" not in output, output[-3000:]
     assert "[6/6 trials" in output and "errored after" not in output
 
 
