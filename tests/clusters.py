@@ -94,6 +94,16 @@ _STARTED_WORKER = re.compile(
 )
 
 
+def sigint_default() -> None:
+    """``preexec_fn`` of a command a test interrupts: SIGINT as a terminal's child gets it.
+
+    A test runner started with SIGINT ignored (``pytest &`` from a non-interactive shell,
+    ``nohup``) passes that on to its children, and Python turns SIGINT into
+    ``KeyboardInterrupt`` only where it was not ignored when the process started.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((LOOPBACK, 0))

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from clusters import sigint_default
 
 from imm_ray.cli import EXIT_INTERRUPTED
 
@@ -43,6 +44,7 @@ class Driver:
             text=True,
             env=env,
             start_new_session=True,
+            preexec_fn=sigint_default,
         )
         self.started = time.monotonic()
         self.chunks: dict[str, list[str]] = {"out": [], "err": []}

@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from clusters import sigint_default
+
 from tuning.report import collect, read_trials
 
 #: figure2, small: the paper's 15 dataset sizes (10 … 500 epochs), 4 seeds, one trial per
@@ -99,6 +101,7 @@ class SingleNodeRuns:
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,
+                preexec_fn=sigint_default,
             )
         self._runs[args] = (run, storage)
 
