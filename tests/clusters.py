@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import re
 import shutil
@@ -214,15 +213,15 @@ class LocalCluster:
 
     def nodes_of_trials(self, folder: Path) -> dict[str, set[str | None]]:
         """Trial folder name → the ids of the nodes that reported its results (more than
-        one if it was restarted elsewhere), for a sweep's results ``folder``.
+        one if it was restarted elsewhere), for a sweep's results ``folder``, from the
+        ``node_id`` its rows carry (:mod:`tuning.placement`). (Every node's IP is 127.0.0.1
+        here, so ``node_ip`` tells nothing; :func:`trial_processes` gives the worker
+        processes, to check the ids against the raylets that started them.)"""
+        from tuning.report import read_trials
 
-        Every node's IP is 127.0.0.1 here, so a result's ``node_ip`` tells nothing; this
-        goes by the raylet that started each result's worker process. Once result rows
-        carry ``node_id`` (issue 20, item 2), read that instead.
-        """
         return {
-            trial: {self.node_of_worker_process(pid) for pid in pids}
-            for trial, pids in trial_processes(folder).items()
+            found.folder: {row.get("node_id") for row in found.rows}
+            for found in read_trials(folder)
         }
 
     def processes(self) -> set[int]:
@@ -643,8 +642,9 @@ def trial_processes(folder: Path) -> dict[str, set[int]]:
     """Trial folder name → the PIDs of the worker processes that reported its results (Tune
     writes each result's ``pid`` to ``result.json``; a trial's ``trial.pid`` file stays on
     the node that ran it unless that node is the driver's)."""
+    from tuning.report import parse_rows
+
     found: dict[str, set[int]] = {}
     for result in Path(folder).glob("*/result.json"):
-        rows = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
-        found[result.parent.name] = {row["pid"] for row in rows}
+        found[result.parent.name] = {row["pid"] for row in parse_rows(result.read_text())}
     return found

@@ -86,7 +86,8 @@ def load_saved_experiment(folder: str | os.PathLike[str] | Location) -> SweepExp
 
 
 def read_trials(folder: str | os.PathLike[str] | Location) -> list[TrialResults]:
-    """Every trial folder under ``folder`` that has its ``params.json`` and results: its
+    """Every trial folder under ``folder`` that has its ``params.json`` and results (a trial
+    whose ``params.json`` Tune is still writing, in a running sweep, is left out): its
     ``result.json`` after the rows kept from before each ``--resume``
     (:data:`EARLIER_RESULTS_PREFIX`), so that a later row replaces an earlier one. The
     files are read side by side (on an object store, each is a request)."""
@@ -113,8 +114,12 @@ def read_trials(folder: str | os.PathLike[str] | Location) -> list[TrialResults]
         params, *results = (texts[f"{trial_folder}/{name}"] for name in names)
         if params is None or None in results:  # a trial folder being replaced right now
             continue
+        try:
+            trial = json.loads(params)["trial"]
+        except json.JSONDecodeError:  # Tune writing a new trial's params.json right now
+            continue
         rows = [row for text in results for row in parse_rows(text)]
-        trials.append(TrialResults(json.loads(params)["trial"], rows, trial_folder))
+        trials.append(TrialResults(trial, rows, trial_folder))
     return trials
 
 

@@ -10,7 +10,7 @@ from imm_ray.cli import main
 from imm_ray.supervised.logistic.train import Method
 from tuning.lm import LMExperiment, LMSetting
 from tuning.logistic import LogisticExperiment, LogisticSetting
-from tuning.report import TABLE_NAME, save_experiment, write_report
+from tuning.report import TABLE_NAME, read_trials, save_experiment, write_report
 from tuning.rl import Experiment, Setting
 
 RL = Experiment(
@@ -180,3 +180,13 @@ def test_a_result_line_still_being_written_is_left_out(tmp_path):
     result = next(tmp_path.glob("*/result.json"))
     result.write_text(result.read_text() + '{"size": 9, "val')
     assert write_report(tmp_path).missing == []
+
+
+def test_a_trial_whose_parameters_are_still_being_written_is_left_out(tmp_path):
+    # Tune writes a new trial's params.json in place, as the trial starts: a report of a
+    # running sweep (or a test watching one) may find it empty or cut.
+    store(tmp_path, RL, rl_rows)
+    first, second, *others = sorted(tmp_path.glob("*/params.json"))
+    first.write_text("")
+    second.write_text(second.read_text()[:10])
+    assert sorted(t.folder for t in read_trials(tmp_path)) == sorted(p.parent.name for p in others)
