@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import subprocess
 import sys
 
@@ -19,6 +20,7 @@ from imm_ray.supervised.lm.corpus import load_corpus
 from imm_ray.supervised.lm.synthetic import MarkovSource
 from tuning.bert import EXPERIMENTS, BertExperiment, BertSetting
 from tuning.kinds import experiment_from_dict, named_experiment
+from tuning.report import write_report
 
 quiet_transformers()
 
@@ -101,15 +103,45 @@ def test_tiny_table2_sweep_runs_end_to_end_through_the_cli(tmp_path):
     assert (folder / "figure.png").stat().st_size > 0
     trial_dirs = [d for d in folder.iterdir() if d.is_dir() and (d / "params.json").is_file()]
     assert len(trial_dirs) == 6
+    imm_dev: dict[str, float] = {}  # seed → its last reported dev MCC at epoch 2
     for trial_dir in trial_dirs:
         assert list(trial_dir.glob("checkpoint_*/model.safetensors"))
         reports = [
             json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()
         ]
+        for report in reports:
+            if report["setting"] == "+MLM+IMM, dev" and report["size"] == 2:
+                imm_dev.update(report["values"])
         last = reports[-1]
         assert -100 <= next(iter(last["values"].values())) <= 100
         assert last["train_seconds"] > 0
         if "IMM" in last["setting"]:
             assert last["imm_risk"] > 0 and last["mlm_loss"] > 0
-    std = float(rows[("+MLM+IMM, dev", "2")]["std"])
-    assert std >= 0
+    # The summary's mean ± std is over the two seeds' own reports: for two values a and b
+    # the sample standard deviation (ddof 1) is |a − b| / √2. The CSV rounds to 4 decimals.
+    assert sorted(imm_dev) == ["0", "1"]
+    a, b = imm_dev.values()
+    row = rows[("+MLM+IMM, dev", "2")]
+    assert float(row["mean"]) == pytest.approx((a + b) / 2, abs=1e-4)
+    assert float(row["std"]) == pytest.approx(abs(a - b) / math.sqrt(2), abs=1e-4)
+
+    # A tiny BERT on 24 sentences may predict one class whatever its seed (MCC 0 for both),
+    # and then every spread formula gives 0. So give seed 1 another dev MCC at epoch 2 in
+    # its own result.json and rewrite the report from the folder: seed 0's value a and 30
+    # make mean (a + 30) / 2 and sample std |a − 30| / √2 (21.2132 for a = 0; ddof 0: 15).
+    trials = {d: json.loads((d / "params.json").read_text())["trial"] for d in trial_dirs}
+    (seed1,) = [d for d, t in trials.items() if t["setting"] == "+MLM+IMM" and t["seed"] == 1]
+    edited = []
+    for report in map(json.loads, (seed1 / "result.json").read_text().splitlines()):
+        if report["setting"] == "+MLM+IMM, dev" and report["size"] == 2:
+            report["values"] = {"1": 30.0}
+        edited.append(json.dumps(report))
+    (seed1 / "result.json").write_text("\n".join(edited) + "\n")
+    write_report(folder)
+    with open(folder / "summary.csv") as handle:
+        rows = {(r["setting"], r["epochs"]): r for r in csv.DictReader(handle)}
+    a = imm_dev["0"]
+    mean, std = (a + 30.0) / 2, abs(a - 30.0) / math.sqrt(2)
+    assert float(rows[("+MLM+IMM, dev", "2")]["mean"]) == pytest.approx(mean, abs=1e-4)
+    assert float(rows[("+MLM+IMM, dev", "2")]["std"]) == pytest.approx(std, abs=1e-4)
+    assert f"{mean:.3f} ± {std:.3f}" in (folder / "summary.md").read_text()
