@@ -10,6 +10,7 @@ import sys
 
 import pytest
 from transformers import BertForMaskedLM
+from trial_pids import assert_every_trial_wrote_its_pid
 
 from imm_ray.console import quiet_transformers
 from imm_ray.supervised.bert.acceptability import make_acceptability
@@ -111,5 +112,6 @@ def test_tiny_table2_sweep_runs_end_to_end_through_the_cli(tmp_path):
         assert last["train_seconds"] > 0
         if "IMM" in last["setting"]:
             assert last["imm_risk"] > 0 and last["mlm_loss"] > 0
+    assert_every_trial_wrote_its_pid(folder)
     std = float(rows[("+MLM+IMM, dev", "2")]["std"])
     assert std >= 0
