@@ -22,6 +22,7 @@ import argparse
 import csv
 import math
 import os
+import re
 import shlex
 import sys
 import tempfile
@@ -29,6 +30,7 @@ import time
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import NoReturn
 
 from imm_ray.bert_cli import (
     add_bert_commands,
@@ -137,8 +139,55 @@ def _lam(text: str) -> float | None:
     return value
 
 
+#: argparse's prefix of an error about one argument: ``argument --lam: ...``.
+_ARGUMENT_PREFIX = re.compile(r"^argument (\S+): ")
+_REQUIRED = "the following arguments are required: "
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose own errors (a bad or missing value, an unknown choice or
+    option, a missing argument) take the form of every other bad input: one line
+    ``imm-ray: error: <field> ...`` and exit status 2, without argparse's usage text.
+
+    Subparsers are made with the class of their parent (``add_subparsers``' default
+    ``parser_class``), so every ``imm-ray`` command is one of these.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # The deepest command chosen sets it last: unknown arguments, which the top-level
+        # parser reports, name the command they were given to.
+        self.set_defaults(_command_prog=self.prog)
+
+    def parse_args(self, args=None, namespace=None) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = getattr(parsed, "_command_prog", self.prog)
+            self.error(
+                f"unrecognized arguments: {' '.join(extras)} ('{command} --help' lists its options)"
+            )
+        return parsed
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"imm-ray: error: {_one_form(message)}\n")
+
+
+def _one_form(message: str) -> str:
+    """argparse's ``argument --lam: --lam must be ...`` as ``--lam must be ...``, its
+    ``argument --k: invalid int value: 'x'`` as ``--k: invalid int value: 'x'`` and
+    ``the following arguments are required: --data`` as ``--data is required``."""
+    match = _ARGUMENT_PREFIX.match(message)
+    if match:
+        name, rest = match.group(1), message[match.end() :]
+        return rest if rest.startswith(name) else f"{name}: {rest}"
+    if message.startswith(_REQUIRED):
+        names = message[len(_REQUIRED) :].split(", ")
+        return f"{', '.join(names)} {'is' if len(names) == 1 else 'are'} required"
+    return message
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="imm-ray",
         description="Induced Model Matching on Ray: restricted models help train full models.",
     )

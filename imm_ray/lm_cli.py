@@ -53,7 +53,9 @@ def add_lm_commands(commands, usage_error: type[Exception]):
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     prepare.add_argument("raw", nargs="+", type=Path, metavar="RAW", help="raw text files")
-    prepare.add_argument("--out", type=Path, required=True, help="output folder")
+    prepare.add_argument(
+        "--out", type=Path, required=True, help="output folder: new, or empty (never overwritten)"
+    )
     prepare.add_argument(
         "--vocab",
         type=_vocab_size,
@@ -116,6 +118,13 @@ def guarded(handler, usage_error):
 def _prepare(args: argparse.Namespace) -> int:
     from imm_ray.supervised.lm.corpus import prepare
 
+    # Like every command that writes a folder, prepare never overwrites: a corpus (or
+    # anything else) already in --out is kept, and the command asks for another folder.
+    if args.out.is_dir() and any(args.out.iterdir()):
+        raise ValueError(
+            f"--out: {args.out} is not empty; choose another --out, or an empty folder, so "
+            "that nothing in it is overwritten"
+        )
     start = time.perf_counter()
     summary = prepare(
         args.raw,

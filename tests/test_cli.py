@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from imm_ray.cli import build_parser
+from imm_ray.cli import build_parser, main
 
 
 def imm_ray(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -46,6 +48,96 @@ def test_bad_input_exits_2_with_a_message_and_no_traceback(args, message):
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def _commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    """(command path, its parser) of ``imm-ray`` and every command under it, read off the
+    parser, so that a command added later is walked too."""
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _commands(sub, (*path, name))
+
+
+COMMANDS = dict(_commands(build_parser()))
+
+
+def _name(action: argparse.Action) -> str:
+    """How argparse names an argument in its errors."""
+    return "/".join(action.option_strings) or action.metavar or action.dest
+
+
+def _given(action: argparse.Action, value: str = "x") -> list[str]:
+    """``action`` on a command line, with as many ``value`` as it takes."""
+    count = action.nargs if isinstance(action.nargs, int) else 1
+    return [*action.option_strings[:1], *[value] * count]
+
+
+def _rejects(action: argparse.Action, text: str) -> bool:
+    """Whether argparse itself refuses ``text`` as the value of ``action``."""
+    if action.choices is not None:
+        return text not in action.choices
+    if action.type is None:
+        return False
+    try:
+        action.type(text)
+    except (argparse.ArgumentTypeError, ValueError, TypeError):
+        return True
+    return False
+
+
+def _argparse_error(capsys, argv: list[str]) -> str:
+    """The message ``imm-ray ARGV`` fails with, in the one form of every bad input."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 2, (argv, err)
+    assert err.startswith("imm-ray: error: ") and err.count("\n") == 1, (argv, err)
+    assert "usage:" not in out + err and "Traceback" not in out + err, (argv, err)
+    return err
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=lambda path: " ".join(path) or "imm-ray")
+def test_every_commands_argparse_errors_take_the_one_error_form(path, capsys):
+    """Each command's unknown option, unknown subcommand, missing argument, missing value,
+    value its type or choices refuse and pair of exclusive options: argparse's own errors,
+    each one line ``imm-ray: error: <field> ...`` naming the field, exit status 2."""
+    parser = COMMANDS[path]
+    takes_values = [a for a in parser._actions if a.nargs != 0]
+    commands = [a for a in takes_values if isinstance(a, argparse._SubParsersAction)]
+    if commands:
+        assert f"{commands[0].metavar} is required" in _argparse_error(capsys, [*path])
+        err = _argparse_error(capsys, [*path, "no-such-command"])
+        assert f"{commands[0].metavar}: invalid choice: 'no-such-command'" in err
+        return
+
+    def given(*left_out: argparse.Action) -> list[str]:
+        """The command with a placeholder for every required argument but ``left_out``."""
+        required = [a for a in takes_values if a.required or not a.option_strings]
+        return [*path, *(word for a in required if a not in left_out for word in _given(a))]
+
+    err = _argparse_error(capsys, [*given(), "--no-such-option", "1"])
+    assert "unrecognized arguments: --no-such-option 1" in err
+    assert f"'{' '.join(['imm-ray', *path])} --help'" in err
+    refused = 0
+    for action in takes_values:
+        if action.required or not action.option_strings:
+            assert f"{_name(action)} is required" in _argparse_error(capsys, given(action))
+        if not action.option_strings:
+            continue
+        option = action.option_strings[0]
+        err = _argparse_error(capsys, [*given(action), option])
+        assert f"{option}: expected " in err, err
+        if _rejects(action, "not-a-value"):
+            err = _argparse_error(capsys, [*given(action), *_given(action, "not-a-value")])
+            assert err.startswith(f"imm-ray: error: {option}"), err
+            refused += 1
+    assert refused or all(a.type in (None, str, Path) for a in takes_values), path
+    for group in parser._mutually_exclusive_groups:
+        first, second = group._group_actions[:2]
+        err = _argparse_error(capsys, [*given(), *_given(first), *_given(second)])
+        assert f"{second.option_strings[0]}: not allowed with argument" in err, err
 
 
 def test_help_documents_every_option():

@@ -160,6 +160,39 @@ def test_prepare_refuses_an_empty_corpus(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("holds", ["nothing", "an empty folder", "a corpus", "a file", "is a file"])
+def test_prepare_writes_only_a_new_or_empty_out_folder(tmp_path, capsys, holds):
+    (tmp_path / "book.txt").write_text("One sentence. Another one. And a third one.\n")
+    out = tmp_path / "out"
+    before = {}
+    if holds != "nothing":
+        if holds == "is a file":
+            out.write_text("notes\n")
+            before[out] = out.read_bytes()
+        else:
+            out.mkdir()
+        if holds == "a corpus":
+            for split in ("train", "valid", "test"):
+                (out / f"{split}.txt").write_text(f"an earlier {split} split\n")
+        elif holds == "a file":
+            (out / "notes.md").write_text("kept\n")
+        before.update({path: path.read_bytes() for path in out.glob("*")})
+    args = ("lm", "prepare", str(tmp_path / "book.txt"), "--out", str(out))
+    args += ("--fractions", "0.34", "0.33", "0.33")
+    if holds in ("nothing", "an empty folder"):
+        assert main(list(args)) == 0
+        assert sorted(p.name for p in out.iterdir()) == ["test.txt", "train.txt", "valid.txt"]
+        return
+    code, err = run_main(capsys, *args)
+    assert code == 2
+    if holds == "is a file":
+        assert f"imm-ray: error: out must be a folder, and {out} is a file" in err
+    else:
+        assert err.startswith(f"imm-ray: error: --out: {out} is not empty")
+    after = {out: out.read_bytes()} if out.is_file() else {p: p.read_bytes() for p in out.glob("*")}
+    assert after == before, "something written earlier was changed"
+
+
 def test_bigram_names_a_missing_folder(tmp_path, capsys):
     code, err = run_main(capsys, "lm", "bigram", str(tmp_path / "nowhere"))
     assert code == 2

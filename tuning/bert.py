@@ -263,7 +263,7 @@ def bert_trainable(config: dict[str, Any], inputs: dict[str, Any]) -> None:
     quiet_library_logs()
     quiet_transformers()
     trial = config["trial"]
-    trial_dir = start_trial()
+    start_trial()
     torch.set_num_threads(max(1, int(trial.get("cpus", 1))))
     finetune_config = FinetuneConfig(**trial["config"])
     where = Placement.of_trial(finetune_config.device == "cuda")
@@ -276,7 +276,10 @@ def bert_trainable(config: dict[str, Any], inputs: dict[str, Any]) -> None:
         shared = dataclasses.replace(shared, stream=shared.stream.copy())
     run = prepare_run(finetune_config, shared)
     metric = run.spec.metric
-    output_dir = os.path.join(trial_dir, "trainer")
+    # Trainer's own checkpoints are scratch (each one Tune keeps is reported, and copied,
+    # as a Tune checkpoint): they go to the trial's working directory, which Tune does not
+    # copy to the storage, not to the trial folder, which it does.
+    output_dir = os.path.join(tune.get_context().get_storage().trial_working_directory, "trainer")
     resume_from = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:

@@ -260,17 +260,18 @@ def logistic_trainable(config: dict[str, Any], inputs: dict[str, Any]) -> None:
     trained as batched tensors (``inputs`` is empty: the data is drawn here).
 
     Reports ``{"setting": label, "size": n, "values": {run: value}}`` per setting and size,
-    keeping the run axis. A trial given a GPU that torch cannot use trains on CPU
-    (:mod:`tuning.placement`).
+    keeping the run axis. Writes its PID to ``trial.pid`` in the trial folder first. A
+    trial given a GPU that torch cannot use trains on CPU (:mod:`tuning.placement`).
     """
     import torch
     from ray import tune
 
     from imm_ray.console import quiet_library_logs
-    from tuning.placement import Placement
+    from tuning.placement import Placement, start_trial
 
     quiet_library_logs()
     trial = config["trial"]
+    start_trial()
     methods, problem = trial_methods(trial)
     where = Placement.of_trial(trial.get("gpus", 0) > 0)
     torch.set_num_threads(max(1, int(trial.get("cpus", 1))))

@@ -62,12 +62,18 @@ def start_trial() -> str:
     """The calling trial's folder, made if missing, with the trial's PID written to
     :data:`PID_FILE` in it (so an operator, or a test, can find the process that trains it).
 
-    Tune names the folder after the driver's staging folder; on any node but the driver's
-    it does not exist until made here, and what is written there stays on that node.
+    The folder is Tune's driver staging folder for the trial, the one its ``result.json``
+    is written to and that Tune copies to the storage. ``tune.get_context().get_trial_dir()``
+    is not it: Ray Tune (2.60) gives a function trainable that folder when its actor starts,
+    but a reused actor (``reuse_actors``) the trial's working directory instead, which is
+    never copied to the storage, so the PID of every trial after an actor's first was lost.
+
+    On any node but the driver's the folder does not exist until made here, and what is
+    written there stays on that node.
     """
     from ray import tune
 
-    folder = tune.get_context().get_trial_dir()
+    folder = tune.get_context().get_storage().trial_driver_staging_path
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, PID_FILE), "w") as handle:
         handle.write(f"{os.getpid()}\n")

@@ -118,7 +118,10 @@ def test_missing_lmplz_fails_under_ci(tmp_path):
     import os
     import sys
 
-    env = {**os.environ, "CI": "true", "IMM_RAY_LMPLZ": str(tmp_path / "no-lmplz")}
+    # The inner run reads none of the caller's pytest settings: PYTEST_ADDOPTS="-q" (made
+    # -qq) would drop the summary line read below, "-x" change it, PYTEST_PLUGINS load more.
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_")}
+    env.update(CI="true", IMM_RAY_LMPLZ=str(tmp_path / "no-lmplz"))
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "tiny"],
         capture_output=True,

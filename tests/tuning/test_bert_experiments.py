@@ -11,6 +11,7 @@ import sys
 
 import pytest
 from transformers import BertForMaskedLM
+from trial_pids import assert_every_trial_wrote_its_pid
 
 from imm_ray.console import quiet_transformers
 from imm_ray.supervised.bert.acceptability import make_acceptability
@@ -117,6 +118,7 @@ def test_tiny_table2_sweep_runs_end_to_end_through_the_cli(tmp_path):
         assert last["train_seconds"] > 0
         if "IMM" in last["setting"]:
             assert last["imm_risk"] > 0 and last["mlm_loss"] > 0
+    assert_every_trial_wrote_its_pid(folder)
     # The summary's mean ± std is over the two seeds' own reports: for two values a and b
     # the sample standard deviation (ddof 1) is |a − b| / √2. The CSV rounds to 4 decimals.
     assert sorted(imm_dev) == ["0", "1"]

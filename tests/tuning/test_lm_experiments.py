@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from trial_pids import assert_every_trial_wrote_its_pid
 
 from imm_ray.restricted.kneser_ney import estimate_kneser_ney
 from imm_ray.supervised.lm.corpus import load_corpus
@@ -82,9 +83,7 @@ def test_tiny_table1_sweep_runs_end_to_end_through_the_cli(tmp_path):
     assert len(trial_dirs) == 4
     for trial_dir in trial_dirs:
         assert list(trial_dir.glob("checkpoint_*/checkpoint.pt"))
-    # A trial run by a reused actor may find its folder only after it started (as for RL).
-    pid_files = list(folder.glob("*/trial.pid"))
-    assert pid_files and all(int(p.read_text()) > 0 for p in pid_files)
+    assert_every_trial_wrote_its_pid(folder)
 
     # The sweep reports what the trainer computes for the same configuration.
     corpus = load_corpus(data)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from trial_pids import assert_every_trial_wrote_its_pid
 
 from imm_ray.supervised.logistic.train import Method
 from tuning.logistic import EXPERIMENTS, LogisticExperiment, LogisticSetting
@@ -138,3 +139,4 @@ def test_imm_ray_sweep_table4_writes_the_table_with_its_gap_and_redraws_it(tmp_p
     assert redrawn.returncode == 0, redrawn.stderr
     assert (folder / "summary.md").read_text() == table
     assert (folder / "figure.png").read_bytes()[:4] == b"\x89PNG"
+    assert_every_trial_wrote_its_pid(folder)

@@ -14,6 +14,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from trial_pids import assert_every_trial_wrote_its_pid
+
 from tuning.placement import PID_FILE
 
 SWEEP = """\
@@ -146,6 +148,7 @@ def test_a_sweep_prints_one_line_per_trial_and_where_the_results_are(tmp_path):
     for trial in trials:
         assert (trial / "result.json").is_file() and (trial / "progress.csv").is_file()
         assert not list(trial.glob("events.out.tfevents*")), trial
+    assert_every_trial_wrote_its_pid(storage / "tiny")
 
 
 def _raylet_time(line: str) -> float:
