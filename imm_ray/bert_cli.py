@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from imm_ray.lm_cli import guarded
+from imm_ray.lm_cli import check_new_folder, guarded
 
 #: FinetuneConfig fields that ``train bert`` and ``sweep table2`` share (flag, field, type, help).
 FINETUNE_OPTIONS = (
@@ -100,7 +100,9 @@ def add_bert_commands(kinds, usage_error: type[Exception]) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     pre.add_argument("--data", type=Path, required=True, help="a PTB-format folder")
-    pre.add_argument("--out", type=Path, required=True, help="the model folder to write")
+    pre.add_argument(
+        "--out", type=Path, required=True, help="the model folder to write: new, or empty"
+    )
     pre.add_argument("--preset", choices=["tiny", "small", "base"], default="small")
     pre.add_argument("--steps", type=int, default=2000, help="optimizer steps")
     pre.add_argument("--batch-size", type=int, default=64, help="sentences per step")
@@ -126,7 +128,9 @@ def add_make_acceptability(lm_kinds, usage_error: type[Exception]) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     make.add_argument("corpus", type=Path, metavar="DIR", help="a PTB-format folder")
-    make.add_argument("--out", type=Path, required=True, help="the task folder to write")
+    make.add_argument(
+        "--out", type=Path, required=True, help="the task folder to write: new, or empty"
+    )
     make.add_argument("--seed", type=int, default=0)
     make.add_argument("--min-words", type=int, default=4, help="shortest sentence used")
     make.add_argument("--max-words", type=int, default=30, help="longest sentence used")
@@ -229,6 +233,7 @@ def _pretrain(args: argparse.Namespace) -> int:
         precision=args.precision,
     )
     _threads(args.threads)
+    check_new_folder(args.out)
     load_corpus(args.data)  # checks the folder before anything is built
     quiet_transformers()
     results = pretrain(config, args.data, args.out, progress=stderr_progress)
@@ -243,6 +248,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 def _make_acceptability(args: argparse.Namespace) -> int:
     from imm_ray.supervised.bert.acceptability import make_acceptability
 
+    check_new_folder(args.out)
     summary = make_acceptability(
         args.corpus,
         args.out,

@@ -115,16 +115,22 @@ def guarded(handler, usage_error):
     return run
 
 
+def check_new_folder(path: Path, option: str = "--out") -> None:
+    """A command that writes a folder never overwrites: ``path`` must be new or an empty
+    folder, else :class:`ValueError` naming ``option`` (what is there is kept)."""
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{option}: {path} is a file; give a folder")
+    if path.is_dir() and any(path.iterdir()):
+        raise ValueError(
+            f"{option}: {path} is not empty; choose another {option}, or an empty folder, so "
+            "that nothing in it is overwritten"
+        )
+
+
 def _prepare(args: argparse.Namespace) -> int:
     from imm_ray.supervised.lm.corpus import prepare
 
-    # Like every command that writes a folder, prepare never overwrites: a corpus (or
-    # anything else) already in --out is kept, and the command asks for another folder.
-    if args.out.is_dir() and any(args.out.iterdir()):
-        raise ValueError(
-            f"--out: {args.out} is not empty; choose another --out, or an empty folder, so "
-            "that nothing in it is overwritten"
-        )
+    check_new_folder(args.out)
     start = time.perf_counter()
     summary = prepare(
         args.raw,

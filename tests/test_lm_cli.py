@@ -160,8 +160,28 @@ def test_prepare_refuses_an_empty_corpus(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("holds", ["nothing", "an empty folder", "a corpus", "a file", "is a file"])
-def test_prepare_writes_only_a_new_or_empty_out_folder(tmp_path, capsys, holds):
+#: Every command that writes a folder (--out), with the rest of its arguments (the inputs
+#: need not exist: the folder is checked first).
+FOLDER_WRITERS = {
+    "lm prepare": lambda tmp: (
+        ("lm", "prepare", str(tmp / "book.txt")) + ("--fractions", "0.34", "0.33", "0.33")
+    ),
+    "lm make-acceptability": lambda tmp: ("lm", "make-acceptability", str(tmp)),
+    "train bert-pretrain": lambda tmp: ("train", "bert-pretrain", "--data", str(tmp)),
+}
+
+
+@pytest.mark.parametrize(
+    ("command", "holds"),
+    [
+        *((command, holds) for command in FOLDER_WRITERS for holds in ("a corpus", "a file")),
+        *((command, "is a file") for command in FOLDER_WRITERS),
+        # The runs themselves are tested with each command; prepare's is quick.
+        ("lm prepare", "nothing"),
+        ("lm prepare", "an empty folder"),
+    ],
+)
+def test_folder_writers_write_only_a_new_or_empty_out_folder(tmp_path, capsys, command, holds):
     (tmp_path / "book.txt").write_text("One sentence. Another one. And a third one.\n")
     out = tmp_path / "out"
     before = {}
@@ -177,8 +197,7 @@ def test_prepare_writes_only_a_new_or_empty_out_folder(tmp_path, capsys, holds):
         elif holds == "a file":
             (out / "notes.md").write_text("kept\n")
         before.update({path: path.read_bytes() for path in out.glob("*")})
-    args = ("lm", "prepare", str(tmp_path / "book.txt"), "--out", str(out))
-    args += ("--fractions", "0.34", "0.33", "0.33")
+    args = (*FOLDER_WRITERS[command](tmp_path), "--out", str(out))
     if holds in ("nothing", "an empty folder"):
         assert main(list(args)) == 0
         assert sorted(p.name for p in out.iterdir()) == ["test.txt", "train.txt", "valid.txt"]
@@ -186,7 +205,7 @@ def test_prepare_writes_only_a_new_or_empty_out_folder(tmp_path, capsys, holds):
     code, err = run_main(capsys, *args)
     assert code == 2
     if holds == "is a file":
-        assert f"imm-ray: error: out must be a folder, and {out} is a file" in err
+        assert err.startswith(f"imm-ray: error: --out: {out} is a file; give a folder")
     else:
         assert err.startswith(f"imm-ray: error: --out: {out} is not empty")
     after = {out: out.read_bytes()} if out.is_file() else {p: p.read_bytes() for p in out.glob("*")}
