@@ -20,18 +20,19 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import math
 import os
 import re
 import shlex
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import NoReturn
 
+from imm_ray._io import write_text_atomically
 from imm_ray.bert_cli import (
     add_bert_commands,
     add_make_acceptability,
@@ -613,14 +614,12 @@ def _check_writable(path: Path) -> None:
 
 
 def _write_csv_atomically(path: Path, rows: list[tuple]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["method", "seed", "lam", "epochs", "eval_return_mean"])
-        for setting, lam, seed, epochs, value in rows:
-            writer.writerow([setting, seed, f"{lam:.6g}", epochs, f"{value:.6f}"])
-    os.replace(tmp, path)
+    out = io.StringIO(newline="")
+    writer = csv.writer(out)
+    writer.writerow(["method", "seed", "lam", "epochs", "eval_return_mean"])
+    for setting, lam, seed, epochs, value in rows:
+        writer.writerow([setting, seed, f"{lam:.6g}", epochs, f"{value:.6f}"])
+    write_text_atomically(path, out.getvalue())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from imm_ray.imm.weighting import ratio_to_lambda
 from imm_ray.restricted.target import TargetSpec
 from tuning.rl import Experiment, Setting
 
@@ -191,7 +192,7 @@ class _Builder:
             ratio = value["lambda_ratio"]
             if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 <= ratio < 1:
                 raise self.fail((*key_path, "lambda_ratio"), f"must be in [0, 1), got {ratio!r}")
-            kwargs["lam"] = ratio / (1.0 - ratio)
+            kwargs["lam"] = ratio_to_lambda(ratio)
         if "target" in value:
             target = self.mapping(value["target"], (*key_path, "target"), TARGET_KEYS)
             kwargs["target"] = self.build(TargetSpec, dict(target), (*key_path, "target"))

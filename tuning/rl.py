@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import envs
+from imm_ray.imm.weighting import lambda_to_ratio, ratio_to_lambda
 from imm_ray.restricted.target import TargetSpec
 from imm_ray.rl.lambda_rule import paper_lambda
 from tuning.base import check_name_and_labels, check_resources, check_seeds
@@ -76,7 +77,7 @@ class Setting:
         """r = λ/(1+λ) for a fixed λ; ``None`` under the rule."""
         if not self.imm:
             return 0.0
-        return None if self.lam is None else self.lam / (1.0 + self.lam)
+        return None if self.lam is None else lambda_to_ratio(self.lam)
 
 
 @dataclass(frozen=True)
@@ -315,7 +316,7 @@ EXPERIMENTS: dict[str, Experiment] = {
     ),
     "lambda-search": _figure(
         "lambda-search",
-        [Setting(f"r={r / 10:.1f}", imm=r > 0, lam=(r / 10) / (1 - r / 10)) for r in range(10)],
+        [Setting(f"r={r / 10:.1f}", imm=r > 0, lam=ratio_to_lambda(r / 10)) for r in range(10)],
         epochs=(50, 200, 400),
         x_axis="lambda_ratio",
     ),

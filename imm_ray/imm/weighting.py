@@ -2,18 +2,15 @@
 
 The paper adds λ·IMM to the main loss for language models (Eq. (8)) but, in its logistic
 and RL code (Appendix D), mixes them as (1 − r)·main + r·IMM. The two differ only by the
-overall factor 1 − r = 1/(1 + λ), i.e. a rescaled learning rate.
+overall factor 1 − r = 1/(1 + λ), i.e. a rescaled learning rate. Every λ ↔ r conversion in
+the project goes through :func:`lambda_to_ratio` and :func:`ratio_to_lambda`. Plain numbers,
+no torch: sweep planning uses them without loading it.
 """
 
 from __future__ import annotations
 
 import math
 from numbers import Real
-
-import torch
-
-#: The modes of :func:`combine`.
-COMBINE_MODES = ("add", "convex")
 
 
 def validate_lambda(lam: float, field: str = "imm_lambda") -> float:
@@ -40,15 +37,3 @@ def ratio_to_lambda(r: float) -> float:
     """λ = r / (1 − r), the inverse of :func:`lambda_to_ratio`."""
     r = validate_ratio(r)
     return r / (1.0 - r)
-
-
-def combine(main: torch.Tensor, imm: torch.Tensor, lam: float, mode: str = "add") -> torch.Tensor:
-    """The training objective: ``main + λ·imm`` (``"add"``, Eq. (8)) or
-    ``(1 − r)·main + r·imm`` with r = λ/(1+λ) (``"convex"``, the paper's App. D code).
-    """
-    if mode not in COMBINE_MODES:
-        raise ValueError(f"mode must be one of {COMBINE_MODES}, got {mode!r}")
-    if mode == "add":
-        return main + validate_lambda(lam) * imm
-    r = lambda_to_ratio(lam)
-    return (1.0 - r) * main + r * imm

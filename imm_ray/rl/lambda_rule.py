@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from imm_ray.imm.weighting import ratio_to_lambda
+
 #: The paper's hand-set λ for the RL experiment (App. D.3); equals the λ rule below 175 epochs.
 PAPER_LAMBDA = 0.25
 
@@ -31,5 +33,4 @@ def paper_lambda_ratio(epochs: int) -> float:
 def paper_lambda(epochs: int) -> float:
     """λ = r / (1 − r) for the ratio of :func:`paper_lambda_ratio` (the loss is main + λ·IMM);
     0 (IMM off) from 696 epochs on."""
-    ratio = paper_lambda_ratio(epochs)
-    return ratio / (1.0 - ratio)
+    return ratio_to_lambda(paper_lambda_ratio(epochs))

@@ -5,11 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
 
 from imm_ray.imm import (
-    COMBINE_MODES,
-    combine,
     lambda_to_ratio,
     ratio_to_lambda,
     validate_lambda,
@@ -25,19 +22,6 @@ def test_ratio_and_lambda_are_inverse() -> None:
         assert ratio_to_lambda(lambda_to_ratio(lam)) == pytest.approx(lam)
 
 
-def test_combine_modes() -> None:
-    main, imm = torch.tensor(2.0), torch.tensor(10.0)
-    assert float(combine(main, imm, 0.25)) == pytest.approx(2.0 + 0.25 * 10.0)
-    assert float(combine(main, imm, 0.25, mode="convex")) == pytest.approx(0.8 * 2.0 + 0.2 * 10.0)
-    # The convex mix is the additive one scaled by 1 − r = 1 / (1 + λ).
-    assert float(combine(main, imm, 0.25, "convex")) == pytest.approx(
-        float(combine(main, imm, 0.25)) / 1.25
-    )
-    assert COMBINE_MODES == ("add", "convex")
-    with pytest.raises(ValueError, match=r"mode must be one of \('add', 'convex'\), got 'mul'"):
-        combine(main, imm, 0.25, mode="mul")
-
-
 def test_validate_lambda() -> None:
     assert validate_lambda(3) == 3.0
     with pytest.raises(ValueError, match=r"^imm_lambda must be a finite number >= 0, got -1.0$"):
@@ -46,7 +30,7 @@ def test_validate_lambda() -> None:
         with pytest.raises(ValueError, match="lam must be a finite number >= 0"):
             validate_lambda(bad, field="lam")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="imm_lambda"):
-        combine(torch.tensor(1.0), torch.tensor(1.0), -0.5)
+        lambda_to_ratio(-0.5)
 
 
 def test_validate_ratio() -> None:
@@ -57,3 +41,12 @@ def test_validate_ratio() -> None:
             validate_ratio(bad)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="imm_ratio"):
         ratio_to_lambda(1.0)
+
+
+def test_the_conversions_are_the_plain_expressions_bit_for_bit() -> None:
+    # Sweeps convert with these (their results must not move by an ulp): an int or a float,
+    # 1 − x and 1.0 − x give the same float.
+    for r in (0, 0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 0.99, *(i / 10 for i in range(10))):
+        assert ratio_to_lambda(r) == r / (1 - r) == r / (1.0 - r)
+    for lam in (0, 0.0, 0.25, 1, 1.5, 9, 1e300):
+        assert lambda_to_ratio(lam) == lam / (1 + lam) == lam / (1.0 + lam)

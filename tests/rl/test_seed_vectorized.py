@@ -369,21 +369,35 @@ class _Trap(PomdpMdpPair):
         return torch.as_tensor(obs).long()
 
 
+def _start(tensor_pair, u):
+    """A start state drawn from the initial belief by torch's ``inverse_cdf``."""
+    return inverse_cdf(tensor_pair.start_cdf, u)
+
+
+def _step(tensor_pair, state, action, u):
+    """``(s', r)`` with ``s' ~ T[a, s, ·]`` from the pair's torch tables (``u`` draws it;
+    ``None`` if the pair is deterministic)."""
+    if tensor_pair.deterministic:
+        return tensor_pair.next_state[action, state], tensor_pair.next_reward[action, state]
+    next_state = inverse_cdf(tensor_pair.next_cdf[action, state], u)
+    return next_state, tensor_pair.reward[action, state, next_state]
+
+
 def _walker_by_walker(tensor_pair, policy_cdf, u_start, u_steps):
     """The walk one walker at a time, with torch's ``inverse_cdf`` and the pair's torch
-    tables (``TensorPair.start`` / ``step``): what the vectorized NumPy walk must match."""
+    tables (:func:`_start` / :func:`_step`): what the vectorized NumPy walk must match."""
     seeds, walkers, horizon, _ = u_steps.shape
     shape = (seeds, walkers, horizon)
     states, actions = torch.zeros(shape, dtype=torch.long), torch.zeros(shape, dtype=torch.long)
     rewards, alive = torch.zeros(shape), torch.zeros(shape, dtype=torch.bool)
     for s in range(seeds):
         for n in range(walkers):
-            state = tensor_pair.start(u_start[s, n])
+            state = _start(tensor_pair, u_start[s, n])
             living = not bool(tensor_pair.terminal[state])
             for t in range(horizon):
                 action = inverse_cdf(policy_cdf[s, state], u_steps[s, n, t, 0])
                 u_next = None if tensor_pair.deterministic else u_steps[s, n, t, 1]
-                next_state, reward = tensor_pair.step(state, action, u_next)
+                next_state, reward = _step(tensor_pair, state, action, u_next)
                 states[s, n, t], actions[s, n, t], alive[s, n, t] = state, action, living
                 rewards[s, n, t] = reward if living else 0.0
                 living = living and not bool(tensor_pair.terminal[next_state])

@@ -14,7 +14,6 @@ import numpy as np
 import torch
 
 from envs.pair import PomdpMdpPair
-from imm_ray.rl.streams import inverse_cdf
 
 
 @dataclass(frozen=True)
@@ -73,19 +72,6 @@ class TensorPair:
     def uniforms_per_step(self) -> int:
         """Uniforms a walker consumes per step: the action, plus the next state if stochastic."""
         return 1 if self.deterministic else 2
-
-    def start(self, u: torch.Tensor) -> torch.Tensor:
-        """Start states drawn from the initial belief, one per uniform in ``u``."""
-        return inverse_cdf(self.start_cdf, u)
-
-    def step(
-        self, states: torch.Tensor, actions: torch.Tensor, u: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(s', r)`` with ``s' ~ T[a, s, ·]`` (``u`` draws it; ``None`` if deterministic)."""
-        if self.deterministic:
-            return self.next_state[actions, states], self.next_reward[actions, states]
-        next_states = inverse_cdf(self.next_cdf[actions, states], u)
-        return next_states, self.reward[actions, states, next_states]
 
     def walk(self, policy_cdf: torch.Tensor, u_start: torch.Tensor, u_steps: torch.Tensor) -> Walk:
         """Up to ``H`` steps of ``S × N`` walkers under per-seed policies; a walker stops at

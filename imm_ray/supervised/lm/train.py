@@ -30,9 +30,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -41,6 +39,7 @@ from typing import Any
 
 import torch
 
+from imm_ray._io import write_bytes_atomically
 from imm_ray._memory import reuse_freed_memory
 from imm_ray.imm import validate_lambda
 from imm_ray.restricted.kneser_ney import KneserNeyBigram
@@ -548,20 +547,11 @@ class LMTrainer:
         self.generator.set_state(state["generator"])
 
     def save(self, folder: str | Path) -> Path:
-        """Writes ``folder/checkpoint.pt`` atomically (tmp file + rename)."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / CHECKPOINT_FILE
+        """Writes ``folder/checkpoint.pt`` atomically (:mod:`imm_ray._io`), making the folder."""
+        path = Path(folder) / CHECKPOINT_FILE
         buffer = io.BytesIO()
         torch.save(self.state_dict(), buffer)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{CHECKPOINT_FILE}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(buffer.getvalue())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_bytes_atomically(path, buffer.getvalue())
         return path
 
     def restore(self, folder: str | Path) -> None:
