@@ -22,11 +22,12 @@ the worked example:
    (gymnasium's start distribution), ``context_belief`` (the belief over the hidden part
    given a context; Taxi's default would fail on contexts no episode starts in, such as
    the passenger in the taxi) and ``evaluation_horizon`` (Taxi: whole episodes);
-4. write a ``gymnasium.Env`` (a :class:`~envs.tabular_env.TabularEnv` gives it ``reset``
-   and ``state``) whose ``__init__`` takes the pair's fields as keyword arguments (plus
-   env-only ones such as ``render_mode``), builds the pair, keeps it as ``self.pair`` and
-   steps with the pair's tables (``TaxiEnv``); a test checks it against
-   the original env (``tests/envs/test_taxi.py`` replays random actions in both);
+4. write the gym env, a :class:`~envs.tabular_env.TabularEnv` (which gives it ``reset``,
+   ``step`` and ``state``, all from the pair's tables), whose ``__init__`` takes the pair's
+   fields as keyword arguments (plus env-only ones such as ``render_mode``), builds the
+   pair, keeps it as ``self.pair``, sets the observation and action spaces and calls
+   ``_start_tables()`` (``TaxiEnv``); a test checks it against the original env
+   (``tests/envs/test_taxi.py`` replays random actions in both);
 5. call ``register_pair(mdp_id, pomdp_id, PairClass, EnvClass)`` at the bottom of this
    module (or anywhere imported by ``import envs``).
 """
