@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from gymnasium import spaces
 
-from envs.pair import PomdpMdpPair
+from envs.pair import PomdpMdpPair, deterministic_transitions
 from envs.tabular_env import TabularEnv, check_int
 
 if TYPE_CHECKING:
@@ -107,10 +107,7 @@ class ToroidalGrid(PomdpMdpPair):
 
     def transition_matrix(self) -> np.ndarray:
         """``T[a, s, s'] = 1`` iff ``s' = N[a, s]`` (:meth:`next_state_table`)."""
-        table = np.zeros((self.n_actions, self.n_states, self.n_states))
-        actions, states = np.indices((self.n_actions, self.n_states))
-        table[actions, states, self.next_state_table()] = 1.0
-        return table
+        return deterministic_transitions(self.next_state_table())
 
     def reward_matrix(self) -> np.ndarray:
         """``R[a, s, s'] = r(s')``: the reward depends on the arrival cell only."""

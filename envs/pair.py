@@ -39,6 +39,16 @@ if TYPE_CHECKING:
     import torch
 
 
+def deterministic_transitions(next_state: np.ndarray) -> np.ndarray:
+    """``T[a, s, s'] = 1`` iff ``s' = N[a, s]``: the transition matrix ``[A, S, S]`` of a
+    deterministic pair whose next-state table is ``N`` (``[A, S]``)."""
+    n_actions, n_states = next_state.shape
+    table = np.zeros((n_actions, n_states, n_states))
+    actions, states = np.indices(next_state.shape)
+    table[actions, states, next_state] = 1.0
+    return table
+
+
 class PomdpMdpPair(ABC):
     """A finite MDP together with the restricted context its POMDP view observes."""
 

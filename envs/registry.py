@@ -10,9 +10,11 @@ the worked example:
 
 1. subclass :class:`~envs.pair.PomdpMdpPair` as a frozen dataclass whose fields are the
    world's parameters (frozen: solvers cache their results per pair, so it must hash).
-   ``Taxi`` has one field, ``trajectory_length``, and reads every table from gymnasium's
+   ``Taxi`` has one field, ``trajectory_length`` (every pair has it: the gym env
+   truncates after it), and reads every table from gymnasium's
    ``Taxi-v3`` (``unwrapped.P``, ``initial_state_distrib``) instead of retyping it;
-2. fill in the tables: ``transition_matrix`` ``T[a, s, s']``, ``reward_matrix``
+2. fill in the tables: ``transition_matrix`` ``T[a, s, s']`` (Taxi's is
+   :func:`~envs.pair.deterministic_transitions` of its ``next_state_table``), ``reward_matrix``
    ``R[a, s, s']`` (Taxi's reward is on ``(s, a)``, repeated over ``s'``),
    ``state_context`` (Taxi: ``(row, col, passenger)`` as one id, ``s // 4``),
    ``state_observation`` / ``observation_state`` (Taxi: the four coordinates ↔ gymnasium's

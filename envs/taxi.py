@@ -34,7 +34,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.pair import PomdpMdpPair
+from envs.pair import PomdpMdpPair, deterministic_transitions
 from envs.tabular_env import TabularEnv, check_int
 
 if TYPE_CHECKING:
@@ -122,10 +122,7 @@ class Taxi(PomdpMdpPair):
 
     def transition_matrix(self) -> np.ndarray:
         """``T[a, s, s'] = 1`` iff ``s' = N[a, s]`` (:meth:`next_state_table`)."""
-        table = np.zeros((self.n_actions, self.n_states, self.n_states))
-        actions, states = np.indices((self.n_actions, self.n_states))
-        table[actions, states, self.next_state_table()] = 1.0
-        return table
+        return deterministic_transitions(self.next_state_table())
 
     def state_action_reward(self) -> np.ndarray:
         """``r[s, a]``, shape ``[S, A]``: gymnasium's rewards, 0 in terminal states."""
