@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from gymnasium import spaces
 
-from envs.pair import PomdpMdpPair
+from envs.pair import PomdpMdpPair, deterministic_transitions
 from envs.tabular_env import TabularEnv, check_int
 
 if TYPE_CHECKING:
@@ -101,12 +101,13 @@ class ToroidalGrid(PomdpMdpPair):
         """The reward of arriving in each state, shape ``[S]``: :meth:`reward_grid` flattened."""
         return self.reward_grid().reshape(-1)
 
+    def next_reward_table(self) -> np.ndarray:
+        """``r[a, s] = r(N[a, s])``: the reward of the cell each step arrives in."""
+        return self.state_reward()[self.next_state_table()]
+
     def transition_matrix(self) -> np.ndarray:
         """``T[a, s, s'] = 1`` iff ``s' = N[a, s]`` (:meth:`next_state_table`)."""
-        table = np.zeros((self.n_actions, self.n_states, self.n_states))
-        actions, states = np.indices((self.n_actions, self.n_states))
-        table[actions, states, self.next_state_table()] = 1.0
-        return table
+        return deterministic_transitions(self.next_state_table())
 
     def reward_matrix(self) -> np.ndarray:
         """``R[a, s, s'] = r(s')``: the reward depends on the arrival cell only."""
@@ -154,20 +155,11 @@ class ToroidalGridEnv(TabularEnv):
         self.render_mode = render_mode
         self.observation_space = spaces.MultiDiscrete([size, size], dtype=np.int64)
         self.action_space = spaces.Discrete(self.pair.n_actions)
-        self._next_state = self.pair.next_state_table()
-        self._reward = self.pair.state_reward()
         self._start_tables()
 
     def _random_start(self) -> int:
+        # The start is uniform: one integer draw, not the base's inverse-CDF one.
         return int(self.np_random.integers(self.pair.n_states))
-
-    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        action = self._check_action(action)
-        self._state = int(self._next_state[action, self._state])
-        self._steps += 1
-        truncated = self._steps >= self.pair.trajectory_length
-        reward = float(self._reward[self._state])
-        return self._observation[self._state].copy(), reward, False, truncated, {}
 
     def render(self) -> str | None:
         """With ``render_mode="ansi"``: the grid, y growing upwards, ``A`` marking the agent."""

@@ -20,6 +20,11 @@ a start distribution that is not uniform (:meth:`PomdpMdpPair.initial_belief`), 
 belief over the hidden part given a context (:meth:`PomdpMdpPair.context_belief`). Rewards
 are on transitions ``(s, a, s')``, which covers rewards on arrival (the grid) and on
 ``(s, a)`` (Taxi). :mod:`envs.taxi` is the worked example.
+
+The gym env (:class:`envs.tabular_env.TabularEnv`) steps a deterministic pair with
+:meth:`PomdpMdpPair.next_state_table` and :meth:`PomdpMdpPair.next_reward_table`, which
+default to what the transition and reward matrices say; a pair overrides them only to
+build them cheaper.
 """
 
 from __future__ import annotations
@@ -32,6 +37,16 @@ import numpy as np
 
 if TYPE_CHECKING:
     import torch
+
+
+def deterministic_transitions(next_state: np.ndarray) -> np.ndarray:
+    """``T[a, s, s'] = 1`` iff ``s' = N[a, s]``: the transition matrix ``[A, S, S]`` of a
+    deterministic pair whose next-state table is ``N`` (``[A, S]``)."""
+    n_actions, n_states = next_state.shape
+    table = np.zeros((n_actions, n_states, n_states))
+    actions, states = np.indices(next_state.shape)
+    table[actions, states, next_state] = 1.0
+    return table
 
 
 class PomdpMdpPair(ABC):
@@ -72,6 +87,26 @@ class PomdpMdpPair(ABC):
         the solvers value them 0 and a walker that stops there collects nothing more.
         """
         return np.zeros(self.n_states, dtype=bool)
+
+    def next_state_table(self) -> np.ndarray:
+        """``N[a, s]``, int64 ``[A, S]``: the state action ``a`` leads to from ``s``.
+
+        Read off :meth:`transition_matrix`, so only a deterministic pair (every
+        ``T[a, s, ·]`` one-hot) has one; the gym env steps with it. A pair may override it
+        with a cheaper table (the grid and Taxi do).
+        """
+        transitions = self.transition_matrix()
+        if not np.all(transitions.max(axis=-1) == 1.0):
+            raise ValueError(
+                f"{type(self).__name__} has stochastic transitions: no next-state table"
+            )
+        return transitions.argmax(axis=-1)
+
+    def next_reward_table(self) -> np.ndarray:
+        """``r[a, s] = R[a, s, N[a, s]]``, shape ``[A, S]``: the reward of the step from ``s``
+        by ``a`` (:meth:`next_state_table`). A pair may override it with a cheaper table."""
+        actions, states = np.indices((self.n_actions, self.n_states))
+        return self.reward_matrix()[actions, states, self.next_state_table()]
 
     def observation_matrix(self) -> np.ndarray:
         """``O[a, s', c] = P(c | s', a)``: the POMDP observes the context of the state landed in."""

@@ -10,9 +10,11 @@ the worked example:
 
 1. subclass :class:`~envs.pair.PomdpMdpPair` as a frozen dataclass whose fields are the
    world's parameters (frozen: solvers cache their results per pair, so it must hash).
-   ``Taxi`` has one field, ``trajectory_length``, and reads every table from gymnasium's
+   ``Taxi`` has one field, ``trajectory_length`` (every pair has it: the gym env
+   truncates after it), and reads every table from gymnasium's
    ``Taxi-v3`` (``unwrapped.P``, ``initial_state_distrib``) instead of retyping it;
-2. fill in the tables: ``transition_matrix`` ``T[a, s, s']``, ``reward_matrix``
+2. fill in the tables: ``transition_matrix`` ``T[a, s, s']`` (Taxi's is
+   :func:`~envs.pair.deterministic_transitions` of its ``next_state_table``), ``reward_matrix``
    ``R[a, s, s']`` (Taxi's reward is on ``(s, a)``, repeated over ``s'``),
    ``state_context`` (Taxi: ``(row, col, passenger)`` as one id, ``s // 4``),
    ``state_observation`` / ``observation_state`` (Taxi: the four coordinates ↔ gymnasium's
@@ -22,11 +24,12 @@ the worked example:
    (gymnasium's start distribution), ``context_belief`` (the belief over the hidden part
    given a context; Taxi's default would fail on contexts no episode starts in, such as
    the passenger in the taxi) and ``evaluation_horizon`` (Taxi: whole episodes);
-4. write a ``gymnasium.Env`` (a :class:`~envs.tabular_env.TabularEnv` gives it ``reset``
-   and ``state``) whose ``__init__`` takes the pair's fields as keyword arguments (plus
-   env-only ones such as ``render_mode``), builds the pair, keeps it as ``self.pair`` and
-   steps with the pair's tables (``TaxiEnv``); a test checks it against
-   the original env (``tests/envs/test_taxi.py`` replays random actions in both);
+4. write the gym env, a :class:`~envs.tabular_env.TabularEnv` (which gives it ``reset``,
+   ``step`` and ``state``, all from the pair's tables), whose ``__init__`` takes the pair's
+   fields as keyword arguments (plus env-only ones such as ``render_mode``), builds the
+   pair, keeps it as ``self.pair``, sets the observation and action spaces and calls
+   ``_start_tables()`` (``TaxiEnv``); a test checks it against the original env
+   (``tests/envs/test_taxi.py`` replays random actions in both);
 5. call ``register_pair(mdp_id, pomdp_id, PairClass, EnvClass)`` at the bottom of this
    module (or anywhere imported by ``import envs``).
 """

@@ -58,46 +58,52 @@ class Observation(_Indexed, pomdp_py.Observation):
     prefix = "o"
 
 
-def _sample_index(cumulative: np.ndarray, rng: random.Random) -> int:
-    """Inverse-CDF draw from one row of cumulative probabilities."""
-    index = int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
-    return min(index, len(cumulative) - 1)
+class _RowSampler:
+    """Draws from the rows ``table[a, x, ·]`` of an ``[A, X, Y]`` table of distributions, by
+    inverse CDF with one ``random.Random``."""
+
+    def _sample_rows_of(self, table: np.ndarray, rng: random.Random | None) -> None:
+        self.table = table
+        self._cumulative = np.cumsum(table, axis=-1)
+        self._rng = rng if rng is not None else random.Random()
+
+    def _sample_row(self, a: int, x: int) -> int:
+        """An index ``y`` drawn with probability ``table[a, x, y]``."""
+        cumulative = self._cumulative[a, x]
+        u = self._rng.random() * cumulative[-1]
+        index = int(np.searchsorted(cumulative, u, side="right"))
+        return min(index, len(cumulative) - 1)
 
 
-class TransitionModel(pomdp_py.TransitionModel):
+class TransitionModel(_RowSampler, pomdp_py.TransitionModel):
     """``P(s' | s, a) = T[a, s, s']`` from :meth:`PomdpMdpPair.transition_matrix`."""
 
     def __init__(self, pair: PomdpMdpPair, rng: random.Random | None = None) -> None:
-        self.table = pair.transition_matrix()
-        self._cumulative = np.cumsum(self.table, axis=-1)
+        self._sample_rows_of(pair.transition_matrix(), rng)
         self._states = [State(s) for s in range(pair.n_states)]
-        self._rng = rng if rng is not None else random.Random()
 
     def probability(self, next_state: State, state: State, action: Action) -> float:
         return float(self.table[action.index, state.index, next_state.index])
 
     def sample(self, state: State, action: Action) -> State:
-        return self._states[_sample_index(self._cumulative[action.index, state.index], self._rng)]
+        return self._states[self._sample_row(action.index, state.index)]
 
     def get_all_states(self) -> list[State]:
         return list(self._states)
 
 
-class ObservationModel(pomdp_py.ObservationModel):
+class ObservationModel(_RowSampler, pomdp_py.ObservationModel):
     """``P(c | s', a) = O[a, s', c]`` from :meth:`PomdpMdpPair.observation_matrix`."""
 
     def __init__(self, pair: PomdpMdpPair, rng: random.Random | None = None) -> None:
-        self.table = pair.observation_matrix()
-        self._cumulative = np.cumsum(self.table, axis=-1)
+        self._sample_rows_of(pair.observation_matrix(), rng)
         self._observations = [Observation(c) for c in range(pair.n_contexts)]
-        self._rng = rng if rng is not None else random.Random()
 
     def probability(self, observation: Observation, next_state: State, action: Action) -> float:
         return float(self.table[action.index, next_state.index, observation.index])
 
     def sample(self, next_state: State, action: Action) -> Observation:
-        row = self._cumulative[action.index, next_state.index]
-        return self._observations[_sample_index(row, self._rng)]
+        return self._observations[self._sample_row(action.index, next_state.index)]
 
     def get_all_observations(self) -> list[Observation]:
         return list(self._observations)

@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.pair import PomdpMdpPair
+from envs.pair import PomdpMdpPair, deterministic_transitions
 from envs.tabular_env import TabularEnv, check_int
 
 if TYPE_CHECKING:
@@ -122,16 +122,17 @@ class Taxi(PomdpMdpPair):
 
     def transition_matrix(self) -> np.ndarray:
         """``T[a, s, s'] = 1`` iff ``s' = N[a, s]`` (:meth:`next_state_table`)."""
-        table = np.zeros((self.n_actions, self.n_states, self.n_states))
-        actions, states = np.indices((self.n_actions, self.n_states))
-        table[actions, states, self.next_state_table()] = 1.0
-        return table
+        return deterministic_transitions(self.next_state_table())
 
     def state_action_reward(self) -> np.ndarray:
         """``r[s, a]``, shape ``[S, A]``: gymnasium's rewards, 0 in terminal states."""
         reward = gymnasium_taxi_tables().reward.copy()
         reward[self.terminal_states()] = 0.0
         return reward
+
+    def next_reward_table(self) -> np.ndarray:
+        """``r[a, s]``: :meth:`state_action_reward` transposed (the reward is on ``(s, a)``)."""
+        return self.state_action_reward().T.copy()
 
     def reward_matrix(self) -> np.ndarray:
         """``R[a, s, s'] = r[s, a]`` (:meth:`state_action_reward`) for every ``s'``."""
@@ -187,9 +188,9 @@ class Taxi(PomdpMdpPair):
 
 
 class TaxiEnv(TabularEnv):
-    """The Taxi MDP stepping with :class:`Taxi`'s tables: observes ``(row, col, passenger,
-    destination)``, starts from gymnasium's start distribution, terminates on the successful
-    dropoff and truncates after ``trajectory_length`` steps.
+    """The Taxi MDP, stepped by :class:`TabularEnv` with :class:`Taxi`'s tables: observes
+    ``(row, col, passenger, destination)``, starts from gymnasium's start distribution,
+    terminates on the successful dropoff and truncates after ``trajectory_length`` steps.
 
     With the same seed and actions it produces gymnasium's Taxi-v3 states, rewards and
     terminations (the start is drawn as gymnasium draws it). ``reset(options={"state": s})``
@@ -202,21 +203,4 @@ class TaxiEnv(TabularEnv):
         self.pair = Taxi(trajectory_length)
         self.observation_space = spaces.MultiDiscrete(TAXI_NVEC, dtype=np.int64)
         self.action_space = spaces.Discrete(self.pair.n_actions)
-        self._next_state = self.pair.next_state_table()
-        self._reward = self.pair.state_action_reward()
-        self._terminal = self.pair.terminal_states()
-        self._start_cdf = np.cumsum(self.pair.initial_belief())
         self._start_tables()
-
-    def _random_start(self) -> int:
-        # gymnasium's categorical_sample: the first index whose cumulative sum exceeds u.
-        return int(np.argmax(self._start_cdf > self.np_random.random()))
-
-    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        action = self._check_action(action)
-        reward = float(self._reward[self._state, action])
-        self._state = int(self._next_state[action, self._state])
-        self._steps += 1
-        terminated = bool(self._terminal[self._state])
-        truncated = self._steps >= self.pair.trajectory_length
-        return self._observation[self._state].copy(), reward, terminated, truncated, {}

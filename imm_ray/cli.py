@@ -2,7 +2,9 @@
 
 ``imm-ray train rl`` trains MDP policies with and/or without IMM from the POMDP policy and
 prints the evaluation table. It plans the same trials as ``imm-ray sweep`` (one per
-setting, λ and chunk of seeds, each seed-vectorized on RLlib) and runs them as Ray tasks.
+setting, all its λ groups side by side, or one per setting and chunk of seeds when
+``--seeds-per-trial`` splits them, each seed-vectorized on RLlib) and runs them as Ray
+tasks.
 Without ``--address`` (or ``RAY_ADDRESS``) it starts an embedded Ray sized to this
 machine; with one, it joins that cluster, which is also what ``ray job submit -- imm-ray
 ...`` runs.
@@ -198,12 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
     kinds = train.add_subparsers(dest="kind", required=True, metavar="KIND")
     rl = kinds.add_parser(
         "rl",
-        help="REINFORCE on the toroidal grid, with IMM from the POMDP's FIB policy",
+        help="REINFORCE on a pair's MDP (default: the toroidal grid), with IMM from the "
+        "POMDP's FIB policy",
         description=(
             "Train MDP policies with REINFORCE on RLlib, with IMM from the POMDP policy "
             "(paper Sec. 7.3, App. D.3), and print mean evaluation rewards over seeds "
-            "with 10th/90th percentiles. Seeds train side by side (seed-vectorized), one "
-            "Ray task per setting, λ and chunk of seeds, as in `imm-ray sweep`."
+            "with 10th/90th percentiles. Seeds (and a setting's λ groups) train side by "
+            "side (seed-vectorized), one Ray task per setting, or per setting and chunk of "
+            "seeds with --seeds-per-trial, as in `imm-ray sweep`."
         ),
         formatter_class=_HelpFormatter,
     )
@@ -212,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int("--epochs"),
         nargs="+",
         default=[50],
-        help="dataset sizes: epochs of one 50-step trajectory each; each is evaluated",
+        help="dataset sizes: epochs of one trajectory each (50 steps on the grid; a Taxi "
+        "episode, up to 200); each is evaluated",
     )
     rl.add_argument("--seeds", type=_seeds, default=None, help=f"{SEEDS_HELP} (default: 10)")
     methods = rl.add_mutually_exclusive_group()

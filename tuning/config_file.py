@@ -1,4 +1,5 @@
-"""User-defined sweeps from YAML or TOML, with errors that name the key and the line.
+"""User-defined RL sweeps (a :class:`tuning.rl.Experiment`) from YAML or TOML, with errors
+that name the key and the line. The other kinds' experiments are named ones only.
 
 Example (YAML; TOML has the same keys, with ``[[settings]]`` tables)::
 

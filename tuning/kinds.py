@@ -3,8 +3,8 @@
 Each kind is a module of :mod:`tuning` that defines its experiment class (with
 ``kind``, ``from_dict`` and the :class:`~tuning.base.SweepExperiment` interface), the
 ``EXPERIMENTS`` it names, and its trainable. Modules load on first use, cheapest first, so
-a logistic sweep never imports RLlib. A new kind (a language-model experiment, say) is one
-more entry in :data:`KIND_MODULES`.
+a logistic sweep never imports RLlib. A new kind is one more entry in
+:data:`KIND_MODULES`.
 """
 
 from __future__ import annotations

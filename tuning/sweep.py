@@ -1,8 +1,11 @@
 """Running an experiment (:class:`~tuning.base.SweepExperiment`) on Ray Tune, resumably.
 
-Every trial trains what its kind's trainable says (for RL: one λ and a chunk of seeds;
-for the logistic experiments: a group of dataset sizes with all their Monte Carlo runs)
-and reports once per dataset size: ``{"size": n, "values": {seed or run: value}}``.
+Every trial trains what its kind's :meth:`~tuning.base.SweepExperiment.trials` plan says
+(for RL: one setting with all its λ groups side by side, over its seeds, or a chunk of
+them when ``seeds_per_trial`` splits them; for the logistic experiments: one or more
+settings at a group of dataset sizes with all their Monte Carlo runs; for LM and BERT: one
+setting and one seed) and reports rows ``{"size": n, "values": {seed or run: value}}``,
+with ``"setting"`` added where a trial reports several curves.
 Results land under ``storage/<experiment name>/`` (Tune's experiment state plus one folder
 per trial), where ``storage`` is a local folder or an object-store URI (:mod:`tuning.storage`);
 :mod:`tuning.report` turns them into the CSV, the markdown table and the plot.

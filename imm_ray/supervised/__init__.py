@@ -1,1 +1,4 @@
-"""Supervised IMM experiments as Tune trainables (the logistic-regression toy problem)."""
+"""Supervised IMM experiments: the logistic-regression toy problem (:mod:`.logistic`), the
+LSTM language models (:mod:`.lm`) and BERT fine-tuning (:mod:`.bert`). Their Tune
+trainables are in :mod:`tuning`.
+"""
