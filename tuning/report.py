@@ -289,7 +289,7 @@ def _csv(summaries: list[Summary], experiment: SweepExperiment) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     # Experiments that report Table 2's ± spread get the standard deviation as a column.
-    with_std = getattr(experiment, "spread", None) == "std"
+    with_std = experiment.spread == "std"
     writer.writerow(
         ["setting", experiment.size_name, "mean", "p10", "p90", "seeds"] + ["std"] * with_std
     )
@@ -314,11 +314,11 @@ def markdown_table(summaries: list[Summary], experiment: SweepExperiment) -> str
     """One row per x, one ``mean [p10, p90]`` column per curve (and the experiment's gap)."""
     points = _points(summaries, experiment)
     curves = [c for c in experiment.curves() if any(key[0] == c for key in points)]
-    gap = getattr(experiment, "gap", None)
+    gap = experiment.gap
     gap_header = [f"{gap[0]} − {gap[1]}"] if gap else []
-    unit = "seeds" if experiment.kind == "rl" else "runs"
+    unit = experiment.repeats_name
     # Table 2 gives mean ± spread (the standard deviation) over restarts.
-    with_std = getattr(experiment, "spread", None) == "std"
+    with_std = experiment.spread == "std"
     spread = " ± std" if with_std else ""
     lines = [
         f"# {experiment.name}: {experiment.y_label}, mean{spread} over {unit} "
@@ -346,19 +346,13 @@ def markdown_table(summaries: list[Summary], experiment: SweepExperiment) -> str
         failed = sum(c.failed for c in present)
         count = f"{seeds} ({failed} failed)" if failed else str(seeds)
         lines.append(f"| {_x_text(x)} | " + " | ".join(cells) + f" | {count} |")
-    baselines = _baselines(experiment)
+    baselines = experiment.baselines()
     if baselines:
         lines.append("")
         lines += [
             f"- {label}: {value:.3f} (exact, no training)" for label, value in baselines.items()
         ]
     return "\n".join(lines) + "\n"
-
-
-def _baselines(experiment: SweepExperiment) -> dict[str, float]:
-    """Reference values drawn beside the curves (the restricted policy alone), if any."""
-    baselines = getattr(experiment, "baselines", None)
-    return baselines() if baselines is not None else {}
 
 
 def _plot(summaries: list[Summary], experiment: SweepExperiment) -> bytes:
@@ -380,7 +374,7 @@ def _plot(summaries: list[Summary], experiment: SweepExperiment) -> bytes:
         high = [r.p90 - r.mean for r in rows]
         ax.errorbar(xs, mean, yerr=[low, high], marker="o", markersize=3, capsize=3, label=curve)
     for (label, value), style in zip(
-        _baselines(experiment).items(), ("--", ":", "-."), strict=False
+        experiment.baselines().items(), ("--", ":", "-."), strict=False
     ):
         ax.axhline(value, linestyle=style, linewidth=1.2, color="gray", label=label)
     ax.set_xlabel(experiment.x_label())
