@@ -170,7 +170,7 @@ def write_report(folder: str | os.PathLike[str] | Location) -> Report:
         raise ReportError(f"{folder} holds no finished trial results yet")
     summaries = summarize((setting, size, v) for setting, size, _, v in rows)
     order = {label: i for i, label in enumerate(s.label for s in experiment.settings)}
-    summaries.sort(key=lambda s: (s.epochs, order.get(s.method, len(order))))
+    summaries.sort(key=lambda s: (s.size, order.get(s.setting, len(order))))
     missing = missing_lines(experiment, trials)
     footer = ["", *missing] if missing else []
     nodes = nodes_line(trials)
@@ -294,7 +294,7 @@ def _csv(summaries: list[Summary], experiment: SweepExperiment) -> str:
         ["setting", experiment.size_name, "mean", "p10", "p90", "seeds"] + ["std"] * with_std
     )
     for s in summaries:
-        row = [s.method, s.epochs, f"{s.mean:.4f}", f"{s.p10:.4f}", f"{s.p90:.4f}", s.seeds]
+        row = [s.setting, s.size, f"{s.mean:.4f}", f"{s.p10:.4f}", f"{s.p90:.4f}", s.seeds]
         writer.writerow(row + [f"{s.std:.4f}"] * with_std)
     return out.getvalue()
 
@@ -303,7 +303,7 @@ def _points(
     summaries: list[Summary], experiment: SweepExperiment
 ) -> dict[tuple[str, float], Summary]:
     """(curve, x) → summary, as the experiment draws them."""
-    return {experiment.point(s.method, s.epochs): s for s in summaries}
+    return {experiment.point(s.setting, s.size): s for s in summaries}
 
 
 def _x_text(x: float) -> str:
