@@ -11,7 +11,7 @@ def test_summary_is_mean_and_percentiles_across_seeds():
     values = [float(v) for v in range(11)]  # seeds' mean rewards 0..10
     records = [("imm", 50, v) for v in values] + [("no-imm", 50, 1.0), ("imm", 10, 2.0)]
     rows = summarize(records)
-    assert [(r.epochs, r.method) for r in rows] == [(10, "imm"), (50, "imm"), (50, "no-imm")]
+    assert [(r.size, r.setting) for r in rows] == [(10, "imm"), (50, "imm"), (50, "no-imm")]
     imm50 = rows[1]
     assert imm50.mean == pytest.approx(5.0)
     # numpy's linear percentile of 0..10: the 10th is 1.0, the 90th 9.0.

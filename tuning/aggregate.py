@@ -1,7 +1,8 @@
-"""Seeds → statistics: the mean over seeds of each seed's mean reward, and its percentiles.
+"""Seeds → statistics: the mean over seeds (or runs) of each one's value, and its percentiles.
 
-Seeds are the unit of Monte Carlo: every setting is summarized by the mean and
-the 10th and 90th percentiles *across seeds*, as in the paper's figures.
+Seeds are the unit of Monte Carlo: every (setting, dataset size) is summarized by the mean
+and the 10th and 90th percentiles *across seeds*, as in the paper's figures. A value is what
+the experiment measures: an RL seed's mean reward, a logistic run's accuracy, a perplexity.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Summary:
-    """Across-seed statistics at one (method, epochs) setting."""
+    """Across-seed statistics of one setting at one dataset size."""
 
-    method: str
-    epochs: int
+    setting: str
+    """The setting's label (the ``setting`` column of ``summary.csv``)."""
+    size: int
+    """The dataset size: epochs (RL, LM, BERT) or data points n (logistic)."""
     mean: float
     p10: float
     p90: float
@@ -31,17 +34,17 @@ class Summary:
 
 
 def summarize(records: Iterable[tuple[str, int, float]]) -> list[Summary]:
-    """``(method, epochs, per-seed value)`` records → one :class:`Summary` per setting.
+    """``(setting, size, per-seed value)`` records → one :class:`Summary` per (setting, size).
 
     Non-finite values (failed seeds) are counted in ``failed`` and left out of the mean
-    and percentiles; a setting with no finite value has NaN statistics. Sorted by epochs,
-    then method.
+    and percentiles; a cell with no finite value has NaN statistics. Sorted by size, then
+    setting.
     """
     cells: dict[tuple[int, str], list[float]] = {}
-    for method, epochs, value in records:
-        cells.setdefault((epochs, method), []).append(value)
+    for setting, size, value in records:
+        cells.setdefault((size, setting), []).append(value)
     summaries = []
-    for (epochs, method), values in sorted(cells.items()):
+    for (size, setting), values in sorted(cells.items()):
         finite = [v for v in values if np.isfinite(v)]
         stats = (
             (float(np.mean(finite)), *map(float, np.percentile(finite, [10, 90])))
@@ -50,18 +53,19 @@ def summarize(records: Iterable[tuple[str, int, float]]) -> list[Summary]:
         )
         std = float(np.std(finite, ddof=1)) if len(finite) > 1 else (0.0 if finite else math.nan)
         summaries.append(
-            Summary(method, epochs, *stats, len(finite), failed=len(values) - len(finite), std=std)
+            Summary(setting, size, *stats, len(finite), failed=len(values) - len(finite), std=std)
         )
     return summaries
 
 
 def format_table(rows: Iterable[Summary]) -> str:
-    """A right-aligned plain-text table of summaries."""
+    """A right-aligned plain-text table of summaries: RL's, as ``imm-ray train rl`` prints
+    them (its sizes are epochs, its settings methods, its values mean rewards)."""
     header = ("epochs", "method", "mean reward", "p10", "p90", "seeds")
     lines = [header] + [
         (
-            str(r.epochs),
-            r.method,
+            str(r.size),
+            r.setting,
             f"{r.mean:.3f}",
             f"{r.p10:.3f}",
             f"{r.p90:.3f}",

@@ -3,10 +3,13 @@ share. A leaf: it imports nothing from ``tuning`` (and neither RLlib nor torch).
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, Self
 
 
 class SweepExperiment(Protocol):
@@ -16,10 +19,12 @@ class SweepExperiment(Protocol):
     settings it trains), ``"sizes"`` (the dataset sizes it reports, in order) and ``"tag"``
     (a short name for its folder). Its trainable reports ``{"size": n, "values": {seed or
     run: value}}`` once per size, with ``"setting"`` added when one trial trains several.
-    ``settings`` (each with a ``label``) orders the CSV; an optional ``gap`` names two
-    curves whose difference the table adds; ``notes()`` are lines the user should read
-    before the sweep runs (e.g. where IMM is off). Every row also says where the trial ran
-    (``node_id``, ``device``: :mod:`tuning.placement`).
+    ``settings`` (each with a ``label``) orders the CSV; ``notes()`` are lines the user
+    should read before the sweep runs (e.g. where IMM is off). Every row also says where the
+    trial ran (``node_id``, ``device``: :mod:`tuning.placement`).
+
+    :class:`ExperimentBase` gives every kind the members most kinds share (the stored dict
+    format, no notes, no gap, no spread, no baselines).
     """
 
     kind: ClassVar[str]
@@ -29,7 +34,14 @@ class SweepExperiment(Protocol):
     gpus_per_trial: float
     size_name: ClassVar[str]
     """Column name of the dataset size in the CSV (``epochs``, ``n``)."""
+    repeats_name: ClassVar[str]
+    """What the table calls the repetitions it averages over (``seeds``, ``runs``)."""
     y_label: ClassVar[str]
+    spread: ClassVar[str | None]
+    """``"std"``: the CSV and table add the standard deviation across seeds (Table 2's ±
+    spread); ``None``: percentiles only."""
+    gap: tuple[str, str] | None
+    """Two curves whose mean difference the table adds as a column (Table 4), or ``None``."""
 
     def trials(self) -> list[dict[str, Any]]: ...
     def validate(self) -> None: ...
@@ -48,8 +60,102 @@ class SweepExperiment(Protocol):
     def curves(self) -> list[str]: ...
     def point(self, setting: str, size: int) -> tuple[str, float]: ...
     def x_label(self) -> str: ...
+    def baselines(self) -> dict[str, float]:
+        """``{label: value}`` drawn beside the curves, computed without training (e.g. the
+        restricted policy alone); empty when the experiment has none."""
+        ...
+
     def with_overrides(self, **overrides: Any) -> SweepExperiment: ...
     def to_dict(self) -> dict[str, Any]: ...
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SweepExperiment: ...
+
+
+class ExperimentBase:
+    """What the experiment kinds (frozen dataclasses) share: the dict an experiment is
+    stored as (``experiment.json``: its ``kind`` and its fields, nested dataclasses as dicts)
+    and read back from, and the neutral value of each optional :class:`SweepExperiment`
+    member. A kind overrides only what it has (RL's baselines, BERT's spread, ...)."""
+
+    repeats_name: ClassVar[str] = "runs"
+    spread: ClassVar[str | None] = None
+    gap: tuple[str, str] | None = None
+
+    def notes(self) -> list[str]:
+        return []
+
+    def baselines(self) -> dict[str, float]:
+        return {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **dataclasses.asdict(self)}  # type: ignore[attr-defined, call-overload]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """The experiment :meth:`to_dict` gave (after a JSON round trip): the ``kind`` key
+        dropped, each field rebuilt from its annotation (lists → tuples, dicts → the
+        dataclasses their fields name); a wrong key is a ``TypeError``."""
+        return _decode(cls, {k: v for k, v in data.items() if k != "kind"})
+
+
+def _decode(annotation: Any, value: Any) -> Any:
+    """``value`` (JSON: lists, dicts, scalars) as the type ``annotation`` names, where that
+    is a dataclass, a tuple or a union of them with other types; anything else unchanged."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(annotation):
+            if (isinstance(value, dict) and dataclasses.is_dataclass(option)) or (
+                isinstance(value, list | tuple) and typing.get_origin(option) is tuple
+            ):
+                return _decode(option, value)
+        return value
+    if origin is tuple and isinstance(value, list | tuple):
+        args = typing.get_args(annotation)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_decode(args[0], item) for item in value)
+        if len(args) == len(value):
+            return tuple(_decode(arg, item) for arg, item in zip(args, value, strict=True))
+        return tuple(value)  # the wrong length: the class's own checks say so
+    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            return value
+        hints = typing.get_type_hints(annotation)
+        return annotation(**{k: _decode(hints.get(k, Any), v) for k, v in value.items()})
+    return value
+
+
+class ConfigSweepExperiment(ExperimentBase):
+    """An experiment whose settings share one trainer configuration (``overrides``: a
+    config class's fields) and ``seeds`` (LM, BERT): :meth:`with_overrides` sets the
+    experiment's own :attr:`own_options`, and merges every other option into
+    ``overrides``."""
+
+    own_options: ClassVar[tuple[str, ...]] = ()
+    """Options that are fields of the experiment itself (``data``, ``preset``, ...)."""
+
+    def with_overrides(
+        self,
+        seeds: int | list[int] | None = None,
+        cpus_per_trial: float | None = None,
+        gpus_per_trial: float | None = None,
+        **options: Any,
+    ) -> Self:
+        """``seeds``: a count (0 … N−1) or a list; ``options``: the experiment's
+        :attr:`own_options` and the trainer's config fields such as ``epochs`` (None values
+        are ignored)."""
+        changes: dict[str, Any] = {
+            "cpus_per_trial": cpus_per_trial,
+            "gpus_per_trial": gpus_per_trial,
+            **{key: options.pop(key, None) for key in self.own_options},
+        }
+        if seeds is not None:
+            changes["seeds"] = tuple(check_seeds(seeds))
+        config = {k: v for k, v in options.items() if v is not None}
+        if config:
+            changes["overrides"] = {**self.overrides, **config}  # type: ignore[attr-defined]
+        return dataclasses.replace(  # type: ignore[type-var]
+            self, **{k: v for k, v in changes.items() if v is not None}
+        )
 
 
 def check_name_and_labels(name: str, labels: list[str]) -> None:

@@ -26,7 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from tuning.base import MethodSetting, check_name_and_labels, check_resources, check_seeds
+from tuning.base import (
+    ConfigSweepExperiment,
+    MethodSetting,
+    check_name_and_labels,
+    check_resources,
+    check_seeds,
+)
 
 SPLITS = ("dev", "test")
 METRIC_LABELS = {"mcc": "MCC", "f1": "F1", "accuracy": "Accuracy"}
@@ -44,7 +50,7 @@ def _path(value: str | None) -> str | None:
 
 
 @dataclass(frozen=True)
-class BertExperiment:
+class BertExperiment(ConfigSweepExperiment):
     """Every setting over every seed, on one task and one checkpoint."""
 
     name: str
@@ -65,7 +71,10 @@ class BertExperiment:
 
     kind: ClassVar[str] = "bert"
     size_name: ClassVar[str] = "epochs"
-    spread: ClassVar[str] = "std"
+    spread: ClassVar[str | None] = "std"
+    own_options: ClassVar[tuple[str, ...]] = ("task", "data", "model", "corpus")
+    """``with_overrides`` sets these; FinetuneConfig fields (``epochs``, ``lr``, ...) go
+    to ``overrides``."""
 
     def __post_init__(self) -> None:
         check_name_and_labels(self.name, [s.label for s in self.settings])
@@ -160,9 +169,6 @@ class BertExperiment:
                 prepare_run(config, runs[key])
         return {"runs": runs}
 
-    def notes(self) -> list[str]:
-        return []
-
     def trainable(self) -> Callable[[dict[str, Any], dict[str, Any]], None]:
         return bert_trainable
 
@@ -174,37 +180,6 @@ class BertExperiment:
 
     def x_label(self) -> str:
         return "Epoch"
-
-    def with_overrides(
-        self,
-        seeds: int | list[int] | None = None,
-        cpus_per_trial: float | None = None,
-        gpus_per_trial: float | None = None,
-        **bert: Any,
-    ) -> BertExperiment:
-        """``seeds``: a count (0 … N−1) or a list; ``bert``: ``task``, ``data``, ``model``,
-        ``corpus`` and FinetuneConfig fields such as ``epochs`` (None values are ignored)."""
-        changes: dict[str, Any] = {
-            "cpus_per_trial": cpus_per_trial,
-            "gpus_per_trial": gpus_per_trial,
-            **{key: bert.pop(key, None) for key in ("task", "data", "model", "corpus")},
-        }
-        if seeds is not None:
-            changes["seeds"] = tuple(check_seeds(seeds))
-        config = {k: v for k, v in bert.items() if v is not None}
-        if config:
-            changes["overrides"] = {**self.overrides, **config}
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, **dataclasses.asdict(self)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> BertExperiment:
-        data = {k: v for k, v in data.items() if k != "kind"}
-        data["settings"] = tuple(BertSetting(**s) for s in data["settings"])
-        data["seeds"] = tuple(data["seeds"])
-        return cls(**data)
 
 
 def _tune_callback(trial: dict[str, Any], metric: str, placement: dict[str, Any]):

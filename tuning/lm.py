@@ -24,7 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from tuning.base import MethodSetting, check_name_and_labels, check_resources, check_seeds
+from tuning.base import (
+    ConfigSweepExperiment,
+    MethodSetting,
+    check_name_and_labels,
+    check_resources,
+    check_seeds,
+)
 
 #: Metric → its name in curve labels; "bigram X" is the induced bigram's perplexity on
 #: split X (for the Kneser–Ney curve: the bigram's own).
@@ -45,7 +51,7 @@ class LMSetting(MethodSetting):
 
 
 @dataclass(frozen=True)
-class LMExperiment:
+class LMExperiment(ConfigSweepExperiment):
     """Every setting over every seed, on one PTB-format folder."""
 
     name: str
@@ -67,6 +73,9 @@ class LMExperiment:
 
     kind: ClassVar[str] = "lm"
     size_name: ClassVar[str] = "epochs"
+    own_options: ClassVar[tuple[str, ...]] = ("data", "preset")
+    """``with_overrides`` sets these; LMConfig fields (``epochs``, ``max_batches``, ...)
+    go to ``overrides``."""
 
     def __post_init__(self) -> None:
         check_name_and_labels(self.name, [s.label for s in self.settings])
@@ -156,9 +165,6 @@ class LMExperiment:
         bigram = estimate_kneser_ney(corpus.train, len(corpus.vocab), corpus.vocab.eos_id)
         return {"corpus": corpus, "bigram": bigram}
 
-    def notes(self) -> list[str]:
-        return []
-
     def trainable(self) -> Callable[[dict[str, Any], dict[str, Any]], None]:
         return lm_trainable
 
@@ -173,39 +179,6 @@ class LMExperiment:
 
     def x_label(self) -> str:
         return "Epoch"
-
-    def with_overrides(
-        self,
-        seeds: int | list[int] | None = None,
-        cpus_per_trial: float | None = None,
-        gpus_per_trial: float | None = None,
-        **lm: Any,
-    ) -> LMExperiment:
-        """``seeds``: a count (0 … N−1) or a list; ``lm``: ``data``, ``preset`` and LMConfig
-        fields such as ``epochs`` or ``max_batches`` (None values are ignored)."""
-        changes: dict[str, Any] = {
-            "cpus_per_trial": cpus_per_trial,
-            "gpus_per_trial": gpus_per_trial,
-            "data": lm.pop("data", None),
-            "preset": lm.pop("preset", None),
-        }
-        if seeds is not None:
-            changes["seeds"] = tuple(check_seeds(seeds))
-        config = {k: v for k, v in lm.items() if v is not None}
-        if config:
-            changes["overrides"] = {**self.overrides, **config}
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, **dataclasses.asdict(self)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LMExperiment:
-        data = {k: v for k, v in data.items() if k != "kind"}
-        data["settings"] = tuple(LMSetting(**s) for s in data["settings"])
-        data["metrics"] = tuple(data["metrics"])
-        data["seeds"] = tuple(data["seeds"])
-        return cls(**data)
 
 
 #: Seconds between a trial's progress lines inside an epoch (an IMM epoch can take an hour).

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from imm_ray.supervised.logistic.data import QUALITY_MIX, Problem
 from imm_ray.supervised.logistic.train import METRICS, Method, train_and_score
-from tuning.base import check_name_and_labels, check_resources
+from tuning.base import ExperimentBase, check_name_and_labels, check_resources
 
 X_AXES = ("size", "ratio")
 PAPER_SIZES = tuple(range(2, 51))
@@ -37,7 +37,7 @@ class LogisticSetting:
 
 
 @dataclass(frozen=True)
-class LogisticExperiment:
+class LogisticExperiment(ExperimentBase):
     """Every setting at every size n, over ``runs`` Monte Carlo runs."""
 
     name: str
@@ -137,9 +137,6 @@ class LogisticExperiment:
         """Nothing: every trial draws its own data from the problem and its seed."""
         return {}
 
-    def notes(self) -> list[str]:
-        return []
-
     def trainable(self) -> Callable[[dict[str, Any], dict[str, Any]], None]:
         return logistic_trainable
 
@@ -178,21 +175,6 @@ class LogisticExperiment:
             "gpus_per_trial": gpus_per_trial,
         }
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, **dataclasses.asdict(self)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LogisticExperiment:
-        data = {k: v for k, v in data.items() if k != "kind"}
-        data["settings"] = tuple(
-            LogisticSetting(**{**s, "method": Method(**s["method"])}) for s in data["settings"]
-        )
-        data["problem"] = Problem(**data["problem"])
-        data["sizes"] = tuple(data["sizes"])
-        if data.get("gap") is not None:
-            data["gap"] = tuple(data["gap"])
-        return cls(**data)
 
 
 def _imm_cost(n: int) -> float:

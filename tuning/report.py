@@ -170,7 +170,7 @@ def write_report(folder: str | os.PathLike[str] | Location) -> Report:
         raise ReportError(f"{folder} holds no finished trial results yet")
     summaries = summarize((setting, size, v) for setting, size, _, v in rows)
     order = {label: i for i, label in enumerate(s.label for s in experiment.settings)}
-    summaries.sort(key=lambda s: (s.epochs, order.get(s.method, len(order))))
+    summaries.sort(key=lambda s: (s.size, order.get(s.setting, len(order))))
     missing = missing_lines(experiment, trials)
     footer = ["", *missing] if missing else []
     nodes = nodes_line(trials)
@@ -289,12 +289,12 @@ def _csv(summaries: list[Summary], experiment: SweepExperiment) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     # Experiments that report Table 2's ± spread get the standard deviation as a column.
-    with_std = getattr(experiment, "spread", None) == "std"
+    with_std = experiment.spread == "std"
     writer.writerow(
         ["setting", experiment.size_name, "mean", "p10", "p90", "seeds"] + ["std"] * with_std
     )
     for s in summaries:
-        row = [s.method, s.epochs, f"{s.mean:.4f}", f"{s.p10:.4f}", f"{s.p90:.4f}", s.seeds]
+        row = [s.setting, s.size, f"{s.mean:.4f}", f"{s.p10:.4f}", f"{s.p90:.4f}", s.seeds]
         writer.writerow(row + [f"{s.std:.4f}"] * with_std)
     return out.getvalue()
 
@@ -303,7 +303,7 @@ def _points(
     summaries: list[Summary], experiment: SweepExperiment
 ) -> dict[tuple[str, float], Summary]:
     """(curve, x) → summary, as the experiment draws them."""
-    return {experiment.point(s.method, s.epochs): s for s in summaries}
+    return {experiment.point(s.setting, s.size): s for s in summaries}
 
 
 def _x_text(x: float) -> str:
@@ -314,11 +314,11 @@ def markdown_table(summaries: list[Summary], experiment: SweepExperiment) -> str
     """One row per x, one ``mean [p10, p90]`` column per curve (and the experiment's gap)."""
     points = _points(summaries, experiment)
     curves = [c for c in experiment.curves() if any(key[0] == c for key in points)]
-    gap = getattr(experiment, "gap", None)
+    gap = experiment.gap
     gap_header = [f"{gap[0]} − {gap[1]}"] if gap else []
-    unit = "seeds" if experiment.kind == "rl" else "runs"
+    unit = experiment.repeats_name
     # Table 2 gives mean ± spread (the standard deviation) over restarts.
-    with_std = getattr(experiment, "spread", None) == "std"
+    with_std = experiment.spread == "std"
     spread = " ± std" if with_std else ""
     lines = [
         f"# {experiment.name}: {experiment.y_label}, mean{spread} over {unit} "
@@ -346,19 +346,13 @@ def markdown_table(summaries: list[Summary], experiment: SweepExperiment) -> str
         failed = sum(c.failed for c in present)
         count = f"{seeds} ({failed} failed)" if failed else str(seeds)
         lines.append(f"| {_x_text(x)} | " + " | ".join(cells) + f" | {count} |")
-    baselines = _baselines(experiment)
+    baselines = experiment.baselines()
     if baselines:
         lines.append("")
         lines += [
             f"- {label}: {value:.3f} (exact, no training)" for label, value in baselines.items()
         ]
     return "\n".join(lines) + "\n"
-
-
-def _baselines(experiment: SweepExperiment) -> dict[str, float]:
-    """Reference values drawn beside the curves (the restricted policy alone), if any."""
-    baselines = getattr(experiment, "baselines", None)
-    return baselines() if baselines is not None else {}
 
 
 def _plot(summaries: list[Summary], experiment: SweepExperiment) -> bytes:
@@ -380,7 +374,7 @@ def _plot(summaries: list[Summary], experiment: SweepExperiment) -> bytes:
         high = [r.p90 - r.mean for r in rows]
         ax.errorbar(xs, mean, yerr=[low, high], marker="o", markersize=3, capsize=3, label=curve)
     for (label, value), style in zip(
-        _baselines(experiment).items(), ("--", ":", "-."), strict=False
+        experiment.baselines().items(), ("--", ":", "-."), strict=False
     ):
         ax.axhline(value, linestyle=style, linewidth=1.2, color="gray", label=label)
     ax.set_xlabel(experiment.x_label())

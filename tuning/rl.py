@@ -28,7 +28,7 @@ import envs
 from imm_ray.imm.weighting import lambda_to_ratio, ratio_to_lambda
 from imm_ray.restricted.target import TargetSpec
 from imm_ray.rl.lambda_rule import paper_lambda
-from tuning.base import check_name_and_labels, check_resources, check_seeds
+from tuning.base import ExperimentBase, check_name_and_labels, check_resources, check_seeds
 
 PAPER_EPOCHS = (10, 20, 50, 75, 100, 125, 150, 175, 200, 250, 300, 350, 400, 450, 500)
 X_AXES = ("epochs", "lambda_ratio")
@@ -81,7 +81,7 @@ class Setting:
 
 
 @dataclass(frozen=True)
-class Experiment:
+class Experiment(ExperimentBase):
     """A sweep: every setting at every dataset size, over its seeds."""
 
     name: str
@@ -137,8 +137,8 @@ class Experiment:
     # The sweep interface (SweepExperiment).
     kind: ClassVar[str] = "rl"
     size_name: ClassVar[str] = "epochs"
+    repeats_name: ClassVar[str] = "seeds"
     y_label: ClassVar[str] = "Average Reward"
-    gap: ClassVar[None] = None
 
     @property
     def seed_ids(self) -> list[int]:
@@ -214,20 +214,6 @@ class Experiment:
 
     def with_overrides(self, **overrides: Any) -> Experiment:
         return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, **dataclasses.asdict(self)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Experiment:
-        data = {k: v for k, v in data.items() if k != "kind"}
-        data["settings"] = tuple(
-            Setting(**{**s, "target": TargetSpec(**s["target"])}) for s in data["settings"]
-        )
-        data["epochs"] = tuple(data["epochs"])
-        if isinstance(data["seeds"], list):
-            data["seeds"] = tuple(data["seeds"])
-        return cls(**data)
 
 
 def trial_plan(experiment: Experiment) -> list[dict[str, Any]]:

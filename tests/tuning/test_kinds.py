@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import tuning.bert
 import tuning.lm
 import tuning.logistic
 import tuning.rl
+from tuning.base import SweepExperiment
 from tuning.kinds import (
     KIND_MODULES,
     experiment_from_dict,
@@ -74,6 +76,41 @@ def test_names_and_stored_experiments_resolve_through_the_registry():
         assert experiment_from_dict(experiment.to_dict()) == experiment
     with pytest.raises(ValueError, match="kind must be one of rl, logistic, lm, bert, got 'nope'"):
         experiment_from_dict({"kind": "nope"})
+
+
+def protocol_members(protocol: type) -> tuple[set[str], set[str], set[str]]:
+    """A protocol's attributes (annotations), of which its class attributes (``ClassVar``),
+    and its methods (what its body defines, but dunders)."""
+    hints = typing.get_type_hints(protocol)
+    class_attrs = {
+        name for name, hint in hints.items() if typing.get_origin(hint) is typing.ClassVar
+    }
+    methods = {
+        name
+        for name, value in vars(protocol).items()
+        if not name.startswith("_") and (callable(value) or isinstance(value, classmethod))
+    }
+    return set(hints), class_attrs, methods
+
+
+def test_every_kind_implements_every_member_of_the_sweep_protocol():
+    """What report.py and sweep.py read, every kind has: no kind leaves a member out for the
+    callers to probe (a neutral value, e.g. no gap, where it has none)."""
+    attrs, class_attrs, methods = protocol_members(SweepExperiment)
+    assert {"spread", "gap", "baselines", "repeats_name", "from_dict"} <= attrs | methods
+    for kind in KIND_MODULES:
+        cls = kind_module(kind).EXPERIMENT_CLASS
+        for name in class_attrs | methods:
+            assert hasattr(cls, name), f"{cls.__name__} ({kind}) has no {name}"
+        for experiment in kind_module(kind).EXPERIMENTS.values():
+            for name in attrs:
+                assert hasattr(experiment, name), f"{experiment.name} ({kind}) has no {name}"
+            for name in methods:
+                assert callable(getattr(experiment, name)), f"{kind}: {name} is not a method"
+            assert isinstance(experiment.notes(), list)
+            assert experiment.spread in (None, "std")
+            assert experiment.gap is None or len(experiment.gap) == 2
+            assert all(isinstance(v, float) for v in experiment.baselines().values())
 
 
 def test_a_logistic_lookup_does_not_import_rllib():
