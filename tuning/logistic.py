@@ -3,8 +3,9 @@
 A :class:`LogisticExperiment` lists settings (one method each: baseline, sampled or
 serialized IMM, noising, interpolation, with r fixed or scheduled and the target's
 quality), the dataset sizes n and the number of Monte Carlo runs. A trial trains *all*
-runs of one setting at a group of sizes as one batched tensor program
-(:mod:`imm_ray.supervised.logistic`), so a 300-run figure is a handful of trials.
+runs as one batched tensor program (:mod:`imm_ray.supervised.logistic`): a sampled-IMM
+setting at a group of sizes, or every other setting together at all sizes (they are cheap),
+so a 300-run figure is a handful of trials (:meth:`LogisticExperiment.trials`).
 """
 
 from __future__ import annotations
