@@ -1,5 +1,6 @@
 """What the single-seed (:mod:`imm_ray.rl`) and seed-vectorized (:mod:`imm_ray.rl.seeds`)
-REINFORCE paths share: the paper's config defaults and their checks.
+REINFORCE paths share: the paper's config defaults and their checks, the REINFORCE loss
+and the IMM tables.
 
 Each path calls these instead of keeping its own copy, so the two compute the same thing
 with the same operations in the same order.
@@ -7,11 +8,15 @@ with the same operations in the same order.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import torch
+from ray.rllib.core.columns import Columns
 
 import envs
+from envs import PomdpMdpPair
 
 
 def fail(field: str, value: Any, allowed: str) -> None:
@@ -40,3 +45,41 @@ def check_lr_and_gamma(config: Any) -> None:
         fail("lr", config.lr, "> 0")
     if not 0.0 <= config.gamma <= 1.0:
         fail("gamma", config.gamma, "in [0, 1]")
+
+
+def reinforce_loss(
+    module: Any,
+    batch: dict[str, Any],
+    fwd_out: dict[str, Any],
+    mean: Callable[[torch.Tensor], torch.Tensor] = torch.mean,
+) -> torch.Tensor:
+    """REINFORCE's policy-gradient loss −mean(log π(a|s) · G_t), no baseline.
+
+    ``mean`` reduces the per-step terms: over the whole batch (the single-seed path) or over
+    each seed's own steps (the seed-vectorized path, ``[S, T]`` → ``[S]``).
+    """
+    dist = module.get_train_action_dist_cls().from_logits(fwd_out[Columns.ACTION_DIST_INPUTS])
+    log_probs = dist.logp(batch[Columns.ACTIONS])
+    return -mean(log_probs * batch[Columns.RETURNS_TO_GO])
+
+
+def imm_tables(config: Any, device: Any) -> tuple[PomdpMdpPair, dict[str, torch.Tensor]]:
+    """The IMM pair of ``config`` (an :class:`~imm_ray.rl.imm_config.IMMConfigMixin`) and
+    its tables as tensors on ``device``:
+
+    - ``target`` ``[C, A]``: the restricted target P̂(a | x̄) of every context;
+    - ``state_context`` ``[N]``: every full state's context x̄;
+    - ``state_obs`` ``[N, *obs_shape]``: every full state's observation;
+    - ``ext_states``, ``ext_weights`` ``[C, K]``: each context's extended states x̃ᵢ and
+      their weights π(x̃ᵢ | x̄) (the pair's ``extension_table``).
+    """
+    pair = config.imm_pair()
+    states, weights = pair.extension_table
+    as_tensor = lambda a, dtype: torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
+    return pair, {
+        "target": as_tensor(config.imm_target_table(pair), torch.float32),
+        "state_context": as_tensor(pair.state_context(), torch.long),
+        "state_obs": as_tensor(pair.state_observation(), None),
+        "ext_states": as_tensor(states, torch.long),
+        "ext_weights": as_tensor(weights, torch.float32),
+    }

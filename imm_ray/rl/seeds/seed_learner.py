@@ -46,6 +46,7 @@ from imm_ray.rl.reinforce_torch_learner import POLICY_LOSS_KEY
 from imm_ray.rl.seeds.batched_module import LOGITS_TABLE
 from imm_ray.rl.seeds.eager_adam import EagerAdam
 from imm_ray.rl.seeds.returns_to_go import SeedReturnsToGo
+from imm_ray.rl.shared import imm_tables, reinforce_loss
 from imm_ray.rl.streams import IMM_STREAM, SeedStreams, inverse_cdf
 
 #: Metric key: how many seeds have failed (non-finite loss) so far.
@@ -76,19 +77,10 @@ class SeedReinforceTorchLearner(TorchLearner):
         self._imm_on = self._lam != 0
         if not self.config.imm_enabled:
             return
-        pair = self.config.imm_pair()
-        states, weights = pair.extension_table
-        as_tensor = lambda a, dtype: torch.as_tensor(a, dtype=dtype, device=self._device)  # noqa: E731
-        self._imm_pair = pair
-        self._imm_tables = {
-            "target": as_tensor(self.config.imm_target_table(pair), torch.float32),
-            "state_context": as_tensor(pair.state_context(), torch.long),
-            "member_obs": as_tensor(pair.state_observation()[states], None),
-            "state_obs_all": as_tensor(pair.state_observation(), None),
-            "member_weights": as_tensor(weights, torch.float32),
-            "member_states": as_tensor(states, torch.long),
-            "member_cdf": as_tensor(weights, torch.float32).cumsum(dim=-1),
-        }
+        self._imm_pair, tables = imm_tables(self.config, self._device)
+        tables["ext_obs"] = tables["state_obs"][tables["ext_states"]]
+        tables["ext_cdf"] = tables["ext_weights"].cumsum(dim=-1)
+        self._imm_tables = tables
         if self.config.imm_num_samples is not None:
             self._imm_streams = SeedStreams(runs, IMM_STREAM)
 
@@ -143,10 +135,12 @@ class SeedReinforceTorchLearner(TorchLearner):
         batch: dict[str, Any],
         fwd_out: dict[str, TensorType],
     ) -> TensorType:
-        module = self.module[module_id].unwrapped()
-        dist = module.get_train_action_dist_cls().from_logits(fwd_out[Columns.ACTION_DIST_INPUTS])
-        log_probs = dist.logp(batch[Columns.ACTIONS])
-        policy = -_seed_mean(log_probs * batch[Columns.RETURNS_TO_GO], batch)
+        policy = reinforce_loss(
+            self.module[module_id].unwrapped(),
+            batch,
+            fwd_out,
+            lambda terms: _seed_mean(terms, batch),
+        )
         imm = None
         total = policy
         if self._imm_tables is not None and bool(self._imm_on.any()):
@@ -188,14 +182,14 @@ class SeedReinforceTorchLearner(TorchLearner):
         visited = tables["state_context"][self._imm_pair.observation_state(batch[Columns.OBS])]
         if self.config.imm_num_samples is not None:
             return _seed_mean(self._sampled_imm_risk(module, log_probs, visited), batch)
-        contexts, width = tables["member_weights"].shape
+        contexts, width = tables["ext_weights"].shape
         seeds, actions, _ = log_probs.shape
-        member_obs = tables["member_obs"].reshape(1, contexts * width, -1)
+        member_obs = tables["ext_obs"].reshape(1, contexts * width, -1)
         members = log_probs[:, :, module.input_index(member_obs)[0]]  # [S, A, C·K]
         risk = imm_loss(
             members.transpose(1, 2).reshape(seeds * contexts, width, actions),
             tables["target"].repeat(seeds, 1),
-            tables["member_weights"].repeat(seeds, 1),
+            tables["ext_weights"].repeat(seeds, 1),
             reduction="none",
         ).reshape(seeds, contexts)
         if Columns.LOSS_MASK in batch:
@@ -216,10 +210,10 @@ class SeedReinforceTorchLearner(TorchLearner):
         seeds, actions, _ = log_probs.shape
         steps = visited.shape[1]
         u = self._imm_streams.uniform(steps, k).to(log_probs.device)  # [S, T, k]
-        cdf = tables["member_cdf"][visited].unsqueeze(2).expand(-1, -1, k, -1)
+        cdf = tables["ext_cdf"][visited].unsqueeze(2).expand(-1, -1, k, -1)
         slot = inverse_cdf(cdf.contiguous(), u)  # [S, T, k] index into the support
-        states = tables["member_states"][visited].gather(2, slot)
-        inputs = module.input_index(tables["state_obs_all"][states].reshape(seeds, steps * k, -1))
+        states = tables["ext_states"][visited].gather(2, slot)
+        inputs = module.input_index(tables["state_obs"][states].reshape(seeds, steps * k, -1))
         members = log_probs.gather(2, inputs.unsqueeze(1).expand(-1, actions, -1))
         risk = imm_loss(
             members.transpose(1, 2).reshape(seeds * steps, k, actions),
