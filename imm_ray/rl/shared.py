@@ -1,6 +1,6 @@
 """What the single-seed (:mod:`imm_ray.rl`) and seed-vectorized (:mod:`imm_ray.rl.seeds`)
-REINFORCE paths share: the paper's config defaults and their checks, the REINFORCE loss
-and the IMM tables.
+REINFORCE paths share: the paper's config defaults and their checks, the REINFORCE loss,
+the IMM tables, and the learner/runner state added to RLlib's checkpoints.
 
 Each path calls these instead of keeping its own copy, so the two compute the same thing
 with the same operations in the same order.
@@ -8,12 +8,13 @@ with the same operations in the same order.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import numpy as np
 import torch
 from ray.rllib.core.columns import Columns
+from ray.rllib.utils.typing import StateDict
 
 import envs
 from envs import PomdpMdpPair
@@ -83,3 +84,34 @@ def imm_tables(config: Any, device: Any) -> tuple[PomdpMdpPair, dict[str, torch.
         "ext_states": as_tensor(states, torch.long),
         "ext_weights": as_tensor(weights, torch.float32),
     }
+
+
+class ExtraStateMixin:
+    """Adds a learner's or env runner's own entries to RLlib's ``get_state`` /
+    ``set_state``: mix in before the RLlib class and define the two hooks."""
+
+    def get_state(
+        self,
+        components: str | Collection[str] | None = None,
+        *,
+        not_components: str | Collection[str] | None = None,
+        **kwargs: Any,
+    ) -> StateDict:
+        state = super().get_state(components, not_components=not_components, **kwargs)
+        self._add_extra_state(
+            state, lambda name: self._check_component(name, components, not_components)
+        )
+        return state
+
+    def set_state(self, state: StateDict) -> None:
+        super().set_state(state)
+        self._set_extra_state(state)
+
+    def _add_extra_state(self, state: StateDict, asked: Callable[[str], bool]) -> None:
+        """Adds this object's entries to ``state``; ``asked(name)`` says whether the caller
+        asked for component ``name``."""
+        raise NotImplementedError
+
+    def _set_extra_state(self, state: StateDict) -> None:
+        """Restores what :meth:`_add_extra_state` added, where ``state`` has it."""
+        raise NotImplementedError

@@ -32,7 +32,7 @@ it, with the epoch, for the algorithm to turn its results into NaN.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -46,7 +46,7 @@ from imm_ray.rl.reinforce_torch_learner import POLICY_LOSS_KEY
 from imm_ray.rl.seeds.batched_module import LOGITS_TABLE
 from imm_ray.rl.seeds.eager_adam import EagerAdam
 from imm_ray.rl.seeds.returns_to_go import SeedReturnsToGo
-from imm_ray.rl.shared import imm_tables, reinforce_loss
+from imm_ray.rl.shared import ExtraStateMixin, imm_tables, reinforce_loss
 from imm_ray.rl.streams import IMM_STREAM, SeedStreams, inverse_cdf
 
 #: Metric key: how many seeds have failed (non-finite loss) so far.
@@ -55,7 +55,7 @@ NUM_FAILED_SEEDS_KEY = "num_failed_seeds"
 SEED_STATE = "seed_state"
 
 
-class SeedReinforceTorchLearner(TorchLearner):
+class SeedReinforceTorchLearner(ExtraStateMixin, TorchLearner):
     """REINFORCE + λ·IMM for every seed of a :class:`BatchedReinforceRLModule` at once.
 
     Logged per module: ``policy_loss`` and ``imm_loss`` (means over the runs that have not
@@ -100,26 +100,17 @@ class SeedReinforceTorchLearner(TorchLearner):
         (a run indexes ``config.run_seeds``: without λ groups, the seed's index)."""
         return {run: int(epoch) for run, epoch in enumerate(self._failed_at.tolist()) if epoch > 0}
 
-    def get_state(
-        self,
-        components: str | Collection[str] | None = None,
-        *,
-        not_components: str | Collection[str] | None = None,
-        **kwargs: Any,
-    ) -> StateDict:
-        state = super().get_state(components, not_components=not_components, **kwargs)
+    def _add_extra_state(self, state: StateDict, asked: Callable[[str], bool]) -> None:
         # Not in the per-epoch weight sync, which asks for the RL module alone.
-        if self._check_component(SEED_STATE, components, not_components):
+        if asked(SEED_STATE):
             streams = getattr(self, "_imm_streams", None)
             state[SEED_STATE] = {
                 "failed_at": self._failed_at.clone(),
                 "updates": self._updates,
                 "imm_streams": None if streams is None else streams.get_state(),
             }
-        return state
 
-    def set_state(self, state: StateDict) -> None:
-        super().set_state(state)
+    def _set_extra_state(self, state: StateDict) -> None:
         if SEED_STATE in state:
             seed_state = state[SEED_STATE]
             self._failed_at = seed_state["failed_at"].clone()
