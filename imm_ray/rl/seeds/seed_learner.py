@@ -10,7 +10,7 @@ continuing task (the grid), fewer where the episode terminated (Taxi; the batch'
 ``LOSS_MASK`` marks them). Each seed's mean is over its own steps, as the single-seed
 path's mean over its batch of complete episodes is.
 
-and the learner minimizes Σ_s L_s. Seed s's parameters appear in L_s only, Adam is
+The learner minimizes Σ_s L_s. Seed s's parameters appear in L_s only, Adam is
 elementwise and nothing is clipped or normalized across seeds, so every seed takes exactly
 the step it would take alone. Q̂_s(a | x̄) = Σ_i w_i π_s(a | x̃_i) / Σ_i w_i over every
 extended state x̃_i of x̄ (the exact induced model, Eq. 6). Since IMM_s depends on x_t only
