@@ -8,6 +8,7 @@ input, which is what makes the MDP policy strictly more expressive than the POMD
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import gymnasium as gym
@@ -68,6 +69,20 @@ class JointOneHot(nn.Module):
         return nn.functional.one_hot(self.index(obs), self.out_dim).float()
 
 
+def model_settings(module: TorchRLModule, activations: Collection[str]) -> dict[str, Any]:
+    """``module``'s ``model_config`` over :data:`DEFAULT_MODEL_CONFIG`, checked: its
+    ``activation`` is one of ``activations`` and its action space is ``Discrete``."""
+    cfg = {**DEFAULT_MODEL_CONFIG, **(module.model_config or {})}
+    if cfg["activation"] not in activations:
+        raise ValueError(
+            f"model_config.activation must be one of {sorted(activations)}, "
+            f"got {cfg['activation']!r}"
+        )
+    if not isinstance(module.action_space, gym.spaces.Discrete):
+        raise ValueError(f"action_space must be Discrete, got {module.action_space}")
+    return cfg
+
+
 def _mlp(sizes: list[int], activation: type[nn.Module]) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
@@ -86,14 +101,7 @@ class DefaultReinforceRLModule(TorchRLModule, ValueFunctionAPI):
     """
 
     def setup(self) -> None:
-        cfg = {**DEFAULT_MODEL_CONFIG, **(self.model_config or {})}
-        if cfg["activation"] not in _ACTIVATIONS:
-            raise ValueError(
-                f"model_config.activation must be one of {sorted(_ACTIVATIONS)}, "
-                f"got {cfg['activation']!r}"
-            )
-        if not isinstance(self.action_space, gym.spaces.Discrete):
-            raise ValueError(f"action_space must be Discrete, got {self.action_space}")
+        cfg = model_settings(self, _ACTIVATIONS)
         activation = _ACTIVATIONS[cfg["activation"]]
         self.encoder = JointOneHot(self.observation_space)
         hidden = [int(h) for h in cfg["hidden"]]

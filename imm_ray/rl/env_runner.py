@@ -14,19 +14,20 @@ the env's reset distribution, and still reproducible per (seed, trajectory).
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable
 from typing import Any
 
 from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 from ray.rllib.utils.typing import StateDict
 
+from imm_ray.rl.shared import ExtraStateMixin
 from imm_ray.rl.streams import START_STREAM, stream_seed
 
 #: State key: how many seeded resets this runner has made.
 NUM_SEEDED_RESETS = "num_seeded_resets"
 
 
-class TrajectorySeededEnvRunner(SingleAgentEnvRunner):
+class TrajectorySeededEnvRunner(ExtraStateMixin, SingleAgentEnvRunner):
     """``SingleAgentEnvRunner`` whose forced resets draw fresh, reproducible start seeds."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -44,18 +45,9 @@ class TrajectorySeededEnvRunner(SingleAgentEnvRunner):
             self._seeded_resets += 1
         return super()._try_env_reset(seed=seed, options=options)
 
-    def get_state(
-        self,
-        components: str | Collection[str] | None = None,
-        *,
-        not_components: str | Collection[str] | None = None,
-        **kwargs: Any,
-    ) -> StateDict:
-        state = super().get_state(components, not_components=not_components, **kwargs)
+    def _add_extra_state(self, state: StateDict, asked: Callable[[str], bool]) -> None:
         state[NUM_SEEDED_RESETS] = self._seeded_resets
-        return state
 
-    def set_state(self, state: StateDict) -> None:
-        super().set_state(state)
+    def _set_extra_state(self, state: StateDict) -> None:
         if NUM_SEEDED_RESETS in state:
             self._seeded_resets = int(state[NUM_SEEDED_RESETS])

@@ -23,6 +23,7 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.utils.typing import ModuleID, TensorType
 
 from imm_ray.imm import imm_loss
+from imm_ray.rl.shared import imm_tables
 
 #: Metric keys (logged per module under the learner results).
 IMM_LOSS_KEY = "imm_loss"
@@ -38,18 +39,10 @@ class IMMLearnerMixin:
         self._imm_tables: dict[str, torch.Tensor] | None = None
         if not self.config.imm_enabled:
             return
-        pair = self.config.imm_pair()
-        states, weights = pair.extension_table
-        as_tensor = lambda a, dtype: torch.as_tensor(a, dtype=dtype, device=self._device)  # noqa: E731
-        self._imm_pair = pair
-        self._imm_tables = {
-            "target": as_tensor(self.config.imm_target_table(pair), torch.float32),
-            "state_context": as_tensor(pair.state_context(), torch.long),
-            "state_obs": as_tensor(pair.state_observation(), None),
-            "ext_states": as_tensor(states, torch.long),
-            "ext_weights": as_tensor(weights, torch.float32),
-            "belief": as_tensor(pair.context_belief(), torch.float32),
-        }
+        self._imm_pair, self._imm_tables = imm_tables(self.config, self._device)
+        self._imm_tables["belief"] = torch.as_tensor(
+            self._imm_pair.context_belief(), dtype=torch.float32, device=self._device
+        )
 
     def compute_loss_for_module(
         self,

@@ -21,7 +21,6 @@ from collections.abc import Iterable
 from typing import Any, Self
 
 import gymnasium as gym
-import numpy as np
 import tree
 from ray.rllib.algorithms import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
@@ -46,6 +45,7 @@ from imm_ray.rl.evaluation import (
 )
 from imm_ray.rl.imm_config import IMMConfigMixin
 from imm_ray.rl.reinforce_torch_learner import IMMReinforceTorchLearner
+from imm_ray.rl.shared import check_int, check_lr_and_gamma, set_paper_defaults
 
 
 class ReinforceConfig(IMMConfigMixin, RolloutEvaluationConfigMixin, AlgorithmConfig):
@@ -59,10 +59,7 @@ class ReinforceConfig(IMMConfigMixin, RolloutEvaluationConfigMixin, AlgorithmCon
 
     def __init__(self, algo_class: type | None = None) -> None:
         super().__init__(algo_class=algo_class or Reinforce)
-        self.environment(env=envs.MDP_ENV_ID)
-        self.lr = 1e-2
-        self.gamma = 0.9
-        self.num_env_runners = 0
+        set_paper_defaults(self)
         self.num_envs_per_env_runner = 1
         self.env_runner_cls = TrajectorySeededEnvRunner
         self.batch_mode = "complete_episodes"
@@ -82,7 +79,7 @@ class ReinforceConfig(IMMConfigMixin, RolloutEvaluationConfigMixin, AlgorithmCon
         """
         super().training(**kwargs)
         if num_episodes_per_train_batch is not NotProvided:
-            _check_int("num_episodes_per_train_batch", num_episodes_per_train_batch, 1)
+            check_int("num_episodes_per_train_batch", num_episodes_per_train_batch, 1)
             self.num_episodes_per_train_batch = num_episodes_per_train_batch
         return self
 
@@ -95,10 +92,7 @@ class ReinforceConfig(IMMConfigMixin, RolloutEvaluationConfigMixin, AlgorithmCon
                 f"{', '.join(envs.known_env_ids())}"
             )
         super().validate()
-        if isinstance(self.lr, int | float) and not self.lr > 0:
-            _fail("lr", self.lr, "> 0")
-        if not 0.0 <= self.gamma <= 1.0:
-            _fail("gamma", self.gamma, "in [0, 1]")
+        check_lr_and_gamma(self)
 
     def get_default_rl_module_spec(self) -> RLModuleSpec:
         return RLModuleSpec(
@@ -107,15 +101,6 @@ class ReinforceConfig(IMMConfigMixin, RolloutEvaluationConfigMixin, AlgorithmCon
 
     def get_default_learner_class(self) -> type:
         return IMMReinforceTorchLearner
-
-
-def _check_int(field: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        _fail(field, value, f"an integer >= {minimum}")
-
-
-def _fail(field: str, value: Any, allowed: str) -> None:
-    raise ValueError(f"{field} must be {allowed}, got {value!r}")
 
 
 class Reinforce(RolloutEvaluationMixin, Algorithm):
@@ -165,7 +150,7 @@ def train_and_evaluate(config: AlgorithmConfig, eval_epochs: Iterable[int]) -> d
     if not eval_epochs:
         raise ValueError("eval_epochs must name at least one epoch count")
     for epochs in eval_epochs:
-        _check_int("eval_epochs", epochs, 1)
+        check_int("eval_epochs", epochs, 1)
     algo = config.build_algo()
     try:
         results = {}

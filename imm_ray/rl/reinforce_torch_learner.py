@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from ray.rllib.connectors.learner import ComputeReturnsToGo
-from ray.rllib.core.columns import Columns
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.utils.typing import ModuleID, TensorType
 
 from imm_ray.rl.imm_learner import IMMLearnerMixin
+from imm_ray.rl.shared import reinforce_loss
 
 #: Metric key of the main (policy-gradient) loss.
 POLICY_LOSS_KEY = "policy_loss"
@@ -36,10 +35,7 @@ class ReinforceTorchLearner(TorchLearner):
         batch: dict[str, Any],
         fwd_out: dict[str, TensorType],
     ) -> TensorType:
-        module = self.module[module_id].unwrapped()
-        dist = module.get_train_action_dist_cls().from_logits(fwd_out[Columns.ACTION_DIST_INPUTS])
-        log_probs = dist.logp(batch[Columns.ACTIONS])
-        loss = -torch.mean(log_probs * batch[Columns.RETURNS_TO_GO])
+        loss = reinforce_loss(self.module[module_id].unwrapped(), batch, fwd_out)
         self.metrics.log_value((module_id, POLICY_LOSS_KEY), loss.detach(), window=1)
         return loss
 

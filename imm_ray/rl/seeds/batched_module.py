@@ -15,13 +15,12 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import gymnasium as gym
 import torch
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.torch import TorchRLModule
 from torch import nn
 
-from imm_ray.rl.default_reinforce_rl_module import DEFAULT_MODEL_CONFIG, JointOneHot
+from imm_ray.rl.default_reinforce_rl_module import JointOneHot, model_settings
 
 _ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
 
@@ -63,14 +62,7 @@ class BatchedReinforceRLModule(TorchRLModule):
     """
 
     def setup(self) -> None:
-        cfg = {**DEFAULT_MODEL_CONFIG, **(self.model_config or {})}
-        if cfg["activation"] not in _ACTIVATIONS:
-            raise ValueError(
-                f"model_config.activation must be one of {sorted(_ACTIVATIONS)}, "
-                f"got {cfg['activation']!r}"
-            )
-        if not isinstance(self.action_space, gym.spaces.Discrete):
-            raise ValueError(f"action_space must be Discrete, got {self.action_space}")
+        cfg = model_settings(self, _ACTIVATIONS)
         self.encoder = JointOneHot(self.observation_space)
         if not self.encoder.discrete:
             raise ValueError(

@@ -10,7 +10,7 @@ continuing task (the grid), fewer where the episode terminated (Taxi; the batch'
 ``LOSS_MASK`` marks them). Each seed's mean is over its own steps, as the single-seed
 path's mean over its batch of complete episodes is.
 
-and the learner minimizes Σ_s L_s. Seed s's parameters appear in L_s only, Adam is
+The learner minimizes Σ_s L_s. Seed s's parameters appear in L_s only, Adam is
 elementwise and nothing is clipped or normalized across seeds, so every seed takes exactly
 the step it would take alone. Q̂_s(a | x̄) = Σ_i w_i π_s(a | x̃_i) / Σ_i w_i over every
 extended state x̃_i of x̄ (the exact induced model, Eq. 6). Since IMM_s depends on x_t only
@@ -32,7 +32,7 @@ it, with the epoch, for the algorithm to turn its results into NaN.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -46,6 +46,7 @@ from imm_ray.rl.reinforce_torch_learner import POLICY_LOSS_KEY
 from imm_ray.rl.seeds.batched_module import LOGITS_TABLE
 from imm_ray.rl.seeds.eager_adam import EagerAdam
 from imm_ray.rl.seeds.returns_to_go import SeedReturnsToGo
+from imm_ray.rl.shared import ExtraStateMixin, imm_tables, reinforce_loss
 from imm_ray.rl.streams import IMM_STREAM, SeedStreams, inverse_cdf
 
 #: Metric key: how many seeds have failed (non-finite loss) so far.
@@ -54,7 +55,7 @@ NUM_FAILED_SEEDS_KEY = "num_failed_seeds"
 SEED_STATE = "seed_state"
 
 
-class SeedReinforceTorchLearner(TorchLearner):
+class SeedReinforceTorchLearner(ExtraStateMixin, TorchLearner):
     """REINFORCE + λ·IMM for every seed of a :class:`BatchedReinforceRLModule` at once.
 
     Logged per module: ``policy_loss`` and ``imm_loss`` (means over the runs that have not
@@ -76,19 +77,10 @@ class SeedReinforceTorchLearner(TorchLearner):
         self._imm_on = self._lam != 0
         if not self.config.imm_enabled:
             return
-        pair = self.config.imm_pair()
-        states, weights = pair.extension_table
-        as_tensor = lambda a, dtype: torch.as_tensor(a, dtype=dtype, device=self._device)  # noqa: E731
-        self._imm_pair = pair
-        self._imm_tables = {
-            "target": as_tensor(self.config.imm_target_table(pair), torch.float32),
-            "state_context": as_tensor(pair.state_context(), torch.long),
-            "member_obs": as_tensor(pair.state_observation()[states], None),
-            "state_obs_all": as_tensor(pair.state_observation(), None),
-            "member_weights": as_tensor(weights, torch.float32),
-            "member_states": as_tensor(states, torch.long),
-            "member_cdf": as_tensor(weights, torch.float32).cumsum(dim=-1),
-        }
+        self._imm_pair, tables = imm_tables(self.config, self._device)
+        tables["ext_obs"] = tables["state_obs"][tables["ext_states"]]
+        tables["ext_cdf"] = tables["ext_weights"].cumsum(dim=-1)
+        self._imm_tables = tables
         if self.config.imm_num_samples is not None:
             self._imm_streams = SeedStreams(runs, IMM_STREAM)
 
@@ -108,26 +100,17 @@ class SeedReinforceTorchLearner(TorchLearner):
         (a run indexes ``config.run_seeds``: without λ groups, the seed's index)."""
         return {run: int(epoch) for run, epoch in enumerate(self._failed_at.tolist()) if epoch > 0}
 
-    def get_state(
-        self,
-        components: str | Collection[str] | None = None,
-        *,
-        not_components: str | Collection[str] | None = None,
-        **kwargs: Any,
-    ) -> StateDict:
-        state = super().get_state(components, not_components=not_components, **kwargs)
+    def _add_extra_state(self, state: StateDict, asked: Callable[[str], bool]) -> None:
         # Not in the per-epoch weight sync, which asks for the RL module alone.
-        if self._check_component(SEED_STATE, components, not_components):
+        if asked(SEED_STATE):
             streams = getattr(self, "_imm_streams", None)
             state[SEED_STATE] = {
                 "failed_at": self._failed_at.clone(),
                 "updates": self._updates,
                 "imm_streams": None if streams is None else streams.get_state(),
             }
-        return state
 
-    def set_state(self, state: StateDict) -> None:
-        super().set_state(state)
+    def _set_extra_state(self, state: StateDict) -> None:
         if SEED_STATE in state:
             seed_state = state[SEED_STATE]
             self._failed_at = seed_state["failed_at"].clone()
@@ -143,10 +126,12 @@ class SeedReinforceTorchLearner(TorchLearner):
         batch: dict[str, Any],
         fwd_out: dict[str, TensorType],
     ) -> TensorType:
-        module = self.module[module_id].unwrapped()
-        dist = module.get_train_action_dist_cls().from_logits(fwd_out[Columns.ACTION_DIST_INPUTS])
-        log_probs = dist.logp(batch[Columns.ACTIONS])
-        policy = -_seed_mean(log_probs * batch[Columns.RETURNS_TO_GO], batch)
+        policy = reinforce_loss(
+            self.module[module_id].unwrapped(),
+            batch,
+            fwd_out,
+            lambda terms: _seed_mean(terms, batch),
+        )
         imm = None
         total = policy
         if self._imm_tables is not None and bool(self._imm_on.any()):
@@ -188,14 +173,14 @@ class SeedReinforceTorchLearner(TorchLearner):
         visited = tables["state_context"][self._imm_pair.observation_state(batch[Columns.OBS])]
         if self.config.imm_num_samples is not None:
             return _seed_mean(self._sampled_imm_risk(module, log_probs, visited), batch)
-        contexts, width = tables["member_weights"].shape
+        contexts, width = tables["ext_weights"].shape
         seeds, actions, _ = log_probs.shape
-        member_obs = tables["member_obs"].reshape(1, contexts * width, -1)
+        member_obs = tables["ext_obs"].reshape(1, contexts * width, -1)
         members = log_probs[:, :, module.input_index(member_obs)[0]]  # [S, A, C·K]
         risk = imm_loss(
             members.transpose(1, 2).reshape(seeds * contexts, width, actions),
             tables["target"].repeat(seeds, 1),
-            tables["member_weights"].repeat(seeds, 1),
+            tables["ext_weights"].repeat(seeds, 1),
             reduction="none",
         ).reshape(seeds, contexts)
         if Columns.LOSS_MASK in batch:
@@ -216,10 +201,10 @@ class SeedReinforceTorchLearner(TorchLearner):
         seeds, actions, _ = log_probs.shape
         steps = visited.shape[1]
         u = self._imm_streams.uniform(steps, k).to(log_probs.device)  # [S, T, k]
-        cdf = tables["member_cdf"][visited].unsqueeze(2).expand(-1, -1, k, -1)
+        cdf = tables["ext_cdf"][visited].unsqueeze(2).expand(-1, -1, k, -1)
         slot = inverse_cdf(cdf.contiguous(), u)  # [S, T, k] index into the support
-        states = tables["member_states"][visited].gather(2, slot)
-        inputs = module.input_index(tables["state_obs_all"][states].reshape(seeds, steps * k, -1))
+        states = tables["ext_states"][visited].gather(2, slot)
+        inputs = module.input_index(tables["state_obs"][states].reshape(seeds, steps * k, -1))
         members = log_probs.gather(2, inputs.unsqueeze(1).expand(-1, actions, -1))
         risk = imm_loss(
             members.transpose(1, 2).reshape(seeds * steps, k, actions),

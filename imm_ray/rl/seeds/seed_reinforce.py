@@ -57,6 +57,7 @@ from imm_ray.rl.imm_config import IMMConfigMixin
 from imm_ray.rl.seeds.batched_module import BatchedReinforceRLModule
 from imm_ray.rl.seeds.seed_learner import SeedReinforceTorchLearner
 from imm_ray.rl.seeds.tensor_env_runner import SeedTensorEnvRunner
+from imm_ray.rl.shared import check_int, check_lr_and_gamma, fail, set_paper_defaults
 
 #: Key of :meth:`SeedReinforce.evaluate`'s result: every seed's mean return, in seed order.
 EVAL_SEED_RETURNS = "eval_seed_returns"
@@ -76,10 +77,7 @@ class SeedReinforceConfig(IMMConfigMixin, RolloutEvaluationConfigMixin, Algorith
 
     def __init__(self, algo_class: type | None = None) -> None:
         super().__init__(algo_class=algo_class or SeedReinforce)
-        self.environment(env=envs.MDP_ENV_ID)
-        self.lr = 1e-2
-        self.gamma = 0.9
-        self.num_env_runners = 0
+        set_paper_defaults(self)
         self.env_runner_cls = SeedTensorEnvRunner
         self.add_default_connectors_to_learner_pipeline = False
         # RLlib's NaN guard scans every gradient twice per step and would skip every
@@ -103,10 +101,10 @@ class SeedReinforceConfig(IMMConfigMixin, RolloutEvaluationConfigMixin, Algorith
                 self.imm_lambdas = None
             return super().imm(lam=lam, **kwargs)
         if isinstance(lam, str | bytes) or not isinstance(lam, Iterable):
-            _fail("imm_lambda", lam, "a finite number >= 0 or a list of them")
+            fail("imm_lambda", lam, "a finite number >= 0 or a list of them")
         lams = [validate_lambda(x, field="imm_lambda") for x in lam]
         if not lams or len(set(lams)) != len(lams):
-            _fail("imm_lambda", lam, "a finite number >= 0 or a non-empty list of distinct ones")
+            fail("imm_lambda", lam, "a finite number >= 0 or a non-empty list of distinct ones")
         # imm_lambda holds the largest, so imm_enabled says whether any run adds IMM.
         super().imm(lam=max(lams), **kwargs)
         self.imm_lambdas = lams if len(lams) > 1 else None
@@ -149,11 +147,11 @@ class SeedReinforceConfig(IMMConfigMixin, RolloutEvaluationConfigMixin, Algorith
         if seeds is not NotProvided:
             self.seeds = _check_seeds(seeds)
         if epochs_per_iteration is not NotProvided:
-            _check_int("epochs_per_iteration", epochs_per_iteration, 1)
+            check_int("epochs_per_iteration", epochs_per_iteration, 1)
             self.epochs_per_iteration = int(epochs_per_iteration)
         if trajectory_length is not NotProvided:
             if trajectory_length is not None:
-                _check_int("trajectory_length", trajectory_length, 1)
+                check_int("trajectory_length", trajectory_length, 1)
                 trajectory_length = int(trajectory_length)
             self.trajectory_length = trajectory_length
         return self
@@ -174,18 +172,15 @@ class SeedReinforceConfig(IMMConfigMixin, RolloutEvaluationConfigMixin, Algorith
         super().validate()
         _check_seeds(self.seeds)
         self.trajectory_length_for(pair)
-        if isinstance(self.lr, int | float) and not self.lr > 0:
-            _fail("lr", self.lr, "> 0")
-        if not 0.0 <= self.gamma <= 1.0:
-            _fail("gamma", self.gamma, "in [0, 1]")
+        check_lr_and_gamma(self)
         if self.grad_clip is not None:
-            _fail("grad_clip", self.grad_clip, "None (clipping would couple the seeds)")
+            fail("grad_clip", self.grad_clip, "None (clipping would couple the seeds)")
         if self.num_env_runners != 0:
-            _fail("num_env_runners", self.num_env_runners, "0 (the seeds are vectorized)")
+            fail("num_env_runners", self.num_env_runners, "0 (the seeds are vectorized)")
         if self.num_learners != 0:
-            _fail("num_learners", self.num_learners, "0 (one local learner holds all seeds)")
+            fail("num_learners", self.num_learners, "0 (one local learner holds all seeds)")
         if self.add_default_connectors_to_learner_pipeline:
-            _fail(
+            fail(
                 "add_default_connectors_to_learner_pipeline",
                 True,
                 "False (SeedReturnsToGo builds the batch)",
@@ -203,24 +198,15 @@ class SeedReinforceConfig(IMMConfigMixin, RolloutEvaluationConfigMixin, Algorith
 
 def _check_seeds(seeds: Any) -> list[int]:
     if isinstance(seeds, str | bytes) or not isinstance(seeds, Iterable):
-        _fail("seeds", seeds, "a non-empty list of distinct integers >= 0")
+        fail("seeds", seeds, "a non-empty list of distinct integers >= 0")
     seeds = list(seeds)
     if (
         not seeds
         or any(isinstance(s, bool) or not isinstance(s, int | np.integer) or s < 0 for s in seeds)
         or len(set(seeds)) != len(seeds)
     ):
-        _fail("seeds", seeds, "a non-empty list of distinct integers >= 0")
+        fail("seeds", seeds, "a non-empty list of distinct integers >= 0")
     return [int(s) for s in seeds]
-
-
-def _check_int(field: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        _fail(field, value, f"an integer >= {minimum}")
-
-
-def _fail(field: str, value: Any, allowed: str) -> None:
-    raise ValueError(f"{field} must be {allowed}, got {value!r}")
 
 
 class SeedReinforce(Algorithm):
@@ -263,7 +249,7 @@ class SeedReinforce(Algorithm):
     def train_epochs(self, epochs: int) -> ResultDict:
         """Trains every seed ``epochs`` more epochs, in ``train()`` calls of at most
         ``epochs_per_iteration`` epochs; returns the last call's result."""
-        _check_int("epochs", epochs, 1)
+        check_int("epochs", epochs, 1)
         result: ResultDict = {}
         try:
             while epochs > 0:
@@ -337,7 +323,7 @@ def train_and_evaluate_seeds(
     if not eval_epochs:
         raise ValueError("eval_epochs must name at least one epoch count")
     for e in eval_epochs:
-        _check_int("eval_epochs", e, 1)
+        check_int("eval_epochs", e, 1)
     algo = config.build_algo()
     try:
         results = {}
