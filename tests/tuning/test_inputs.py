@@ -39,7 +39,10 @@ def fake_tune(monkeypatch, tmp_path):
     from ray import tune
 
     rows: list[dict] = []
-    context = SimpleNamespace(get_trial_dir=lambda: str(tmp_path))
+    storage = SimpleNamespace(
+        trial_driver_staging_path=str(tmp_path), trial_working_directory=str(tmp_path / "work")
+    )
+    context = SimpleNamespace(get_trial_dir=lambda: str(tmp_path), get_storage=lambda: storage)
     monkeypatch.setattr(tune, "get_context", lambda: context)
     monkeypatch.setattr(tune, "get_checkpoint", lambda: None)
     monkeypatch.setattr(tune, "report", lambda metrics, checkpoint=None: rows.append(metrics))
