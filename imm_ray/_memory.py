@@ -6,8 +6,11 @@ machines, that costs more than the arithmetic: on this project's 2-core VM a ser
 step of the small LSTM spent two thirds of its time in fresh allocations.
 
 :func:`reuse_freed_memory` raises glibc's thresholds (``mallopt``) so that blocks up to
-32 MiB come from the heap and up to 1 GiB of freed heap is kept. It is a no-op elsewhere
-(macOS, musl, Windows).
+32 MiB come from the heap and up to 1 GiB of freed heap is kept. The thresholds are the
+whole process's, so only the programs that own their process call it (``imm-ray train lm``
+and Tune's LM trials), never a library class; and only on Linux with glibc, whose manual
+documents ``mallopt`` (:func:`imm_ray._compat.glibc_mallopt`). It is a no-op elsewhere
+(macOS, musl, Windows), where the allocator keeps its defaults: the same results, slower.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-import sys
+
+from imm_ray import _compat
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -27,7 +31,7 @@ TRIM_THRESHOLD = 1024 * 1024 * 1024
 @functools.cache
 def reuse_freed_memory() -> bool:
     """Sets glibc's mmap and trim thresholds once per process; says if it could."""
-    if not sys.platform.startswith("linux"):
+    if not _compat.glibc_mallopt():
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

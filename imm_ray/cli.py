@@ -34,6 +34,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import NoReturn
 
+from imm_ray import _compat
 from imm_ray._io import write_text_atomically
 from imm_ray.bert_cli import (
     add_bert_commands,
@@ -667,13 +668,14 @@ def run() -> None:
 
     Once a command has finished (its files written and closed, Ray shut down), Python's own
     teardown of the modules a sweep loads (Ray, Tune, pandas, matplotlib) still takes
-    0.5–1 s; the program flushes its output and logs and leaves without it. Where Ray is
-    still up (a command that left it running), it exits the usual way, so that Ray's exit
-    hook stops what it started.
+    0.5–1 s; the program flushes its output and logs and leaves without it, only with the
+    Ray and Python this was tested on (:func:`imm_ray._compat.fast_exit`). Where Ray is
+    still up (a command that left it running), or on any other version, it exits the usual
+    way (``sys.exit``), so that every exit hook runs.
     """
     code = main()
     ray = sys.modules.get("ray")
-    if ray is not None and ray.is_initialized():
+    if (ray is not None and ray.is_initialized()) or not _compat.fast_exit():
         sys.exit(code)
     import logging
 

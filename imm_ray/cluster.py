@@ -32,6 +32,8 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
+from imm_ray import _compat
+
 T = TypeVar("T")
 
 #: Ray's switch between cluster mode and single-machine (loopback) mode.
@@ -305,11 +307,16 @@ def shutdown_ray() -> None:
     SIGTERM, and the monitor comes after the GCS: its SIGTERM handler then tries to tell
     the stopped GCS of its exit and sits out the whole second. A single-machine Ray has
     nothing to autoscale, so the monitor this process started is killed first (Ray's own
-    ``Node.kill_monitor``, where that exists); then Ray shuts down as usual. A driver
-    that joined a cluster started no monitor, and leaves the cluster's alone.
+    ``Node.kill_monitor``, a private API: only on the Ray it was tested on,
+    :func:`imm_ray._compat.ray_kill_monitor`); then Ray shuts down as usual. A driver
+    that joined a cluster started no monitor, and leaves the cluster's alone. On another
+    Ray this is plain ``ray.shutdown()``, a second slower.
     """
     import ray
 
+    if not _compat.ray_kill_monitor():
+        ray.shutdown()
+        return
     node = getattr(ray._private.worker, "_global_node", None)
     kill_monitor = getattr(node, "kill_monitor", None)
     if getattr(node, "head", False) and kill_monitor is not None:

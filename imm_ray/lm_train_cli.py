@@ -168,6 +168,9 @@ def _train_lm(args: argparse.Namespace) -> int:
         bigram, _ = read_arpa(args.arpa, corpus.vocab.words)
     else:
         bigram = estimate_kneser_ney(corpus.train, len(corpus.vocab), corpus.vocab.eos_id)
+    from imm_ray._memory import reuse_freed_memory
+
+    reuse_freed_memory()  # this process is the command's own: its allocator, its choice
     start = time.perf_counter()
     try:
         trainer, results = train_lm(

@@ -173,6 +173,21 @@ def test_shutdown_stops_every_ray_process_killing_the_idle_monitor_first():
     assert seen["connect_ms"] == 50
 
 
+def test_shutdown_on_another_ray_is_plain_ray_shutdown_and_stops_every_process():
+    # Node.kill_monitor is private: on a Ray other than the tested one (forced here) the
+    # monitor is left to ray.shutdown(), which stops it with the rest, gracefully.
+    forced = "from imm_ray import _compat\n_compat.ray_kill_monitor = lambda: False\n"
+    _, last = run_probe(forced + SHUTDOWN_PROBE)
+    seen = json.loads(last)
+    assert seen["result"] == "report written"
+    assert not seen["initialized"]
+    stops = dict(seen["stops"])
+    assert stops["monitor"] is True and seen["stops"][0][0] != "monitor", seen["stops"]
+    assert {"raylet", "gcs_server"} <= set(stops)
+    assert set(seen["codes"]) == set(stops)
+    assert seen["raised"] == "ZeroDivisionError"
+
+
 # --- Joining a cluster, or not ------------------------------------------------------------
 
 TINY_SWEEP = """\

@@ -213,6 +213,7 @@ def lm_trainable(config: dict[str, Any], inputs: dict[str, Any]) -> None:
     import torch
     from ray import tune
 
+    from imm_ray._memory import reuse_freed_memory
     from imm_ray.console import quiet_library_logs
     from imm_ray.supervised.lm.train import LMConfig, LMTrainer
     from tuning.placement import Placement, start_trial
@@ -228,6 +229,7 @@ def lm_trainable(config: dict[str, Any], inputs: dict[str, Any]) -> None:
     # Ray's object store hands out NumPy arrays read-only (shared by the node's trials);
     # torch, which wraps the corpus's id streams, needs writable ones: a copy of its own.
     corpus = copy.deepcopy(inputs["corpus"])
+    reuse_freed_memory()  # the trial's worker process runs this trial alone
     trainer = LMTrainer(lm_config, corpus, inputs["bigram"])
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:

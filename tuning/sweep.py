@@ -215,7 +215,16 @@ def _trials_on_prestarted_workers() -> Iterator[None]:
     environment lacks that variable. Tune also passes a few of the driver's own variables
     on (cloud credentials, some of Ray Train's settings): with any of those set, its
     actors keep a runtime env and start their own workers, as before.
+
+    Tune has no public setting for that default, so this edits a private module's dict:
+    only on the Ray it was tested on (:func:`imm_ray._compat.tune_default_env_vars`). On
+    any other, Tune's environment is left alone, and the trials start their own workers.
     """
+    from imm_ray import _compat
+
+    if not _compat.tune_default_env_vars():
+        yield
+        return
     try:
         from ray.tune.execution import class_cache
 

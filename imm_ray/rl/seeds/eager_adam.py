@@ -12,7 +12,9 @@ update, step pre- and post-hooks, the profiler's ``record_function``), so its up
 Use it only outside ``torch.compile``: under the compiler it would be traced.
 
 Written against torch 2.13 (the version ``make setup`` installs), whose
-``torch.optim.Optimizer`` the test above pins.
+``torch.optim.Optimizer`` the test above pins: :func:`make_adam` builds one only on that
+version (:func:`imm_ray._compat.eager_adam`) and a plain ``torch.optim.Adam`` on any other,
+with the same updates and a slower first step.
 """
 
 from __future__ import annotations
@@ -23,12 +25,20 @@ from typing import Any
 import torch
 from torch.optim import Adam, Optimizer
 
+from imm_ray import _compat
+
 # The undecorated functions (unwrap: an Adam built before may have hooked Adam.step too).
 _add_param_group = inspect.unwrap(Optimizer.add_param_group)
 _zero_grad = inspect.unwrap(Optimizer.zero_grad)
 _state_dict = inspect.unwrap(Optimizer.state_dict)
 _load_state_dict = inspect.unwrap(Optimizer.load_state_dict)
 _adam_step = inspect.unwrap(Adam.step)
+
+
+def make_adam(params: Any, **kwargs: Any) -> Adam:
+    """``torch.optim.Adam(params, **kwargs)``: an :class:`EagerAdam` on the torch it was
+    tested against, a plain ``Adam`` on any other."""
+    return (EagerAdam if _compat.eager_adam() else Adam)(params, **kwargs)
 
 
 class EagerAdam(Adam):

@@ -44,7 +44,7 @@ from imm_ray.imm import imm_loss
 from imm_ray.rl.imm_learner import IMM_LAMBDA_KEY, IMM_LOSS_KEY
 from imm_ray.rl.reinforce_torch_learner import POLICY_LOSS_KEY
 from imm_ray.rl.seeds.batched_module import LOGITS_TABLE
-from imm_ray.rl.seeds.eager_adam import EagerAdam
+from imm_ray.rl.seeds.eager_adam import make_adam
 from imm_ray.rl.seeds.returns_to_go import SeedReturnsToGo
 from imm_ray.rl.shared import ExtraStateMixin, imm_tables, reinforce_loss
 from imm_ray.rl.streams import IMM_STREAM, SeedStreams, inverse_cdf
@@ -85,12 +85,13 @@ class SeedReinforceTorchLearner(ExtraStateMixin, TorchLearner):
             self._imm_streams = SeedStreams(runs, IMM_STREAM)
 
     def configure_optimizers_for_module(self, module_id: ModuleID, config: Any = None) -> None:
-        """RLlib's default, Adam at ``config.lr``, as :class:`EagerAdam`: the same updates,
-        without importing ``torch._dynamo`` (≈ 1.3 s of every trial's start-up)."""
+        """RLlib's default, Adam at ``config.lr``, as :class:`EagerAdam` where torch is the
+        version it was tested on: the same updates, without importing ``torch._dynamo``
+        (≈ 1.3 s of every trial's start-up); elsewhere a plain ``torch.optim.Adam``."""
         params = self.get_parameters(self._module[module_id])
         self.register_optimizer(
             module_id=module_id,
-            optimizer=EagerAdam(params),
+            optimizer=make_adam(params),
             params=params,
             lr_or_lr_schedule=config.lr,
         )

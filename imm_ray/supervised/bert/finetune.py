@@ -412,6 +412,20 @@ def _progress_callback(progress: Progress):
     return ProgressLine()
 
 
+def warmup_steps(ratio: float, total_steps: int) -> int:
+    """The warm-up steps for a warm-up over ``ratio`` of ``total_steps``, rounded up as
+    transformers 5 rounds a fractional ``warmup_steps`` (``TrainingArguments.get_warmup_steps``).
+
+    Trainer's arguments get this integer, which means a number of steps on every
+    transformers version: a float there means a ratio only from transformers 5 on (4.47
+    refuses one, and 4.x's ``warmup_ratio`` is gone from 5). Unlike transformers 5, a
+    ratio of exactly 1 means every step, not one.
+    """
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"a warm-up ratio must be between 0 and 1, got {ratio}")
+    return math.ceil(total_steps * ratio)
+
+
 def training_arguments(
     config: FinetuneConfig, output_dir: str | Path, save: bool, train_examples: int
 ):
@@ -420,13 +434,12 @@ def training_arguments(
 
     steps = math.ceil(train_examples / config.batch_size) * config.epochs
 
-    return TrainingArguments(
+    args = TrainingArguments(
         output_dir=str(output_dir),
         num_train_epochs=config.epochs,
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=max(config.batch_size, 64),
         learning_rate=config.lr,
-        warmup_steps=config.warmup_ratio,
         weight_decay=config.weight_decay,
         max_grad_norm=config.clip,
         seed=config.seed,
@@ -443,6 +456,11 @@ def training_arguments(
         dataloader_num_workers=0,
         remove_unused_columns=False,
     )
+    # Trainer's own count of optimizer steps: its batch is the per-device one times the
+    # GPUs it spreads a batch over (several GPUs in one trial); no gradient accumulation.
+    total = math.ceil(train_examples / args.train_batch_size) * config.epochs
+    args.warmup_steps = warmup_steps(config.warmup_ratio, total)
+    return args
 
 
 def finetune(

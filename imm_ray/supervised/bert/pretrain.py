@@ -103,6 +103,7 @@ def pretrain(
         set_seed,
     )
 
+    from imm_ray.supervised.bert.finetune import warmup_steps
     from imm_ray.supervised.bert.model import preset_config
     from imm_ray.supervised.bert.tokenizer import build_word_tokenizer, read_lines
     from imm_ray.supervised.lm.corpus import load_corpus, split_file
@@ -149,7 +150,7 @@ def pretrain(
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size,
         learning_rate=config.lr,
-        warmup_steps=0.05,
+        warmup_steps=warmup_steps(0.05, config.steps),  # an int: steps on every version
         weight_decay=0.01,
         seed=config.seed,
         logging_steps=max(1, min(50, config.steps // 20)),

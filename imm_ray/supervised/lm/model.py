@@ -16,6 +16,8 @@ import contextlib
 import torch
 from torch import nn
 
+from imm_ray import _compat
+
 State = tuple[torch.Tensor, torch.Tensor]
 
 #: Arithmetic of a pass: float32, or bfloat16 autocast (weights, log-probs and the carried
@@ -48,8 +50,11 @@ def native_bf16(device: torch.device | str) -> bool:
 def _pack_for_onednn(weight: torch.Tensor, rows_hint: int) -> torch.Tensor | None:
     """``weight`` reordered into oneDNN's blocked layout for products with about
     ``rows_hint`` rows, or None where that is not available (not a CPU, no oneDNN, another
-    dtype, or a torch without the op) or does not reproduce ``F.linear`` on a probe."""
+    dtype, a torch other than the one these private ops were tested on,
+    :func:`imm_ray._compat.onednn_linear`) or does not reproduce ``F.linear`` on a probe."""
     if weight.device.type != "cpu" or weight.dtype not in (torch.float32, torch.bfloat16):
+        return None
+    if not _compat.onednn_linear():
         return None
     ops = getattr(torch.ops, "mkldnn", None)
     if not torch.backends.mkldnn.is_available() or ops is None:

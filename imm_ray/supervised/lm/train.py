@@ -40,7 +40,6 @@ from typing import Any
 import torch
 
 from imm_ray._io import write_bytes_atomically
-from imm_ray._memory import reuse_freed_memory
 from imm_ray.imm import validate_lambda
 from imm_ray.restricted.kneser_ney import KneserNeyBigram
 from imm_ray.supervised.lm.corpus import Corpus
@@ -288,7 +287,6 @@ class LMTrainer:
 
     def __init__(self, config: LMConfig, corpus: Corpus, bigram: KneserNeyBigram) -> None:
         check_bigram(bigram, corpus)
-        reuse_freed_memory()
         self.config, self.corpus = config, corpus
         self.device = torch.device(config.device)
         self.vocab_size = len(corpus.vocab)

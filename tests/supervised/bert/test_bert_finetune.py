@@ -10,10 +10,17 @@ import shutil
 import numpy as np
 import pytest
 import torch
+import transformers
 from gpu_checkpoints import resave_as_on_cuda
 from transformers import BertForSequenceClassification, TrainerCallback
 
-from imm_ray.supervised.bert.finetune import FinetuneConfig, finetune, prepare_run, read_inputs
+from imm_ray.supervised.bert.finetune import (
+    FinetuneConfig,
+    finetune,
+    prepare_run,
+    read_inputs,
+    warmup_steps,
+)
 from imm_ray.supervised.bert.model import preset_config
 
 
@@ -94,3 +101,46 @@ def test_a_trainer_checkpoint_taken_on_a_gpu_resumes_on_a_cpu(config, tmp_path):
     # The base method draws nothing of its own: it resumes as if never interrupted.
     del straight["train_seconds"], resumed["train_seconds"]
     assert resumed == straight
+
+
+# --- Warm-up: an integer number of steps, the one the installed transformers made of the ratio
+
+
+def _float_warmup(ratio: float, total: int) -> int:
+    """What the installed transformers makes of ``warmup_steps=ratio`` (the code's argument
+    before it passed an integer) in a run of ``total`` optimizer steps."""
+    from transformers import TrainingArguments
+
+    args = TrainingArguments(output_dir="unused", warmup_steps=ratio, use_cpu=True, report_to=[])
+    return args.get_warmup_steps(total)
+
+
+needs_ratio_floats = pytest.mark.skipif(
+    int(transformers.__version__.split(".")[0]) < 5,
+    reason="a float warmup_steps means a ratio only from transformers 5 on (4.x refuses it)",
+)
+
+
+@needs_ratio_floats
+def test_the_warmup_steps_are_what_transformers_made_of_the_ratio():
+    for ratio in (0.0, 0.05, 0.1, 0.25, 0.3, 0.999):  # finetune's default 0.1, pretrain's 0.05
+        for total in (*range(1, 64), 97, 100, 1000, 12_345):
+            assert warmup_steps(ratio, total) == _float_warmup(ratio, total), (ratio, total)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        warmup_steps(1.5, 10)
+
+
+class KeepWarmup(TrainerCallback):
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.seen = (args.warmup_steps, state.max_steps, kwargs["lr_scheduler"].get_last_lr())
+
+
+@needs_ratio_floats
+def test_a_runs_trainer_gets_the_warmup_steps_the_ratio_gave_before(config, tmp_path):
+    config = dataclasses.replace(config, warmup_ratio=0.3)
+    kept = KeepWarmup()
+    finetune(prepare_run(config, read_inputs(config)), tmp_path, callbacks=[kept])
+    steps, total, first_lr = kept.seen
+    assert total == 6  # 24 examples, batches of 8, 2 epochs
+    assert isinstance(steps, int) and steps == _float_warmup(0.3, total) == 2
+    assert set(first_lr) == {0.0}  # the linear warm-up starts from 0, in every group
