@@ -626,6 +626,18 @@ def listening(pids: Iterable[int]) -> set[tuple[str, int]]:
     return seen
 
 
+def processes_under(folder: Path) -> list[int]:
+    """PIDs of the processes whose command line names ``folder`` (Ray's, for its temp dir)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(folder).encode() in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return found
+
+
 def raylets_of_workers(logs_dirs: Iterable[Path]) -> dict[int, int]:
     """Worker process PID → the PID of the raylet that started it, from the raylets' logs
     in ``logs_dirs`` (a session's ``logs`` folders; nodes sharing one each have their own

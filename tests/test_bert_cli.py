@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from tiny_bert import TINY_BERT_TRAINING, markov_corpus
 from transformers import BertForSequenceClassification
 
 from imm_ray.cli import main
@@ -13,14 +14,11 @@ from imm_ray.restricted.kneser_ney import estimate_kneser_ney
 from imm_ray.supervised.bert.finetune import write_bigram
 from imm_ray.supervised.bert.model import preset_config
 from imm_ray.supervised.bert.tokenizer import build_word_tokenizer
-from imm_ray.supervised.lm.synthetic import MarkovSource
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("cli-corpus")
-    MarkovSource.random(30, seed=7).write_corpus(folder, (3000, 600, 600), seed=7)
-    return folder
+    return markov_corpus(tmp_path_factory.mktemp("cli-corpus"), 30, 7, (3000, 600, 600))
 
 
 @pytest.fixture(scope="module")
@@ -65,32 +63,9 @@ def test_pretrain_writes_model_tokenizer_and_bigram(pretrained, capsys):
 
 def test_train_bert_with_imm_end_to_end(pretrained, task, corpus, capsys):
     capsys.readouterr()
-    code = main(
-        [
-            "train",
-            "bert",
-            "--task",
-            "acceptability",
-            "--data",
-            str(task),
-            "--model",
-            str(pretrained),
-            "--corpus",
-            str(corpus),
-            "--bigram",
-            str(pretrained / "bigram.arpa"),
-            "--method",
-            "imm",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "8",
-            "--positions",
-            "2",
-            "--max-length",
-            "32",
-        ]
-    )
+    bigram = str(pretrained / "bigram.arpa")
+    extra = ("--bigram", bigram, "--method", "imm", "--epochs", "1", *TINY_BERT_TRAINING)
+    code = main(_bert(task, pretrained, corpus, *extra))
     out, err = capsys.readouterr()
     assert code == 0
     assert re.search(r"^dev mcc -?[\d.]+, test mcc -?[\d.]+$", out, re.M), out

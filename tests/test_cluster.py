@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from clusters import free_port, start_cluster, start_job_cluster
+from clusters import free_port, processes_under, start_cluster, start_job_cluster
 
 from imm_ray.cluster import SINGLE_MACHINE_SWITCH
 
@@ -24,46 +24,13 @@ PROBE = """
 from imm_ray.cluster import init_ray
 init_ray(num_cpus=1)  # as imm-ray does: before anything else imports Ray
 
-import json, os, pathlib, socket, ray
+import json, os, sys, ray
 
-def descendants(root):
-    parent = {}
-    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parent[int(stat.parent.name)] = int(fields[1])
-    found, frontier = set(), {root}
-    while frontier:
-        frontier = {pid for pid, ppid in parent.items() if ppid in frontier} - found
-        found |= frontier
-    return found
-
-def listening(pids):
-    inodes = set()
-    for pid in pids:
-        try:
-            for fd in pathlib.Path(f"/proc/{pid}/fd").iterdir():
-                target = os.readlink(fd)
-                if target.startswith("socket:["):
-                    inodes.add(target[8:-1])
-        except OSError:
-            continue
-    seen = set()
-    for table, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
-        for line in pathlib.Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
-            cols = line.split()
-            if cols[3] != "0A" or cols[9] not in inodes:  # 0A: LISTEN
-                continue
-            address, port = cols[1].split(":")
-            raw = bytes.fromhex(address)
-            raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-            seen.add((socket.inet_ntop(family, raw), int(port, 16)))
-    return sorted(seen)
+sys.path.insert(0, TESTS)  # for tests/clusters.py
+from clusters import descendants, listening
 
 ray.get(ray.remote(lambda: 0).remote())  # a worker is up too
-listening = listening(descendants(os.getpid()))
+listening = sorted(listening(descendants({os.getpid()})))
 print(json.dumps({
     "gcs": ray.get_runtime_context().gcs_address,
     "node": ray.nodes()[0]["NodeManagerAddress"],
@@ -71,7 +38,7 @@ print(json.dumps({
     "listening": listening,
 }))
 ray.shutdown()
-"""
+""".replace("TESTS", repr(str(Path(__file__).resolve().parent)))
 
 
 def run_probe(source: str) -> tuple[subprocess.CompletedProcess, str]:
@@ -232,18 +199,6 @@ def environment(ray_tmpdir: Path, **values: str) -> dict:
     here), with ``ray_tmpdir`` as Ray's temp dir and ``values`` set."""
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
     return {**env, "RAY_TMPDIR": str(ray_tmpdir), **values}
-
-
-def processes_under(folder: Path) -> list[int]:
-    """PIDs of the processes whose command line names ``folder`` (Ray's, for its temp dir)."""
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if str(folder).encode() in cmdline.read_bytes():
-                found.append(int(cmdline.parent.name))
-        except OSError:
-            continue
-    return found
 
 
 def sessions(ray_tmpdir: Path) -> set[str]:

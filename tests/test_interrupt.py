@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from clusters import sigint_default
+from clusters import processes_under, sigint_default
 
 from imm_ray.cli import EXIT_INTERRUPTED
 
@@ -103,17 +103,6 @@ def ray_tmpdir():
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
-
-
-def processes_under(folder: Path) -> list[int]:
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if str(folder).encode() in cmdline.read_bytes():
-                found.append(int(cmdline.parent.name))
-        except OSError:
-            continue
-    return found
 
 
 def environment(ray_tmpdir: Path) -> dict:

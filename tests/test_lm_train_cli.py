@@ -29,10 +29,26 @@ def run(capsys, *args):
     return code, out.out, out.err
 
 
+def train_tiny(capsys, data, checkpoints, *args):
+    """``imm-ray train lm`` of the tiny preset on ``data``, checkpointing to ``checkpoints``."""
+    return run(
+        capsys,
+        "train",
+        "lm",
+        "--data",
+        str(data),
+        "--preset",
+        "tiny",
+        "--checkpoint-dir",
+        str(checkpoints),
+        *args,
+    )
+
+
 def test_train_lm_prints_perplexities_saves_and_resumes(data, tmp_path, capsys):
-    common = ["train", "lm", "--data", str(data), "--preset", "tiny", "--threads", "1"]
     folder = tmp_path / "ck"
-    code, out, err = run(capsys, *common, "--checkpoint-dir", str(folder), "--max-batches", "10")
+    common = ("--threads", "1", "--max-batches", "10")
+    code, out, err = train_tiny(capsys, data, folder, *common)
     assert code == 0, err
     assert re.search(r"valid perplexity [\d.]+, test perplexity [\d.]+", out)
     rows = re.findall(r"^(train|valid|test) +([\d.]+) +([\d.]+)$", out, re.M)
@@ -40,19 +56,9 @@ def test_train_lm_prints_perplexities_saves_and_resumes(data, tmp_path, capsys):
     assert "epoch 1/1" in err  # progress on stderr
     assert (folder / "checkpoint.pt").is_file()
 
-    code, _, err = run(capsys, *common, "--checkpoint-dir", str(folder), "--max-batches", "10")
+    code, _, err = train_tiny(capsys, data, folder, *common)
     assert code == 2 and "already holds a checkpoint; pass --resume" in err
-    code, out, err = run(
-        capsys,
-        *common,
-        "--checkpoint-dir",
-        str(folder),
-        "--max-batches",
-        "10",
-        "--epochs",
-        "2",
-        "--resume",
-    )
+    code, out, err = train_tiny(capsys, data, folder, *common, "--epochs", "2", "--resume")
     assert code == 0, err
     assert "2 epochs" in out and "epoch 2/2" in err and "epoch 1/2" not in err
 
@@ -69,18 +75,7 @@ def test_train_lm_prints_perplexities_saves_and_resumes(data, tmp_path, capsys):
     ],
 )
 def test_bad_options_exit_2_naming_the_field(data, tmp_path, capsys, args, message):
-    code, _, err = run(
-        capsys,
-        "train",
-        "lm",
-        "--data",
-        str(data),
-        "--preset",
-        "tiny",
-        "--checkpoint-dir",
-        str(tmp_path / "ck"),
-        *args,
-    )
+    code, _, err = train_tiny(capsys, data, tmp_path / "ck", *args)
     assert code == 2
     assert err.startswith("imm-ray: error: ") and message in err
     assert "Traceback" not in err
@@ -90,17 +85,7 @@ def test_bad_options_exit_2_naming_the_field(data, tmp_path, capsys, args, messa
 def test_a_folder_without_train_txt_and_a_foreign_bigram_are_refused(data, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
-    code, _, err = run(
-        capsys,
-        "train",
-        "lm",
-        "--data",
-        str(empty),
-        "--preset",
-        "tiny",
-        "--checkpoint-dir",
-        str(tmp_path / "ck"),
-    )
+    code, _, err = train_tiny(capsys, empty, tmp_path / "ck")
     assert code == 2 and "train.txt does not exist" in err
 
     other = tmp_path / "other"
@@ -112,19 +97,7 @@ def test_a_folder_without_train_txt_and_a_foreign_bigram_are_refused(data, tmp_p
         corpus.vocab.words,
         arpa,
     )
-    code, _, err = run(
-        capsys,
-        "train",
-        "lm",
-        "--data",
-        str(data),
-        "--preset",
-        "tiny",
-        "--arpa",
-        str(arpa),
-        "--checkpoint-dir",
-        str(tmp_path / "ck"),
-    )
+    code, _, err = train_tiny(capsys, data, tmp_path / "ck", "--arpa", str(arpa))
     assert code == 2 and "vocabulary mismatch between the corpus" in err
     assert not (tmp_path / "ck").exists()
 

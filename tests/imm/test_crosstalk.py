@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from one_hot_models import N_CLASSES, N_EXTENDED, N_SHORT, make_model
 
 from imm_ray.imm import crosstalk_weights, imm_backward_memory_bounded, imm_loss
 
-N_SHORT, N_EXTENDED, N_CLASSES = 3, 4, 3
 SHORT = torch.tensor([0, 1, 2, 0])
 EXTENDED = torch.tensor([[0, 1, 2], [3, 3, 1], [2, 0, 3], [1, 2, 0]])
 # Non-uniform, with padded members (weight 0) in rows 1 and 3.
@@ -19,16 +19,6 @@ WEIGHTS = torch.tensor(
 TARGET = torch.tensor(
     [[0.2, 0.5, 0.3], [0.0, 0.6, 0.4], [0.7, 0.1, 0.2], [0.3, 0.3, 0.4]], dtype=torch.float64
 )
-
-
-def make_model(seed: int = 0) -> torch.nn.Linear:
-    """A logistic model Q(y | x̄, x̃) over one-hot features of both contexts."""
-    generator = torch.Generator().manual_seed(seed)
-    model = torch.nn.Linear(N_SHORT + N_EXTENDED, N_CLASSES, dtype=torch.float64)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator, dtype=torch.float64))
-    return model
 
 
 def member(model: torch.nn.Module, i: int) -> torch.Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from one_hot_models import N_CLASSES, N_EXTENDED, N_SHORT, make_model
 
 from imm_ray.imm import (
     StaleSnapshot,
@@ -15,7 +16,6 @@ from imm_ray.imm import (
     serialized_imm_loss,
 )
 
-N_SHORT, N_EXTENDED, N_CLASSES = 3, 4, 3
 # A dataset of (x̄_t, x̃_t) pairs whose short contexts repeat, some pairs more than once.
 SHORT = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2, 0, 1, 2])
 EXTENDED = torch.tensor([0, 1, 0, 2, 3, 1, 1, 0, 3, 2, 3, 0])
@@ -34,15 +34,6 @@ def extend_table() -> tuple[torch.Tensor, torch.Tensor]:
         contexts[s, : len(group)] = group
         mask[s, : len(group)] = 1.0
     return contexts[SHORT], mask[SHORT]
-
-
-def make_model(seed: int) -> torch.nn.Linear:
-    generator = torch.Generator().manual_seed(seed)
-    model = torch.nn.Linear(N_SHORT + N_EXTENDED, N_CLASSES, dtype=torch.float64)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator, dtype=torch.float64))
-    return model
 
 
 def log_probs(model: torch.nn.Module, short: torch.Tensor, extended: torch.Tensor) -> torch.Tensor:

@@ -10,16 +10,8 @@ import pytest
 
 from envs import ToroidalGrid
 from envs.tabular import build_problem
-from imm_ray.restricted import (
-    AlphaVectors,
-    TabularPOMDP,
-    as_tables,
-    fib,
-    qmdp,
-    solve,
-    tables_from_agent,
-    tables_from_pair,
-)
+from imm_ray.restricted import as_tables, fib, qmdp, solve, tables_from_agent, tables_from_pair
+from imm_ray.restricted.solvers import AlphaVectors, TabularPOMDP
 
 # ---- a Tiger problem written directly against pomdp-py's interfaces ----------------------
 

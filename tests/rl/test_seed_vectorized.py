@@ -301,7 +301,21 @@ def test_grid_walk_agrees_with_the_gym_env():
 
 
 @dataclass(frozen=True)
-class _Coin(PomdpMdpPair):
+class _FullyObserved(PomdpMdpPair):
+    """A tiny pair in one context whose observation is its state."""
+
+    def state_context(self) -> np.ndarray:
+        return np.zeros(self.n_states, dtype=np.int64)
+
+    def state_observation(self) -> np.ndarray:
+        return np.arange(self.n_states)
+
+    def observation_state(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(obs).long()
+
+
+@dataclass(frozen=True)
+class _Coin(_FullyObserved):
     """Two states; action 0 stays, action 1 moves to state 1 with probability 0.25."""
 
     n_states: int = 2
@@ -313,15 +327,6 @@ class _Coin(PomdpMdpPair):
 
     def reward_matrix(self) -> np.ndarray:
         return np.broadcast_to(np.array([0.0, 1.0]), (2, 2, 2)).copy()
-
-    def state_context(self) -> np.ndarray:
-        return np.zeros(2, dtype=np.int64)
-
-    def state_observation(self) -> np.ndarray:
-        return np.arange(2)
-
-    def observation_state(self, obs: torch.Tensor) -> torch.Tensor:
-        return torch.as_tensor(obs).long()
 
 
 def test_stochastic_pair_walk_follows_the_transition_matrix():
@@ -335,7 +340,7 @@ def test_stochastic_pair_walk_follows_the_transition_matrix():
 
 
 @dataclass(frozen=True)
-class _Trap(PomdpMdpPair):
+class _Trap(_FullyObserved):
     """Three states; 2 is terminal (absorbing, reward 0). Action 1 from state 0 or 1 falls
     into it with probability 0.3 and pays 1; action 0 swaps states 0 and 1."""
 
@@ -358,15 +363,6 @@ class _Trap(PomdpMdpPair):
 
     def initial_belief(self) -> np.ndarray:
         return np.array([0.5, 0.5, 0.0])
-
-    def state_context(self) -> np.ndarray:
-        return np.zeros(3, dtype=np.int64)
-
-    def state_observation(self) -> np.ndarray:
-        return np.arange(3)
-
-    def observation_state(self, obs: torch.Tensor) -> torch.Tensor:
-        return torch.as_tensor(obs).long()
 
 
 def _start(tensor_pair, u):

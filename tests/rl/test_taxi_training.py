@@ -4,10 +4,17 @@ RL paths train with and without IMM."""
 
 from __future__ import annotations
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from hand_batches import (
+    GAMMA,
+    TAXI_ACTIONS,
+    TAXI_ALIVE,
+    TAXI_OBS,
+    TAXI_RETURNS,
+    TAXI_REWARDS,
+)
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.columns import Columns
 from ray.rllib.env.single_agent_episode import SingleAgentEpisode
@@ -22,29 +29,7 @@ from imm_ray.rl.seeds import SeedReinforceConfig, train_and_evaluate_seeds
 from imm_ray.rl.seeds.tensor_env_runner import SeedTrajectories
 from imm_ray.rl.seeds.tensor_pair import TensorPair
 
-GAMMA = 0.9
-# A 4-step batch: seed 0's episode moves (−1), then delivers (+20) and terminates at step 2;
-# seed 1's runs all 4 steps, one of them an illegal dropoff (−10).
-REWARDS = [[-1.0, 20.0, 0.0, 0.0], [-1.0, -1.0, -10.0, -1.0]]
-ALIVE = [[True, True, False, False], [True, True, True, True]]
-# Seed 0: G_1 = 20, G_0 = −1 + 0.9·20 = 17, nothing after termination.
-# Seed 1: G_3 = −1, G_2 = −10 − 0.9 = −10.9, G_1 = −1 − 9.81 = −10.81, G_0 = −10.729.
-RETURNS = [[17.0, 20.0, 0.0, 0.0], [-10.729, -10.81, -10.9, -1.0]]
-# Taxi states (row, col, passenger, destination): seed 0 drives the passenger from (1, 0)
-# north to stand R and drops them there; seed 1 wanders with the passenger waiting at Y.
-OBS = [
-    [(1, 0, 4, 0), (0, 0, 4, 0), (0, 0, 0, 0), (0, 0, 0, 0)],
-    [(2, 2, 2, 1), (1, 2, 2, 1), (1, 2, 2, 1), (2, 2, 2, 1)],
-]
-ACTIONS = [[1, 5, 0, 0], [1, 5, 0, 0]]
 TOL = {"rtol": 1e-5, "atol": 1e-5}
-
-
-@pytest.fixture(scope="module")
-def env():
-    env = gym.make(envs.TAXI_MDP_ENV_ID)
-    yield env
-    env.close()
 
 
 def _connector_batch(learner, episodes) -> dict[str, torch.Tensor]:
@@ -54,26 +39,26 @@ def _connector_batch(learner, episodes) -> dict[str, torch.Tensor]:
     return batch[DEFAULT_MODULE_ID]
 
 
-def test_seed_returns_to_go_stop_at_termination_and_the_loss_averages_live_steps(env):
+def test_seed_returns_to_go_stop_at_termination_and_the_loss_averages_live_steps(taxi_env):
     config = (
         SeedReinforceConfig()
         .environment(env=envs.TAXI_MDP_ENV_ID)
         .training(seeds=[0, 1], gamma=GAMMA)
         .imm(target=None)
     )
-    learner = config.build_learner(env=env)
+    learner = config.build_learner(env=taxi_env)
     trajectories = SeedTrajectories(
-        obs=torch.tensor(OBS),
-        actions=torch.tensor(ACTIONS),
-        rewards=torch.tensor(REWARDS),
-        alive=torch.tensor(ALIVE),
+        obs=torch.tensor(TAXI_OBS),
+        actions=torch.tensor(TAXI_ACTIONS),
+        rewards=torch.tensor(TAXI_REWARDS),
+        alive=torch.tensor(TAXI_ALIVE),
     )
     assert len(trajectories) == 6  # env steps actually taken
     batch = _connector_batch(learner, [trajectories])
     torch.testing.assert_close(
-        batch[Columns.RETURNS_TO_GO].double(), torch.tensor(RETURNS).double(), **TOL
+        batch[Columns.RETURNS_TO_GO].double(), torch.tensor(TAXI_RETURNS).double(), **TOL
     )
-    torch.testing.assert_close(batch[Columns.LOSS_MASK], torch.tensor(ALIVE))
+    torch.testing.assert_close(batch[Columns.LOSS_MASK], torch.tensor(TAXI_ALIVE))
 
     module = learner.module[DEFAULT_MODULE_ID]
     fwd_out = module.forward_train(batch)
@@ -82,8 +67,8 @@ def test_seed_returns_to_go_stop_at_termination_and_the_loss_averages_live_steps
     )[..., 0]
     # Seed 0's mean is over its 2 steps, seed 1's over its 4; the filler steps count for nothing.
     expected = (
-        -(log_probs[0, :2] * torch.tensor(RETURNS[0][:2])).sum() / 2
-        - (log_probs[1] * torch.tensor(RETURNS[1])).sum() / 4
+        -(log_probs[0, :2] * torch.tensor(TAXI_RETURNS[0][:2])).sum() / 2
+        - (log_probs[1] * torch.tensor(TAXI_RETURNS[1])).sum() / 4
     )
     losses = learner.compute_losses(
         fwd_out={DEFAULT_MODULE_ID: fwd_out}, batch={DEFAULT_MODULE_ID: batch}
@@ -91,13 +76,13 @@ def test_seed_returns_to_go_stop_at_termination_and_the_loss_averages_live_steps
     assert losses[DEFAULT_MODULE_ID].item() == pytest.approx(expected.item(), rel=1e-5)
 
 
-def test_rllib_returns_to_go_stop_at_the_terminated_episodes_end(env):
+def test_rllib_returns_to_go_stop_at_the_terminated_episodes_end(taxi_env):
     learner = (
         ReinforceConfig()
         .environment(env=envs.TAXI_MDP_ENV_ID)
         .training(gamma=GAMMA)
         .imm(target=None)
-        .build_learner(env=env)
+        .build_learner(env=taxi_env)
     )
 
     def episode(obs, actions, rewards, terminated):
@@ -107,19 +92,21 @@ def test_rllib_returns_to_go_stop_at_the_terminated_episodes_end(env):
             rewards=rewards,
             terminated=terminated,
             truncated=not terminated,
-            observation_space=env.observation_space,
-            action_space=env.action_space,
+            observation_space=taxi_env.observation_space,
+            action_space=taxi_env.action_space,
             len_lookback_buffer=0,
         )
         built.to_numpy()
         return built
 
-    delivered = episode(OBS[0][:3], ACTIONS[0][:2], REWARDS[0][:2], terminated=True)
-    wandering = episode(OBS[1] + [OBS[1][0]], ACTIONS[1], REWARDS[1], terminated=False)
+    delivered = episode(TAXI_OBS[0][:3], TAXI_ACTIONS[0][:2], TAXI_REWARDS[0][:2], terminated=True)
+    wandering = episode(
+        TAXI_OBS[1] + [TAXI_OBS[1][0]], TAXI_ACTIONS[1], TAXI_REWARDS[1], terminated=False
+    )
     batch = _connector_batch(learner, [delivered, wandering])
     torch.testing.assert_close(
         batch[Columns.RETURNS_TO_GO].double(),
-        torch.tensor(RETURNS[0][:2] + RETURNS[1]).double(),
+        torch.tensor(TAXI_RETURNS[0][:2] + TAXI_RETURNS[1]).double(),
         **TOL,
     )
 

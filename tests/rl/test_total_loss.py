@@ -4,7 +4,7 @@ The three learners that add the IMM term (the single-seed REINFORCE learner with
 ``IMMLearnerMixin``, the seed-vectorized learner, PPO with the same mixin) are fed small
 hand-made batches at λ = 0.25, where ``λ·loss + imm`` and ``loss + λ·imm`` differ. Both
 terms are worked out in float64 numpy from the module's weights, independently of the
-learners' code: the policy term with :func:`test_reinforce_loss._hand` (REINFORCE) or
+learners' code: the policy term with :func:`hand_batches.hand_reinforce` (REINFORCE) or
 the PPO loss written out below; the IMM risk (paper Eq. 9) as −Σ_a P̂(a | x̄) log Q̂(a | x̄)
 with Q̂(a | x̄) = Σ_i w_i π(a | x̃_i) / Σ_i w_i over x̄'s extended states, written out per env
 (the grid: every y, equally; Taxi: every destination the passenger's place allows,
@@ -18,7 +18,7 @@ components against the total.
 
 from __future__ import annotations
 
-import gymnasium as gym
+import hand_batches as hand
 import numpy as np
 import pytest
 import torch
@@ -27,35 +27,6 @@ from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.learner.learner import ENTROPY_KEY, VF_LOSS_KEY
 from ray.rllib.evaluation.postprocessing import Postprocessing
-
-# Shared hand-made trajectories and helpers of the REINFORCE loss tests (tests/rl is on
-# sys.path: pytest puts a test module's folder there when it has no __init__.py).
-from test_reinforce_loss import (
-    ACTIONS_A,
-    ACTIONS_B,
-    GAMMA,
-    INPUTS_A,
-    INPUTS_B,
-    OBS_A,
-    OBS_B,
-    RETURNS_A,
-    RETURNS_B,
-    REWARDS_A,
-    REWARDS_B,
-    _episode,
-    _hand,
-    _randomize,
-    _seed_params,
-    _single_params,
-    _train_batch,
-    _trajectories,
-    _weights_of,
-)
-from test_taxi_training import ACTIONS as TAXI_ACTIONS
-from test_taxi_training import ALIVE as TAXI_ALIVE
-from test_taxi_training import OBS as TAXI_OBS
-from test_taxi_training import RETURNS as TAXI_RETURNS
-from test_taxi_training import REWARDS as TAXI_REWARDS
 
 import envs
 from imm_ray.rl import ReinforceConfig
@@ -71,20 +42,6 @@ LAM = 0.25
 GRID_SIZE = 11
 # float32 learner vs float64 hand computation.
 REL = 1e-5
-
-
-@pytest.fixture(scope="module")
-def grid_env():
-    env = gym.make(envs.MDP_ENV_ID)
-    yield env
-    env.close()
-
-
-@pytest.fixture(scope="module")
-def taxi_env():
-    env = gym.make(envs.TAXI_MDP_ENV_ID)
-    yield env
-    env.close()
 
 
 # ---------------------------------------------------------------- hand computations
@@ -162,19 +119,19 @@ def test_single_seed_reinforce_total_loss_is_policy_loss_plus_lambda_times_imm(g
     """REINFORCE + IMM mixin on trajectory A: total = −mean(log π · G) + λ · mean IMM risk,
     returned, logged by the mixin and by RLlib's update, with the components logged alike."""
     target = _target(GRID_SIZE, 4, seed=1)
-    config = ReinforceConfig().training(gamma=GAMMA).imm(lam=LAM, target=target)
+    config = ReinforceConfig().training(gamma=hand.GAMMA).imm(lam=LAM, target=target)
     learner = config.build_learner(env=grid_env)
     assert isinstance(learner, IMMReinforceTorchLearner)
-    params = _single_params(learner)
-    _randomize(params, seed=21)
-    weights = _weights_of(params)
-    policy, _ = _hand(weights, INPUTS_A, ACTIONS_A, RETURNS_A)
-    imm = _hand_imm(weights, [x for x, _ in OBS_A[:-1]], _grid_extension, target)
+    params = hand.single_params_of(learner)
+    hand.randomize(params, seed=21)
+    weights = hand.weights_of(params)
+    policy, _ = hand.hand_reinforce(weights, hand.INPUTS_A, hand.ACTIONS_A, hand.RETURNS_A)
+    imm = _hand_imm(weights, [x for x, _ in hand.OBS_A[:-1]], _grid_extension, target)
     _assert_lambda_matters(policy, imm)
     total = policy + LAM * imm
 
-    episode = _episode(grid_env, OBS_A, ACTIONS_A, REWARDS_A)
-    loss = _losses(learner, _train_batch(learner, [episode]))
+    episode = hand.make_episode(grid_env, hand.OBS_A, hand.ACTIONS_A, hand.REWARDS_A)
+    loss = _losses(learner, hand.train_batch(learner, [episode]))
     assert loss.item() == pytest.approx(total, rel=REL)
     logged = _logged(learner, POLICY_LOSS_KEY, IMM_LOSS_KEY, IMM_LAMBDA_KEY, TOTAL_LOSS_KEY)
     assert logged == pytest.approx(
@@ -206,23 +163,30 @@ def test_seed_vectorized_total_loss_sums_each_runs_policy_loss_plus_its_lambda_t
     is Σ_r (policy_r + λ_r · IMM_r), a run at λ = 0 adding no IMM; policy_loss and imm_loss
     are logged as means over runs, imm_lambda as the mean λ."""
     target = _target(GRID_SIZE, 4, seed=2)
-    config = SeedReinforceConfig().training(seeds=seeds, gamma=GAMMA).imm(lam=lam, target=target)
+    config = (
+        SeedReinforceConfig().training(seeds=seeds, gamma=hand.GAMMA).imm(lam=lam, target=target)
+    )
     learner = config.build_learner(env=grid_env)
     assert isinstance(learner, SeedReinforceTorchLearner)
-    params = _seed_params(learner)
-    _randomize(params, seed=22)
+    params = hand.seed_params_of(learner)
+    hand.randomize(params, seed=22)
     policies, imms = [], []
     for run, (obs, inputs, actions, returns) in enumerate(
-        [(OBS_A, INPUTS_A, ACTIONS_A, RETURNS_A), (OBS_B, INPUTS_B, ACTIONS_B, RETURNS_B)]
+        [
+            (hand.OBS_A, hand.INPUTS_A, hand.ACTIONS_A, hand.RETURNS_A),
+            (hand.OBS_B, hand.INPUTS_B, hand.ACTIONS_B, hand.RETURNS_B),
+        ]
     ):
-        weights = _weights_of(params, run)
-        policies.append(_hand(weights, inputs, actions, returns)[0])
+        weights = hand.weights_of(params, run)
+        policies.append(hand.hand_reinforce(weights, inputs, actions, returns)[0])
         imms.append(_hand_imm(weights, [x for x, _ in obs[:-1]], _grid_extension, target))
     _assert_lambda_matters(policies[0], imms[0])
     total = sum(p + lam_r * i for p, i, lam_r in zip(policies, imms, run_lams, strict=True))
 
-    trajectories = _trajectories((OBS_A, ACTIONS_A, REWARDS_A), (OBS_B, ACTIONS_B, REWARDS_B))
-    loss = _losses(learner, _train_batch(learner, [trajectories]))
+    trajectories = hand.make_trajectories(
+        (hand.OBS_A, hand.ACTIONS_A, hand.REWARDS_A), (hand.OBS_B, hand.ACTIONS_B, hand.REWARDS_B)
+    )
+    loss = _losses(learner, hand.train_batch(learner, [trajectories]))
     assert loss.item() == pytest.approx(total, rel=REL)
     logged = _logged(learner, POLICY_LOSS_KEY, IMM_LOSS_KEY, IMM_LAMBDA_KEY)
     assert logged == pytest.approx(
@@ -252,35 +216,40 @@ def test_seed_vectorized_imm_risk_averages_each_seeds_own_live_steps_on_taxi(tax
     config = (
         SeedReinforceConfig()
         .environment(env=envs.TAXI_MDP_ENV_ID)
-        .training(seeds=[0, 1], gamma=GAMMA)
+        .training(seeds=[0, 1], gamma=hand.GAMMA)
         .imm(lam=LAM, target=target)
     )
     learner = config.build_learner(env=taxi_env)
-    params = _seed_params(learner)
-    _randomize(params, seed=23)
+    params = hand.seed_params_of(learner)
+    hand.randomize(params, seed=23)
     trajectories = SeedTrajectories(
-        obs=torch.tensor(TAXI_OBS),
-        actions=torch.tensor(TAXI_ACTIONS),
-        rewards=torch.tensor(TAXI_REWARDS),
-        alive=torch.tensor(TAXI_ALIVE),
+        obs=torch.tensor(hand.TAXI_OBS),
+        actions=torch.tensor(hand.TAXI_ACTIONS),
+        rewards=torch.tensor(hand.TAXI_REWARDS),
+        alive=torch.tensor(hand.TAXI_ALIVE),
     )
-    batch = _train_batch(learner, [trajectories])
-    torch.testing.assert_close(batch[Columns.LOSS_MASK], torch.tensor(TAXI_ALIVE))
+    batch = hand.train_batch(learner, [trajectories])
+    torch.testing.assert_close(batch[Columns.LOSS_MASK], torch.tensor(hand.TAXI_ALIVE))
 
     policies, imms = [], []
     for seed in range(2):
-        live = [t for t, alive in enumerate(TAXI_ALIVE[seed]) if alive]
-        weights = _weights_of(params, seed)
-        inputs = [_taxi_context(TAXI_OBS[seed][t]) * 4 + TAXI_OBS[seed][t][3] for t in live]
-        actions = [TAXI_ACTIONS[seed][t] for t in live]
-        returns = [TAXI_RETURNS[seed][t] for t in live]
-        policies.append(_hand(weights, inputs, actions, returns)[0])
-        contexts = [_taxi_context(TAXI_OBS[seed][t]) for t in live]
+        live = [t for t, alive in enumerate(hand.TAXI_ALIVE[seed]) if alive]
+        weights = hand.weights_of(params, seed)
+        inputs = [
+            _taxi_context(hand.TAXI_OBS[seed][t]) * 4 + hand.TAXI_OBS[seed][t][3] for t in live
+        ]
+        actions = [hand.TAXI_ACTIONS[seed][t] for t in live]
+        returns = [hand.TAXI_RETURNS[seed][t] for t in live]
+        policies.append(hand.hand_reinforce(weights, inputs, actions, returns)[0])
+        contexts = [_taxi_context(hand.TAXI_OBS[seed][t]) for t in live]
         imms.append(_hand_imm(weights, contexts, _taxi_extension, target))
     # Wrong means would be far off: seed 0's 2 live steps' risk summed over the batch's 4
     # steps (half of it), or its filler steps' risk counted in.
     all_steps = _hand_imm(
-        _weights_of(params, 0), [_taxi_context(o) for o in TAXI_OBS[0]], _taxi_extension, target
+        hand.weights_of(params, 0),
+        [_taxi_context(o) for o in hand.TAXI_OBS[0]],
+        _taxi_extension,
+        target,
     )
     assert imms[0] / 2 > 0.05 and abs(all_steps - imms[0]) > 0.05
 
@@ -305,8 +274,8 @@ PPO = {
 }
 # Trajectories A and B, then one padding step (PPO's bootstrap step) at x = 9, a context
 # neither visits: LOSS_MASK is False there, so it counts in no term, IMM included.
-PPO_OBS = [*OBS_A[:-1], *OBS_B[:-1], (9, 5)]
-PPO_ACTIONS = [*ACTIONS_A, *ACTIONS_B, 0]
+PPO_OBS = [*hand.OBS_A[:-1], *hand.OBS_B[:-1], (9, 5)]
+PPO_ACTIONS = [*hand.ACTIONS_A, *hand.ACTIONS_B, 0]
 PPO_ADVANTAGES = [1.5, -0.7, 2.0, -1.2, 0.4, 0.9, 3.0]
 PPO_VALUE_TARGETS = [2.0, -1.0, 0.5, 3.0, -2.5, 1.0, 8.0]
 PPO_MASK = [True] * 6 + [False]
@@ -358,8 +327,8 @@ def test_ppo_with_imm_total_loss_is_the_ppo_loss_plus_lambda_times_imm(grid_env)
     learner = config.build_learner(env=grid_env)
     assert isinstance(learner, IMMPPOTorchLearner)
     pi_params, vf_params = _ppo_params(learner)
-    _randomize({**pi_params, **{f"vf_{k}": p for k, p in vf_params.items()}}, seed=24)
-    pi, vf = _weights_of(pi_params), _weights_of(vf_params)
+    hand.randomize({**pi_params, **{f"vf_{k}": p for k, p in vf_params.items()}}, seed=24)
+    pi, vf = hand.weights_of(pi_params), hand.weights_of(vf_params)
 
     inputs = np.array([x * GRID_SIZE + y for x, y in PPO_OBS])
     prev_logits = np.random.default_rng(5).normal(scale=1.5, size=(len(PPO_OBS), 4))

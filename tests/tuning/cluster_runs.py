@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from clusters import sigint_default
+from tiny_bert import TINY_BERT_TRAINING
 
 from tuning.report import collect, read_trials
 
@@ -39,31 +40,16 @@ def table1(data: Path) -> tuple[str, ...]:
     return ("table1", "--preset", "tiny", "--data", str(data), "--seeds", "1", "--epochs", "5")
 
 
-def table2(corpus: Path, task: Path, model: Path) -> tuple[str, ...]:
+def table2(
+    corpus: Path, task: Path, model: Path, *, seeds: int = 1, lr: str | None = "3e-3"
+) -> tuple[str, ...]:
     """table2 on a tiny checkpoint (:func:`tiny_inputs.tiny_bert_folders`), one seed, 2
     epochs: 3 trials. Too few examples to learn the task, so every MCC is 0: the losses its
-    rows report (task, MLM, IMM) are what tell two runs apart."""
-    return (
-        "table2",
-        "--seeds",
-        "1",
-        "--data",
-        str(task),
-        "--model",
-        str(model),
-        "--corpus",
-        str(corpus),
-        "--epochs",
-        "2",
-        "--batch-size",
-        "8",
-        "--positions",
-        "2",
-        "--max-length",
-        "32",
-        "--lr",
-        "3e-3",
-    )
+    rows report (task, MLM, IMM) are what tell two runs apart. (``seeds`` more seeds; no
+    ``lr``, table2's own learning rate.)"""
+    inputs = ("--data", str(task), "--model", str(model), "--corpus", str(corpus))
+    rate = () if lr is None else ("--lr", lr)
+    return ("table2", "--seeds", str(seeds), *inputs, "--epochs", "2", *TINY_BERT_TRAINING, *rate)
 
 
 def write_lm_data(folder: Path) -> Path:

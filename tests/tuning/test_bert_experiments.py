@@ -6,21 +6,16 @@ from __future__ import annotations
 import csv
 import json
 import math
-import subprocess
-import sys
 
 import pytest
-from transformers import BertForMaskedLM
+from cluster_runs import table2
+from sweep_checks import assert_plans_two_seeds_imm_first, summary_rows
+from sweep_drivers import imm_ray
 from trial_pids import assert_every_trial_wrote_its_pid
 
 from imm_ray.console import quiet_transformers
-from imm_ray.supervised.bert.acceptability import make_acceptability
-from imm_ray.supervised.bert.model import preset_config
-from imm_ray.supervised.bert.tokenizer import build_word_tokenizer
-from imm_ray.supervised.lm.corpus import load_corpus
-from imm_ray.supervised.lm.synthetic import MarkovSource
 from tuning.bert import EXPERIMENTS, BertExperiment, BertSetting
-from tuning.kinds import experiment_from_dict, named_experiment
+from tuning.kinds import named_experiment
 from tuning.report import write_report
 
 quiet_transformers()
@@ -31,15 +26,7 @@ def test_table2_plans_one_trial_per_setting_and_seed_imm_first(tmp_path):
         seeds=2, data=str(tmp_path), model="tiny", corpus=str(tmp_path), epochs=2, positions=3
     )
     assert named_experiment("table2") is EXPERIMENTS["table2"]
-    trials = experiment.trials()
-    assert len(trials) == 6
-    assert [t["config"]["method"] for t in trials[:2]] == ["imm", "imm"]
-    assert {(t["setting"], t["seed"]) for t in trials} == {
-        (s.label, seed) for s in experiment.settings for seed in (0, 1)
-    }
-    assert all(t["config"]["epochs"] == 2 and t["config"]["positions"] == 3 for t in trials)
-    assert trials[0]["sizes"] == [1, 2]
-    assert experiment_from_dict(experiment.to_dict()) == experiment
+    assert_plans_two_seeds_imm_first(experiment, 6, positions=3)
     assert experiment.curves()[:3] == ["BERT, dev", "+MLM, dev", "+MLM+IMM, dev"]
     assert experiment.y_label == "MCC × 100"
 
@@ -53,50 +40,13 @@ def test_bad_fields_fail_at_construction_and_validation_needs_data_and_model():
         EXPERIMENTS["table2"].validate()
 
 
-def test_tiny_table2_sweep_runs_end_to_end_through_the_cli(tmp_path):
-    corpus, task, model = tmp_path / "corpus", tmp_path / "task", tmp_path / "model"
-    MarkovSource.random(30, seed=2).write_corpus(corpus, (3000, 600, 600), seed=2)
-    make_acceptability(corpus, task, max_examples=24)
-    tokenizer = build_word_tokenizer(load_corpus(corpus).vocab.words)
-    BertForMaskedLM(preset_config("tiny", len(tokenizer))).save_pretrained(model)
-    tokenizer.save_pretrained(model)
+def test_tiny_table2_sweep_runs_end_to_end_through_the_cli(bert_data, tmp_path):
     storage = tmp_path / "results"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "imm_ray.cli",
-            "sweep",
-            "table2",
-            "--seeds",
-            "2",
-            "--storage",
-            str(storage),
-            "--data",
-            str(task),
-            "--model",
-            str(model),
-            "--corpus",
-            str(corpus),
-            "--epochs",
-            "2",
-            "--batch-size",
-            "8",
-            "--positions",
-            "2",
-            "--max-length",
-            "32",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = imm_ray("sweep", *table2(*bert_data, seeds=2, lr=None), "--storage", str(storage))
     assert result.returncode == 0, result.stderr[-3000:]
     folder = storage / "table2"
-    with open(folder / "summary.csv") as handle:
-        rows = {(r["setting"], r["epochs"]): r for r in csv.DictReader(handle)}
     experiment = EXPERIMENTS["table2"]
-    assert {setting for setting, _ in rows} == set(experiment.curves())
+    rows = summary_rows(folder, experiment)
     assert {epochs for (setting, epochs) in rows if setting.endswith("dev")} == {"1", "2"}
     assert all(r["seeds"] == "2" for r in rows.values())
     table = (folder / "summary.md").read_text()

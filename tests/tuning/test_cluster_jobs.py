@@ -44,13 +44,16 @@ def submitted(job_cluster, storage: Path, *args: str) -> Path:
     return folder
 
 
-def test_figure2_as_a_job_runs_on_both_nodes_and_gives_the_single_node_results(
-    job_cluster, single_node, tmp_path
+@pytest.mark.parametrize(
+    ("sweep", "trials"), [(FIGURE2, 2), (FIGURE1, 4)], ids=["figure2", "reduced-figure1"]
+)
+def test_a_sweep_as_a_job_runs_on_both_nodes_and_gives_the_single_node_results(
+    job_cluster, single_node, tmp_path, sweep, trials
 ):
-    single_node.start(*FIGURE2)
-    folder = submitted(job_cluster, tmp_path / "results", *FIGURE2)
-    assert len(read_trials(folder)) == 2
-    assert_same_results(folder, single_node.folder(*FIGURE2))
+    single_node.start(*sweep)
+    folder = submitted(job_cluster, tmp_path / "results", *sweep)
+    assert len(read_trials(folder)) == trials
+    assert_same_results(folder, single_node.folder(*sweep))
 
 
 def test_an_rl_sweep_with_its_seeds_split_across_trials_runs_on_both_nodes_as_on_one(
@@ -67,15 +70,6 @@ def test_an_rl_sweep_with_its_seeds_split_across_trials_runs_on_both_nodes_as_on
         [2, 3],
     ]
     assert_same_results(folder, single_node.folder(*FIGURE2), same_trials=False)
-
-
-def test_a_reduced_figure1_as_a_job_runs_on_both_nodes_and_gives_the_single_node_results(
-    job_cluster, single_node, tmp_path
-):
-    single_node.start(*FIGURE1)
-    folder = submitted(job_cluster, tmp_path / "results", *FIGURE1)
-    assert len(read_trials(folder)) == 4
-    assert_same_results(folder, single_node.folder(*FIGURE1))
 
 
 def test_tiny_table1_as_a_job_runs_on_both_nodes_and_gives_the_single_node_results(

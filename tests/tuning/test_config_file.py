@@ -65,35 +65,27 @@ def test_yaml_and_toml_give_the_same_experiment(tmp_path, name, text):
 
 
 @pytest.mark.parametrize(
-    ("name", "old", "new", "where"),
+    ("suffix", "old", "new", "where"),
     [
-        ("s.yaml", "seeds: 3", "seeds: 0", "s.yaml:3: seeds: seeds must be a count >= 1"),
-        (
-            "s.yaml",
-            "temperature: 0.5",
-            "temperature: -1",
-            "s.yaml:12: settings[2].target.temperature",
-        ),
-        ("s.yaml", "lambda: rule", "lambda: often", "s.yaml:9: settings[1].lambda: must be 'rule'"),
-        ("s.yaml", "    imm: false", "    imn: false", "s.yaml:7: settings[0].imn: unknown key"),
-        ("s.yaml", "lambda_ratio: 0.2", "lambda_ratio: 1.0", "s.yaml:11: settings[2].lambda_ratio"),
-        ("s.yaml", "gpus_per_trial: 0.25", "gpus_per_trial: -1", "s.yaml:4: resources"),
-        ("s.toml", "seeds = 3", "seeds = 0", "s.toml:3: seeds: seeds must be a count >= 1"),
-        (
-            "s.toml",
-            'label = "IMM rule"',
-            'labl = "IMM rule"',
-            "s.toml:14: settings[1].labl: unknown",
-        ),
-        ("s.toml", "epsilon = 0.1", "epsilon = 2", "s.toml:20: settings[2].target"),
+        ("yaml", "seeds: 3", "seeds: 0", "3: seeds: seeds must be a count >= 1"),
+        ("yaml", "temperature: 0.5", "temperature: -1", "12: settings[2].target.temperature"),
+        ("yaml", "lambda: rule", "lambda: often", "9: settings[1].lambda: must be 'rule'"),
+        ("yaml", "    imm: false", "    imn: false", "7: settings[0].imn: unknown key"),
+        ("yaml", "lambda_ratio: 0.2", "lambda_ratio: 1.0", "11: settings[2].lambda_ratio"),
+        ("yaml", "gpus_per_trial: 0.25", "gpus_per_trial: -1", "4: resources"),
+        ("toml", "seeds = 3", "seeds = 0", "3: seeds: seeds must be a count >= 1"),
+        ("toml", 'label = "IMM rule"', 'labl = "IMM rule"', "14: settings[1].labl: unknown"),
+        ("toml", "epsilon = 0.1", "epsilon = 2", "20: settings[2].target"),
     ],
 )
-def test_errors_name_the_key_and_the_line(tmp_path, name, old, new, where):
-    text = (YAML if name.endswith("yaml") else TOML).replace(old, new)
-    assert text != (YAML if name.endswith("yaml") else TOML)
+def test_errors_name_the_key_and_the_line(tmp_path, suffix, old, new, where):
+    """``where``: what the error says after the file's name and a colon."""
+    original = YAML if suffix == "yaml" else TOML
+    text = original.replace(old, new)
+    assert text != original
     with pytest.raises(ConfigFileError) as error:
-        load_experiment(write(tmp_path, name, text))
-    assert where in str(error.value)
+        load_experiment(write(tmp_path, f"s.{suffix}", text))
+    assert f"s.{suffix}:{where}" in str(error.value)
 
 
 def test_malformed_files_and_unknown_suffixes_fail_clearly(tmp_path):

@@ -113,15 +113,20 @@ def test_every_kind_implements_every_member_of_the_sweep_protocol():
             assert all(isinstance(v, float) for v in experiment.baselines().values())
 
 
+def _printed(code: str) -> str:
+    """What ``python -c CODE`` prints, once it has exited with 0."""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
 def test_a_logistic_lookup_does_not_import_rllib():
     code = (
         "import sys; from tuning.kinds import named_experiment; "
         "assert named_experiment('figure1') is not None; "
         "print(any(m.startswith('ray.rllib') for m in sys.modules))"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "False"
+    assert _printed(code) == "False"
 
 
 def test_planning_an_rl_sweep_imports_neither_torch_nor_pomdp_py():
@@ -134,9 +139,7 @@ def test_planning_an_rl_sweep_imports_neither_torch_nor_pomdp_py():
         "t = named_experiment('taxi'); t.validate(); t.load_inputs(); "
         "print(sorted(m for m in ('torch', 'pomdp_py', 'scipy', 'ray.rllib') if m in sys.modules))"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+    assert _printed(code) == "[]"
 
 
 def test_no_project_file_cites_a_file_that_is_not_in_the_repository():

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import csv
-import subprocess
-import sys
-
 import pytest
+from sweep_checks import assert_plans_two_seeds_imm_first, summary_rows
+from sweep_drivers import imm_ray
 from trial_pids import assert_every_trial_wrote_its_pid
 
 from imm_ray.restricted.kneser_ney import estimate_kneser_ney
 from imm_ray.supervised.lm.corpus import load_corpus
 from imm_ray.supervised.lm.synthetic import MarkovSource
 from imm_ray.supervised.lm.train import LMConfig, LMTrainer
-from tuning.kinds import experiment_from_dict
 from tuning.lm import EXPERIMENTS, LMExperiment, LMSetting
 
 
@@ -21,15 +18,7 @@ def test_table1_plans_one_trial_per_setting_and_seed_imm_first(tmp_path):
     experiment = EXPERIMENTS["table1"].with_overrides(
         seeds=2, data=str(tmp_path), preset="tiny", epochs=2, max_batches=7
     )
-    trials = experiment.trials()
-    assert len(trials) == 8
-    assert [t["config"]["method"] for t in trials[:2]] == ["imm", "imm"]
-    assert {(t["setting"], t["seed"]) for t in trials} == {
-        (s.label, seed) for s in experiment.settings for seed in (0, 1)
-    }
-    assert all(t["config"]["epochs"] == 2 and t["config"]["max_batches"] == 7 for t in trials)
-    assert trials[0]["sizes"] == [1, 2]
-    assert experiment_from_dict(experiment.to_dict()) == experiment
+    assert_plans_two_seeds_imm_first(experiment, 8, max_batches=7)
     assert "Kneser–Ney bigram, bigram test" in experiment.curves()
     assert "IMM with KN bigram, test" in experiment.curves()
 
@@ -50,33 +39,15 @@ def test_tiny_table1_sweep_runs_end_to_end_through_the_cli(tmp_path):
     MarkovSource.random(6, seed=5).write_corpus(data, (1500, 300, 300), seed=5)
     storage = tmp_path / "results"
     args = ["--data", str(data), "--preset", "tiny", "--epochs", "1", "--max-batches", "12"]
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "imm_ray.cli",
-            "sweep",
-            "table1",
-            "--seeds",
-            "1",
-            "--storage",
-            str(storage),
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = imm_ray("sweep", "table1", "--seeds", "1", "--storage", str(storage), *args)
     assert result.returncode == 0, result.stderr[-3000:]
     # Every epoch checkpoints: Ray Train's notice of each, and Tune's of the snapshots they
     # force, are filtered at their loggers.
     for noise in ("Checkpoint successfully created", "snapshotting has been triggered"):
         assert noise not in result.stdout + result.stderr
     folder = storage / "table1"
-    with open(folder / "summary.csv") as handle:
-        rows = {(r["setting"], r["epochs"]): r for r in csv.DictReader(handle)}
     experiment = EXPERIMENTS["table1"]
-    assert {setting for setting, _ in rows} == set(experiment.curves())
+    rows = summary_rows(folder, experiment)
     assert all(epochs == "1" and r["seeds"] == "1" for (_, epochs), r in rows.items())
     assert (folder / "summary.md").is_file() and (folder / "figure.png").stat().st_size > 0
     trial_dirs = [d for d in folder.iterdir() if d.is_dir() and (d / "params.json").is_file()]

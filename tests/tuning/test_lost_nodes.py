@@ -10,12 +10,11 @@ cluster of its own.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import signal
 import subprocess
-import sys
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +25,7 @@ from cluster_runs import (
     table1,
 )
 from clusters import driver_env, start_cluster
+from sweep_drivers import polls_while_running, recorded_finished, start_sweep
 
 from tuning.report import EARLIER_RESULTS_PREFIX, read_trials
 
@@ -38,15 +38,26 @@ FIGURE2_SPLIT = (*FIGURE2, "--seeds-per-trial", "1")
 def sweep_driver(args: tuple[str, ...], storage: Path, address: str) -> subprocess.Popen:
     """``imm-ray sweep ARGS`` joining the cluster at ``address``, in a process group of its
     own; its output (stdout and stderr) in its ``stdout``."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "imm_ray.cli", "sweep", *args, "--storage", str(storage)]
-        + ["--address", address],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    return start_sweep(
+        *args,
+        "--storage",
+        str(storage),
+        "--address",
+        address,
+        output=True,
         env=driver_env(),
-        start_new_session=True,
     )
+
+
+@contextlib.contextmanager
+def killed_at_exit(driver: subprocess.Popen) -> Iterator[None]:
+    """Kills the sweep ``driver`` (its whole process group) if it still runs at exit."""
+    try:
+        yield
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait()
 
 
 def stored_rows(folder: Path) -> dict[str, list[dict]]:
@@ -68,25 +79,22 @@ def test_an_rl_sweep_that_loses_a_node_completes_on_the_other_with_the_same_resu
     folder = storage / "figure2"
     with start_cluster() as cluster:
         driver = sweep_driver(FIGURE2_SPLIT, storage, cluster.address)
-        try:
+        with killed_at_exit(driver):
             # Once a node has finished a trial and trains the next one, it dies.
-            lost = None
-            deadline = time.monotonic() + 240
-            while lost is None:
-                assert driver.poll() is None, "the sweep ended before the kill"
-                assert time.monotonic() < deadline, "no node finished a trial in time"
+            for _ in polls_while_running(driver, 240, "no node finished a trial in time"):
                 finished_on = {rows[0]["node_id"] for rows in stored_rows(folder).values() if rows}
-                for worker in cluster.workers:
-                    if worker.node_id in finished_on and cluster.training(worker):
-                        lost = worker
-                        break
-                time.sleep(0.1)
+                lost = next(
+                    (
+                        w
+                        for w in cluster.workers
+                        if w.node_id in finished_on and cluster.training(w)
+                    ),
+                    None,
+                )
+                if lost is not None:
+                    break
             cluster.kill(lost)
             output = finish(driver)
-        finally:
-            if driver.poll() is None:
-                os.killpg(driver.pid, signal.SIGKILL)
-                driver.wait()
         (survivor,) = [w for w in cluster.workers if w is not lost]
     # The trial that trained on the lost node failed, and ran again on the other one. (A
     # worker outlives its raylet by up to a second or so: if it reported all its results
@@ -120,25 +128,19 @@ def test_a_language_model_trial_that_loses_its_node_continues_from_its_last_epoc
     with start_cluster() as cluster:
         workers = {worker.node_id: worker for worker in cluster.workers}
         driver = sweep_driver(args, storage, cluster.address)
-        try:
+        with killed_at_exit(driver):
             # The IMM trial (the longest: about a second an epoch) loses its node once it
             # has reported an epoch, and before its last.
             victim = None
-            deadline = time.monotonic() + 240
-            while victim is None:
-                assert driver.poll() is None, "the sweep ended before the kill"
-                assert time.monotonic() < deadline, "the IMM trial reported no epoch in time"
+            for _ in polls_while_running(driver, 240, "the IMM trial reported no epoch in time"):
                 for name, rows in stored_rows(folder).items():
                     imm = rows and rows[0]["setting"] == "IMM with KN bigram, valid"
                     if imm and max(row["size"] for row in rows) < epochs:
                         victim, lost = name, workers[rows[0]["node_id"]]
-                time.sleep(0.1)
+                if victim is not None:
+                    break
             cluster.kill(lost)
             output = finish(driver)
-        finally:
-            if driver.poll() is None:
-                os.killpg(driver.pid, signal.SIGKILL)
-                driver.wait()
     assert "failed, retrying" in output
     assert (folder / victim / "error.txt").is_file()
     # One result.json holds both runs of the trial (nothing was kept aside, as --resume does).
@@ -160,30 +162,6 @@ def test_a_language_model_trial_that_loses_its_node_continues_from_its_last_epoc
     assert_same_results(folder, single_node.folder(*args))
 
 
-def recorded_finished(folder: Path) -> dict[str, bytes]:
-    """Trials that Tune's saved experiment state records as finished, and whose stored
-    ``result.json`` holds every size → that ``result.json``. (A driver killed while Tune
-    copied its files may have stored the state before the results; ``--resume`` runs such
-    a trial again.)"""
-    done = {}
-    for state_file in folder.glob("experiment_state*.json"):
-        try:
-            state = json.loads(state_file.read_text())
-        except (OSError, json.JSONDecodeError):  # being replaced right now
-            continue
-        for trial_json, _ in state["trial_data"]:
-            trial = json.loads(trial_json)
-            result = folder / trial["relative_logdir"] / "result.json"
-            try:
-                text = result.read_bytes()
-                sizes = [json.loads(line)["size"] for line in text.splitlines() if line.strip()]
-            except (OSError, json.JSONDecodeError):  # being copied right now
-                continue
-            if trial["status"] == "TERMINATED" and sizes == trial["config"]["trial"]["sizes"]:
-                done[trial["relative_logdir"]] = text
-    return done
-
-
 def test_a_sweep_whose_driver_is_killed_resumes_on_the_cluster_with_the_same_results(
     cluster, single_node, tmp_path
 ):
@@ -193,11 +171,9 @@ def test_a_sweep_whose_driver_is_killed_resumes_on_the_cluster_with_the_same_res
     trials = 8
     driver = sweep_driver(FIGURE2_SPLIT, storage, cluster.address)
     try:
-        deadline = time.monotonic() + 240
-        while len(recorded_finished(folder)) < 2:
-            assert driver.poll() is None, "the sweep ended before the kill"
-            assert time.monotonic() < deadline, "no trial finished in time"
-            time.sleep(0.1)
+        for _ in polls_while_running(driver, 240, "no trial finished in time"):
+            if len(recorded_finished(folder)) >= 2:
+                break
     finally:
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()

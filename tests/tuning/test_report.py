@@ -37,6 +37,16 @@ def store(folder: Path, experiment, rows_of) -> None:
         (trial_folder / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
+def assert_partial(tmp_path, experiment, rows, unfinished: str, *missing: str) -> None:
+    """With ``rows`` stored for ``experiment``'s trials, the report calls the sweep partial
+    (``unfinished``: "N of M" trials not finished) and lists ``missing``."""
+    store(tmp_path, experiment, rows)
+    assert write_report(tmp_path).missing == [
+        f"**Partial sweep:** {unfinished} trials have not finished; no results for:",
+        *missing,
+    ]
+
+
 def rl_rows(trial, sizes=None, node=None):
     rows = []
     for size in trial["sizes"] if sizes is None else sizes:
@@ -139,12 +149,7 @@ def test_a_partial_logistic_sweep_names_settings_and_sizes_without_seeds(tmp_pat
                 rows.append({"setting": setting["label"], "size": size, "values": values})
         return rows
 
-    store(tmp_path, experiment, rows)
-    assert write_report(tmp_path).missing == [
-        "**Partial sweep:** 2 of 3 trials have not finished; no results for:",
-        "- Noising: n 20",
-        "- IMM: n 20",
-    ]
+    assert_partial(tmp_path, experiment, rows, "2 of 3", "- Noising: n 20", "- IMM: n 20")
 
 
 def test_a_partial_lm_sweep_counts_a_trial_by_its_epochs_whatever_curves_it_reports(tmp_path):
@@ -167,12 +172,8 @@ def test_a_partial_lm_sweep_counts_a_trial_by_its_epochs_whatever_curves_it_repo
             out.append({"size": 3, "setting": curve, "values": {seed: 80.0 + trial["seed"]}})
         return out
 
-    store(tmp_path, experiment, rows)
-    assert write_report(tmp_path).missing == [
-        "**Partial sweep:** 2 of 4 trials have not finished; no results for:",
-        "- None: epochs 3 (seed 1)",
-        "- IMM: epochs 2, 3 (seed 1)",
-    ]
+    missing = ("- None: epochs 3 (seed 1)", "- IMM: epochs 2, 3 (seed 1)")
+    assert_partial(tmp_path, experiment, rows, "2 of 4", *missing)
 
 
 def test_a_result_line_still_being_written_is_left_out(tmp_path):

@@ -4,11 +4,9 @@ before Ray starts."""
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -19,10 +17,11 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 import pytest
+from sweep_drivers import imm_ray, kill_once_two_finished, recorded_finished, start_sweep
 
 from imm_ray.cli import main
 from tuning import storage
-from tuning.storage import Location, StorageError, check_readable, check_writable, resolve
+from tuning.storage import StorageError, check_readable, check_writable, resolve
 
 REPO = Path(__file__).resolve().parents[2]
 SWEEP = """\
@@ -284,31 +283,6 @@ def test_sweep_and_report_reject_bad_storage_with_exit_2_before_ray_starts(
     assert not list(resolve(f"s3://{s3}").iterdir()), "nothing may be written"
 
 
-def recorded_finished(folder: Location) -> dict[str, bytes]:
-    """Trials that Tune's saved experiment state records as finished, and whose stored
-    result.json holds every size → that result.json."""
-    done = {}
-    for entry in folder.iterdir():
-        if not (entry.name.startswith("experiment_state") and entry.name.endswith(".json")):
-            continue
-        try:
-            state = json.loads(entry.read_text())
-        except (OSError, json.JSONDecodeError):  # being replaced right now
-            continue
-        for trial_json, _ in state["trial_data"]:
-            trial = json.loads(trial_json)
-            if trial["status"] != "TERMINATED":
-                continue
-            try:
-                result = (folder / trial["relative_logdir"] / "result.json").read_bytes()
-            except FileNotFoundError:
-                continue
-            spec = json.loads(trial_json)["config"]["trial"]
-            if sorted(json.loads(line)["size"] for line in result.splitlines()) == spec["sizes"]:
-                done[trial["relative_logdir"]] = result
-    return done
-
-
 def local_files(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
@@ -330,36 +304,19 @@ def test_a_sweep_on_s3_is_killed_resumed_and_reported_without_writing_the_local_
     }
     uri = f"s3://{s3}/results"
     folder = resolve(f"{uri}/figure2")
-    command = [sys.executable, "-m", "imm_ray.cli", "sweep", *FIGURE2, "--storage", uri]
     try:
-        driver = subprocess.Popen(
-            command,
+        driver = start_sweep(
+            *FIGURE2,
+            "--storage",
+            uri,
             cwd=cwd,
             env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
         )
-        deadline = time.monotonic() + 180
-        while len(recorded_finished(folder)) < 2 and driver.poll() is None:
-            assert time.monotonic() < deadline, "no trial finished in time"
-            time.sleep(0.2)
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
+        kill_once_two_finished(driver, folder, timeout=180)
         before = recorded_finished(folder)
         assert 2 <= len(before) < TRIALS, "the kill must land mid-sweep"
 
-        def imm_ray(*args: str) -> subprocess.CompletedProcess:
-            return subprocess.run(
-                [sys.executable, "-m", "imm_ray.cli", *args],
-                cwd=cwd,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=300,
-            )
-
-        resumed = imm_ray("sweep", *FIGURE2, "--storage", uri, "--resume")
+        resumed = imm_ray("sweep", *FIGURE2, "--storage", uri, "--resume", cwd=cwd, env=env)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         assert f"table: {uri}/figure2/summary.md" in resumed.stdout
         after = recorded_finished(folder)
@@ -372,7 +329,7 @@ def test_a_sweep_on_s3_is_killed_resumed_and_reported_without_writing_the_local_
 
         (folder / "summary.csv").unlink()
         (folder / "figure.png").unlink()
-        report = imm_ray("report", f"{uri}/figure2")
+        report = imm_ray("report", f"{uri}/figure2", cwd=cwd, env=env)
         assert report.returncode == 0, report.stderr
         assert (folder / "summary.csv").read_text().splitlines() == rows
         assert (folder / "figure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

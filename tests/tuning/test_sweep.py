@@ -14,6 +14,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from sweep_drivers import imm_ray, kill_once_two_finished, recorded_finished, start_sweep
 from trial_pids import assert_every_trial_wrote_its_pid
 
 from tuning.placement import PID_FILE
@@ -30,39 +31,12 @@ settings:
 """
 
 
-def imm_ray(*args: str, env: dict | None = None, timeout: float = 300):
-    return subprocess.run(
-        [sys.executable, "-m", "imm_ray.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
-
-
-def recorded_finished(folder: Path) -> dict[str, float]:
-    """Trials that Tune's saved experiment state records as finished, and whose stored
-    result.json holds every size → its mtime. (A driver killed while Tune copied its files
-    may have stored the state before the result; --resume runs such a trial again.)"""
-    done = {}
-    for state_file in folder.glob("experiment_state*.json"):
-        try:
-            state = json.loads(state_file.read_text())
-        except (OSError, json.JSONDecodeError):  # being replaced right now
-            continue
-        for trial_json, _ in state["trial_data"]:
-            trial = json.loads(trial_json)
-            result = folder / trial["relative_logdir"] / "result.json"
-            if trial["status"] != "TERMINATED" or not result.is_file():
-                continue
-            try:
-                lines = [line for line in result.read_text().splitlines() if line.strip()]
-                sizes = sorted(json.loads(line)["size"] for line in lines)
-            except (OSError, json.JSONDecodeError):  # being copied right now
-                continue
-            if sizes == [3, 6]:
-                done[trial["relative_logdir"]] = result.stat().st_mtime
-    return done
+def finished_at(folder: Path) -> dict[str, float]:
+    """The trials :func:`recorded_finished` finds → their ``result.json``'s mtime (which a
+    rerun changes even where it writes the same values)."""
+    return {
+        name: (folder / name / "result.json").stat().st_mtime for name in recorded_finished(folder)
+    }
 
 
 def reported(folder: Path) -> dict[tuple[str, int], dict[str, float]]:
@@ -85,22 +59,16 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     trials = 80
     storage = tmp_path / "results"
     folder = storage / "tiny"
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "imm_ray.cli", "sweep", str(sweep), "--storage", str(storage)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    driver = start_sweep(
+        str(sweep),
+        "--storage",
+        str(storage),
         env={**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"},
     )
-    deadline = time.monotonic() + 240
-    while len(recorded_finished(folder)) < 2 and driver.poll() is None:
-        assert time.monotonic() < deadline, "no trial finished in time"
-        time.sleep(0.2)
-    os.killpg(driver.pid, signal.SIGKILL)
-    driver.wait()
+    kill_once_two_finished(driver, folder, timeout=240)
     # A trial still running at the kill, or finished but not yet recorded, is rerun on
     # --resume (deterministically, to the same values); a recorded one must not be.
-    before = recorded_finished(folder)
+    before = finished_at(folder)
     rows_before = reported(folder)
     assert 2 <= len(before) < trials, "the kill must land mid-sweep"
 
@@ -109,7 +77,7 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path):
 
     resumed = imm_ray("sweep", str(sweep), "--storage", str(storage), "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    after = recorded_finished(folder)
+    after = finished_at(folder)
     assert len(after) == trials
     assert {name: after[name] for name in before} == before, "a finished trial was rerun"
     rows_after = reported(folder)
@@ -240,12 +208,11 @@ def test_a_crashed_trial_is_retried_and_the_sweep_completes(tmp_path):
     sweep = tmp_path / "crash.yaml"
     sweep.write_text(SWEEP.replace("epochs: [3, 6]", "epochs: [200, 400]"))
     storage = tmp_path / "results"
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "imm_ray.cli", "sweep", str(sweep), "--storage", str(storage)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
+    driver = start_sweep(
+        str(sweep),
+        "--storage",
+        str(storage),
+        output=True,
     )
     # The trainable writes its own PID to trial.pid in its trial folder: kill that one
     # process, which this test's sweep started, and nothing else on the machine.

@@ -5,13 +5,13 @@ the corpus. Everything is generated here, in temporary folders."""
 from __future__ import annotations
 
 import pytest
+from tiny_bert import markov_corpus
 
 from imm_ray.console import quiet_transformers
 from imm_ray.supervised.bert.acceptability import make_acceptability
 from imm_ray.supervised.bert.model import preset_config
 from imm_ray.supervised.bert.tokenizer import build_word_tokenizer
 from imm_ray.supervised.lm.corpus import load_corpus
-from imm_ray.supervised.lm.synthetic import MarkovSource
 
 quiet_transformers()
 
@@ -19,9 +19,7 @@ quiet_transformers()
 @pytest.fixture(scope="session")
 def bert_corpus(tmp_path_factory):
     """A PTB-format folder from an order-2 Markov source over 40 symbols."""
-    folder = tmp_path_factory.mktemp("bert-corpus")
-    MarkovSource.random(40, seed=3).write_corpus(folder, (4000, 800, 800), seed=3)
-    return folder
+    return markov_corpus(tmp_path_factory.mktemp("bert-corpus"), 40, 3, (4000, 800, 800))
 
 
 @pytest.fixture(scope="session")
