@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import io
+import sys
 
 import pytest
 import torch
@@ -134,6 +135,9 @@ def test_the_cli_exits_normally_on_other_versions(monkeypatch, fast):
     monkeypatch.setattr(cli.os, "_exit", fake_exit)
     monkeypatch.setattr("logging.shutdown", lambda: None)  # would close pytest's handlers
     monkeypatch.setattr(_compat, "fast_exit", lambda: fast)
+    # As in a command that has shut its Ray down (an earlier test may have left this
+    # process's Ray up, and a Ray still up takes the normal exit whatever the versions).
+    monkeypatch.delitem(sys.modules, "ray", raising=False)
     flushed = []
     for stream in (out, err):
         monkeypatch.setattr(stream, "flush", lambda stream=stream: flushed.append(stream))

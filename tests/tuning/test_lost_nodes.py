@@ -102,7 +102,7 @@ def test_an_rl_sweep_that_loses_a_node_completes_on_the_other_with_the_same_resu
     # appends the second run's rows to the first's.)
     assert "failed, retrying" in output
     # One line says why, instead of Tune's traceback (which error.txt keeps).
-    assert "because its node has died" in output and "Traceback" not in output
+    assert "because its node has died" in output and "Trial task failed" not in output
     failed = [path.parent.name for path in folder.glob("*/error.txt")]
     assert failed
     trials = {found.folder: found for found in read_trials(folder)}

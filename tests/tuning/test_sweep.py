@@ -231,7 +231,9 @@ def test_a_crashed_trial_is_retried_and_the_sweep_completes(tmp_path):
     rows = (storage / "tiny" / "summary.csv").read_text().splitlines()
     assert len(rows) == 5 and all(row.endswith(",3") for row in rows[1:])
     assert "failed, retrying" in output, "the kill must have failed a running trial"
-    assert "Traceback" not in output, output[-3000:]
+    # One line says why, instead of Tune's traceback of the failure (error.txt keeps it).
+    # (Ray may still print a worker's own stderr, traceback and all, as it stops it.)
+    assert "Trial task failed" not in output, output[-3000:]
     assert "[6/6 trials" in output and "errored after" not in output
 
 
