@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import os
 import signal
 import threading
@@ -30,7 +31,7 @@ from typing import Any, TypeVar
 
 from imm_ray.cluster import check_request, init_ray, shutdown_ray, shutdown_ray_during
 from tuning.base import SweepExperiment
-from tuning.report import Report, save_experiment, write_report
+from tuning.report import EXPERIMENT_FILE, Report, save_experiment, write_report
 from tuning.resume import STATE_PREFIX, mend_before_resume
 from tuning.storage import Location, check_writable, resolve
 
@@ -131,6 +132,7 @@ def _run(
             "choose another --storage"
         )
     if resume:
+        check_same_sweep(folder, experiment)
         mend_before_resume(folder)
     # Tune records finished trials in its experiment state every 10 s by default; a killed
     # sweep reruns whatever finished since. Our state is small: save it every second.
@@ -186,6 +188,43 @@ def _run(
     if interrupted:
         raise SweepInterrupted(folder, resumable=True, report=result)
     return result
+
+
+def check_same_sweep(folder: Location, experiment: SweepExperiment) -> None:
+    """``--resume`` continues the sweep in ``folder`` as it was started (Tune restores its
+    trials as stored), so options that would change it are refused, not ignored: a
+    :class:`SweepError` names each field whose stored value differs from ``experiment``'s
+    (``--seeds 5`` on a 10-seed sweep; ``--seeds 10`` is the same as seeds 0-9). Fields one
+    of the two does not have (a sweep stored by an older version, or without its
+    ``experiment.json``) are not compared."""
+    try:
+        stored = json.loads((folder / EXPERIMENT_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):  # stopped before it was written
+        return
+    given = json.loads(json.dumps(experiment.to_dict()))
+
+    def same(key: str) -> bool:
+        a, b = given[key], stored[key]
+        if key == "seeds":  # a count N means seeds 0 … N-1, as --seeds says
+            a, b = (list(range(v)) if isinstance(v, int) else v for v in (a, b))
+        return a == b
+
+    changed = [key for key in given if key in stored and not same(key)]
+    if not changed:
+        return
+
+    def shown(value: Any) -> str:
+        text = json.dumps(value, ensure_ascii=False)
+        return text if len(text) <= 40 else "another value"
+
+    differences = "; ".join(
+        f"{key}: {shown(stored[key])} there, {shown(given[key])} now" for key in changed
+    )
+    raise SweepError(
+        f"--resume continues the sweep in {folder} as it was started, and these options would "
+        f"change it ({differences}); drop them to resume, or start a new sweep in another "
+        "--storage"
+    )
 
 
 def _holds_state(folder: Location) -> bool:

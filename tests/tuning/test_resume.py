@@ -79,3 +79,59 @@ def test_rows_stored_before_a_resume_are_reported_with_the_rows_after_it(tmp_pat
     report = write_report(folder)
     assert report.missing == []
     assert report.table.splitlines()[-1].endswith("| 3 |")
+
+
+def test_resume_refuses_options_that_would_change_the_stored_sweep(tmp_path):
+    import dataclasses
+
+    import pytest
+
+    from tuning.sweep import SweepError, check_same_sweep
+
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    save_experiment(folder, RL)
+    where = resolve(folder)
+    check_same_sweep(where, RL)  # the same sweep resumes
+    with pytest.raises(SweepError) as refused:
+        check_same_sweep(where, dataclasses.replace(RL, seeds=5, cpus_per_trial=2))
+    message = str(refused.value)
+    assert message.startswith(f"--resume continues the sweep in {folder} as it was started")
+    assert "seeds: 3 there, 5 now" in message and "cpus_per_trial: 1.0 there, 2 now" in message
+    # A count of seeds is the list of seeds it names, as --seeds gives it.
+    check_same_sweep(where, dataclasses.replace(RL, seeds=[0, 1, 2]))
+    assert "another --storage" in message
+    # A field the stored sweep does not have (an older version's) is not compared, and a
+    # sweep stopped before its experiment.json was written resumes as Tune stored it.
+    stored = json.loads((folder / "experiment.json").read_text())
+    del stored["seeds"]
+    (folder / "experiment.json").write_text(json.dumps(stored))
+    check_same_sweep(where, dataclasses.replace(RL, seeds=5))
+    (folder / "experiment.json").unlink()
+    check_same_sweep(where, dataclasses.replace(RL, seeds=5))
+
+
+def test_sweep_resume_with_other_seeds_exits_2_before_ray_starts_and_keeps_the_sweep(tmp_path):
+    import subprocess
+    import sys
+
+    from tuning.resume import STATE_PREFIX
+    from tuning.rl import EXPERIMENTS
+
+    folder = tmp_path / "figure2"
+    folder.mkdir()
+    save_experiment(folder, EXPERIMENTS["figure2"].with_overrides(seeds=10))
+    (folder / f"{STATE_PREFIX}2026-12-06.json").write_text("{}")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    result = subprocess.run(
+        [sys.executable, "-m", "imm_ray.cli", "sweep", "figure2", "--seeds", "5", "--resume"]
+        + ["--storage", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("imm-ray: error: --resume continues the sweep in ")
+    assert "seeds: 10 there, [0, 1, 2, 3, 4] now" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
