@@ -87,7 +87,13 @@ def _seeds(text: str) -> list[int]:
             f"--seeds must be a count N >= 1, a range like '0-9' or a list like '1,4,7' "
             f"of seeds >= 0, got {text!r}"
         ) from None
-    return sorted(set(seeds))
+    twice = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+    if twice:  # as a sweep file's seeds, each seed is named once
+        raise argparse.ArgumentTypeError(
+            f"--seeds must name each seed once, got {text!r} (seed"
+            f"{'s' if len(twice) > 1 else ''} {', '.join(map(str, twice))} more than once)"
+        )
+    return sorted(seeds)
 
 
 class _HelpFormatter(argparse.HelpFormatter):

@@ -194,6 +194,13 @@ def test_seeds_mean_the_same_in_train_and_sweep():
         assert seeds("2-4") == [2, 3, 4]
         assert seeds("7,1,4") == [1, 4, 7]
         assert seeds("5-5") == [5]
+        # Each seed once, as a sweep file asks: a repeated seed is refused, not dropped.
+        for text, twice in (("1,1,2", "seed 1"), ("0-3,2-5", "seeds 2, 3")):
+            with pytest.raises(argparse.ArgumentTypeError) as refused:
+                seeds(text)
+            assert str(refused.value) == (
+                f"--seeds must name each seed once, got {text!r} ({twice} more than once)"
+            )
 
 
 def test_train_on_taxi_compares_imm_and_no_imm():
