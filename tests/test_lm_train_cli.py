@@ -62,6 +62,16 @@ def test_train_lm_prints_perplexities_saves_and_resumes(data, tmp_path, capsys):
     assert code == 0, err
     assert "2 epochs" in out and "epoch 2/2" in err and "epoch 1/2" not in err
 
+    # Fewer epochs than the checkpoint has trained would train none: refused, not ignored.
+    kept = (folder / "checkpoint.pt").read_bytes()
+    code, out, err = train_tiny(capsys, data, folder, *common, "--epochs", "1", "--resume")
+    assert code == 2 and out == ""
+    assert err.strip().endswith(
+        "imm-ray: error: epochs must be at least the 2 the checkpoint has trained to continue "
+        "it, got 1"
+    )
+    assert (folder / "checkpoint.pt").read_bytes() == kept
+
 
 @pytest.mark.parametrize(
     ("args", "message"),

@@ -524,8 +524,9 @@ class LMTrainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restores a :meth:`state_dict`; its configuration must be this one's, except for
-        ``epochs`` (a longer run continues the same training) and the device
-        (:data:`PLACEMENT_FIELDS`): its tensors may be on any device."""
+        ``epochs`` (a longer run continues the same training; fewer than the checkpoint has
+        trained is refused) and the device (:data:`PLACEMENT_FIELDS`): its tensors may be
+        on any device."""
         ours = dataclasses.asdict(self.config)
         free = ("epochs", *PLACEMENT_FIELDS)
         changed = sorted(
@@ -535,6 +536,11 @@ class LMTrainer:
             raise ValueError(
                 "the checkpoint was trained with another configuration (differs in "
                 f"{', '.join(changed)})"
+            )
+        if state["epoch"] > self.config.epochs:  # it would train none, and say nothing
+            raise ValueError(
+                f"epochs must be at least the {state['epoch']} the checkpoint has trained "
+                f"to continue it, got {self.config.epochs}"
             )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
