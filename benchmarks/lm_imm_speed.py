@@ -26,6 +26,7 @@ import time
 
 import torch
 
+from imm_ray._memory import reuse_freed_memory
 from imm_ray.restricted.kneser_ney import estimate_kneser_ney
 from imm_ray.supervised.lm.corpus import load_corpus
 from imm_ray.supervised.lm.imm_branch import sampled_imm_backward
@@ -117,6 +118,8 @@ def step_seconds(
 
 
 def main() -> None:
+    # As `imm-ray train lm` and Tune's LM trials run (the trainer no longer sets it itself).
+    reuse_freed_memory()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("data", help="a PTB-format folder")
     parser.add_argument("--preset", default="small")
