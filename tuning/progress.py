@@ -41,16 +41,14 @@ class ProgressLines(tune.Callback):
         self.left = None
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
-        if getattr(self, "left", 0) is None:
+        if self.left is None:
             done = sum(trial.status in (Trial.TERMINATED, Trial.ERROR) for trial in trials)
             self.left = self.total - done
 
     def _line(self, trial: Any, what: str, reason: str = "") -> None:
         elapsed = time.monotonic() - self.start
-        # Before this run's first step (or in a callback stored before runs counted their
-        # own trials), the sweep's whole count.
-        total = getattr(self, "left", None)
-        total = self.total if total is None else total
+        # Before this run's first step, the sweep's whole count.
+        total = self.total if self.left is None else self.left
         left = total - self.finished
         eta = f", ETA {elapsed / self.finished * left:.0f}s" if self.finished and left else ""
         spec = trial.config["trial"]
@@ -70,15 +68,11 @@ class ProgressLines(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.finished += 1
-        # A sweep stored before the count was kept here resumes without it.
-        retries = getattr(self, "max_failures", None)
         reason = failure_reason(trial)
         folder = getattr(getattr(trial, "storage", None), "trial_dir_name", None)
         if folder:
             reason = "; ".join(filter(None, (reason, f"traceback in {folder}/error.txt")))
-        self._line(
-            trial, f"errored after {retries if retries is not None else 'its'} retries", reason
-        )
+        self._line(trial, f"errored after {self.max_failures} retries", reason)
 
 
 #: Where Tune's error file starts the record of each failure of a trial.

@@ -255,14 +255,6 @@ def trial_plan(experiment: Experiment) -> list[dict[str, Any]]:
     return trials
 
 
-def trial_groups(trial: dict[str, Any]) -> list[dict[str, Any]]:
-    """A trial's λ groups, ``[{"lam": λ, "epochs": [...]}, ...]``; a trial stored before
-    trials held several groups has one ``"lam"`` for all its epochs."""
-    if "groups" in trial:
-        return trial["groups"]
-    return [{"lam": trial["lam"], "epochs": trial["epochs"]}]
-
-
 def _chunks(seeds: Sequence[int], size: int | None) -> list[list[int]]:
     size = size or len(seeds)
     return [list(seeds[i : i + size]) for i in range(0, len(seeds), size)]
@@ -366,7 +358,7 @@ def trial_config(trial: dict[str, Any], table: Any = None, *, gpu: bool = False)
     """
     from imm_ray.rl.seeds import SeedReinforceConfig
 
-    lams = [group["lam"] for group in trial_groups(trial)]
+    lams = [group["lam"] for group in trial["groups"]]
     target = None
     if trial["imm"]:
         target = TargetSpec(**trial["target"]) if table is None else table
@@ -380,7 +372,7 @@ def trial_config(trial: dict[str, Any], table: Any = None, *, gpu: bool = False)
             num_samples=trial["num_samples"] if trial["imm"] else None,
         )
     )
-    if trial.get("gamma") is not None:
+    if trial["gamma"] is not None:
         config.training(gamma=trial["gamma"])
     if gpu:
         config.learners(num_gpus_per_learner=trial["gpus"])
@@ -401,7 +393,7 @@ def run_trial(
     from imm_ray.rl.seeds import train_and_evaluate_seeds
 
     quiet_library_logs()
-    groups = trial_groups(trial)
+    groups = trial["groups"]
     table = None
     if inputs is not None and trial["imm"]:
         table = inputs["tables"][target_key(trial)]
@@ -434,7 +426,7 @@ def rl_trainable(config: dict[str, Any], inputs: dict[str, Any]) -> None:
 
     trial = config["trial"]
     start_trial()
-    where = Placement.of_trial(trial.get("gpus", 0) > 0)
+    where = Placement.of_trial(trial["gpus"] > 0)
     rewards = run_trial(trial, inputs, gpu=where.on_gpu)
     for epochs in sorted(rewards):
         values = {str(seed): value for seed, value in rewards[epochs].items()}

@@ -397,16 +397,6 @@ def _environment(**values: str) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def __getattr__(name: str) -> Any:
-    # Sweeps stored before ProgressLines moved to tuning.progress pickled it as
-    # tuning.sweep.ProgressLines; --resume unpickles their Tuner.
-    if name == "ProgressLines":
-        from tuning.progress import ProgressLines
-
-        return ProgressLines
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def _trial_dirname(trial: Any) -> str:
     spec = trial.config["trial"]
     label = "".join(c if c.isalnum() else "_" for c in spec["setting"])[:40]

@@ -65,7 +65,7 @@ def test_rule_settings_train_one_run_per_lambda_with_all_seeds_side_by_side():
 
 def test_a_rule_settings_one_trial_reports_what_one_trial_per_lambda_did(ray_session):
     """The λ groups of one trial give every seed the figures that separate trials, one per
-    λ (the plan before trials held several groups, still readable on resume), give."""
+    λ, give."""
     rule = Setting("IMM")  # λ = 0.25 up to 175 epochs, 0.111 from 200 on
     experiment = Experiment("x", (rule,), epochs=(20, 175, 200, 230), seeds=(1, 4))
     (trial,) = trial_plan(experiment)
@@ -73,8 +73,7 @@ def test_a_rule_settings_one_trial_reports_what_one_trial_per_lambda_did(ray_ses
     merged = run_trial(trial)
     assert sorted(merged) == [20, 175, 200, 230]
     for group in trial["groups"]:
-        alone = {k: v for k, v in trial.items() if k != "groups"}
-        separate = run_trial({**alone, "lam": group["lam"], "epochs": group["epochs"]})
+        separate = run_trial({**trial, "groups": [group], "epochs": group["epochs"]})
         assert sorted(separate) == group["epochs"]
         for epochs, values in separate.items():
             assert list(merged[epochs]) == [1, 4]

@@ -235,26 +235,3 @@ def test_a_crashed_trial_is_retried_and_the_sweep_completes(tmp_path):
     # (Ray may still print a worker's own stderr, traceback and all, as it stops it.)
     assert "Trial task failed" not in output, output[-3000:]
     assert "[6/6 trials" in output and "errored after" not in output
-
-
-def test_a_sweep_stored_before_its_progress_callback_moved_still_resumes():
-    # --resume unpickles the Tuner a sweep stored, its callbacks with it; sweeps stored
-    # before ProgressLines moved to tuning.progress name it tuning.sweep.ProgressLines.
-    import pickle
-
-    from tuning.progress import ProgressLines
-
-    lines = ProgressLines(total=4, max_failures=2)
-    lines.finished = 3
-    del lines.max_failures  # not kept by the callbacks those sweeps stored
-    stored = pickle.dumps(lines, protocol=0).replace(b"ctuning.progress\n", b"ctuning.sweep\n")
-    assert b"ctuning.sweep\nProgressLines\n" in stored
-    restored = pickle.loads(stored)
-    assert isinstance(restored, ProgressLines)
-    assert (restored.total, restored.finished) == (4, 3)
-
-    class Trial:
-        config = {"trial": {"setting": "IMM", "tag": "lam0.25_seeds0-0"}}
-
-    restored.on_trial_error(0, [], Trial())
-    assert restored.finished == 4
