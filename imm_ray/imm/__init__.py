@@ -8,33 +8,24 @@ Names load on first use (PEP 562), so that code needing only the λ ↔ r conver
 :mod:`imm_ray.imm.weighting` (sweep planning) does not import torch.
 """
 
-from __future__ import annotations
+from imm_ray._lazy import lazy_exports
 
-import importlib
-from typing import Any
-
-_EXPORTS = {
-    "StaleSnapshot": "imm_ray.imm.serialized",
-    "crosstalk_weights": "imm_ray.imm.induced",
-    "imm_backward_memory_bounded": "imm_ray.imm.crosstalk",
-    "imm_loss": "imm_ray.imm.losses",
-    "induced_log_probs": "imm_ray.imm.induced",
-    "interpolate_log_probs": "imm_ray.imm.losses",
-    "lambda_to_ratio": "imm_ray.imm.weighting",
-    "noising_loss": "imm_ray.imm.losses",
-    "ratio_to_lambda": "imm_ray.imm.weighting",
-    "serialized_correction": "imm_ray.imm.serialized",
-    "serialized_imm_loss": "imm_ray.imm.serialized",
-    "validate_lambda": "imm_ray.imm.weighting",
-    "validate_ratio": "imm_ray.imm.weighting",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'imm_ray.imm' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
+__getattr__, __all__ = lazy_exports(
+    __name__,
+    {
+        "imm_ray.imm.crosstalk": ("imm_backward_memory_bounded",),
+        "imm_ray.imm.induced": ("crosstalk_weights", "induced_log_probs"),
+        "imm_ray.imm.losses": ("imm_loss", "interpolate_log_probs", "noising_loss"),
+        "imm_ray.imm.serialized": (
+            "StaleSnapshot",
+            "serialized_correction",
+            "serialized_imm_loss",
+        ),
+        "imm_ray.imm.weighting": (
+            "lambda_to_ratio",
+            "ratio_to_lambda",
+            "validate_lambda",
+            "validate_ratio",
+        ),
+    },
+)

@@ -6,9 +6,7 @@ The language-model half (``arpa``, ``kneser_ney``) runs on torch and loads on fi
 so that the RL and POMDP half imports without torch (a sweep's driver plans on it).
 """
 
-from importlib import import_module
-from typing import Any
-
+from imm_ray._lazy import lazy_exports
 from imm_ray.restricted.bounds import (
     blind_policy_values,
     context_policy_return,
@@ -35,24 +33,18 @@ from imm_ray.restricted.solvers import (
 )
 from imm_ray.restricted.target import TargetSpec
 
-#: Exports loaded on first access (they import torch): name → submodule.
-_LAZY = {
-    "ArpaError": "arpa",
-    "read_arpa": "arpa",
-    "write_arpa": "arpa",
-    "FALLBACK_DISCOUNTS": "kneser_ney",
-    "KneserNeyBigram": "kneser_ney",
-    "estimate_kneser_ney": "kneser_ney",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(import_module(f"imm_ray.restricted.{_LAZY[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+#: Exports loaded on first access (they import torch).
+__getattr__, _ = lazy_exports(
+    __name__,
+    {
+        "imm_ray.restricted.arpa": ("ArpaError", "read_arpa", "write_arpa"),
+        "imm_ray.restricted.kneser_ney": (
+            "FALLBACK_DISCOUNTS",
+            "KneserNeyBigram",
+            "estimate_kneser_ney",
+        ),
+    },
+)
 
 __all__ = [
     "FALLBACK_DISCOUNTS",
