@@ -338,49 +338,35 @@ def qmdp_backup(tables: TabularPOMDP, discount: float) -> Callable[[np.ndarray],
     return backup
 
 
-def fib(
-    model: Model,
-    discount: float,
-    tol: float = 1e-8,
-    max_iterations: int = 10_000,
-    horizon: int | None = None,
-) -> AlphaVectors:
-    """Fast Informed Bound alpha vectors of ``model``.
-
-    With ``horizon=None``, iterates to a max-abs Bellman residual below ``tol`` (then
-    ``‖α − α*‖_∞ ≤ γ·tol / (1 − γ)``); warns and returns ``converged=False`` if
-    ``max_iterations`` come first. With an integer horizon H, performs exactly H backups
-    from zero: the H-step bound (γ = 1 allowed).
-    """
-    tables = as_tables(model)
-    return _iterate(
-        "fib", tables, fib_backup(tables, discount), discount, tol, max_iterations, horizon
-    )
+def fib(model: Model, discount: float, **options: Any) -> AlphaVectors:
+    """Fast Informed Bound alpha vectors of ``model``; options as in :func:`solve`."""
+    return solve(model, "fib", discount, **options)
 
 
-def qmdp(
-    model: Model,
-    discount: float,
-    tol: float = 1e-8,
-    max_iterations: int = 10_000,
-    horizon: int | None = None,
-) -> AlphaVectors:
-    """QMDP alpha vectors of ``model`` (the MDP's Q-function); arguments as in :func:`fib`."""
-    tables = as_tables(model)
-    return _iterate(
-        "qmdp", tables, qmdp_backup(tables, discount), discount, tol, max_iterations, horizon
-    )
+def qmdp(model: Model, discount: float, **options: Any) -> AlphaVectors:
+    """QMDP alpha vectors of ``model`` (the MDP's Q-function); options as in :func:`solve`."""
+    return solve(model, "qmdp", discount, **options)
 
 
 def solve(
     model: Model,
     solver: str,
     discount: float,
-    **kwargs: Any,
+    tol: float = 1e-8,
+    max_iterations: int = 10_000,
+    horizon: int | None = None,
 ) -> AlphaVectors:
-    """Runs the solver named ``solver`` (one of :data:`SOLVERS`); ``kwargs`` as in :func:`fib`."""
-    if solver == "fib":
-        return fib(model, discount, **kwargs)
-    if solver == "qmdp":
-        return qmdp(model, discount, **kwargs)
-    raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
+    """Alpha vectors of ``model`` by the solver named ``solver`` (one of :data:`SOLVERS`).
+
+    With ``horizon=None``, iterates to a max-abs Bellman residual below ``tol`` (then
+    ``‖α − α*‖_∞ ≤ γ·tol / (1 − γ)``); warns and returns ``converged=False`` if
+    ``max_iterations`` come first. With an integer horizon H, performs exactly H backups
+    from zero: the H-step bound (γ = 1 allowed).
+    """
+    backups = {"fib": fib_backup, "qmdp": qmdp_backup}
+    if solver not in backups:
+        raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
+    tables = as_tables(model)
+    return _iterate(
+        solver, tables, backups[solver](tables, discount), discount, tol, max_iterations, horizon
+    )
