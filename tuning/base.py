@@ -157,6 +157,33 @@ class ConfigSweepExperiment(ExperimentBase):
             self, **{k: v for k, v in changes.items() if v is not None}
         )
 
+    def trials(self) -> list[dict[str, Any]]:
+        """One trial per setting and seed, a size per epoch, with the curves of
+        :meth:`trial_curves`; IMM trials come first: they are the long ones, so the cheap
+        ones fill the gaps."""
+        trials = []
+        for setting in self.settings:  # type: ignore[attr-defined]
+            for seed in self.seeds:  # type: ignore[attr-defined]
+                config = self.config(setting, seed)  # type: ignore[attr-defined]
+                trials.append(
+                    {
+                        "setting": setting.label,
+                        "sizes": list(range(1, config.epochs + 1)),
+                        "tag": f"seed{seed}",
+                        "seed": seed,
+                        "config": dataclasses.asdict(config),
+                        **self.trial_curves(setting.label),
+                        "cpus": self.cpus_per_trial,  # type: ignore[attr-defined]
+                    }
+                )
+        trials.sort(key=lambda t: t["config"]["method"] != "imm")
+        return trials
+
+    def trial_curves(self, label: str) -> dict[str, dict[str, str]]:
+        """The curves a trial of the setting ``label`` reports under each key of its results:
+        ``{"curves": {key: curve}}``, and any more a kind adds."""
+        raise NotImplementedError
+
 
 def check_name_and_labels(name: str, labels: list[str]) -> None:
     """An experiment's name is a folder name; its settings' labels are its curves: unique."""

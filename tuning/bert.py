@@ -117,25 +117,8 @@ class BertExperiment(ConfigSweepExperiment):
     def curve(self, label: str, split: str) -> str:
         return f"{label}, {split}"
 
-    def trials(self) -> list[dict[str, Any]]:
-        trials = []
-        for setting in self.settings:
-            for seed in self.seeds:
-                config = self.config(setting, seed)
-                trials.append(
-                    {
-                        "setting": setting.label,
-                        "sizes": list(range(1, config.epochs + 1)),
-                        "tag": f"seed{seed}",
-                        "seed": seed,
-                        "config": dataclasses.asdict(config),
-                        "curves": {split: self.curve(setting.label, split) for split in SPLITS},
-                        "cpus": self.cpus_per_trial,
-                    }
-                )
-        # IMM trials are the long ones: start them first so the cheap ones fill the gaps.
-        trials.sort(key=lambda t: t["config"]["method"] != "imm")
-        return trials
+    def trial_curves(self, label: str) -> dict[str, dict[str, str]]:
+        return {"curves": {split: self.curve(label, split) for split in SPLITS}}
 
     def validate(self) -> None:
         """The task's folder and the checkpoint must be given (:meth:`load_inputs` reads and

@@ -116,30 +116,15 @@ class LMExperiment(ConfigSweepExperiment):
     def curve(self, label: str, metric: str) -> str:
         return label if len(self.metrics) == 1 else f"{label}, {METRIC_NAMES[metric]}"
 
-    def trials(self) -> list[dict[str, Any]]:
-        trials = []
-        for setting in self.settings:
-            for seed in self.seeds:
-                config = self.config(setting, seed)
-                trials.append(
-                    {
-                        "setting": setting.label,
-                        "sizes": list(range(1, config.epochs + 1)),
-                        "tag": f"seed{seed}",
-                        "seed": seed,
-                        "config": dataclasses.asdict(config),
-                        "curves": {m: self.curve(setting.label, m) for m in self.metrics},
-                        "kn_curves": (
-                            {m: self.curve(self.kn_label, m) for m in self.induced_metrics}
-                            if self.kn_label
-                            else {}
-                        ),
-                        "cpus": self.cpus_per_trial,
-                    }
-                )
-        # IMM trials are the long ones: start them first so the cheap ones fill the gaps.
-        trials.sort(key=lambda t: t["config"]["method"] != "imm")
-        return trials
+    def trial_curves(self, label: str) -> dict[str, dict[str, str]]:
+        return {
+            "curves": {m: self.curve(label, m) for m in self.metrics},
+            "kn_curves": (
+                {m: self.curve(self.kn_label, m) for m in self.induced_metrics}
+                if self.kn_label
+                else {}
+            ),
+        }
 
     def validate(self) -> None:
         """The data folder must hold a readable PTB corpus (checked before Ray starts)."""

@@ -60,6 +60,14 @@ class SweepInterrupted(KeyboardInterrupt):
         self.folder, self.resumable, self.report = folder, resumable, report
 
 
+def run_sweep_and_report(
+    experiment: SweepExperiment, storage: str | Path | Location, **options: Any
+) -> Report:
+    """:func:`run_sweep` (the same options), then :func:`~tuning.report.write_report` on its
+    results, written while an embedded Ray shuts down; returns the report."""
+    return run_sweep(experiment, storage, then=write_report, **options)
+
+
 def run_sweep(
     experiment: SweepExperiment,
     storage: str | Path | Location,
@@ -69,8 +77,10 @@ def run_sweep(
     verbose: bool = False,
     tensorboard: bool = False,
     inputs: dict[str, Any] | None = None,
-) -> Location:
-    """Runs (or with ``resume`` continues) ``experiment``; returns its results folder.
+    then: Callable[[Location], T] = lambda folder: folder,
+) -> T:
+    """Runs (or with ``resume`` continues) ``experiment``; returns its results folder, or
+    what ``then`` returns for it (called while an embedded Ray shuts down).
 
     ``storage`` is a local folder or a storage URI (``file://``, ``s3://``, ``gs://``):
     one that cannot be written fails with :class:`~tuning.storage.StorageError` before Ray
@@ -90,36 +100,7 @@ def run_sweep(
     checkpoint, restricted policies); by default the driver reads them here, before Ray
     starts. Trials get them through Ray's object store, never from the driver's paths.
     """
-    return _run(
-        experiment, storage, lambda folder: folder, resume, address, verbose, tensorboard, inputs
-    )
 
-
-def run_sweep_and_report(
-    experiment: SweepExperiment,
-    storage: str | Path | Location,
-    *,
-    resume: bool = False,
-    address: str | None = None,
-    verbose: bool = False,
-    tensorboard: bool = False,
-    inputs: dict[str, Any] | None = None,
-) -> Report:
-    """:func:`run_sweep`, then :func:`~tuning.report.write_report` on its results, written
-    while an embedded Ray shuts down; returns the report."""
-    return _run(experiment, storage, write_report, resume, address, verbose, tensorboard, inputs)
-
-
-def _run(
-    experiment: SweepExperiment,
-    storage: str | Path | Location,
-    then: Callable[[Location], T],
-    resume: bool,
-    address: str | None,
-    verbose: bool,
-    tensorboard: bool,
-    inputs: dict[str, Any] | None,
-) -> T:
     storage = resolve(storage)
     check_writable(storage)
     folder = storage / experiment.name
