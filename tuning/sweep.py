@@ -100,21 +100,8 @@ def run_sweep(
     checkpoint, restricted policies); by default the driver reads them here, before Ray
     starts. Trials get them through Ray's object store, never from the driver's paths.
     """
-
     storage = resolve(storage)
-    check_writable(storage)
-    folder = storage / experiment.name
-    names = [entry.name for entry in folder.iterdir()]
-    if resume and not _holds_state(folder):
-        raise SweepError(f"--resume: no sweep to resume at {folder}")
-    if not resume and names:
-        raise SweepError(
-            f"{folder} already holds results; pass --resume to continue that sweep, or "
-            "choose another --storage"
-        )
-    if resume:
-        check_same_sweep(folder, experiment)
-        mend_before_resume(folder)
+    folder = _sweep_folder(experiment, storage, resume)
     # Tune records finished trials in its experiment state every 10 s by default; a killed
     # sweep reruns whatever finished since. Our state is small: save it every second.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
@@ -169,6 +156,24 @@ def run_sweep(
     if interrupted:
         raise SweepInterrupted(folder, resumable=True, report=result)
     return result
+
+
+def _sweep_folder(experiment: SweepExperiment, storage: Location, resume: bool) -> Location:
+    """The sweep's folder in ``storage``: empty for a new sweep, holding Tune's state (and
+    the same sweep, mended) for ``resume``."""
+    check_writable(storage)
+    folder = storage / experiment.name
+    if resume and not _holds_state(folder):
+        raise SweepError(f"--resume: no sweep to resume at {folder}")
+    if not resume and any(True for _ in folder.iterdir()):
+        raise SweepError(
+            f"{folder} already holds results; pass --resume to continue that sweep, or "
+            "choose another --storage"
+        )
+    if resume:
+        check_same_sweep(folder, experiment)
+        mend_before_resume(folder)
+    return folder
 
 
 def check_same_sweep(folder: Location, experiment: SweepExperiment) -> None:
