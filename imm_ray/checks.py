@@ -29,8 +29,9 @@ class ConfigError(ValueError):
 
 
 def fail(field: str, value: Any, allowed: str) -> NoReturn:
-    """Raises the one error form: ``{field} must be {allowed}, got {value!r}``."""
-    raise ConfigError(field, f"{field} must be {allowed}, got {value!r}")
+    """Raises the one error form: ``{field} must be {allowed}, got {value!r}`` (as its own
+    error, also when called while another is handled)."""
+    raise ConfigError(field, f"{field} must be {allowed}, got {value!r}") from None
 
 
 def is_integer(value: Any, *, numpy: bool = False) -> bool:
