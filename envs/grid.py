@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from numbers import Real
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from gymnasium import spaces
 
 from envs.pair import PomdpMdpPair, deterministic_transitions
-from envs.tabular_env import TabularEnv, check_int
+from envs.tabular_env import TabularEnv
+from imm_ray import checks
 
 if TYPE_CHECKING:
     import torch
@@ -29,17 +29,6 @@ ACTION_NAMES = ("up", "down", "left", "right")
 
 # (dx, dy) of each action, indexed like ACTION_NAMES.
 _MOVES = ((0, 1), (0, -1), (-1, 0), (1, 0))
-
-
-def _check_positive(name: str, value: Any) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, Real)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
 
 
 @dataclass(frozen=True)
@@ -55,13 +44,17 @@ class ToroidalGrid(PomdpMdpPair):
 
     def __post_init__(self) -> None:
         # Normalize numpy scalars to Python ones so equal grids hash equally.
-        object.__setattr__(self, "size", check_int("size", self.size, 2))
-        object.__setattr__(
-            self, "reward_variance", _check_positive("reward_variance", self.reward_variance)
+        object.__setattr__(self, "size", int(checks.integer("size", self.size, 2, numpy=True)))
+        variance = checks.number(
+            "reward_variance",
+            self.reward_variance,
+            above=0,
+            numpy=True,
+            allowed="a finite number > 0",
         )
-        object.__setattr__(
-            self, "trajectory_length", check_int("trajectory_length", self.trajectory_length, 1)
-        )
+        object.__setattr__(self, "reward_variance", float(variance))
+        length = checks.integer("trajectory_length", self.trajectory_length, 1, numpy=True)
+        object.__setattr__(self, "trajectory_length", int(length))
 
     @property
     def n_states(self) -> int:

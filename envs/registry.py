@@ -49,6 +49,7 @@ from gymnasium import spaces
 from envs.grid import ToroidalGrid, ToroidalGridEnv
 from envs.pair import PomdpMdpPair
 from envs.taxi import Taxi, TaxiEnv
+from imm_ray.checks import ConfigError
 
 MDP_ENV_ID = "imm_ray/ToroidalGrid-v0"
 """The toroidal grid MDP: observes (x, y)."""
@@ -144,7 +145,9 @@ def known_env_ids() -> tuple[str, ...]:
 def pair_spec(env_id: str) -> PairSpec:
     """The registration behind ``env_id``; ``ValueError`` listing the known ids if none."""
     if env_id not in _SPECS:
-        raise ValueError(f"unknown env id {env_id!r}; known ids: {', '.join(known_env_ids())}")
+        raise ConfigError(
+            "env", f"unknown env id {env_id!r}; known ids: {', '.join(known_env_ids())}"
+        )
     return _SPECS[env_id]
 
 
@@ -153,14 +156,16 @@ def make_mdp_pair(env_id: Any, env_config: Mapping[str, Any] | None = None) -> P
     trains on), with errors that list the MDP ids."""
     if not isinstance(env_id, str) or env_id not in _SPECS:
         mdp_ids = sorted({spec.mdp_id for spec in _SPECS.values()})
-        raise ValueError(
+        raise ConfigError(
+            "env",
             f"env: unknown env id {env_id!r}; the MDP ids of the registered pairs are "
-            f"{', '.join(mdp_ids)}"
+            f"{', '.join(mdp_ids)}",
         )
     if _SPECS[env_id].mdp_id != env_id:
-        raise ValueError(
+        raise ConfigError(
+            "env",
             f"env must be an MDP id (the policy observes the full state), got the POMDP id "
-            f"{env_id!r}"
+            f"{env_id!r}",
         )
     return make_pair(env_id, env_config)
 
@@ -176,9 +181,10 @@ def make_pair(env_id: str, env_config: Mapping[str, Any] | None = None) -> Pomdp
     config = dict(env_config or {})
     for key in config:
         if key not in allowed:
-            raise ValueError(
+            raise ConfigError(
+                key,
                 f"unknown env_config key {key!r} for {env_id}; "
-                f"allowed keys: {', '.join(sorted(allowed))}"
+                f"allowed keys: {', '.join(sorted(allowed))}",
             )
     return spec.pair_cls(**{k: v for k, v in config.items() if k in pair_keys})
 

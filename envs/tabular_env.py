@@ -6,20 +6,13 @@ writes no ``step`` of its own.
 
 from __future__ import annotations
 
-from numbers import Integral
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
 from envs.pair import PomdpMdpPair
-
-
-def check_int(name: str, value: Any, minimum: int) -> int:
-    """``value`` as an int if it is an integer >= ``minimum``, else ``ValueError``."""
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+from imm_ray import checks
 
 
 class TabularEnv(gym.Env):
@@ -66,7 +59,7 @@ class TabularEnv(gym.Env):
         if start is None:
             self._state = self._random_start()
         else:
-            self._state = check_int("options['state']", start, 0)
+            self._state = int(checks.integer("options['state']", start, 0, numpy=True))
             if self._state >= self.pair.n_states:
                 raise ValueError(
                     f"options['state'] must be < {self.pair.n_states}, got {self._state}"

@@ -35,7 +35,8 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.pair import PomdpMdpPair, deterministic_transitions
-from envs.tabular_env import TabularEnv, check_int
+from envs.tabular_env import TabularEnv
+from imm_ray import checks
 
 if TYPE_CHECKING:
     import torch
@@ -91,9 +92,8 @@ class Taxi(PomdpMdpPair):
     """Steps (≥ 1) after which an episode is truncated (gymnasium's ``TimeLimit``: 200)."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(
-            self, "trajectory_length", check_int("trajectory_length", self.trajectory_length, 1)
-        )
+        length = checks.integer("trajectory_length", self.trajectory_length, 1, numpy=True)
+        object.__setattr__(self, "trajectory_length", int(length))
 
     n_states = 500
     n_actions = len(TAXI_ACTION_NAMES)

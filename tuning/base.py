@@ -4,12 +4,14 @@ share. A leaf: it imports nothing from ``tuning`` (and neither RLlib nor torch).
 from __future__ import annotations
 
 import dataclasses
-import math
 import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, Self
+
+from imm_ray import checks
+from imm_ray.checks import ConfigError
 
 
 class SweepExperiment(Protocol):
@@ -188,40 +190,33 @@ class ConfigSweepExperiment(ExperimentBase):
 def check_name_and_labels(name: str, labels: list[str]) -> None:
     """An experiment's name is a folder name; its settings' labels are its curves: unique."""
     if not name or any(c in name for c in "/\\ "):
-        raise ValueError(f"name must be a non-empty word without '/', '\\' or spaces, got {name!r}")
+        checks.fail("name", name, "a non-empty word without '/', '\\' or spaces")
     if not labels:
-        raise ValueError("settings must list at least one setting")
+        raise ConfigError("settings", "settings must list at least one setting")
     repeated = sorted({label for label in labels if labels.count(label) > 1})
     if repeated:
-        raise ValueError(f"settings labels must be unique, repeated: {', '.join(repeated)}")
+        raise ConfigError(
+            "settings", f"settings labels must be unique, repeated: {', '.join(repeated)}"
+        )
 
 
 def check_resources(cpus_per_trial: object, gpus_per_trial: object) -> None:
     """CPUs per trial must be a number > 0, GPUs a number >= 0 (fractions allowed)."""
-    for name, value, positive in (
-        ("cpus_per_trial", cpus_per_trial, True),
-        ("gpus_per_trial", gpus_per_trial, False),
-    ):
-        number = isinstance(value, int | float) and not isinstance(value, bool)
-        if not number or not math.isfinite(value) or value < 0 or (positive and value == 0):
-            raise ValueError(
-                f"{name} must be a number {'> 0' if positive else '>= 0'}, got {value!r}"
-            )
+    checks.number("cpus_per_trial", cpus_per_trial, above=0)
+    checks.number("gpus_per_trial", gpus_per_trial, at_least=0)
 
 
 def check_seeds(seeds: object) -> list[int]:
     """A seed count N (→ seeds 0 … N−1) or a non-empty list of distinct seeds >= 0."""
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
+    if checks.is_integer(seeds):
         if seeds < 1:
-            raise ValueError(f"seeds must be a count >= 1 or a list of seeds, got {seeds!r}")
+            checks.fail("seeds", seeds, "a count >= 1 or a list of seeds")
         return list(range(seeds))
     if isinstance(seeds, list | tuple) and seeds:
-        if all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        if all(checks.is_integer(s) and s >= 0 for s in seeds):
             if len(set(seeds)) == len(seeds):
                 return [int(s) for s in seeds]
-    raise ValueError(
-        f"seeds must be a count >= 1 or a non-empty list of distinct integers >= 0, got {seeds!r}"
-    )
+    checks.fail("seeds", seeds, "a count >= 1 or a non-empty list of distinct integers >= 0")
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,9 @@ from typing import Any
 
 import yaml
 
+import envs
+from imm_ray import checks
+from imm_ray.checks import ConfigError
 from imm_ray.imm.weighting import ratio_to_lambda
 from imm_ray.restricted.target import TargetSpec
 from tuning.rl import Experiment, Setting
@@ -69,15 +72,20 @@ def load_experiment(path: str | Path) -> Experiment:
 
 
 def _load_yaml(path: Path, text: str) -> tuple[Any, dict[tuple, int]]:
+    """The file's data and each key's line, from one parse: the node tree is composed
+    once, then both walked for lines and constructed into the data."""
+    loader = yaml.SafeLoader(text)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        root = loader.get_single_node()
+        data = None if root is None else loader.construct_document(root)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f"{mark.line + 1}:" if mark is not None else ""
         raise ConfigFileError(
             f"{path}:{line} not valid YAML: {getattr(err, 'problem', err)}"
         ) from None
+    finally:
+        loader.dispose()
     lines: dict[tuple, int] = {}
 
     def walk(node: yaml.Node, key_path: tuple) -> None:
@@ -136,10 +144,11 @@ class _Builder:
         key = ".".join(str(k) if not isinstance(k, int) else f"[{k}]" for k in key_path)
         return ConfigFileError(f"{where}: {key.replace('.[', '[')}: {message}")
 
-    def mapping(self, value: Any, key_path: tuple, allowed: set[str]) -> Mapping[str, Any]:
+    def mapping(self, value: Any, key_path: tuple, allowed: set[str] | None) -> Mapping[str, Any]:
+        """``value`` if it is a mapping of ``allowed`` keys (any keys: ``None``)."""
         if not isinstance(value, Mapping):
             raise self.fail(key_path, f"must be a mapping, got {type(value).__name__}")
-        for key in value:
+        for key in () if allowed is None else value:
             if key not in allowed:
                 raise self.fail(
                     (*key_path, key), f"unknown key; allowed: {', '.join(sorted(allowed))}"
@@ -171,7 +180,17 @@ class _Builder:
             kwargs["epochs"] = tuple(epochs) if isinstance(epochs, list) else epochs
         if "seeds" in data:
             kwargs["seeds"] = data["seeds"]
-        return self.build(Experiment, kwargs, ())
+        if "env_config" in data:
+            self.mapping(data["env_config"], ("env_config",), None)
+        experiment = self.build(Experiment, kwargs, ())
+        # The env id and its config, checked here, not first as the sweep starts, so that
+        # their errors also name the line.
+        try:
+            envs.make_mdp_pair(experiment.env, experiment.env_config)
+        except ConfigError as err:
+            where = ("env",) if err.field == "env" else ("env_config", err.field)
+            raise self.fail(where, str(err)) from None
+        return experiment
 
     def setting(self, value: Any, key_path: tuple) -> Setting:
         value = self.mapping(value, key_path, SETTING_KEYS)
@@ -191,7 +210,7 @@ class _Builder:
                 )
         if "lambda_ratio" in value:
             ratio = value["lambda_ratio"]
-            if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 <= ratio < 1:
+            if not checks.is_number(ratio, finite=False) or not 0 <= ratio < 1:
                 raise self.fail((*key_path, "lambda_ratio"), f"must be in [0, 1), got {ratio!r}")
             kwargs["lam"] = ratio_to_lambda(ratio)
         if "target" in value:
@@ -202,11 +221,15 @@ class _Builder:
         return self.build(Setting, kwargs, key_path)
 
     def build(self, cls: type, kwargs: dict[str, Any], key_path: tuple) -> Any:
-        """Constructs ``cls``; its ``ValueError`` (which starts with the field) gets a line."""
+        """Constructs ``cls``; a :class:`ConfigError` gets the line of the field it names
+        (a resource's field is under ``resources``), any other ``ValueError`` the line of
+        ``key_path``."""
         try:
             return cls(**kwargs)
+        except ConfigError as err:
+            field = (*key_path, err.field)
+            if field not in self.lines and err.field in RESOURCE_KEYS:
+                field = ("resources", err.field)
+            raise self.fail(field, str(err)) from None
         except ValueError as err:
-            field = str(err).split(" ", 1)[0]
-            candidates = [(*key_path, field), ("resources", field)]
-            located = next((c for c in candidates if c in self.lines), key_path)
-            raise self.fail(located, str(err)) from None
+            raise self.fail(key_path, str(err)) from None

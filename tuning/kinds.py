@@ -13,6 +13,7 @@ import importlib
 from types import ModuleType
 from typing import Any
 
+from imm_ray import checks
 from tuning.base import SweepExperiment
 
 #: Experiment kind → the module that defines it (looked up in this order). ``tuning.rl``
@@ -27,8 +28,7 @@ KIND_MODULES: dict[str, str] = {
 
 def kind_module(kind: str) -> ModuleType:
     """The module of experiment kind ``kind``."""
-    if kind not in KIND_MODULES:
-        raise ValueError(f"kind must be one of {', '.join(KIND_MODULES)}, got {kind!r}")
+    checks.one_of("kind", kind, KIND_MODULES)
     return importlib.import_module(KIND_MODULES[kind])
 
 

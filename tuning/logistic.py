@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from imm_ray import checks
 from imm_ray.supervised.logistic.data import QUALITY_MIX, Problem
 from imm_ray.supervised.logistic.train import METRICS, Method, train_and_score
 from tuning.base import ExperimentBase, check_name_and_labels, check_resources
@@ -65,31 +66,20 @@ class LogisticExperiment(ExperimentBase):
     def __post_init__(self) -> None:
         labels = [s.label for s in self.settings]
         check_name_and_labels(self.name, labels)
-        if not self.sizes or any(
-            isinstance(n, bool) or not isinstance(n, int) or n < 2 for n in self.sizes
-        ):
-            raise ValueError(f"sizes must be a non-empty list of integers >= 2, got {self.sizes!r}")
-        for name, value in (("runs", self.runs), ("test_size", self.test_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
-        if self.metric not in METRICS:
-            raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
-        if self.x_axis not in X_AXES:
-            raise ValueError(f"x_axis must be one of {', '.join(X_AXES)}, got {self.x_axis!r}")
+        if not self.sizes or not all(checks.is_integer(n) and n >= 2 for n in self.sizes):
+            checks.fail("sizes", self.sizes, "a non-empty list of integers >= 2")
+        checks.integer("runs", self.runs, 1)
+        checks.integer("test_size", self.test_size, 1)
+        checks.integer("seed", self.seed, 0)
+        checks.one_of("metric", self.metric, METRICS)
+        checks.one_of("x_axis", self.x_axis, X_AXES)
         if self.x_axis == "ratio" and any(
             s.method.ratio is None and s.method.name != "baseline" for s in self.settings
         ):
             raise ValueError("x_axis 'ratio' needs a fixed ratio in every setting")
         if self.gap is not None and (len(self.gap) != 2 or not set(self.gap) <= set(labels)):
             raise ValueError(f"gap must name two setting labels, got {self.gap!r}")
-        if (
-            isinstance(self.imm_trials, bool)
-            or not isinstance(self.imm_trials, int)
-            or self.imm_trials < 1
-        ):
-            raise ValueError(f"imm_trials must be an integer >= 1, got {self.imm_trials!r}")
+        checks.integer("imm_trials", self.imm_trials, 1)
         check_resources(self.cpus_per_trial, self.gpus_per_trial)
 
     @property

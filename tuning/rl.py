@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import envs
+from imm_ray import checks
+from imm_ray.checks import ConfigError
 from imm_ray.imm.weighting import lambda_to_ratio, ratio_to_lambda
 from imm_ray.restricted.target import TargetSpec
 from imm_ray.rl.lambda_rule import paper_lambda
@@ -51,20 +52,11 @@ class Setting:
 
     def __post_init__(self) -> None:
         if not self.label:
-            raise ValueError("label must be a non-empty string")
-        if self.lam is not None and (
-            isinstance(self.lam, bool)
-            or not isinstance(self.lam, int | float)
-            or not math.isfinite(self.lam)
-            or self.lam < 0
-        ):
-            raise ValueError(f"lambda must be 'rule' or a finite number >= 0, got {self.lam!r}")
-        if self.num_samples is not None and (
-            isinstance(self.num_samples, bool)
-            or not isinstance(self.num_samples, int)
-            or self.num_samples < 1
-        ):
-            raise ValueError(f"num_samples must be an integer >= 1, got {self.num_samples!r}")
+            raise ConfigError("label", "label must be a non-empty string")
+        checks.number(
+            "lambda", self.lam, at_least=0, optional=True, allowed="'rule' or a finite number >= 0"
+        )
+        checks.integer("num_samples", self.num_samples, 1, optional=True)
 
     def lam_at(self, epochs: int) -> float:
         """λ used for a run of ``epochs`` epochs (0 without IMM)."""
@@ -105,34 +97,21 @@ class Experiment(ExperimentBase):
 
     def __post_init__(self) -> None:
         check_name_and_labels(self.name, [s.label for s in self.settings])
-        if not self.epochs or any(
-            isinstance(e, bool) or not isinstance(e, int) or e < 1 for e in self.epochs
+        if not isinstance(self.epochs, tuple | list) or not (
+            self.epochs and all(checks.is_integer(e) and e >= 1 for e in self.epochs)
         ):
-            raise ValueError(
-                f"epochs must be a non-empty list of integers >= 1, got {self.epochs!r}"
-            )
+            checks.fail("epochs", self.epochs, "a non-empty list of integers >= 1")
         if not isinstance(self.seeds, int):
             object.__setattr__(self, "seeds", tuple(check_seeds(self.seeds)))
         check_seeds(self.seeds)
         check_resources(self.cpus_per_trial, self.gpus_per_trial)
-        if self.seeds_per_trial is not None and (
-            isinstance(self.seeds_per_trial, bool)
-            or not isinstance(self.seeds_per_trial, int)
-            or self.seeds_per_trial < 1
-        ):
-            raise ValueError(
-                f"seeds_per_trial must be an integer >= 1, got {self.seeds_per_trial!r}"
-            )
-        if self.gamma is not None and (
-            isinstance(self.gamma, bool)
-            or not isinstance(self.gamma, int | float)
-            or not 0 <= self.gamma <= 1
-        ):
-            raise ValueError(f"gamma must be a number in [0, 1], got {self.gamma!r}")
-        if self.x_axis not in X_AXES:
-            raise ValueError(f"x_axis must be one of {', '.join(X_AXES)}, got {self.x_axis!r}")
+        checks.integer("seeds_per_trial", self.seeds_per_trial, 1, optional=True)
+        checks.number("gamma", self.gamma, at_least=0, at_most=1, optional=True)
+        checks.one_of("x_axis", self.x_axis, X_AXES)
         if self.x_axis == "lambda_ratio" and any(s.lambda_ratio is None for s in self.settings):
-            raise ValueError("x_axis 'lambda_ratio' needs a fixed lambda in every setting")
+            raise ConfigError(
+                "x_axis", "x_axis 'lambda_ratio' needs a fixed lambda in every setting"
+            )
 
     # The sweep interface (SweepExperiment).
     kind: ClassVar[str] = "rl"

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import torch
 
+from imm_ray import checks
 from imm_ray.imm._checks import check_reduction, check_rows, check_tensor, cross_entropy, shape_str
 from imm_ray.imm.induced import member_log_weights
 from imm_ray.imm.losses import imm_loss
@@ -59,8 +60,7 @@ def imm_backward_memory_bounded(
     Returns:
         The IMM risk (detached), reduced like ``imm_loss``, without ``scale``.
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be an integer >= 1, got {k!r}")
+    checks.integer("k", k, 1)
     check_tensor(target, "target")
     if target.dim() != 2:
         raise ValueError(f"target must have shape [B, C], got {shape_str(target.shape)}")

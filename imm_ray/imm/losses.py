@@ -9,10 +9,10 @@ Q's prediction instead of training against it.
 from __future__ import annotations
 
 import math
-from numbers import Real
 
 import torch
 
+from imm_ray import checks
 from imm_ray.imm._checks import (
     check_members,
     check_pair,
@@ -87,8 +87,7 @@ def interpolate_log_probs(
     ``weight = 1`` returns ``log target`` (``-inf`` where P̂ is 0).
     """
     check_pair(log_probs, target)
-    if isinstance(weight, bool) or not isinstance(weight, Real) or not 0 <= weight <= 1:
-        raise ValueError(f"weight must be a number in [0, 1], got {weight!r}")
+    checks.number("weight", weight, at_least=0, at_most=1, numpy=True)
     weight = float(weight)
     if weight == 0:
         return log_probs

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from imm_ray import checks
 from imm_ray.imm._checks import check_pair, check_reduction, check_rows, cross_entropy, reduce
 
 
@@ -82,10 +83,7 @@ class StaleSnapshot:
     """
 
     def __init__(self, refresh_every: int) -> None:
-        if isinstance(refresh_every, bool) or not isinstance(refresh_every, int):
-            raise ValueError(f"refresh_every must be an integer >= 1, got {refresh_every!r}")
-        if refresh_every < 1:
-            raise ValueError(f"refresh_every must be an integer >= 1, got {refresh_every!r}")
+        checks.integer("refresh_every", refresh_every, 1)
         self.refresh_every = refresh_every
         self.module: torch.nn.Module | None = None
 

@@ -9,21 +9,18 @@ no torch: sweep planning uses them without loading it.
 
 from __future__ import annotations
 
-import math
-from numbers import Real
+from imm_ray import checks
 
 
 def validate_lambda(lam: float, field: str = "imm_lambda") -> float:
     """Returns ``lam`` as a float if it is a finite number ≥ 0, else raises ``ValueError``."""
-    if isinstance(lam, bool) or not isinstance(lam, Real) or not math.isfinite(lam) or lam < 0:
-        raise ValueError(f"{field} must be a finite number >= 0, got {lam!r}")
+    checks.number(field, lam, at_least=0, numpy=True, allowed="a finite number >= 0")
     return float(lam)
 
 
 def validate_ratio(r: float, field: str = "imm_ratio") -> float:
     """Returns ``r`` as a float if it is a number in [0, 1), else raises ``ValueError``."""
-    if isinstance(r, bool) or not isinstance(r, Real) or not 0 <= r < 1:
-        raise ValueError(f"{field} must be a number in [0, 1), got {r!r}")
+    checks.number(field, r, at_least=0, below=1, numpy=True)
     return float(r)
 
 

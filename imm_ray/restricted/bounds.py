@@ -20,13 +20,12 @@ from __future__ import annotations
 import numpy as np
 
 from envs.pair import PomdpMdpPair
+from imm_ray import checks
 from imm_ray.restricted.policy import validate_policy_table
 
 
 def _check_discount(discount: float) -> float:
-    if isinstance(discount, bool) or not isinstance(discount, int | float) or not 0 < discount < 1:
-        raise ValueError(f"discount must be in (0, 1), got {discount!r}")
-    return float(discount)
+    return float(checks.number("discount", discount, above=0, below=1, allowed="in (0, 1)"))
 
 
 def blind_policy_values(pair: PomdpMdpPair, discount: float) -> np.ndarray:
@@ -62,8 +61,7 @@ def context_policy_return(pair: PomdpMdpPair, policy: np.ndarray, horizon: int) 
     """The expected undiscounted return of ``policy [C, A]`` over ``horizon`` steps from
     :meth:`~envs.pair.PomdpMdpPair.initial_belief`: episodes end at a terminal state
     (absorbing, reward 0) or after ``horizon`` steps."""
-    if isinstance(horizon, bool) or not isinstance(horizon, int | np.integer) or horizon < 1:
-        raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}")
+    checks.integer("horizon", horizon, 1, numpy=True)
     chain, reward = _policy_chain(pair, policy)
     value = np.zeros(pair.n_states)
     for _ in range(int(horizon)):

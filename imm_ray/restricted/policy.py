@@ -10,13 +10,12 @@ mixed with the uniform policy.
 from __future__ import annotations
 
 import functools
-import math
-from numbers import Real
 from typing import Any
 
 import numpy as np
 
 from envs.pair import PomdpMdpPair
+from imm_ray import checks
 from imm_ray.restricted.solvers import AlphaVectors, solve
 
 #: The kinds of :func:`restricted_policy`.
@@ -37,18 +36,11 @@ def context_utilities(pair: PomdpMdpPair, alphas: AlphaVectors) -> np.ndarray:
     return pair.context_belief() @ alphas.alphas.T
 
 
-def _is_number(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, Real) and math.isfinite(value)
-
-
 def check_policy_args(kind: str, temperature: float, epsilon: float) -> None:
     """Raises ``ValueError`` naming the first of kind / temperature / epsilon out of range."""
-    if kind not in POLICY_KINDS:
-        raise ValueError(f"kind must be one of {', '.join(POLICY_KINDS)}, got {kind!r}")
-    if not _is_number(temperature) or temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature!r}")
-    if not _is_number(epsilon) or not 0 <= epsilon <= 1:
-        raise ValueError(f"epsilon must be in [0, 1], got {epsilon!r}")
+    checks.one_of("kind", kind, POLICY_KINDS)
+    checks.number("temperature", temperature, above=0, numpy=True, allowed="> 0")
+    checks.number("epsilon", epsilon, at_least=0, at_most=1, numpy=True, allowed="in [0, 1]")
 
 
 def restricted_policy(

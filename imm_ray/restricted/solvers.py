@@ -23,12 +23,12 @@ import math
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from envs.pair import PomdpMdpPair
+from imm_ray import checks
 
 if TYPE_CHECKING:
     import pomdp_py
@@ -229,22 +229,22 @@ class AlphaVectors:
 
 
 def _check_settings(discount: float, tol: float, max_iterations: int, horizon: int | None) -> None:
-    def number(value: Any) -> bool:
-        return not isinstance(value, bool) and isinstance(value, Real) and math.isfinite(value)
-
-    def integer(value: Any) -> bool:
-        return not isinstance(value, bool) and isinstance(value, Integral)
-
-    if horizon is not None and (not integer(horizon) or horizon < 1):
-        raise ValueError(f"horizon must be None or an integer >= 1, got {horizon!r}")
-    if horizon is None and not (number(discount) and 0 < discount < 1):
-        raise ValueError(f"discount must be in (0, 1), got {discount!r}")
-    if horizon is not None and not (number(discount) and 0 < discount <= 1):
-        raise ValueError(f"discount must be in (0, 1] for a finite horizon, got {discount!r}")
-    if not (number(tol) and tol > 0):
-        raise ValueError(f"tol must be a finite number > 0, got {tol!r}")
-    if not integer(max_iterations) or max_iterations < 1:
-        raise ValueError(f"max_iterations must be an integer >= 1, got {max_iterations!r}")
+    checks.integer(
+        "horizon", horizon, 1, optional=True, numpy=True, allowed="None or an integer >= 1"
+    )
+    if horizon is None:
+        checks.number("discount", discount, above=0, below=1, numpy=True, allowed="in (0, 1)")
+    else:
+        checks.number(
+            "discount",
+            discount,
+            above=0,
+            at_most=1,
+            numpy=True,
+            allowed="in (0, 1] for a finite horizon",
+        )
+    checks.number("tol", tol, above=0, numpy=True, allowed="a finite number > 0")
+    checks.integer("max_iterations", max_iterations, 1, numpy=True)
 
 
 def _iterate(

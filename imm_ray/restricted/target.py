@@ -6,13 +6,12 @@ can store and a learner can turn into a ``[n_contexts, n_actions]`` table for an
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from envs.pair import PomdpMdpPair
+from imm_ray import checks
 from imm_ray.restricted.policy import check_policy_args, solve_restricted_policy
 from imm_ray.restricted.solvers import SOLVERS
 
@@ -34,10 +33,8 @@ class TargetSpec:
 
     def __post_init__(self) -> None:
         check_policy_args(self.kind, self.temperature, self.epsilon)
-        if self.solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
-        if not _finite(self.discount) or not 0.0 < self.discount < 1.0:
-            raise ValueError(f"discount must be in (0, 1), got {self.discount!r}")
+        checks.one_of("solver", self.solver, SOLVERS)
+        checks.number("discount", self.discount, above=0, below=1, allowed="in (0, 1)")
 
     def table(self, pair: PomdpMdpPair) -> np.ndarray:
         """Solve ``pair``'s POMDP and return P̂ as a ``[n_contexts, n_actions]`` table."""
@@ -49,7 +46,3 @@ class TargetSpec:
             temperature=self.temperature,
             epsilon=self.epsilon,
         )
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

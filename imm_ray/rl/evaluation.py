@@ -19,6 +19,7 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.rl_module import RLModule
 
 import envs
+from imm_ray import checks
 from imm_ray.rl.streams import EVAL_STREAM, stream_seed
 
 #: Evaluation rollout length on an env that is not a registered pair (the paper's 22).
@@ -84,12 +85,6 @@ EVAL_RETURN_MEAN = "eval_return_mean"
 EVAL_RETURNS = "eval_returns"
 
 
-def _check_count(field: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{field} must be an integer >= 1, got {value!r}")
-    return int(value)
-
-
 class RolloutEvaluationConfigMixin:
     """The paper's evaluation settings on an RLlib ``AlgorithmConfig``: 10 rollouts of the
     pair's evaluation horizon (the paper's 22 steps on the grid, whole episodes on Taxi)."""
@@ -115,14 +110,14 @@ class RolloutEvaluationConfigMixin:
         """
         super().evaluation(**kwargs)
         if evaluation_num_rollouts is not NotProvided:
-            self.evaluation_num_rollouts = _check_count(
-                "evaluation_num_rollouts", evaluation_num_rollouts
+            self.evaluation_num_rollouts = int(
+                checks.integer("evaluation_num_rollouts", evaluation_num_rollouts, 1, numpy=True)
             )
         if evaluation_horizon is not NotProvided:
             self.evaluation_horizon = (
                 None
                 if evaluation_horizon is None
-                else _check_count("evaluation_horizon", evaluation_horizon)
+                else int(checks.integer("evaluation_horizon", evaluation_horizon, 1, numpy=True))
             )
         return self
 

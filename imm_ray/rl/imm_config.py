@@ -14,6 +14,7 @@ import numpy as np
 from ray.rllib.algorithms.algorithm_config import NotProvided
 
 from envs import PomdpMdpPair, make_pair
+from imm_ray import checks
 from imm_ray.imm import validate_lambda
 from imm_ray.restricted import TargetSpec, validate_policy_table
 from imm_ray.rl.lambda_rule import PAPER_LAMBDA, paper_lambda, paper_lambda_ratio
@@ -89,12 +90,13 @@ class IMMConfigMixin:
                 raise ValueError(f"imm_view must be a PomdpMdpPair or None, got {view!r}")
             self.imm_view = view
         if num_samples is not NotProvided:
-            if num_samples is not None and (
-                isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1
-            ):
-                raise ValueError(
-                    f"imm_num_samples must be None or an integer >= 1, got {num_samples!r}"
-                )
+            checks.integer(
+                "imm_num_samples",
+                num_samples,
+                1,
+                optional=True,
+                allowed="None or an integer >= 1",
+            )
             self.imm_num_samples = num_samples
         return self
 

@@ -3,8 +3,7 @@ sweep planning and the CLI use it without loading RLlib."""
 
 from __future__ import annotations
 
-import numpy as np
-
+from imm_ray import checks
 from imm_ray.imm.weighting import ratio_to_lambda
 
 #: The paper's hand-set λ for the RL experiment (App. D.3); equals the λ rule below 175 epochs.
@@ -24,8 +23,7 @@ def paper_lambda_ratio(epochs: int) -> float:
     from 200 to 500. Beyond that it rounds to ``r = 0`` (IMM off) from 696 epochs on and
     would go negative from 1196 epochs; the clip keeps it at 0 there.
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int | np.integer) or epochs < 1:
-        raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
+    checks.integer("epochs", epochs, 1, numpy=True)
     low, high = PAPER_RATIO_RANGE
     return min(max(round(-0.0002 * int(epochs) + 0.1891, 1), low), high)
 

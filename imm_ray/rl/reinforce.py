@@ -36,6 +36,7 @@ from ray.rllib.utils.metrics import (
 )
 
 import envs
+from imm_ray import checks
 from imm_ray.rl.default_reinforce_rl_module import DEFAULT_MODEL_CONFIG, DefaultReinforceRLModule
 from imm_ray.rl.env_runner import TrajectorySeededEnvRunner
 from imm_ray.rl.evaluation import (
@@ -45,7 +46,7 @@ from imm_ray.rl.evaluation import (
 )
 from imm_ray.rl.imm_config import IMMConfigMixin
 from imm_ray.rl.reinforce_torch_learner import IMMReinforceTorchLearner
-from imm_ray.rl.shared import check_int, check_lr_and_gamma, set_paper_defaults
+from imm_ray.rl.shared import check_lr_and_gamma, set_paper_defaults
 
 
 class ReinforceConfig(IMMConfigMixin, RolloutEvaluationConfigMixin, AlgorithmConfig):
@@ -79,7 +80,9 @@ class ReinforceConfig(IMMConfigMixin, RolloutEvaluationConfigMixin, AlgorithmCon
         """
         super().training(**kwargs)
         if num_episodes_per_train_batch is not NotProvided:
-            check_int("num_episodes_per_train_batch", num_episodes_per_train_batch, 1)
+            checks.integer(
+                "num_episodes_per_train_batch", num_episodes_per_train_batch, 1, numpy=True
+            )
             self.num_episodes_per_train_batch = num_episodes_per_train_batch
         return self
 
@@ -150,7 +153,7 @@ def train_and_evaluate(config: AlgorithmConfig, eval_epochs: Iterable[int]) -> d
     if not eval_epochs:
         raise ValueError("eval_epochs must name at least one epoch count")
     for epochs in eval_epochs:
-        check_int("eval_epochs", epochs, 1)
+        checks.integer("eval_epochs", epochs, 1, numpy=True)
     algo = config.build_algo()
     try:
         results = {}

@@ -11,24 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from typing import Any
 
-import numpy as np
 import torch
 from ray.rllib.core.columns import Columns
 from ray.rllib.utils.typing import StateDict
 
 import envs
 from envs import PomdpMdpPair
-
-
-def fail(field: str, value: Any, allowed: str) -> None:
-    """Raises the configs' one error form: ``{field} must be {allowed}, got {value!r}``."""
-    raise ValueError(f"{field} must be {allowed}, got {value!r}")
-
-
-def check_int(field: str, value: Any, minimum: int) -> None:
-    """Fails unless ``value`` is an integer (not a bool) of at least ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        fail(field, value, f"an integer >= {minimum}")
+from imm_ray.checks import fail
 
 
 def set_paper_defaults(config: Any) -> None:

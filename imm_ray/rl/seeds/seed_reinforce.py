@@ -46,6 +46,8 @@ from ray.rllib.utils.typing import ResultDict
 
 import envs
 from envs import PomdpMdpPair
+from imm_ray import checks
+from imm_ray.checks import fail
 from imm_ray.imm import validate_lambda
 from imm_ray.rl.default_reinforce_rl_module import DEFAULT_MODEL_CONFIG
 from imm_ray.rl.evaluation import (
@@ -57,7 +59,7 @@ from imm_ray.rl.imm_config import IMMConfigMixin
 from imm_ray.rl.seeds.batched_module import BatchedReinforceRLModule
 from imm_ray.rl.seeds.seed_learner import SeedReinforceTorchLearner
 from imm_ray.rl.seeds.tensor_env_runner import SeedTensorEnvRunner
-from imm_ray.rl.shared import check_int, check_lr_and_gamma, fail, set_paper_defaults
+from imm_ray.rl.shared import check_lr_and_gamma, set_paper_defaults
 
 #: Key of :meth:`SeedReinforce.evaluate`'s result: every seed's mean return, in seed order.
 EVAL_SEED_RETURNS = "eval_seed_returns"
@@ -147,11 +149,11 @@ class SeedReinforceConfig(IMMConfigMixin, RolloutEvaluationConfigMixin, Algorith
         if seeds is not NotProvided:
             self.seeds = _check_seeds(seeds)
         if epochs_per_iteration is not NotProvided:
-            check_int("epochs_per_iteration", epochs_per_iteration, 1)
+            checks.integer("epochs_per_iteration", epochs_per_iteration, 1, numpy=True)
             self.epochs_per_iteration = int(epochs_per_iteration)
         if trajectory_length is not NotProvided:
             if trajectory_length is not None:
-                check_int("trajectory_length", trajectory_length, 1)
+                checks.integer("trajectory_length", trajectory_length, 1, numpy=True)
                 trajectory_length = int(trajectory_length)
             self.trajectory_length = trajectory_length
         return self
@@ -202,7 +204,7 @@ def _check_seeds(seeds: Any) -> list[int]:
     seeds = list(seeds)
     if (
         not seeds
-        or any(isinstance(s, bool) or not isinstance(s, int | np.integer) or s < 0 for s in seeds)
+        or not all(checks.is_integer(s, numpy=True) and s >= 0 for s in seeds)
         or len(set(seeds)) != len(seeds)
     ):
         fail("seeds", seeds, "a non-empty list of distinct integers >= 0")
@@ -249,7 +251,7 @@ class SeedReinforce(Algorithm):
     def train_epochs(self, epochs: int) -> ResultDict:
         """Trains every seed ``epochs`` more epochs, in ``train()`` calls of at most
         ``epochs_per_iteration`` epochs; returns the last call's result."""
-        check_int("epochs", epochs, 1)
+        checks.integer("epochs", epochs, 1, numpy=True)
         result: ResultDict = {}
         try:
             while epochs > 0:
@@ -323,7 +325,7 @@ def train_and_evaluate_seeds(
     if not eval_epochs:
         raise ValueError("eval_epochs must name at least one epoch count")
     for e in eval_epochs:
-        check_int("eval_epochs", e, 1)
+        checks.integer("eval_epochs", e, 1, numpy=True)
     algo = config.build_algo()
     try:
         results = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from imm_ray import checks
 from imm_ray.imm import validate_lambda
 
 METHODS = ("base", "mlm", "imm")
@@ -26,17 +27,10 @@ class BertIMMConfig:
     """The share of word tokens the MLM loss masks (BERT's 15 %)."""
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        checks.one_of("method", self.method, METHODS)
         validate_lambda(self.lam, "lam")
-        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
-            raise ValueError(f"k must be an integer >= 1, got {self.k!r}")
-        if self.positions is not None and (
-            isinstance(self.positions, bool)
-            or not isinstance(self.positions, int)
-            or self.positions < 1
-        ):
-            raise ValueError(f"positions must be an integer >= 1 or None, got {self.positions!r}")
-        p = self.mlm_probability
-        if isinstance(p, bool) or not isinstance(p, int | float) or not 0 < p < 1:
-            raise ValueError(f"mlm_probability must be a number in (0, 1), got {p!r}")
+        checks.integer("k", self.k, 1)
+        checks.integer(
+            "positions", self.positions, 1, optional=True, allowed="an integer >= 1 or None"
+        )
+        checks.number("mlm_probability", self.mlm_probability, above=0, below=1)

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from imm_ray import checks
 from imm_ray.supervised.bert.config import BertIMMConfig
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -84,32 +85,22 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         self.imm_config()
         for name, low in (("epochs", 1), ("batch_size", 1), ("max_length", 8)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        if self.max_train_examples is not None and (
-            not isinstance(self.max_train_examples, int) or self.max_train_examples < 2
-        ):
-            raise ValueError(
-                "max_train_examples must be an integer >= 2 or None, "
-                f"got {self.max_train_examples!r}"
-            )
-        for name, low, high in (("warmup_ratio", 0.0, 1.0), ("weight_decay", 0.0, math.inf)):
-            value = getattr(self, name)
-            if not _number(value) or not low <= value < high:
-                raise ValueError(f"{name} must be a number in [{low:g}, {high:g}), got {value!r}")
-        if not _number(self.lr) or self.lr <= 0:
-            raise ValueError(f"lr must be a number > 0, got {self.lr!r}")
-        if not _number(self.clip) or self.clip < 0:
-            raise ValueError(f"clip must be a number >= 0, got {self.clip!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+            checks.integer(name, getattr(self, name), low)
+        checks.integer(
+            "max_train_examples",
+            self.max_train_examples,
+            2,
+            optional=True,
+            allowed="an integer >= 2 or None",
+        )
+        checks.number("warmup_ratio", self.warmup_ratio, at_least=0, below=1)
+        checks.number("weight_decay", self.weight_decay, at_least=0, below=math.inf)
+        checks.number("lr", self.lr, above=0)
+        checks.number("clip", self.clip, at_least=0)
+        checks.integer("seed", self.seed, 0)
         if self.device not in ("cpu", "cuda"):
-            raise ValueError(f"device must be cpu or cuda, got {self.device!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(
-                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
-            )
+            checks.fail("device", self.device, "cpu or cuda")
+        checks.one_of("precision", self.precision, PRECISIONS)
         if self.precision == "fp16" and self.clip > 0 and self.method != "base":
             raise ValueError(
                 "precision fp16 cannot be combined with clipping the terms separately "
@@ -124,10 +115,6 @@ class FinetuneConfig:
             positions=self.positions,
             mlm_probability=self.mlm_probability,
         )
-
-
-def _number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass

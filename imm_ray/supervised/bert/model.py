@@ -24,6 +24,8 @@ from transformers import BertConfig
 from transformers.modeling_outputs import MaskedLMOutput, SequenceClassifierOutput
 from transformers.models.bert.modeling_bert import BertModel, BertOnlyMLMHead, BertPreTrainedModel
 
+from imm_ray import checks
+
 #: Encoder sizes; the vocabulary comes from the tokenizer.
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
@@ -94,8 +96,7 @@ class BertForMaskedLMAndClassification(BertPreTrainedModel):
         ``[N]``. Without it the logits are ``[B, L, V]`` and ``labels`` ``[B, L]`` (−100:
         not scored). ``loss`` is the cross-entropy when ``labels`` are given.
         """
-        if head not in HEADS:
-            raise ValueError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
+        checks.one_of("head", head, HEADS)
         outputs = self.bert(
             input_ids,
             attention_mask=attention_mask,

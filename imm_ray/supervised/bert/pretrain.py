@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from imm_ray import checks
 from imm_ray.supervised.bert.model import PRESETS
 
 
@@ -48,12 +49,9 @@ class PretrainConfig:
     """fp32, bf16 or fp16."""
 
     def __post_init__(self) -> None:
-        if self.preset not in PRESETS:
-            raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        checks.one_of("preset", self.preset, PRESETS)
         for name, low in (("steps", 1), ("batch_size", 1), ("max_length", 8)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+            checks.integer(name, getattr(self, name), low)
         positions = PRESETS[self.preset]["max_position_embeddings"]
         if self.max_length > positions:
             raise ValueError(

@@ -28,6 +28,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from imm_ray import checks
 from imm_ray.supervised.bert.metrics import METRICS
 
 SPLIT_FILES = {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"}
@@ -52,18 +53,16 @@ class TaskSpec:
     """The task's name in the ``datasets`` GLUE cache, if it is a GLUE task."""
 
     def __post_init__(self) -> None:
-        if self.metric not in METRICS:
-            raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
+        checks.one_of("metric", self.metric, METRICS)
         if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
             raise ValueError(f"labels must be >= 2 distinct strings, got {list(self.labels)!r}")
         if self.metric in ("mcc", "f1") and len(self.labels) != 2:
             raise ValueError(f"metric {self.metric} needs exactly 2 labels")
-        kind = str if self.header else int
         for name in ("text_a", "text_b", "label"):
             value = getattr(self, name)
             if value is None and name == "text_b":
                 continue
-            if not isinstance(value, kind) or isinstance(value, bool):
+            if not (isinstance(value, str) if self.header else checks.is_integer(value)):
                 what = "column names" if self.header else "column numbers"
                 raise ValueError(f"{name} must be one of the files' {what}, got {value!r}")
 

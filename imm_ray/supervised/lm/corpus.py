@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from imm_ray import checks
 from imm_ray._io import write_text_atomically
 
 EOS = "<eos>"
@@ -126,8 +127,7 @@ class Corpus:
     """Per split, how many tokens were outside the vocabulary and read as ``<unk>``."""
 
     def split(self, name: str) -> np.ndarray:
-        if name not in SPLITS:
-            raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {name!r}")
+        checks.one_of("split", name, SPLITS)
         return getattr(self, name)
 
 

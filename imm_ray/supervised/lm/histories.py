@@ -13,13 +13,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from imm_ray import checks
+
 
 class HistorySampler:
     """Uniform draws from extend(x̄) over the windows of one training stream."""
 
     def __init__(self, train: np.ndarray | torch.Tensor, vocab_size: int, unroll: int) -> None:
-        if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
-            raise ValueError(f"unroll must be an integer >= 1, got {unroll!r}")
+        checks.integer("unroll", unroll, 1)
         train = torch.as_tensor(np.asarray(train), dtype=torch.int64)
         if train.dim() != 1 or len(train) < unroll:
             raise ValueError(
@@ -47,8 +48,7 @@ class HistorySampler:
         A context without windows gets position ``unroll − 1`` (a placeholder that callers
         mask with :meth:`has_history`).
         """
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be an integer >= 1, got {k!r}")
+        checks.integer("k", k, 1)
         counts = self.counts[contexts].unsqueeze(-1)
         u = torch.rand(
             (*contexts.shape, k), generator=generator, device=self.ends.device, dtype=torch.float64

@@ -26,6 +26,7 @@ from collections.abc import Callable
 
 import torch
 
+from imm_ray import checks
 from imm_ray.imm import StaleSnapshot, imm_backward_memory_bounded, imm_loss
 from imm_ray.restricted.kneser_ney import KneserNeyBigram
 from imm_ray.supervised.lm.histories import HistorySampler
@@ -118,8 +119,7 @@ class SerializedIMM:
     """
 
     def __init__(self, refresh_every: int, vocab_size: int, precision: str = "fp32") -> None:
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        checks.one_of("precision", precision, PRECISIONS)
         self.snapshot = StaleSnapshot(refresh_every)
         self.vocab_size = vocab_size
         self.precision = precision

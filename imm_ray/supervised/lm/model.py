@@ -16,7 +16,7 @@ import contextlib
 import torch
 from torch import nn
 
-from imm_ray import _compat
+from imm_ray import _compat, checks
 
 State = tuple[torch.Tensor, torch.Tensor]
 
@@ -27,8 +27,7 @@ PRECISIONS = ("fp32", "bf16")
 
 def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractContextManager:
     """The context a pass of ``precision`` (:data:`PRECISIONS`) runs in on ``device``."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    checks.one_of("precision", precision, PRECISIONS)
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)

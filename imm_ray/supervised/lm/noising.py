@@ -16,11 +16,10 @@ makes the expected counts an interpolation of the data with a Kneser–Ney-like 
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
+from imm_ray import checks
 from imm_ray.restricted.kneser_ney import bigram_counts
 
 
@@ -28,10 +27,7 @@ class KneserNeyNoiser:
     """γ(x) and q(y) of one training stream; :meth:`noise` draws a noised copy of a stream."""
 
     def __init__(self, train: np.ndarray, vocab_size: int, eos_id: int, gamma0: float) -> None:
-        if isinstance(gamma0, bool) or not isinstance(gamma0, int | float):
-            raise ValueError(f"gamma0 must be a number in [0, 1], got {gamma0!r}")
-        if not (math.isfinite(gamma0) and 0 <= gamma0 <= 1):
-            raise ValueError(f"gamma0 must be a number in [0, 1], got {gamma0!r}")
+        checks.number("gamma0", gamma0, at_least=0, at_most=1)
         keys, counts = bigram_counts(np.asarray(train), vocab_size, eos_id)
         context, target = np.divmod(keys, vocab_size)
         followers = np.bincount(context, minlength=vocab_size).astype(np.float64)

@@ -39,6 +39,7 @@ from typing import Any
 
 import torch
 
+from imm_ray import checks
 from imm_ray._io import write_bytes_atomically
 from imm_ray.imm import validate_lambda
 from imm_ray.restricted.kneser_ney import KneserNeyBigram
@@ -123,76 +124,39 @@ class LMConfig:
     fp32, bf16, or auto (bf16 where the device multiplies bf16 in hardware, else fp32)."""
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        for name, low in (
-            ("embed_dim", 1),
-            ("hidden", 1),
-            ("layers", 1),
-            ("batch_size", 1),
-            ("epochs", 1),
-            ("k", 1),
-            ("every", 1),
-            ("refresh_every", 1),
-            ("unroll", 2),
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        if self.max_batches is not None and (
-            isinstance(self.max_batches, bool)
-            or not isinstance(self.max_batches, int)
-            or self.max_batches < 1
-        ):
-            raise ValueError(
-                f"max_batches must be an integer >= 1 or None, got {self.max_batches!r}"
-            )
-        for name, low, high, closed in (
-            ("dropout", 0.0, 1.0, False),
-            ("lr_decay", 0.0, 1.0, True),
-            ("gamma0", 0.0, 1.0, True),
-        ):
-            value = getattr(self, name)
-            ok = _number(value) and low <= value and (value <= high if closed else value < high)
-            if not ok:
-                bracket = "]" if closed else ")"
-                raise ValueError(
-                    f"{name} must be a number in [{low:g}, {high:g}{bracket}, got {value!r}"
-                )
+        checks.one_of("method", self.method, METHODS)
+        for name in ("embed_dim", "hidden", "layers", "batch_size", "epochs", "k", "every"):
+            checks.integer(name, getattr(self, name), 1)
+        checks.integer("refresh_every", self.refresh_every, 1)
+        checks.integer("unroll", self.unroll, 2)
+        checks.integer(
+            "max_batches", self.max_batches, 1, optional=True, allowed="an integer >= 1 or None"
+        )
+        checks.number("dropout", self.dropout, at_least=0, below=1)
+        checks.number("lr_decay", self.lr_decay, at_least=0, at_most=1)
+        checks.number("gamma0", self.gamma0, at_least=0, at_most=1)
         for name in ("init_scale", "lr", "clip"):
-            value = getattr(self, name)
-            if not (_number(value) and value > 0):
-                raise ValueError(f"{name} must be a number > 0, got {value!r}")
+            checks.number(name, getattr(self, name), above=0)
         validate_lambda(self.lam, "lam")
-        if self.imm_start_ppl is not None and not (
-            _number(self.imm_start_ppl) and self.imm_start_ppl > 1
-        ):
-            raise ValueError(
-                f"imm_start_ppl must be a number > 1 or None, got {self.imm_start_ppl!r}"
-            )
-        if self.precision not in PRECISIONS:
-            raise ValueError(
-                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
-            )
-        if self.snapshot_precision not in ("auto", *PRECISIONS):
-            raise ValueError(
-                f"snapshot_precision must be one of auto, {', '.join(PRECISIONS)}, "
-                f"got {self.snapshot_precision!r}"
-            )
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        checks.number(
+            "imm_start_ppl",
+            self.imm_start_ppl,
+            above=1,
+            optional=True,
+            allowed="a number > 1 or None",
+        )
+        checks.one_of("precision", self.precision, PRECISIONS)
+        checks.one_of("snapshot_precision", self.snapshot_precision, ("auto", *PRECISIONS))
+        checks.integer("seed", self.seed, 0)
         try:
             torch.device(self.device)
         except (RuntimeError, TypeError):
-            raise ValueError(
-                f"device must be a torch device such as cpu or cuda, got {self.device!r}"
-            ) from None
+            checks.fail("device", self.device, "a torch device such as cpu or cuda")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> LMConfig:
         """A named preset (:data:`PRESETS`) with ``overrides`` (None values are ignored)."""
-        if name not in PRESETS:
-            raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {name!r}")
+        checks.one_of("preset", name, PRESETS)
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(overrides) - fields)
         if unknown:
@@ -203,10 +167,6 @@ class LMConfig:
     @property
     def uses_imm(self) -> bool:
         return self.method in ("imm", "serialized")
-
-
-def _number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 #: ``paper``: Xie et al.'s (2017) large model, which the paper builds on (Sec. 7.2): 2 × 1500,

@@ -18,18 +18,16 @@ range of the paper's Figure 1.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from imm_ray import checks
+from imm_ray.checks import ConfigError
+
 #: Lower-quality targets of Appendix D.4: the label mixed with a coin flip at this rate.
 QUALITY_MIX = {"high": 0.0, "medium": 0.2, "low": 0.5}
-
-
-def _finite(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -46,15 +44,18 @@ class Problem:
 
     def __post_init__(self) -> None:
         coef = tuple(self.coef)
-        if len(coef) != 3 or not all(_finite(c) for c in coef):
-            raise ValueError(f"coef must be three finite numbers (a, b, c), got {self.coef!r}")
+        if len(coef) != 3 or not all(checks.is_number(c) for c in coef):
+            checks.fail("coef", self.coef, "three finite numbers (a, b, c)")
         object.__setattr__(self, "coef", tuple(float(c) for c in coef))
-        if not _finite(self.bias):
-            raise ValueError(f"bias must be a finite number, got {self.bias!r}")
-        if not (_finite(self.low) and _finite(self.high)) or self.low >= self.high:
-            raise ValueError(
+        checks.number("bias", self.bias, allowed="a finite number")
+        if (
+            not (checks.is_number(self.low) and checks.is_number(self.high))
+            or self.low >= self.high
+        ):
+            raise ConfigError(
+                "low",
                 f"low and high must be finite numbers with low < high, got {self.low!r}, "
-                f"{self.high!r}"
+                f"{self.high!r}",
             )
 
     def sample(
@@ -81,8 +82,7 @@ class Problem:
 
     def target(self, x1: np.ndarray | torch.Tensor, mix: float = 0.0) -> np.ndarray:
         """P̂(y | x1) as ``[..., 2]`` (classes 0, 1), mixed with a coin flip at rate ``mix``."""
-        if not _finite(mix) or not 0 <= mix <= 1:
-            raise ValueError(f"target mix must be a number in [0, 1], got {mix!r}")
+        checks.number("target mix", mix, at_least=0, at_most=1)
         p1 = (1.0 - mix) * self.restricted_bayes(x1) + mix * 0.5
         return np.stack((1.0 - p1, p1), axis=-1)
 

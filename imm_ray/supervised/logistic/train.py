@@ -26,13 +26,13 @@ paper's r(n) = 0.818 − 0.0111·n (Appendix D.1.1).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from imm_ray import checks
 from imm_ray.imm import (
     serialized_correction,
     serialized_imm_loss,
@@ -61,8 +61,7 @@ def schedule_ratio(
     The paper's schedule stays inside [0, 0.9] for n = 2 … 73 (0.7958 at n = 2, 0.263 at
     n = 50); beyond n = 73 it clips to 0, i.e. plain cross-entropy.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"dataset size must be an integer >= 1, got {n!r}")
+    checks.integer("dataset size", n, 1)
     intercept, slope = schedule
     low, high = ratio_range
     return float(min(max(intercept + slope * n, low), high))
@@ -98,49 +97,39 @@ class Method:
     """A run has converged, and stops, when every component of its gradient is below this."""
 
     def __post_init__(self) -> None:
-        if self.name not in METHODS:
-            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.name!r}")
-        if self.ratio is not None and (not _finite(self.ratio) or not 0 <= self.ratio < 1):
-            raise ValueError(f"ratio must be a number in [0, 1) or None, got {self.ratio!r}")
+        checks.one_of("method", self.name, METHODS)
+        checks.number(
+            "ratio",
+            self.ratio,
+            at_least=0,
+            below=1,
+            optional=True,
+            allowed="a number in [0, 1) or None",
+        )
         schedule = tuple(self.schedule)
-        if len(schedule) != 2 or not all(_finite(v) for v in schedule):
-            raise ValueError(
-                f"schedule must be two finite numbers (intercept, slope), got {self.schedule!r}"
-            )
+        if len(schedule) != 2 or not all(checks.is_number(v) for v in schedule):
+            checks.fail("schedule", self.schedule, "two finite numbers (intercept, slope)")
         object.__setattr__(self, "schedule", tuple(float(v) for v in schedule))
         bounds = tuple(self.ratio_range)
         if (
             len(bounds) != 2
-            or not all(_finite(v) for v in bounds)
+            or not all(checks.is_number(v) for v in bounds)
             or not (0 <= bounds[0] <= bounds[1] < 1)
         ):
-            raise ValueError(
-                "ratio_range must be (low, high) with 0 <= low <= high < 1, "
-                f"got {self.ratio_range!r}"
-            )
+            checks.fail("ratio_range", self.ratio_range, "(low, high) with 0 <= low <= high < 1")
         object.__setattr__(self, "ratio_range", tuple(float(v) for v in bounds))
-        if not _finite(self.target_mix) or not 0 <= self.target_mix <= 1:
-            raise ValueError(f"target_mix must be a number in [0, 1], got {self.target_mix!r}")
-        if not _finite(self.lr) or self.lr <= 0:
-            raise ValueError(f"lr must be a number > 0, got {self.lr!r}")
-        if not _finite(self.alpha) or self.alpha <= 0:
-            raise ValueError(f"alpha must be a number > 0, got {self.alpha!r}")
-        if self.refresh_every is not None and (
-            isinstance(self.refresh_every, bool)
-            or not isinstance(self.refresh_every, int)
-            or self.refresh_every < 1
-        ):
-            raise ValueError(
-                f"refresh_every must be an integer >= 1 or None, got {self.refresh_every!r}"
-            )
-        if (
-            isinstance(self.max_steps, bool)
-            or not isinstance(self.max_steps, int)
-            or self.max_steps < 1
-        ):
-            raise ValueError(f"max_steps must be an integer >= 1, got {self.max_steps!r}")
-        if not _finite(self.tol) or self.tol < 0:
-            raise ValueError(f"tol must be a number >= 0, got {self.tol!r}")
+        checks.number("target_mix", self.target_mix, at_least=0, at_most=1)
+        checks.number("lr", self.lr, above=0)
+        checks.number("alpha", self.alpha, above=0)
+        checks.integer(
+            "refresh_every",
+            self.refresh_every,
+            1,
+            optional=True,
+            allowed="an integer >= 1 or None",
+        )
+        checks.integer("max_steps", self.max_steps, 1)
+        checks.number("tol", self.tol, at_least=0)
 
     def ratio_at(self, n: int) -> float:
         """r for a run of n points (0 for the baseline)."""
@@ -153,10 +142,6 @@ class Method:
     @property
     def trained_with_target(self) -> bool:
         return self.name in ("imm", "serialized", "noising")
-
-
-def _finite(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass
@@ -437,13 +422,11 @@ def train_and_score(
     All methods see the same training sets (common random numbers), and ``interpolation``
     reuses a ``baseline`` trained with the same optimizer settings instead of retraining.
     """
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
-    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
-        raise ValueError(f"runs must be an integer >= 1, got {runs!r}")
+    checks.one_of("metric", metric, METRICS)
+    checks.integer("runs", runs, 1)
     for n in sizes:
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"sizes must be integers >= 1, got {n!r}")
+        if not checks.is_integer(n) or n < 1:
+            checks.fail("sizes", n, "integers >= 1")
     test = held_out_set(problem, test_size, seed) if metric == "accuracy" else None
     scores: list[dict[int, np.ndarray]] = [{} for _ in methods]
     # Only sampled IMM builds an n × n member table per run; the others are linear in n.
