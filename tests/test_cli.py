@@ -254,7 +254,8 @@ def test_train_rl_prints_the_same_table_whatever_its_seeds_per_trial(tmp_path):
 
 
 def test_sweep_seeds_per_trial_splits_rl_settings_and_is_refused_for_other_kinds(tmp_path):
-    from imm_ray.cli import UsageError, _experiment
+    from imm_ray.cli import UsageError
+    from imm_ray.cli.sweep import _experiment
 
     parser = build_parser()
     sweep = parser.parse_args(["sweep", "figure2", "--seeds", "10", "--seeds-per-trial", "4"])
