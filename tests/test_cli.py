@@ -254,7 +254,8 @@ def test_train_rl_prints_the_same_table_whatever_its_seeds_per_trial(tmp_path):
 
 
 def test_sweep_seeds_per_trial_splits_rl_settings_and_is_refused_for_other_kinds(tmp_path):
-    from imm_ray.cli import UsageError, _experiment
+    from imm_ray.cli import UsageError
+    from imm_ray.cli.sweep import _experiment
 
     parser = build_parser()
     sweep = parser.parse_args(["sweep", "figure2", "--seeds", "10", "--seeds-per-trial", "4"])
@@ -277,3 +278,18 @@ def test_sweep_seeds_per_trial_splits_rl_settings_and_is_refused_for_other_kinds
     ]
     zero = imm_ray("sweep", "figure2", "--seeds-per-trial", "0", "--storage", str(tmp_path))
     assert zero.returncode == 2 and "--seeds-per-trial must be an integer >= 1" in zero.stderr
+
+
+def test_planning_a_sweep_from_the_command_line_loads_neither_pytorch_nor_ray():
+    # The driver parses, looks the experiment up and plans its trials before Ray starts.
+    code = (
+        "import sys; from imm_ray.cli import build_parser; from imm_ray.cli.sweep import "
+        "_experiment; args = build_parser().parse_args(['sweep', 'figure2', '--seeds', '3']); "
+        "experiment = _experiment(args); experiment.validate(); experiment.trials(); "
+        "print(sorted(m for m in ('torch', 'ray', 'ray.rllib') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"

@@ -122,7 +122,7 @@ def test_a_trainer_leaves_the_processs_allocator_alone(monkeypatch):
 
 @pytest.mark.parametrize("fast", [True, False])
 def test_the_cli_exits_normally_on_other_versions(monkeypatch, fast):
-    from imm_ray import cli
+    from imm_ray.cli import program as cli
 
     class Exited(Exception):
         pass

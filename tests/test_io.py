@@ -183,7 +183,7 @@ def _resume_kept_rows(tmp_path, markov):
 
 
 def _cli_output(tmp_path, markov):
-    from imm_ray.cli import _write_csv_atomically
+    from imm_ray.cli.train_rl import _write_csv_atomically
 
     target = tmp_path / "res.csv"
     _old(target)

@@ -1,0 +1,266 @@
+"""``imm-ray train rl``: MDP policies trained with and/or without IMM from the POMDP policy,
+and their evaluation table.
+
+It plans the same trials as ``imm-ray sweep`` (one per setting, all its λ groups side by
+side, or one per setting and chunk of seeds when ``--seeds-per-trial`` splits them, each
+seed-vectorized on RLlib) and runs them as Ray tasks. Without ``--address`` (or
+``RAY_ADDRESS``) it starts an embedded Ray sized to this machine; with one, it joins that
+cluster, which is also what ``ray job submit -- imm-ray ...`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+from imm_ray._io import write_text_atomically
+from imm_ray.cli import options
+from imm_ray.cli.base import UsageError, add_command, note, warn
+
+DEFAULT_ENV = "imm_ray/ToroidalGrid-v0"
+#: The env ids ``--grid-size`` configures.
+GRID_ENV_IDS = ("imm_ray/ToroidalGrid-v0", "imm_ray/ToroidalGridPOMDP-v0")
+#: ``train rl``'s setting labels (its table's ``method`` column).
+NO_IMM, IMM = "no-imm", "imm"
+
+
+def add_train_rl(kinds) -> None:
+    """Adds ``train rl`` to the ``train`` subparsers."""
+    rl = add_command(
+        kinds,
+        "rl",
+        _train_rl,
+        help="REINFORCE on a pair's MDP (default: the toroidal grid), with IMM from the "
+        "POMDP's FIB policy",
+        parents=[
+            options.ray_options(
+                seeds_help=" (default: 10)", per_trial_help=" (default: all seeds in one task)"
+            )
+        ],
+        guard=False,
+    )
+    rl.add_argument(
+        "--epochs",
+        type=options.positive_int("--epochs"),
+        nargs="+",
+        default=[50],
+        help="dataset sizes: epochs of one trajectory each (50 steps on the grid; a Taxi "
+        "episode, up to 200); each is evaluated",
+    )
+    methods = rl.add_mutually_exclusive_group()
+    methods.add_argument("--no-imm", action="store_true", help="train without IMM only")
+    methods.add_argument(
+        "--compare", action="store_true", help="train both with and without IMM, side by side"
+    )
+    rl.add_argument(
+        "--target",
+        choices=["argmax", "softmax"],
+        help="restricted policy P̂(a|x): best action at the uniform belief, or softmax(U/T) "
+        "(default: argmax)",
+    )
+    rl.add_argument(
+        "--temperature",
+        type=float,
+        help="softmax temperature T > 0 (with --target softmax); larger is lower quality "
+        "(default: 1.0)",
+    )
+    rl.add_argument(
+        "--epsilon",
+        type=float,
+        help="mix the target with the uniform policy by ε in [0, 1] (default: 0)",
+    )
+    rl.add_argument(
+        "--solver",
+        choices=["fib", "qmdp"],
+        help="POMDP solver for the target's alpha vectors (default: fib)",
+    )
+    rl.add_argument(
+        "--lam",
+        type=options.lam,
+        metavar="LAMBDA|rule",
+        help="IMM weight λ >= 0, or 'rule' for the paper's r = round(-0.0002·epochs + "
+        "0.1891, 1) clipped to [0, 0.9], λ = r/(1-r) (default: rule)",
+    )
+    rl.add_argument(
+        "--num-samples",
+        type=options.positive_int("--num-samples"),
+        metavar="K",
+        help="sample K extended contexts per step instead of enumerating all of them "
+        "(default: enumerate)",
+    )
+    rl.add_argument(
+        "--env",
+        default=DEFAULT_ENV,
+        help="id of a registered pair's MDP: imm_ray/ToroidalGrid-v0 or imm_ray/Taxi-v0",
+    )
+    rl.add_argument("--grid-size", type=int, help="side of the toroidal grid, >= 2 (default: 11)")
+    rl.add_argument(
+        "--output",
+        type=Path,
+        help="also write per-seed results to this CSV file (written atomically)",
+    )
+
+
+def _rl_experiment(args: argparse.Namespace):
+    """The sweep experiment ``train rl`` runs: its settings, sizes and seeds."""
+    from imm_ray.restricted.target import TargetSpec
+    from tuning.rl import Experiment, Setting
+
+    target_given = [
+        option
+        for option, value in (
+            ("--target", args.target),
+            ("--temperature", args.temperature),
+            ("--epsilon", args.epsilon),
+            ("--solver", args.solver),
+            ("--lam", args.lam),
+            ("--num-samples", args.num_samples),
+        )
+        if value is not None
+    ]
+    if args.grid_size is not None and args.env not in GRID_ENV_IDS:
+        raise UsageError(
+            f"--grid-size applies only to --env {' or '.join(GRID_ENV_IDS)}, got --env {args.env}"
+        )
+    if args.no_imm and target_given:
+        warn(f"{', '.join(target_given)} has no effect with --no-imm")
+    if args.temperature is not None and (args.target or "argmax") == "argmax":
+        warn("--temperature has no effect with --target argmax (use --target softmax)")
+    target = TargetSpec(
+        kind=args.target or "argmax",
+        temperature=1.0 if args.temperature is None else args.temperature,
+        epsilon=0.0 if args.epsilon is None else args.epsilon,
+        solver=args.solver or "fib",
+    )
+    settings = []
+    if args.no_imm or args.compare:
+        settings.append(Setting(NO_IMM, imm=False))
+    if not args.no_imm:
+        settings.append(Setting(IMM, lam=args.lam, target=target, num_samples=args.num_samples))
+    return Experiment(
+        name="train-rl",
+        settings=tuple(settings),
+        epochs=tuple(args.epochs),
+        seeds=tuple(args.seeds or range(10)),
+        seeds_per_trial=args.seeds_per_trial,
+        env=args.env,
+        env_config={} if args.grid_size is None else {"size": args.grid_size},
+    )
+
+
+def _train_rl(args: argparse.Namespace) -> int:
+    """Train MDP policies with REINFORCE on RLlib, with IMM from the POMDP policy (paper
+    Sec. 7.3, App. D.3), and print mean evaluation rewards over seeds with 10th/90th
+    percentiles. Seeds (and a setting's λ groups) train side by side (seed-vectorized), one
+    Ray task per setting, or per setting and chunk of seeds with --seeds-per-trial, as in
+    `imm-ray sweep`."""
+    from tuning.aggregate import format_table, summarize
+
+    try:
+        experiment = _rl_experiment(args)
+        trials = experiment.trials()
+        # Checks every setting's env, env config and target before any Ray process starts.
+        experiment.validate()
+        inputs = experiment.load_inputs()
+        if args.output is not None:
+            _check_writable(args.output)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    for line in experiment.notes():
+        note(line)
+
+    try:
+        results = _run_trials_on_ray(trials, args.address, inputs)
+    except ValueError as err:  # a cluster that cannot be joined
+        raise UsageError(str(err)) from None
+    lam = {
+        (trial["setting"], epochs): group["lam"]
+        for trial in trials
+        for group in trial["groups"]
+        for epochs in group["epochs"]
+    }
+    rows = [
+        (trial["setting"], lam[trial["setting"], epochs], seed, epochs, value)
+        for trial, result in zip(trials, results, strict=True)
+        for epochs, values in result.items()
+        for seed, value in values.items()
+    ]
+    for setting, _, seed, epochs, value in rows:
+        if not math.isfinite(value):
+            warn(f"seed {seed} ({setting}, {epochs} epochs) failed: its loss became non-finite")
+    print(format_table(summarize((row[0], row[3], row[4]) for row in rows)))
+    if args.output is not None:
+        _write_csv_atomically(args.output, sorted(rows, key=lambda r: (r[0], r[2], r[3])))
+        print(f"per-seed results: {args.output}")
+    return 0
+
+
+def _run_trials_on_ray(trials: list[dict], address: str | None, inputs: dict) -> list[dict]:
+    """Runs every trial as a Ray task, with the solved targets (``inputs``) from Ray's
+    object store; shows progress with an ETA on stderr."""
+    import ray
+
+    from imm_ray.cluster import init_ray, shutdown_ray
+    from tuning.rl import run_trial
+
+    started = init_ray(address, log_to_driver=False)
+    try:
+        return _wait_for_trials(ray.remote(num_cpus=1)(run_trial), trials, ray.put(inputs))
+    finally:
+        if started:
+            shutdown_ray()
+
+
+def _wait_for_trials(task, trials: list[dict], *args) -> list[dict]:
+    import ray
+
+    pending = {task.remote(trial, *args): i for i, trial in enumerate(trials)}
+    cost = [len(t["seeds"]) * len(t["groups"]) * max(t["epochs"]) for t in trials]
+    results: list[dict | None] = [None] * len(trials)
+    start = time.monotonic()
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            index = pending.pop(done[0])
+            results[index] = ray.get(done[0])
+            elapsed = time.monotonic() - start
+            finished = sum(c for c, r in zip(cost, results, strict=True) if r is not None)
+            eta = elapsed * (sum(cost) - finished) / finished
+            print(
+                f"\r[{len(trials) - len(pending)}/{len(trials)} trials, {elapsed:.0f}s"
+                + (f", ETA {eta:.0f}s]" if pending else "]"),
+                end="" if pending else "\n",
+                file=sys.stderr,
+                flush=True,
+            )
+    except KeyboardInterrupt:
+        if len(pending) < len(trials):
+            print(file=sys.stderr)  # ends the progress line
+        raise
+    return results
+
+
+def _check_writable(path: Path) -> None:
+    """``--output`` must be a file path whose folder exists or can be made, writable."""
+    if path.is_dir():
+        raise UsageError(f"--output must be a file path, got the folder {str(path)!r}")
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise UsageError(f"--output: cannot write under {str(folder)!r}")
+
+
+def _write_csv_atomically(path: Path, rows: list[tuple]) -> None:
+    out = io.StringIO(newline="")
+    writer = csv.writer(out)
+    writer.writerow(["method", "seed", "lam", "epochs", "eval_return_mean"])
+    for setting, lam, seed, epochs, value in rows:
+        writer.writerow([setting, seed, f"{lam:.6g}", epochs, f"{value:.6f}"])
+    write_text_atomically(path, out.getvalue())
