@@ -80,7 +80,7 @@ def test_train_lm_prints_perplexities_saves_and_resumes(data, tmp_path, capsys):
         (["--every", "0"], "every must be an integer >= 1, got 0"),
         (["--lam", "-1"], "lam must be a finite number >= 0, got -1.0"),
         (["--unroll", "1"], "unroll must be an integer >= 2, got 1"),
-        (["--threads", "0"], "--threads must be an integer >= 1, got 0"),
+        (["--threads", "0"], "--threads must be an integer >= 1, got '0'"),
         (["--resume"], "--resume: no checkpoint at"),
     ],
 )

@@ -134,8 +134,6 @@ def use_torch(threads: int | None, device: str) -> None:
     import torch
 
     if threads is not None:
-        if threads < 1:
-            raise ValueError(f"--threads must be an integer >= 1, got {threads}")
         torch.set_num_threads(threads)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {device}: no CUDA device is available")

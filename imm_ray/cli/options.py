@@ -9,27 +9,51 @@ given it: where commands state an option's default differently (``train lm``: th
 from __future__ import annotations
 
 import argparse
-import math
+import functools
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+from imm_ray import checks
+
+T = TypeVar("T")
 
 SEEDS_HELP = (
     "seeds: a count N (seeds 0 … N-1), a range 'A-B' or a list '1,4,7'; statistics are across seeds"
 )
 
 
+def argument_type(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse type from a parser that refuses with :mod:`imm_ray.checks`: argparse
+    shows an :class:`argparse.ArgumentTypeError`'s own words (any other error becomes its
+    "invalid value")."""
+
+    @functools.wraps(parse)
+    def typed(text: str) -> T:
+        try:
+            return parse(text)
+        except checks.ConfigError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return typed
+
+
+def _parsed(kind: Callable[[str], T], text: str) -> T | None:
+    try:
+        return kind(text)
+    except ValueError:
+        return None
+
+
 def int_at_least(name: str, low: int, why: str = ""):
     """The type of an option ``name`` that takes an integer >= ``low``; ``why`` follows
     the bound in its error."""
 
+    @argument_type
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = low - 1
-        if value < low:
-            raise argparse.ArgumentTypeError(
-                f"{name} must be an integer >= {low}{why}, got {text!r}"
-            )
+        value = _parsed(int, text)
+        if value is None or value < low:
+            checks.fail(name, text, f"an integer >= {low}{why}")
         return value
 
     return parse
@@ -40,21 +64,18 @@ def positive_int(name: str):
     return int_at_least(name, 1)
 
 
+@argument_type
 def lam(text: str) -> float | None:
     """``--lam``: ``rule`` (None) or a finite λ >= 0."""
     if text == "rule":
         return None
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(
-            f"--lam must be 'rule' or a finite number >= 0, got {text!r}"
-        )
+    value = _parsed(float, text)
+    if not checks.is_number(value) or value < 0:
+        checks.fail("--lam", text, "'rule' or a finite number >= 0")
     return value
 
 
+@argument_type
 def seeds(text: str) -> list[int]:
     """``"10"`` (a count: seeds 0 … 9), ``"3-7"`` or ``"1,4,7"`` → a list of seeds >= 0.
 
@@ -74,10 +95,11 @@ def seeds(text: str) -> list[int]:
                 raise ValueError
             chosen.extend(range(first, last + 1))
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--seeds must be a count N >= 1, a range like '0-9' or a list like '1,4,7' "
-            f"of seeds >= 0, got {text!r}"
-        ) from None
+        checks.fail(
+            "--seeds",
+            text,
+            "a count N >= 1, a range like '0-9' or a list like '1,4,7' of seeds >= 0",
+        )
     twice = sorted({seed for seed in chosen if chosen.count(seed) > 1})
     if twice:  # as a sweep file's seeds, each seed is named once
         raise argparse.ArgumentTypeError(
@@ -91,12 +113,13 @@ def seeds(text: str) -> list[int]:
 vocab_size = int_at_least("--vocab", 2, " (it counts <eos> and <unk>)")
 
 
+@argument_type
 def fraction(text: str) -> float:
     """``lm prepare --fractions``: a number (the corpus checks their sum)."""
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--fractions must be numbers, got {text!r}") from None
+    value = _parsed(float, text)
+    if value is None:
+        checks.fail("--fractions", text, "numbers")
+    return value
 
 
 def _parent(title: str | None = None):
@@ -142,7 +165,7 @@ def torch_options(device_choices: list[str] | None = None):
     )
     options.add_argument(
         "--threads",
-        type=int,
+        type=positive_int("--threads"),
         help="torch CPU threads, >= 1 (default: torch's, one per core; on a busy machine 1 "
         "is often much faster)",
     )
