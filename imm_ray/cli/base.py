@@ -12,7 +12,6 @@ import argparse
 import inspect
 import re
 import sys
-from pathlib import Path
 from typing import NoReturn
 
 EXIT_USAGE = 2
@@ -113,18 +112,6 @@ def warn(message: str) -> None:
 
 def note(message: str) -> None:
     print(f"imm-ray: note: {message}", file=sys.stderr)
-
-
-def check_new_folder(path: Path, option: str = "--out") -> None:
-    """A command that writes a folder never overwrites: ``path`` must be new or an empty
-    folder, else :class:`ValueError` naming ``option`` (what is there is kept)."""
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"{option}: {path} is a file; give a folder")
-    if path.is_dir() and any(path.iterdir()):
-        raise ValueError(
-            f"{option}: {path} is not empty; choose another {option}, or an empty folder, so "
-            "that nothing in it is overwritten"
-        )
 
 
 def use_torch(threads: int | None, device: str) -> None:

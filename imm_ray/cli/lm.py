@@ -17,8 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from imm_ray.cli.base import add_command, check_new_folder, from_options
-from imm_ray.cli.options import corpus_argument, fraction, out_folder, vocab_size
+from imm_ray.cli.base import add_command, from_options
+from imm_ray.cli.options import corpus_argument, fraction, new_file, out_folder, vocab_size
 
 
 def add_lm_commands(commands) -> None:
@@ -69,7 +69,9 @@ def add_lm_commands(commands) -> None:
         help="estimate the Kneser–Ney bigram of DIR/train.txt and print perplexities",
         parents=[corpus_argument()],
     )
-    bigram.add_argument("--arpa", type=Path, help="also write the model as an ARPA file")
+    bigram.add_argument(
+        "--arpa", type=new_file("--arpa"), help="also write the model as an ARPA file: a new one"
+    )
     bigram.add_argument(
         "--read-arpa",
         type=Path,
@@ -98,7 +100,6 @@ def _prepare(args: argparse.Namespace) -> int:
     others) or by --fractions of the sentences in order."""
     from imm_ray.supervised.lm.corpus import prepare
 
-    check_new_folder(args.out)
     start = time.perf_counter()
     summary = from_options(prepare, args)
     counts = ", ".join(
@@ -167,7 +168,6 @@ def _make_acceptability(args: argparse.Namespace) -> int:
     swapped or one word replaced by a vocabulary word; balanced classes."""
     from imm_ray.supervised.bert.acceptability import make_acceptability
 
-    check_new_folder(args.out)
     summary = from_options(make_acceptability, args)
     parts = ", ".join(
         f"{name} {count:,} ({summary.corruptions[name]['swap']:,} swaps, "

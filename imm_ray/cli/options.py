@@ -109,6 +109,49 @@ def seeds(text: str) -> list[int]:
     return sorted(chosen)
 
 
+def new_file(option: str):
+    """The type of an option that names a file a command writes: a path where nothing is
+    yet, so that nothing is overwritten (the command's outputs are tagged ``writes``; a
+    test walks them all)."""
+
+    @argument_type
+    def parse(text: str) -> Path:
+        path = Path(text)
+        if path.is_dir():
+            raise checks.ConfigError(
+                option, f"{option} must be a file path, got the folder {text!r}"
+            )
+        if path.exists():
+            raise checks.ConfigError(
+                option, f"{option}: {path} exists; choose a new file, so that it is not overwritten"
+            )
+        return path
+
+    parse.writes = "file"  # type: ignore[attr-defined]
+    return parse
+
+
+def new_folder(option: str):
+    """The type of an option that names a folder a command writes: new, or an empty
+    folder, so that nothing in it is overwritten (tagged ``writes`` as :func:`new_file`)."""
+
+    @argument_type
+    def parse(text: str) -> Path:
+        path = Path(text)
+        if path.exists() and not path.is_dir():
+            raise checks.ConfigError(option, f"{option}: {path} is a file; give a folder")
+        if path.is_dir() and any(path.iterdir()):
+            raise checks.ConfigError(
+                option,
+                f"{option}: {path} is not empty; choose another {option}, or an empty folder, "
+                "so that nothing in it is overwritten",
+            )
+        return path
+
+    parse.writes = "folder"  # type: ignore[attr-defined]
+    return parse
+
+
 #: ``lm prepare --vocab``.
 vocab_size = int_at_least("--vocab", 2, " (it counts <eos> and <unk>)")
 
@@ -277,11 +320,13 @@ def corpus_argument():
 
 
 def out_folder(what: str):
-    """``--out``, the folder a command writes: new or empty, checked by
-    :func:`imm_ray.cli.base.check_new_folder`; ``what`` it holds."""
+    """``--out``, the folder a command writes (:func:`new_folder`); ``what`` it holds."""
     parent, options = _parent()
     options.add_argument(
-        "--out", type=Path, required=True, help=f"the {what} folder to write: new, or empty"
+        "--out",
+        type=new_folder("--out"),
+        required=True,
+        help=f"the {what} folder to write: new, or empty",
     )
     return parent
 

@@ -13,8 +13,14 @@ import sys
 import time
 from pathlib import Path
 
-from imm_ray.cli.base import add_command, check_new_folder, from_options, use_torch
-from imm_ray.cli.options import finetune_options, out_folder, torch_options, training_options
+from imm_ray.cli.base import add_command, from_options, use_torch
+from imm_ray.cli.options import (
+    finetune_options,
+    new_folder,
+    out_folder,
+    torch_options,
+    training_options,
+)
 
 
 def add_bert_commands(kinds) -> None:
@@ -35,7 +41,9 @@ def add_bert_commands(kinds) -> None:
     )
     bert.add_argument("--method", choices=["base", "mlm", "imm"], default="imm", help="the loss")
     bert.add_argument(
-        "--output-dir", type=Path, help="where Trainer's files go (default: a temporary folder)"
+        "--output-dir",
+        type=new_folder("--output-dir"),
+        help="where Trainer's files go: new, or empty (default: a temporary folder)",
     )
 
     pre = add_command(
@@ -99,7 +107,6 @@ def _pretrain(args: argparse.Namespace) -> int:
 
     config = from_options(PretrainConfig, args)
     use_torch(args.threads, config.device)
-    check_new_folder(args.out)
     load_corpus(args.data)  # checks the folder before anything is built
     quiet_transformers()
     results = pretrain(config, args.data, args.out, progress=stderr_progress)

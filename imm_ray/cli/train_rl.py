@@ -102,8 +102,8 @@ def add_train_rl(kinds) -> None:
     rl.add_argument("--grid-size", type=int, help="side of the toroidal grid, >= 2 (default: 11)")
     rl.add_argument(
         "--output",
-        type=Path,
-        help="also write per-seed results to this CSV file (written atomically)",
+        type=options.new_file("--output"),
+        help="also write per-seed results to this CSV file: a new one (written atomically)",
     )
 
 
@@ -247,9 +247,8 @@ def _wait_for_trials(task, trials: list[dict], *args) -> list[dict]:
 
 
 def _check_writable(path: Path) -> None:
-    """``--output`` must be a file path whose folder exists or can be made, writable."""
-    if path.is_dir():
-        raise UsageError(f"--output must be a file path, got the folder {str(path)!r}")
+    """``--output`` (a new file, :func:`~imm_ray.cli.options.new_file`) must be in a
+    folder that exists or can be made, writable."""
     folder = path.parent
     while not folder.exists():
         folder = folder.parent
