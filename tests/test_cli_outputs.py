@@ -9,8 +9,7 @@ import argparse
 
 import pytest
 from test_cli import COMMANDS
-
-from imm_ray.cli import main
+from test_lm_cli import run_main
 
 #: What the tagged writers are: (command, option) → "file" or "folder".
 WRITERS = {
@@ -63,14 +62,6 @@ def test_every_option_that_writes_is_tagged_or_continues_with_resume():
     assert found_named == set(RESUMABLE), "an output that is neither new-only nor resumable"
 
 
-def _exit_code(args: list[str]) -> int:
-    """What ``imm-ray ARGS`` exits with (argparse's own errors exit from inside)."""
-    try:
-        return main(args)
-    except SystemExit as exit_info:
-        return exit_info.code
-
-
 @pytest.mark.parametrize(("command", "option"), WRITERS, ids=[" ".join(k) for k in WRITERS])
 @pytest.mark.parametrize("there", ["a file", "a folder that holds a file"])
 def test_a_writer_refuses_a_target_that_holds_something_and_leaves_it(
@@ -85,10 +76,9 @@ def test_a_writer_refuses_a_target_that_holds_something_and_leaves_it(
         (target / "notes.md").write_text("kept\n")
         before = {target / "notes.md": b"kept\n"}
     # The option is checked as it is parsed: the command's other arguments are not needed.
-    code = _exit_code([*command.split(), option, str(target)])
-    err = capsys.readouterr().err
+    code, err = run_main(capsys, *command.split(), option, str(target))
     assert code == 2
-    assert err.startswith(f"imm-ray: error: {option}") and "Traceback" not in err
+    assert err.startswith(f"imm-ray: error: {option}")
     assert len(err.strip().splitlines()) == 1, err
     kind = WRITERS[command, option]
     if kind == "file" and there == "a file":
@@ -116,9 +106,8 @@ def test_a_resumable_writer_refuses_what_it_finds_without_resume(tmp_path, capsy
     for split in ("train", "valid", "test"):
         (data / f"{split}.txt").write_text("a b c\nb c a\n")
     args = [*command.split(), *(arg.format(tmp=data) for arg in rest), option, str(target)]
-    code = _exit_code(args)
-    err = capsys.readouterr().err
+    code, err = run_main(capsys, *args)
     assert code == 2
-    assert err.startswith("imm-ray: error: ") and refusal in err and "Traceback" not in err
+    assert err.startswith("imm-ray: error: ") and refusal in err
     assert kept.read_bytes() == b"written earlier\n"
     assert sorted(p.name for p in folder.iterdir()) == [kept.name]

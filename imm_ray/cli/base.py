@@ -110,6 +110,19 @@ def warn(message: str) -> None:
     print(f"imm-ray: warning: {message}", file=sys.stderr)
 
 
+def warn_unused(args: argparse.Namespace, method: str, uses: dict[str, tuple[str, ...]]) -> None:
+    """Warns of the options given that ``--method METHOD`` does not read: ``uses`` maps an
+    option's field to the methods that read it (a command's table of them)."""
+    unused = [
+        "--" + field.replace("_", "-")
+        for field, methods in uses.items()
+        if method not in methods and getattr(args, field) not in (None, False)
+    ]
+    if unused:
+        verb = "has" if len(unused) == 1 else "have"
+        warn(f"{', '.join(unused)} {verb} no effect with --method {method}")
+
+
 def note(message: str) -> None:
     print(f"imm-ray: note: {message}", file=sys.stderr)
 

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from imm_ray.cli.base import add_command, from_options, use_torch
+from imm_ray.cli.base import add_command, from_options, use_torch, warn_unused
 from imm_ray.cli.options import (
     finetune_options,
     new_folder,
@@ -21,6 +21,16 @@ from imm_ray.cli.options import (
     torch_options,
     training_options,
 )
+
+#: The options that only some methods read (FinetuneConfig's fields of those names): given
+#: with another --method, they are warned of. (--corpus is read by every method when the
+#: model is a preset: its vocabulary.)
+METHOD_OPTIONS = {
+    "bigram": ("imm",),
+    "lam": ("imm",),
+    "k": ("imm",),
+    "positions": ("imm",),
+}
 
 
 def add_bert_commands(kinds) -> None:
@@ -75,6 +85,7 @@ def _train_bert(args: argparse.Namespace) -> int:
     from imm_ray.supervised.bert.finetune import FinetuneConfig, finetune, prepare_run
     from imm_ray.supervised.lm.train import stderr_progress
 
+    warn_unused(args, args.method, METHOD_OPTIONS)
     config = from_options(FinetuneConfig, args)
     use_torch(args.threads, config.device)
     quiet_transformers()

@@ -13,9 +13,21 @@ import sys
 import time
 from pathlib import Path
 
-from imm_ray.cli.base import add_command, use_torch
+from imm_ray.cli.base import add_command, use_torch, warn_unused
 from imm_ray.cli.options import lm_options, resume_option, torch_options, training_options
 from imm_ray.console import Interrupted
+
+#: The options that only some methods read (LMConfig's fields of those names): given with
+#: another --method, they are warned of.
+METHOD_OPTIONS = {
+    "lam": ("imm", "serialized"),
+    "k": ("imm",),
+    "every": ("imm",),
+    "memory_bounded": ("imm",),
+    "imm_start_ppl": ("imm", "serialized"),
+    "refresh_every": ("serialized",),
+    "gamma0": ("noising",),
+}
 
 
 def add_train_lm(kinds) -> None:
@@ -72,6 +84,7 @@ def _train_lm(args: argparse.Namespace) -> int:
     after every epoch; --resume continues it."""
     from imm_ray.supervised.lm.train import CHECKPOINT_FILE, LMConfig, stderr_progress, train_lm
 
+    warn_unused(args, args.method, METHOD_OPTIONS)
     config = LMConfig.preset(
         args.preset,
         method=args.method,
