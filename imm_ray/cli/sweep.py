@@ -122,11 +122,11 @@ def _experiment(args: argparse.Namespace):
         seeds=args.seeds,
         cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial,
-        **_kind_overrides(args, getattr(experiment, "kind", None)),
+        **_kind_overrides(args, experiment.kind),
     )
 
 
-def _kind_overrides(args: argparse.Namespace, kind: str | None) -> dict:
+def _kind_overrides(args: argparse.Namespace, kind: str) -> dict:
     """The language-model or BERT options given to ``sweep``, as fields for
     ``with_overrides``; a :class:`UsageError` naming those that the experiment's kind does
     not take."""
@@ -138,7 +138,7 @@ def _kind_overrides(args: argparse.Namespace, kind: str | None) -> dict:
     shared = given(["data", *dests(training_options(epochs=None, precision=None))])
     lm = {**shared, **given(dests(lm_options(preset=None)))}
     bert = {**shared, **given(dests(finetune_options()), "bert_")}
-    taken = {"lm": lm, "bert": bert}.get(kind or "", {})
+    taken = {"lm": lm, "bert": bert}.get(kind, {})
     for options, kinds in ((lm, "language-model"), (bert, "BERT")):
         refused = [field for field in options if field not in taken]
         if refused:
