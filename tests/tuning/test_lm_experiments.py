@@ -72,12 +72,28 @@ def test_tiny_table1_sweep_runs_end_to_end_through_the_cli(tmp_path):
     )
 
 
-def test_a_trials_progress_prints_at_most_one_line_per_interval(capsys):
-    from tuning.lm import ThrottledProgress
+def test_a_trials_progress_prints_at_most_one_plain_line_per_interval(tmp_path, monkeypatch):
+    import io
 
-    every_time = ThrottledProgress("IMM seed 0", seconds=0.0)
-    every_time("epoch 1/2 batch 20/100 ETA 50 s")
-    every_time("epoch 1/2: valid ppl 180\n")  # the trainable prints the epoch's own line
-    never = ThrottledProgress("IMM seed 1", seconds=3600.0)
-    never("epoch 1/2 batch 20/100 ETA 50 s")
-    assert capsys.readouterr().out.splitlines() == ["IMM seed 0: epoch 1/2 batch 20/100 ETA 50 s"]
+    import tuning.lm
+    from tuning.lm import trial_progress
+
+    data = tmp_path / "data"
+    MarkovSource.random(6, seed=5).write_corpus(data, (1500, 300, 300), seed=5)
+    corpus = load_corpus(data)
+    bigram = estimate_kneser_ney(corpus.train, len(corpus.vocab), corpus.vocab.eos_id)
+    config = LMConfig.preset("tiny", method="none", epochs=2, max_batches=45)
+    trainer = LMTrainer(config, corpus, bigram)
+    out = io.StringIO()
+    # As a sweep's trial has it: nothing in an epoch shorter than the interval.
+    trainer.train_epoch(progress=trial_progress("IMM", "0", out))
+    assert out.getvalue() == ""
+    # With an interval of 0 s to wait, the first line only: the next is an hour away.
+    monkeypatch.setattr(tuning.lm, "PROGRESS_SECONDS", 0.0)
+    progress = trial_progress("IMM", "0", out)
+    progress.every = 3600.0
+    trainer.train_epoch(progress=progress)
+    lines = out.getvalue().splitlines()
+    assert trainer.batches_per_epoch == 45  # batch 40 has a progress update too
+    assert len(lines) == 1 and lines[0].startswith("IMM seed 0: epoch 2/2 batch 20/45, train ppl ")
+    assert ", ETA " in lines[0]
