@@ -9,11 +9,8 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from cluster_runs import table2
-from sweep_drivers import imm_ray
 
 from imm_ray.cluster import plain_worker_lines
 from tuning.kinds import KIND_MODULES
@@ -21,48 +18,15 @@ from tuning.kinds import KIND_MODULES
 #: An ANSI escape sequence (colour codes among them), or a bare carriage return.
 ESCAPE = re.compile(r"\x1b|\r")
 
-RL_SWEEP = """\
-name: tiny
-epochs: [3]
-seeds: 1
-settings:
-  - label: No IMM
-    imm: false
-  - label: IMM
-"""
-
-
-def _sweep_args(kind: str, tmp_path: Path, request) -> tuple[list[str], str]:
-    """A tiny sweep of ``kind``: its ``imm-ray sweep`` arguments, and a fragment of a line
-    that shows in the console as its trials run (a worker's own line where the trainable
-    prints one)."""
-    if kind == "rl":
-        sweep = tmp_path / "tiny.yaml"
-        sweep.write_text(RL_SWEEP)
-        return [str(sweep)], "] done: IMM"
-    if kind == "logistic":
-        return ["table4", "--seeds", "1"], "] done: "
-    if kind == "lm":
-        from imm_ray.supervised.lm.synthetic import MarkovSource
-
-        data = tmp_path / "data"
-        MarkovSource.random(6, seed=5).write_corpus(data, (1500, 300, 300), seed=5)
-        args = ["table1", "--seeds", "1", "--data", str(data), "--preset", "tiny"]
-        return [*args, "--epochs", "1", "--max-batches", "12"], " seed 0 epoch 1/1: valid ppl "
-    if kind == "bert":
-        return list(table2(*request.getfixturevalue("bert_data"))), "+MLM+IMM seed 0: dev mcc "
-    raise AssertionError(f"no tiny sweep for kind {kind!r}: add one here")
-
 
 @pytest.mark.parametrize("kind", list(KIND_MODULES))
-def test_a_tiny_sweep_of_every_kind_keeps_a_plain_quiet_console(kind, tmp_path, request):
-    args, trial_line = _sweep_args(kind, tmp_path, request)
-    # Ray's own variables as a user's shell would leave them: unset.
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_COLOR_PREFIX", "RAY_DEDUP_LOGS")}
-    result = imm_ray("sweep", *args, "--storage", str(tmp_path / "results"), env=env)
+def test_a_tiny_sweep_of_every_kind_keeps_a_plain_quiet_console(kind, tiny_sweeps):
+    # The run that the kind's end-to-end test checks the results of (tiny_sweeps.py).
+    run = tiny_sweeps(kind)
+    result = run.result
     console = result.stdout + result.stderr
     assert result.returncode == 0, console[-3000:]
-    assert trial_line in console, console[-3000:]
+    assert run.trial_line in console, console[-3000:]
     assert "table: " in result.stdout
     assert not ESCAPE.search(console), repr(ESCAPE.search(console).group())
     assert "repeated" not in console, console

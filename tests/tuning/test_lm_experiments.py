@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from sweep_checks import assert_plans_two_seeds_imm_first, summary_rows
-from sweep_drivers import imm_ray
 from trial_pids import assert_every_trial_wrote_its_pid
 
 from imm_ray.restricted.kneser_ney import estimate_kneser_ney
@@ -34,12 +33,11 @@ def test_settings_override_the_experiment_and_bad_fields_fail_at_construction():
         LMExperiment("bad", (LMSetting("a"),), kn_label="KN")
 
 
-def test_tiny_table1_sweep_runs_end_to_end_through_the_cli(tmp_path):
-    data = tmp_path / "data"
-    MarkovSource.random(6, seed=5).write_corpus(data, (1500, 300, 300), seed=5)
-    storage = tmp_path / "results"
-    args = ["--data", str(data), "--preset", "tiny", "--epochs", "1", "--max-batches", "12"]
-    result = imm_ray("sweep", "table1", "--seeds", "1", "--storage", str(storage), *args)
+def test_tiny_table1_sweep_runs_end_to_end_through_the_cli(tiny_sweeps):
+    # table1, 1 seed, tiny preset, 1 epoch of 12 batches
+    run = tiny_sweeps("lm")
+    result, storage = run.result, run.storage
+    data = storage.parent / "data"
     assert result.returncode == 0, result.stderr[-3000:]
     # Every epoch checkpoints: Ray Train's notice of each, and Tune's of the snapshots they
     # force, are filtered at their loggers.
