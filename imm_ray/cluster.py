@@ -19,6 +19,10 @@ waiting for a node that never comes.
 An embedded Ray takes about 2 s to start, most of it waiting for Ray's own processes to
 come up, and took 1.4 s to stop, most of that a fixed wait (:func:`shutdown_ray` skips
 it); :func:`shutdown_ray_during` runs work, such as writing a report, while Ray stops.
+
+The driver prints what its workers print (a sweep's trial lines) as Ray forwards it, plain
+(:func:`plain_worker_lines`): one line for each line printed, and no escape codes where
+the console is not a terminal.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import TypeVar
@@ -60,6 +65,25 @@ def prefer_loopback(address: str | None = None) -> None:
         os.environ.setdefault(SINGLE_MACHINE_SWITCH, "0")
 
 
+def plain_worker_lines() -> None:
+    """Ray's driver prints every line its workers print (with ``log_to_driver``, Ray's
+    default) after a ``(name pid=N)`` prefix. By default Ray 2.60 wraps that prefix in
+    colour escape codes whatever the console (only ``RAY_COLOR_PREFIX=0`` leaves them
+    out), and folds lines that several workers print alike (up to their numbers) within 5
+    s into the first, printing ``[repeated Nx across cluster]`` later, with a notice on how
+    to turn that off (``RAY_DEDUP_LOGS=0``, which Ray reads when it is first imported).
+
+    Asks for every line as it was printed, and for no colour unless both stdout and stderr
+    are terminals; a user's own setting of either variable wins. Takes effect for the
+    folding only in a process that has not imported Ray yet.
+    """
+    from imm_ray.progress import is_terminal
+
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    if not (is_terminal(sys.stdout) and is_terminal(sys.stderr)):
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+
+
 def init_ray(address: str | None = None, *, prestart_workers: bool = True, **kwargs) -> bool:
     """Joins ``address`` (or ``$RAY_ADDRESS``), else starts an embedded loopback Ray.
 
@@ -75,6 +99,7 @@ def init_ray(address: str | None = None, *, prestart_workers: bool = True, **kwa
     runtime env unless :mod:`tuning.sweep` takes it off.
     """
     prefer_loopback(address)
+    plain_worker_lines()
     import ray
 
     if ray.is_initialized():

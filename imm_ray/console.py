@@ -29,7 +29,11 @@ those loggers say still shows. Dropped:
   presets do, every epoch): with ``CheckpointConfig(num_to_keep)`` set, as imm-ray sets it
   so that a restarted trial finds its last epoch, each checkpoint forces a snapshot, and
   the advice it gives (keep more checkpoints, checkpoint less often) is imm-ray's to take,
-  not the user's. Tune's warning that saving the state itself is slow still shows.
+  not the user's. Tune's warning that saving the state itself is slow still shows;
+- transformers' "mtime may not be reliable on this filesystem, falling back to numerical
+  ordering", which its Trainer logs (once per process) when it keeps one checkpoint (as a
+  BERT trial does) and two were saved within a second of each other, as a tiny model's
+  epochs are: it then orders them by step number, which is right on every filesystem.
 
 :func:`quiet_transformers` also turns off transformers' own progress bars (weights loaded
 and written): the BERT commands print one progress line of their own.
@@ -62,6 +66,7 @@ DROPPED = (
         "ray.tune.execution.experiment_state",
         "Experiment state snapshotting has been triggered multiple times",
     ),
+    ("transformers.trainer_utils", "mtime may not be reliable on this filesystem"),
 )
 
 

@@ -34,7 +34,7 @@ NOISE = (
 
 class Driver:
     """``imm-ray ARGS`` in a subprocess of its own process group, its output read as it
-    comes (progress lines end in a carriage return, not a newline)."""
+    comes."""
 
     def __init__(self, *args: str, env: dict | None = None) -> None:
         self.process = subprocess.Popen(
@@ -231,7 +231,7 @@ def test_train_rl_interrupted_says_so_and_leaves_no_ray_running(ray_tmpdir):
         "1",
         env=environment(ray_tmpdir),
     )
-    driver.wait_for(lambda: "[1/4 trials" in driver.err)
+    driver.wait_for(lambda: "1/4 trials, " in driver.err)
     driver.interrupt()
     code, out, err = driver.finish()
     assert code == EXIT_INTERRUPTED, err[-3000:]

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import sys
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TextIO
 
+from imm_ray.progress import Progress
 from tuning.base import (
     ConfigSweepExperiment,
     MethodSetting,
@@ -170,20 +171,18 @@ class LMExperiment(ConfigSweepExperiment):
 PROGRESS_SECONDS = 120.0
 
 
-class ThrottledProgress:
-    """A trainer's progress callback that prints at most one line per ``seconds`` (and
-    never the end-of-epoch line, which the trainable prints with its metrics)."""
-
-    def __init__(self, prefix: str, seconds: float) -> None:
-        self.prefix, self.seconds = prefix, seconds
-        self.last = time.monotonic()
-
-    def __call__(self, line: str) -> None:
-        now = time.monotonic()
-        if line.endswith("\n") or now - self.last < self.seconds:
-            return
-        self.last = now
-        print(f"{self.prefix}: {line}", flush=True)
+def trial_progress(setting: str, seed: str, stream: TextIO | None = None) -> Progress:
+    """A trial's progress inside its epochs: plain lines on its stdout (``stream``), which
+    Ray forwards to the driver's console, named by setting and seed; the first and each
+    next one :data:`PROGRESS_SECONDS` apart (a short epoch prints none; the trainable
+    prints each epoch's own line)."""
+    return Progress(
+        stream if stream is not None else sys.stdout,
+        prefix=f"{setting} seed {seed}: ",
+        every=PROGRESS_SECONDS,
+        wait=PROGRESS_SECONDS,
+        terminal=False,
+    )
 
 
 def lm_trainable(config: dict[str, Any], inputs: dict[str, Any]) -> None:
@@ -223,7 +222,7 @@ def lm_trainable(config: dict[str, Any], inputs: dict[str, Any]) -> None:
     seed = str(trial["seed"])
     curves, kn_curves = trial["curves"], trial["kn_curves"]
     needs_induced = any(m.startswith("induced_") for m in curves)
-    progress = ThrottledProgress(f"{trial['setting']} seed {seed}", PROGRESS_SECONDS)
+    progress = trial_progress(trial["setting"], seed)
     while trainer.epoch < lm_config.epochs:
         metrics = trainer.train_epoch(progress=progress)
         print(

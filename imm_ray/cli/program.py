@@ -59,10 +59,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    from imm_ray.cluster import prefer_loopback
+    from imm_ray.cluster import plain_worker_lines, prefer_loopback
     from imm_ray.console import quiet_library_logs
 
     prefer_loopback(getattr(args, "address", None))  # before anything imports Ray
+    plain_worker_lines()
     quiet_library_logs()
     try:
         return args.handler(args)

@@ -82,8 +82,8 @@ def _train_bert(args: argparse.Namespace) -> int:
     import tempfile
 
     from imm_ray.console import quiet_transformers
+    from imm_ray.progress import Progress
     from imm_ray.supervised.bert.finetune import FinetuneConfig, finetune, prepare_run
-    from imm_ray.supervised.lm.train import stderr_progress
 
     warn_unused(args, args.method, METHOD_OPTIONS)
     config = from_options(FinetuneConfig, args)
@@ -92,7 +92,7 @@ def _train_bert(args: argparse.Namespace) -> int:
     run = prepare_run(config)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="imm-ray-bert-") as scratch:
-        results = finetune(run, args.output_dir or scratch, progress=stderr_progress)
+        results = finetune(run, args.output_dir or scratch, progress=Progress())
     metric = run.spec.metric
     print(
         f"{run.spec.name}: {config.method}, model {config.model}, seed {config.seed}, "
@@ -112,15 +112,15 @@ def _pretrain(args: argparse.Namespace) -> int:
     through transformers, with a word-level tokenizer over the corpus's vocabulary, and save
     model and tokenizer under --out for `train bert --model`."""
     from imm_ray.console import quiet_transformers
+    from imm_ray.progress import Progress
     from imm_ray.supervised.bert.pretrain import PretrainConfig, pretrain
     from imm_ray.supervised.lm.corpus import load_corpus
-    from imm_ray.supervised.lm.train import stderr_progress
 
     config = from_options(PretrainConfig, args)
     use_torch(args.threads, config.device)
     load_corpus(args.data)  # checks the folder before anything is built
     quiet_transformers()
-    results = pretrain(config, args.data, args.out, progress=stderr_progress)
+    results = pretrain(config, args.data, args.out, progress=Progress())
     print(
         f"{args.out}: {config.preset} BERT, {int(results['parameters']):,} parameters, "
         f"{config.steps} steps of {config.batch_size} sentences in {results['seconds']:.0f} s; "

@@ -82,7 +82,8 @@ def _train_lm(args: argparse.Namespace) -> int:
     folder's modified Kneser–Ney bigram. Prints validation and test perplexity and the
     model's induced-bigram perplexity next to the bigram's (Table 5). A checkpoint is saved
     after every epoch; --resume continues it."""
-    from imm_ray.supervised.lm.train import CHECKPOINT_FILE, LMConfig, stderr_progress, train_lm
+    from imm_ray.progress import Progress
+    from imm_ray.supervised.lm.train import CHECKPOINT_FILE, LMConfig, train_lm
 
     warn_unused(args, args.method, METHOD_OPTIONS)
     config = LMConfig.preset(
@@ -132,11 +133,9 @@ def _train_lm(args: argparse.Namespace) -> int:
             bigram,
             checkpoint_dir=folder,
             resume=args.resume,
-            progress=stderr_progress,
+            progress=Progress(),
         )
     except KeyboardInterrupt:
-        if sys.stderr.isatty():
-            sys.stderr.write("\n")  # ends the updating progress line
         # Checkpoints are written whole (atomically) after each epoch.
         raise Interrupted(resumable=(folder / CHECKPOINT_FILE).is_file()) from None
     seconds = time.perf_counter() - start

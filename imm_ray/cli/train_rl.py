@@ -15,8 +15,6 @@ import csv
 import io
 import math
 import os
-import sys
-import time
 from pathlib import Path
 
 from imm_ray._io import write_text_atomically
@@ -220,29 +218,21 @@ def _run_trials_on_ray(trials: list[dict], address: str | None, inputs: dict) ->
 def _wait_for_trials(task, trials: list[dict], *args) -> list[dict]:
     import ray
 
+    from imm_ray.progress import Progress
+
     pending = {task.remote(trial, *args): i for i, trial in enumerate(trials)}
     cost = [len(t["seeds"]) * len(t["groups"]) * max(t["epochs"]) for t in trials]
     results: list[dict | None] = [None] * len(trials)
-    start = time.monotonic()
-    try:
+    # Each finished trial is a line where stderr is not a terminal; the ETA follows cost.
+    with Progress(every=0.0) as progress:
+        progress.start(len(trials), unit="trials")
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             index = pending.pop(done[0])
             results[index] = ray.get(done[0])
-            elapsed = time.monotonic() - start
             finished = sum(c for c, r in zip(cost, results, strict=True) if r is not None)
-            eta = elapsed * (sum(cost) - finished) / finished
-            print(
-                f"\r[{len(trials) - len(pending)}/{len(trials)} trials, {elapsed:.0f}s"
-                + (f", ETA {eta:.0f}s]" if pending else "]"),
-                end="" if pending else "\n",
-                file=sys.stderr,
-                flush=True,
-            )
-    except KeyboardInterrupt:
-        if len(pending) < len(trials):
-            print(file=sys.stderr)  # ends the progress line
-        raise
+            progress.update(len(trials) - len(pending), work=(finished, sum(cost)))
+        progress.finish()
     return results
 
 

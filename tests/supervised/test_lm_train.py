@@ -244,9 +244,24 @@ def test_imm_starts_once_validation_perplexity_is_below_the_threshold(corpus, bi
     assert not math.isnan(trainer.train_epoch()["imm_risk"])
 
 
-def test_progress_lines_are_plain_lines_when_stderr_is_not_a_terminal(capsys):
-    from imm_ray.supervised.lm.train import stderr_progress
+def test_train_lm_shows_batches_and_epochs_as_plain_lines_where_not_a_terminal(corpus, bigram):
+    import io
+    import re
 
-    stderr_progress("epoch 1/2 batch 20/40")
-    stderr_progress("epoch 1/2 done\n")
-    assert capsys.readouterr().err == "epoch 1/2 batch 20/40\nepoch 1/2 done\n"
+    from imm_ray.progress import Progress
+    from imm_ray.supervised.lm.train import train_lm
+
+    out = io.StringIO()
+    config = LMConfig.preset("tiny", method="none", epochs=2, max_batches=40)
+    train_lm(config, corpus, bigram, progress=Progress(out, every=0.0))
+    lines = out.getvalue().splitlines()
+    assert "\r" not in out.getvalue() and "\x1b" not in out.getvalue()
+    batch = r"epoch {e}/2 batch {b}/40, train ppl [\d.]+, \d+ s"
+    assert re.fullmatch(batch.format(e=1, b=20) + r", ETA \d+ s", lines[0]), lines
+    assert re.fullmatch(batch.format(e=1, b=40), lines[1]), lines  # done: no ETA
+    assert re.fullmatch(r"epoch 1/2: train ppl [\d.]+, valid ppl [\d.]+, \d+ s", lines[2])
+    assert [line.split(",")[0] for line in lines[3:]] == [
+        "epoch 2/2 batch 20/40",
+        "epoch 2/2 batch 40/40",
+        "epoch 2/2: train ppl " + lines[5].split("train ppl ")[1].split(",")[0],
+    ]

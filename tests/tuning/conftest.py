@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from cluster_runs import SingleNodeRuns, write_lm_data
+from tiny_sweeps import TinySweeps
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +32,11 @@ def bert_data(tmp_path_factory) -> tuple[Path, Path, Path]:
     from tiny_inputs import tiny_bert_folders  # imports transformers: only when asked for
 
     return tiny_bert_folders(tmp_path_factory.mktemp("bert-data"))
+
+
+@pytest.fixture(scope="session")
+def tiny_sweeps(tmp_path_factory, request) -> TinySweeps:
+    """The tiny sweep of each kind (:mod:`tiny_sweeps`), each run once a session."""
+    return TinySweeps(
+        tmp_path_factory.mktemp("tiny-sweeps"), lambda: request.getfixturevalue("bert_data")
+    )

@@ -8,9 +8,7 @@ import json
 import math
 
 import pytest
-from cluster_runs import table2
 from sweep_checks import assert_plans_two_seeds_imm_first, summary_rows
-from sweep_drivers import imm_ray
 from trial_pids import assert_every_trial_wrote_its_pid
 
 from imm_ray.console import quiet_transformers
@@ -40,9 +38,9 @@ def test_bad_fields_fail_at_construction_and_validation_needs_data_and_model():
         EXPERIMENTS["table2"].validate()
 
 
-def test_tiny_table2_sweep_runs_end_to_end_through_the_cli(bert_data, tmp_path):
-    storage = tmp_path / "results"
-    result = imm_ray("sweep", *table2(*bert_data, seeds=2, lr=None), "--storage", str(storage))
+def test_tiny_table2_sweep_runs_end_to_end_through_the_cli(tiny_sweeps):
+    run = tiny_sweeps("bert")  # table2 on bert_data, 2 seeds, table2's learning rate
+    result, storage = run.result, run.storage
     assert result.returncode == 0, result.stderr[-3000:]
     folder = storage / "table2"
     experiment = EXPERIMENTS["table2"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from sweep_checks import assert_plans_two_seeds_imm_first, summary_rows
-from sweep_drivers import imm_ray
 from trial_pids import assert_every_trial_wrote_its_pid
 
 from imm_ray.restricted.kneser_ney import estimate_kneser_ney
@@ -34,12 +33,11 @@ def test_settings_override_the_experiment_and_bad_fields_fail_at_construction():
         LMExperiment("bad", (LMSetting("a"),), kn_label="KN")
 
 
-def test_tiny_table1_sweep_runs_end_to_end_through_the_cli(tmp_path):
-    data = tmp_path / "data"
-    MarkovSource.random(6, seed=5).write_corpus(data, (1500, 300, 300), seed=5)
-    storage = tmp_path / "results"
-    args = ["--data", str(data), "--preset", "tiny", "--epochs", "1", "--max-batches", "12"]
-    result = imm_ray("sweep", "table1", "--seeds", "1", "--storage", str(storage), *args)
+def test_tiny_table1_sweep_runs_end_to_end_through_the_cli(tiny_sweeps):
+    # table1, 1 seed, tiny preset, 1 epoch of 12 batches
+    run = tiny_sweeps("lm")
+    result, storage = run.result, run.storage
+    data = storage.parent / "data"
     assert result.returncode == 0, result.stderr[-3000:]
     # Every epoch checkpoints: Ray Train's notice of each, and Tune's of the snapshots they
     # force, are filtered at their loggers.
@@ -72,12 +70,28 @@ def test_tiny_table1_sweep_runs_end_to_end_through_the_cli(tmp_path):
     )
 
 
-def test_a_trials_progress_prints_at_most_one_line_per_interval(capsys):
-    from tuning.lm import ThrottledProgress
+def test_a_trials_progress_prints_at_most_one_plain_line_per_interval(tmp_path, monkeypatch):
+    import io
 
-    every_time = ThrottledProgress("IMM seed 0", seconds=0.0)
-    every_time("epoch 1/2 batch 20/100 ETA 50 s")
-    every_time("epoch 1/2: valid ppl 180\n")  # the trainable prints the epoch's own line
-    never = ThrottledProgress("IMM seed 1", seconds=3600.0)
-    never("epoch 1/2 batch 20/100 ETA 50 s")
-    assert capsys.readouterr().out.splitlines() == ["IMM seed 0: epoch 1/2 batch 20/100 ETA 50 s"]
+    import tuning.lm
+    from tuning.lm import trial_progress
+
+    data = tmp_path / "data"
+    MarkovSource.random(6, seed=5).write_corpus(data, (1500, 300, 300), seed=5)
+    corpus = load_corpus(data)
+    bigram = estimate_kneser_ney(corpus.train, len(corpus.vocab), corpus.vocab.eos_id)
+    config = LMConfig.preset("tiny", method="none", epochs=2, max_batches=45)
+    trainer = LMTrainer(config, corpus, bigram)
+    out = io.StringIO()
+    # As a sweep's trial has it: nothing in an epoch shorter than the interval.
+    trainer.train_epoch(progress=trial_progress("IMM", "0", out))
+    assert out.getvalue() == ""
+    # With an interval of 0 s to wait, the first line only: the next is an hour away.
+    monkeypatch.setattr(tuning.lm, "PROGRESS_SECONDS", 0.0)
+    progress = trial_progress("IMM", "0", out)
+    progress.every = 3600.0
+    trainer.train_epoch(progress=progress)
+    lines = out.getvalue().splitlines()
+    assert trainer.batches_per_epoch == 45  # batch 40 has a progress update too
+    assert len(lines) == 1 and lines[0].startswith("IMM seed 0: epoch 2/2 batch 20/45, train ppl ")
+    assert ", ETA " in lines[0]

@@ -102,17 +102,9 @@ def test_bad_experiments_name_the_field(changes, message):
         LogisticExperiment(**{**base, **changes})
 
 
-def test_imm_ray_sweep_table4_writes_the_table_with_its_gap_and_redraws_it(tmp_path):
-    def imm_ray(*args):
-        return subprocess.run(
-            [sys.executable, "-m", "imm_ray.cli", *args],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-
-    storage = tmp_path / "results"
-    result = imm_ray("sweep", "table4", "--seeds", "12", "--storage", str(storage))
+def test_imm_ray_sweep_table4_writes_the_table_with_its_gap_and_redraws_it(tiny_sweeps):
+    run = tiny_sweeps("logistic")  # table4, 12 seeds
+    result, storage = run.result, run.storage
     assert result.returncode == 0, result.stderr[-3000:]
     folder = storage / "table4"
     rows = (folder / "summary.csv").read_text().splitlines()
@@ -135,7 +127,12 @@ def test_imm_ray_sweep_table4_writes_the_table_with_its_gap_and_redraws_it(tmp_p
         noising, imm = (float(c.split()[0]) for c in cells[1:3])
         assert float(cells[3]) == pytest.approx(imm - noising, abs=2e-3)
     (folder / "summary.md").unlink()
-    redrawn = imm_ray("report", str(folder))
+    redrawn = subprocess.run(
+        [sys.executable, "-m", "imm_ray.cli", "report", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert redrawn.returncode == 0, redrawn.stderr
     assert (folder / "summary.md").read_text() == table
     assert (folder / "figure.png").read_bytes()[:4] == b"\x89PNG"

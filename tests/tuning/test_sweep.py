@@ -15,20 +15,10 @@ from datetime import datetime
 from pathlib import Path
 
 from sweep_drivers import imm_ray, kill_once_two_finished, recorded_finished, start_sweep
+from tiny_sweeps import SWEEP
 from trial_pids import assert_every_trial_wrote_its_pid
 
 from tuning.placement import PID_FILE
-
-SWEEP = """\
-name: tiny
-epochs: [3, 6]
-seeds: 3
-seeds_per_trial: 1
-settings:
-  - label: No IMM
-    imm: false
-  - label: IMM
-"""
 
 
 def finished_at(folder: Path) -> dict[str, float]:
@@ -97,11 +87,9 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     assert (folder / "figure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_a_sweep_prints_one_line_per_trial_and_where_the_results_are(tmp_path):
-    sweep = tmp_path / "tiny.yaml"
-    sweep.write_text(SWEEP.replace("seeds: 3", "seeds: 2"))
-    storage = tmp_path / "results"
-    result = imm_ray("sweep", str(sweep), "--storage", str(storage))
+def test_a_sweep_prints_one_line_per_trial_and_where_the_results_are(tiny_sweeps):
+    run = tiny_sweeps("rl")  # SWEEP with 2 seeds
+    result, storage = run.result, run.storage
     assert result.returncode == 0, result.stderr[-3000:]
     lines = (result.stdout + result.stderr).splitlines()
     assert len(lines) < 40, "\n".join(lines)

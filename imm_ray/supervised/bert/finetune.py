@@ -16,7 +16,7 @@ import dataclasses
 import math
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from imm_ray import checks
+from imm_ray.progress import Progress
 from imm_ray.supervised.bert.config import BertIMMConfig
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -356,34 +357,29 @@ def encode_split(tokenizer, split, max_length: int, limit: int | None = None) ->
     return _Examples(dict(encoded), labels)
 
 
-Progress = Callable[[str], None]
-
-
 def _progress_callback(progress: Progress):
     from transformers import TrainerCallback
 
     class ProgressLine(TrainerCallback):
-        """One updating line: step, losses, elapsed time and ETA."""
+        """The run's steps (a resumed run's ETA counts its own steps only), its losses, and
+        a line per epoch with its dev scores."""
 
         def on_train_begin(self, args, state, control, **kwargs):
-            self.start, self.first = time.perf_counter(), state.global_step
+            progress.start(state.max_steps, "step", initial=state.global_step)
             self.shown: set[float] = set()
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not logs or "loss" not in logs or not state.max_steps:
                 return
-            done = state.global_step - self.first
-            elapsed = time.perf_counter() - self.start
-            eta = elapsed / max(done, 1) * (state.max_steps - state.global_step)
             terms = ", ".join(
                 f"{name} {logs[key]:.3f}"
                 for name, key in (("task", "task_loss"), ("mlm", "mlm_loss"), ("imm", "imm_risk"))
                 if key in logs
             )
-            progress(
-                f"step {state.global_step}/{state.max_steps} {terms}, "
-                f"{elapsed:.0f} s, ETA {eta:.0f} s"
-            )
+            progress.update(state.global_step, terms)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            progress.close()
 
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):
             if state.epoch in self.shown:
@@ -394,7 +390,7 @@ def _progress_callback(progress: Progress):
                 for k, v in (metrics or {}).items()
                 if k.startswith("eval_") and k.removeprefix("eval_") in ("mcc", "f1", "accuracy")
             )
-            progress(f"epoch {state.epoch:.0f}: dev {shown}\n")
+            progress.write(f"epoch {state.epoch:.0f}: dev {shown}")
 
     return ProgressLine()
 

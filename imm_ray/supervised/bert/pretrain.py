@@ -15,13 +15,13 @@ from __future__ import annotations
 import math
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from imm_ray import checks
+from imm_ray.progress import Progress
 from imm_ray.supervised.bert.model import PRESETS
 
 
@@ -87,7 +87,7 @@ def pretrain(
     config: PretrainConfig,
     corpus: str | Path,
     out: str | Path,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, float]:
     """Pretrains and saves under ``out``; returns ``{"train_loss", "valid_loss", "seconds",
     "parameters"}`` (the MLM losses: the last logged training loss, and valid.txt's)."""
@@ -126,20 +126,18 @@ def pretrain(
 
     class ProgressLine(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
-            self.start = time.perf_counter()
+            if progress is not None:
+                progress.start(state.max_steps, "step", initial=state.global_step)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "loss" in logs:
                 logged["train_loss"] = float(logs["loss"])
                 if progress is not None:
-                    elapsed = time.perf_counter() - self.start
-                    eta = (
-                        elapsed / max(state.global_step, 1) * (state.max_steps - state.global_step)
-                    )
-                    progress(
-                        f"step {state.global_step}/{state.max_steps} MLM loss {logs['loss']:.3f}, "
-                        f"{elapsed:.0f} s, ETA {eta:.0f} s"
-                    )
+                    progress.update(state.global_step, f"MLM loss {logs['loss']:.3f}")
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if progress is not None:
+                progress.close()
 
     scratch = tempfile.TemporaryDirectory(prefix="bert-pretrain-")
     args = TrainingArguments(
@@ -176,7 +174,7 @@ def pretrain(
         seconds = time.perf_counter() - start
         valid_loss = float(trainer.evaluate()["eval_loss"])
     if progress is not None:
-        progress(f"{config.steps} steps in {seconds:.0f} s, valid MLM loss {valid_loss:.3f}\n")
+        progress.write(f"{config.steps} steps in {seconds:.0f} s, valid MLM loss {valid_loss:.3f}")
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     from imm_ray.supervised.bert.finetune import restricted_model, write_bigram

@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ import torch
 from imm_ray import checks
 from imm_ray._io import write_bytes_atomically
 from imm_ray.imm import validate_lambda
+from imm_ray.progress import Progress
 from imm_ray.restricted.kneser_ney import KneserNeyBigram
 from imm_ray.supervised.lm.corpus import Corpus
 from imm_ray.supervised.lm.histories import HistorySampler
@@ -217,9 +217,6 @@ def check_bigram(bigram: KneserNeyBigram, corpus: Corpus) -> None:
         )
 
 
-Progress = Callable[[str], None]
-
-
 @dataclass
 class EpochTotals:
     """Sums over an epoch's batches: the training loss and the IMM risk, with their counts."""
@@ -228,18 +225,6 @@ class EpochTotals:
     tokens: int = 0
     imm: float = 0.0
     imm_rows: int = 0
-
-
-def stderr_progress(line: str) -> None:
-    """One updating line on a terminal's stderr (a newline only when ``line`` ends the
-    epoch); one plain line per call where stderr is a file or a pipe (a log, ``ray job
-    logs``), which would otherwise keep every update on one line, with escape codes."""
-    text = line.rstrip("\n")
-    if sys.stderr.isatty():
-        sys.stderr.write("\r\033[K" + text + ("\n" if line.endswith("\n") else ""))
-    else:
-        sys.stderr.write(text + "\n")
-    sys.stderr.flush()
 
 
 class LMTrainer:
@@ -334,7 +319,25 @@ class LMTrainer:
         params = [p for p in model.parameters()]
         model.train()
         state = model.init_state(config.batch_size)
-        start = time.perf_counter()
+        if progress is not None:
+            progress.start(self.batches_per_epoch, f"epoch {self.epoch + 1}/{config.epochs} batch")
+        try:
+            yield from self._steps(data, params, state, serialized, totals, progress)
+        finally:
+            if progress is not None:
+                progress.close()  # also when the epoch is stopped (an interrupt)
+
+    def _steps(
+        self,
+        data: torch.Tensor,
+        params: list[torch.nn.Parameter],
+        state: Any,
+        serialized: SerializedIMM | None,
+        totals: EpochTotals,
+        progress: Progress | None,
+    ) -> Iterator[None]:
+        """:meth:`epoch_steps`'s batches, its epoch set up."""
+        config, model = self.config, self.model
         batches = self.batches_per_epoch
         first = (self.epoch * batches) % self.batches_in_split
         for step in range(batches):
@@ -392,13 +395,7 @@ class LMTrainer:
             totals.loss += float(nll.detach()) * targets.numel()
             totals.tokens += targets.numel()
             if progress is not None and (step + 1) % 20 == 0:
-                elapsed = time.perf_counter() - start
-                eta = elapsed / (step + 1) * (batches - step - 1)
-                progress(
-                    f"epoch {self.epoch + 1}/{config.epochs} batch {step + 1}/{batches} "
-                    f"train ppl {math.exp(totals.loss / totals.tokens):.1f} "
-                    f"{elapsed:.0f} s, ETA {eta:.0f} s"
-                )
+                progress.update(step + 1, f"train ppl {math.exp(totals.loss / totals.tokens):.1f}")
             yield
 
     def train_epoch(
@@ -438,11 +435,6 @@ class LMTrainer:
             "imm_started": float(started),
         }
         self.history.append(metrics)
-        if progress is not None:
-            progress(
-                f"epoch {self.epoch}/{config.epochs}: train ppl {metrics['train_ppl']:.1f}, "
-                f"valid ppl {valid:.1f}, {seconds:.0f} s\n"
-            )
         return metrics
 
     def evaluate(self, induced: bool = True) -> dict[str, float]:
@@ -546,6 +538,11 @@ def train_lm(
         trainer.restore(checkpoint_dir)
     while trainer.epoch < config.epochs:
         metrics = trainer.train_epoch(progress)
+        if progress is not None:
+            progress.write(
+                f"epoch {trainer.epoch}/{config.epochs}: train ppl {metrics['train_ppl']:.1f}, "
+                f"valid ppl {metrics['valid_ppl']:.1f}, {metrics['epoch_seconds']:.0f} s"
+            )
         if checkpoint_dir is not None:
             trainer.save(checkpoint_dir)
         if on_epoch is not None:
