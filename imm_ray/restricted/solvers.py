@@ -363,9 +363,8 @@ def solve(
     ``max_iterations`` come first. With an integer horizon H, performs exactly H backups
     from zero: the H-step bound (γ = 1 allowed).
     """
+    checks.one_of("solver", solver, SOLVERS)
     backups = {"fib": fib_backup, "qmdp": qmdp_backup}
-    if solver not in backups:
-        raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
     tables = as_tables(model)
     return _iterate(
         solver, tables, backups[solver](tables, discount), discount, tol, max_iterations, horizon

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from imm_ray import checks
+
 METRICS = ("mcc", "f1", "accuracy")
 
 
@@ -48,7 +50,6 @@ def accuracy(predictions: Sequence[int], labels: Sequence[int]) -> float:
 
 def score(metric: str, predictions: Sequence[int], labels: Sequence[int]) -> float:
     """The metric called ``metric`` (:data:`METRICS`)."""
+    checks.one_of("metric", metric, METRICS)
     functions = {"mcc": matthews_correlation, "f1": f1_score, "accuracy": accuracy}
-    if metric not in functions:
-        raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
     return functions[metric](list(predictions), list(labels))

@@ -58,14 +58,10 @@ class PretrainConfig:
                 f"max_length must be <= the {self.preset} preset's {positions}, "
                 f"got {self.max_length}"
             )
-        if not isinstance(self.lr, int | float) or not math.isfinite(self.lr) or self.lr <= 0:
-            raise ValueError(f"lr must be a number > 0, got {self.lr!r}")
-        if not 0 < self.mlm_probability < 1:
-            raise ValueError(f"mlm_probability must be in (0, 1), got {self.mlm_probability!r}")
-        if self.device not in ("cpu", "cuda"):
-            raise ValueError(f"device must be cpu or cuda, got {self.device!r}")
-        if self.precision not in ("fp32", "bf16", "fp16"):
-            raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
+        checks.number("lr", self.lr, above=0)
+        checks.number("mlm_probability", self.mlm_probability, above=0, below=1)
+        checks.one_of("device", self.device, ("cpu", "cuda"))
+        checks.one_of("precision", self.precision, ("fp32", "bf16", "fp16"))
 
 
 #: The Kneser–Ney bigram of the pretraining corpus, over the tokenizer, saved with the model.
