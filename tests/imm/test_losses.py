@@ -138,3 +138,13 @@ def test_shape_errors_name_argument_and_shapes() -> None:
         imm_loss(PROBS.log(), TARGET, reduction="avg")
     with pytest.raises(ValueError, match="reduction must be one of"):
         noising_loss(PROBS[:, 0].log(), TARGET, reduction="batchmean")
+
+
+def test_interpolation_is_computed_in_the_log_probs_dtype() -> None:
+    # A float64 P̂ mixed into float32 log Q gives float32 log-probabilities, at every weight.
+    log_q = PROBS[:, 0].log().float()
+    for weight in (0.25, 1.0):
+        got = interpolate_log_probs(log_q, TARGET, weight)
+        assert got.dtype == torch.float32, (weight, got.dtype)
+        expected = ((1 - weight) * PROBS[:, 0] + weight * TARGET).float()
+        torch.testing.assert_close(got.exp(), expected)
