@@ -90,6 +90,8 @@ def test_crosstalk_is_detached() -> None:
         (torch.zeros(2, 3, 4), torch.tensor([[1.0, -1.0, 1.0]] * 2), "non-negative"),
         (torch.zeros(2, 3, 4), torch.tensor([[1.0, 1.0, 1.0], [0, 0, 0]]), "positive sum"),
         (torch.zeros(2, 3, 4), torch.tensor([[1.0, float("inf"), 1.0]] * 2), "finite"),
+        (torch.zeros(2, 3, 4), torch.ones(2, 3, dtype=torch.bool), "real-valued"),
+        (torch.zeros(2, 3, 4), torch.ones(2, 3, dtype=torch.complex64), "real-valued"),
     ],
 )
 def test_invalid_inputs_are_rejected(

@@ -148,3 +148,8 @@ def test_interpolation_is_computed_in_the_log_probs_dtype() -> None:
         assert got.dtype == torch.float32, (weight, got.dtype)
         expected = ((1 - weight) * PROBS[:, 0] + weight * TARGET).float()
         torch.testing.assert_close(got.exp(), expected)
+
+
+def test_interpolation_names_a_non_float_log_probs() -> None:
+    with pytest.raises(ValueError, match="^log_probs must be a floating-point tensor"):
+        interpolate_log_probs(PROBS[:, 0].long(), TARGET, 0.5)
