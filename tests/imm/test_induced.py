@@ -101,3 +101,14 @@ def test_invalid_inputs_are_rejected(
         induced_log_probs(members, weights)
     with pytest.raises(ValueError, match=message):
         crosstalk_weights(members, weights)
+
+
+def test_weights_are_taken_in_the_log_probs_dtype() -> None:
+    # float32 weights 1 : 2 are normalized in float64 (1/3 is not a float32 number) ...
+    thirds = torch.tensor([[1.0, 2.0, 0.0], [1.0, 2.0, 0.0]])
+    got = induced_log_probs(PROBS.log(), thirds)
+    share = torch.tensor([[1 / 3], [2 / 3]], dtype=torch.float64)
+    expected = torch.log((PROBS[:, :2] * share).sum(1))
+    torch.testing.assert_close(got, expected, rtol=1e-15, atol=0)
+    # ... and float64 weights do not promote float32 log-probs.
+    assert induced_log_probs(PROBS.log().float(), WEIGHTS).dtype == torch.float32

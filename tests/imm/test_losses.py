@@ -153,3 +153,12 @@ def test_interpolation_is_computed_in_the_log_probs_dtype() -> None:
 def test_interpolation_names_a_non_float_log_probs() -> None:
     with pytest.raises(ValueError, match="^log_probs must be a floating-point tensor"):
         interpolate_log_probs(PROBS[:, 0].long(), TARGET, 0.5)
+
+
+def test_a_float64_target_does_not_promote_a_float32_loss() -> None:
+    log_q = PROBS.log().float()
+    loss = imm_loss(log_q, TARGET, WEIGHTS, reduction="none")
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, imm_loss(log_q, TARGET.float(), WEIGHTS, reduction="none"))
+    with pytest.raises(ValueError, match="^target must be a floating-point tensor"):
+        imm_loss(log_q, TARGET.long())
