@@ -85,7 +85,11 @@ def test_crosstalk_is_detached() -> None:
     [
         (torch.zeros(2, 3), None, r"member_log_probs must have shape \[B, k, C\], got \[2, 3\]"),
         (torch.zeros(2, 0, 3), None, "k >= 1 members"),
-        (torch.zeros(2, 3, 4, dtype=torch.long), None, "floating-point"),
+        (
+            torch.zeros(2, 3, 4, dtype=torch.long),
+            None,
+            "^member_log_probs must be a floating-point",
+        ),
         (torch.zeros(2, 3, 4), torch.ones(2, 2), r"weights must have shape \[B, k\] = \[2, 3\]"),
         (torch.zeros(2, 3, 4), torch.tensor([[1.0, -1.0, 1.0]] * 2), "non-negative"),
         (torch.zeros(2, 3, 4), torch.tensor([[1.0, 1.0, 1.0], [0, 0, 0]]), "positive sum"),
@@ -112,3 +116,10 @@ def test_weights_are_taken_in_the_log_probs_dtype() -> None:
     torch.testing.assert_close(got, expected, rtol=1e-15, atol=0)
     # ... and float64 weights do not promote float32 log-probs.
     assert induced_log_probs(PROBS.log().float(), WEIGHTS).dtype == torch.float32
+
+
+def test_a_padded_weight_that_requires_grad_gets_a_finite_gradient() -> None:
+    # log 0 of the padded weight is never formed: its gradient would be 0 · ∞ = NaN.
+    weights = WEIGHTS.clone().requires_grad_()
+    induced_log_probs(PROBS.log(), weights).sum().backward()
+    assert torch.isfinite(weights.grad).all(), weights.grad

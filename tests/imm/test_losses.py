@@ -162,3 +162,5 @@ def test_a_float64_target_does_not_promote_a_float32_loss() -> None:
     torch.testing.assert_close(loss, imm_loss(log_q, TARGET.float(), WEIGHTS, reduction="none"))
     with pytest.raises(ValueError, match="^target must be a floating-point tensor"):
         imm_loss(log_q, TARGET.long())
+    # The same in bfloat16, where the classes P̂ ignores are filled in the log-probs' dtype.
+    assert imm_loss(PROBS.log().bfloat16(), TARGET, WEIGHTS).dtype == torch.bfloat16
