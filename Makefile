@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: setup run test lint format bench
+.PHONY: setup run test lint format bench mutate
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -39,3 +39,10 @@ bench: setup
 	$(PY) benchmarks/rl_seeds_throughput.py
 	$(PY) benchmarks/logistic_figure1.py
 	$(PY) benchmarks/sweep_startup.py
+
+# Mutation testing of the framework-free math ([tool.mutmut] in pyproject.toml; results in
+# mutants/). MUTMUT_CHILDREN caps the parallel mutant runs (default: one per core).
+MUTMUT_CHILDREN ?= $(shell nproc 2>/dev/null || echo 2)
+mutate: setup
+	$(VENV)/bin/mutmut run --max-children $(MUTMUT_CHILDREN)
+	$(VENV)/bin/mutmut results

@@ -39,10 +39,11 @@ def generic(own, other, weights, target):
     ).reshape(runs, rows)
 
 
+@pytest.mark.parametrize("shape", [(3, 5, 4), (6, 2, 3)])  # (R, N, k): more rows or more runs
 @pytest.mark.parametrize("chunk_entries", [1, 7, 1 << 19])
-def test_value_and_gradient_equal_the_generic_imm_loss(monkeypatch, chunk_entries):
+def test_value_and_gradient_equal_the_generic_imm_loss(monkeypatch, chunk_entries, shape):
     monkeypatch.setattr(binary, "CHUNK_ENTRIES", chunk_entries)
-    own, other, weights, target = problem()
+    own, other, weights, target = problem(*shape)
     fast_inputs = [own.clone().requires_grad_(), other.clone().requires_grad_()]
     slow_inputs = [own.clone().requires_grad_(), other.clone().requires_grad_()]
     fast = additive_binary_imm_loss(*fast_inputs, normalize_member_weights(weights), target)
@@ -88,3 +89,28 @@ def test_bad_shapes_and_weights_are_named():
         normalize_member_weights(-weights)
     with pytest.raises(ValueError, match="positive sum in every row"):
         normalize_member_weights(torch.zeros(2, 3))
+
+
+def test_weights_and_target_are_taken_in_the_logits_dtype():
+    own, other, weights, target = problem()
+    weights, target = normalize_member_weights(weights).float(), target.float()
+    got = additive_binary_imm_loss(own, other, weights, target)
+    assert got.dtype == torch.float64
+    expected = additive_binary_imm_loss(own, other, weights.double(), target.double())
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    # float32 logits with float64 weights and target: the risk is float32.
+    low = additive_binary_imm_loss(own.float(), other.float(), weights.double(), target.double())
+    assert low.dtype == torch.float32
+    torch.testing.assert_close(low, expected.float())
+
+
+@pytest.mark.parametrize("bad", range(4))
+def test_a_non_float_argument_is_refused_by_name(bad):
+    arguments = list(problem())
+    arguments[2] = normalize_member_weights(arguments[2])
+    name = ("own_logits", "other_logits", "weights", "target")[bad]
+    arguments[bad] = arguments[bad].long()
+    with pytest.raises(ValueError, match=f"^{name} must be a floating-point tensor"):
+        additive_binary_imm_loss(*arguments)
+    with pytest.raises(ValueError, match="^weights must be a floating-point tensor"):
+        normalize_member_weights(torch.ones(2, 3, 4, dtype=torch.long))

@@ -180,3 +180,44 @@ def test_memory_bounded_errors() -> None:
         imm_backward_memory_bounded(lambda i: member(model, i).detach(), 3, TARGET)
     with pytest.raises(ValueError, match=r"weights must have shape \[B, k\] = \[4, 3\]"):
         imm_backward_memory_bounded(lambda i: member(model, i), 3, TARGET, WEIGHTS[:, :2])
+    for k in (True, 2.0):
+        with pytest.raises(ValueError, match="k must be an integer >= 1"):
+            imm_backward_memory_bounded(lambda i: member(model, i), k, TARGET)
+    with pytest.raises(ValueError, match="^target must be a floating-point tensor"):
+        imm_backward_memory_bounded(lambda i: member(model, i), 3, TARGET.long())
+    with pytest.raises(ValueError, match=r"must return \[B, C\] log-probs, got \[4\]$"):
+        imm_backward_memory_bounded(lambda i: member(model, i)[:, 0], 3, TARGET)
+    with pytest.raises(ValueError, match=r"must return \[B, C\] log-probs, got non-tensor$"):
+        imm_backward_memory_bounded(lambda i: member(model, i).tolist(), 3, TARGET)
+
+
+def test_one_member_is_plain_cross_entropy() -> None:
+    model = make_model(5)
+    model.zero_grad()
+    risk = imm_backward_memory_bounded(lambda i: member(model, 1), 1, TARGET)
+    expected = -(TARGET * member(model, 1)).sum(dim=1).mean()
+    torch.testing.assert_close(risk, expected.detach())
+    got = flat_grad(model)
+    model.zero_grad()
+    expected.backward()
+    torch.testing.assert_close(got, flat_grad(model), atol=1e-13, rtol=0)
+
+
+def test_a_member_padded_in_every_row_is_skipped_and_the_later_ones_still_count() -> None:
+    model = make_model(6)
+    weights = WEIGHTS.clone()
+    weights[:, 1] = 0.0
+    weights[3, 2] = 1.5  # row 3 weighted only member 1
+    calls: list[tuple[int, bool]] = []
+
+    def member_fn(i: int) -> torch.Tensor:
+        calls.append((i, torch.is_grad_enabled()))
+        return member(model, i)
+
+    model.zero_grad()
+    imm_backward_memory_bounded(member_fn, 3, TARGET, weights)
+    assert calls == [(0, False), (1, False), (2, False), (0, True), (2, True)]
+    got = flat_grad(model)
+    model.zero_grad()
+    imm_loss(members(model), TARGET, weights).backward()
+    torch.testing.assert_close(got, flat_grad(model), atol=1e-13, rtol=0)

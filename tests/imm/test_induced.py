@@ -85,11 +85,17 @@ def test_crosstalk_is_detached() -> None:
     [
         (torch.zeros(2, 3), None, r"member_log_probs must have shape \[B, k, C\], got \[2, 3\]"),
         (torch.zeros(2, 0, 3), None, "k >= 1 members"),
-        (torch.zeros(2, 3, 4, dtype=torch.long), None, "floating-point"),
+        (
+            torch.zeros(2, 3, 4, dtype=torch.long),
+            None,
+            "^member_log_probs must be a floating-point",
+        ),
         (torch.zeros(2, 3, 4), torch.ones(2, 2), r"weights must have shape \[B, k\] = \[2, 3\]"),
         (torch.zeros(2, 3, 4), torch.tensor([[1.0, -1.0, 1.0]] * 2), "non-negative"),
         (torch.zeros(2, 3, 4), torch.tensor([[1.0, 1.0, 1.0], [0, 0, 0]]), "positive sum"),
         (torch.zeros(2, 3, 4), torch.tensor([[1.0, float("inf"), 1.0]] * 2), "finite"),
+        (torch.zeros(2, 3, 4), torch.ones(2, 3, dtype=torch.bool), "real-valued"),
+        (torch.zeros(2, 3, 4), torch.ones(2, 3, dtype=torch.complex64), "real-valued"),
     ],
 )
 def test_invalid_inputs_are_rejected(
@@ -99,3 +105,21 @@ def test_invalid_inputs_are_rejected(
         induced_log_probs(members, weights)
     with pytest.raises(ValueError, match=message):
         crosstalk_weights(members, weights)
+
+
+def test_weights_are_taken_in_the_log_probs_dtype() -> None:
+    # float32 weights 1 : 2 are normalized in float64 (1/3 is not a float32 number) ...
+    thirds = torch.tensor([[1.0, 2.0, 0.0], [1.0, 2.0, 0.0]])
+    got = induced_log_probs(PROBS.log(), thirds)
+    share = torch.tensor([[1 / 3], [2 / 3]], dtype=torch.float64)
+    expected = torch.log((PROBS[:, :2] * share).sum(1))
+    torch.testing.assert_close(got, expected, rtol=1e-15, atol=0)
+    # ... and float64 weights do not promote float32 log-probs.
+    assert induced_log_probs(PROBS.log().float(), WEIGHTS).dtype == torch.float32
+
+
+def test_a_padded_weight_that_requires_grad_gets_a_finite_gradient() -> None:
+    # log 0 of the padded weight is never formed: its gradient would be 0 · ∞ = NaN.
+    weights = WEIGHTS.clone().requires_grad_()
+    induced_log_probs(PROBS.log(), weights).sum().backward()
+    assert torch.isfinite(weights.grad).all(), weights.grad

@@ -138,3 +138,29 @@ def test_shape_errors_name_argument_and_shapes() -> None:
         imm_loss(PROBS.log(), TARGET, reduction="avg")
     with pytest.raises(ValueError, match="reduction must be one of"):
         noising_loss(PROBS[:, 0].log(), TARGET, reduction="batchmean")
+
+
+def test_interpolation_is_computed_in_the_log_probs_dtype() -> None:
+    # A float64 P̂ mixed into float32 log Q gives float32 log-probabilities, at every weight.
+    log_q = PROBS[:, 0].log().float()
+    for weight in (0.25, 1.0):
+        got = interpolate_log_probs(log_q, TARGET, weight)
+        assert got.dtype == torch.float32, (weight, got.dtype)
+        expected = ((1 - weight) * PROBS[:, 0] + weight * TARGET).float()
+        torch.testing.assert_close(got.exp(), expected)
+
+
+def test_interpolation_names_a_non_float_log_probs() -> None:
+    with pytest.raises(ValueError, match="^log_probs must be a floating-point tensor"):
+        interpolate_log_probs(PROBS[:, 0].long(), TARGET, 0.5)
+
+
+def test_a_float64_target_does_not_promote_a_float32_loss() -> None:
+    log_q = PROBS.log().float()
+    loss = imm_loss(log_q, TARGET, WEIGHTS, reduction="none")
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, imm_loss(log_q, TARGET.float(), WEIGHTS, reduction="none"))
+    with pytest.raises(ValueError, match="^target must be a floating-point tensor"):
+        imm_loss(log_q, TARGET.long())
+    # The same in bfloat16, where the classes P̂ ignores are filled in the log-probs' dtype.
+    assert imm_loss(PROBS.log().bfloat16(), TARGET, WEIGHTS).dtype == torch.bfloat16

@@ -159,3 +159,17 @@ def test_serialized_shape_errors() -> None:
         ValueError, match=r"stale_induced_log_probs must have shape \[B, C\] = \[4, 3\], got \[4\]"
     ):
         serialized_correction(q, q[:, 0])
+    with pytest.raises(ValueError, match=r"^stale_log_probs must have shape \[B, C\], got \[4\]"):
+        serialized_correction(q[:, 0], q)
+    with pytest.raises(ValueError, match="^stale_log_probs must be a floating-point tensor"):
+        serialized_correction(q.long(), q)
+
+
+def test_stale_snapshot_passes_keyword_arguments_to_the_snapshot() -> None:
+    model = torch.nn.Linear(3, 2, dtype=torch.float64)
+    snapshot = StaleSnapshot(refresh_every=1)
+    snapshot.maybe_refresh(model, step=0)
+    x = torch.arange(6, dtype=torch.float64).view(2, 3)
+    out = snapshot(input=x)
+    torch.testing.assert_close(out, model(x).detach())
+    assert not out.requires_grad

@@ -168,6 +168,12 @@ def test_seed_returns_to_go_are_each_seeds_hand_discounted_sums(grid_env):
         torch.tensor([RETURNS_A + RETURNS_B, RETURNS_B + RETURNS_A], dtype=torch.float64),
         **TOL,
     )
+    torch.testing.assert_close(
+        joined[Columns.OBS], torch.tensor([OBS_A[:-1] + OBS_B[:-1], OBS_B[:-1] + OBS_A[:-1]])
+    )
+    torch.testing.assert_close(
+        joined[Columns.ACTIONS], torch.tensor([ACTIONS_A + ACTIONS_B, ACTIONS_B + ACTIONS_A])
+    )
 
 
 def test_seed_loss_is_the_sum_of_each_seeds_hand_mean_and_logs_their_mean(grid_env):

@@ -267,6 +267,10 @@ def test_returns_to_go_are_discounted_suffix_sums():
     rewards = torch.tensor([[1.0, 0.0, 2.0], [0.0, 4.0, 0.0]])
     expected = torch.tensor([[1.0 + 0.5 * 0 + 0.25 * 2, 0.0 + 0.5 * 2, 2.0], [2.0, 4.0, 0.0]])
     torch.testing.assert_close(discounted_returns_to_go(rewards, 0.5), expected)
+    # Over the last axis of any batch shape, in the rewards' own dtype.
+    wide = discounted_returns_to_go(rewards.double().view(2, 1, 3), 0.5)
+    assert wide.dtype == torch.float64
+    torch.testing.assert_close(wide, expected.double().view(2, 1, 3))
 
 
 def test_inverse_cdf_never_draws_a_zero_mass_index():

@@ -76,6 +76,35 @@ def test_seed_returns_to_go_stop_at_termination_and_the_loss_averages_live_steps
     assert losses[DEFAULT_MODULE_ID].item() == pytest.approx(expected.item(), rel=1e-5)
 
 
+def test_seed_returns_to_go_join_masked_and_unmasked_trajectories_in_time(taxi_env):
+    config = (
+        SeedReinforceConfig()
+        .environment(env=envs.TAXI_MDP_ENV_ID)
+        .training(seeds=[0, 1], gamma=GAMMA)
+        .imm(target=None)
+    )
+    learner = config.build_learner(env=taxi_env)
+    masked = SeedTrajectories(
+        obs=torch.tensor(TAXI_OBS),
+        actions=torch.tensor(TAXI_ACTIONS),
+        rewards=torch.tensor(TAXI_REWARDS),
+        alive=torch.tensor(TAXI_ALIVE),
+    )
+    # A trajectory in which no seed terminated carries no mask: every one of its steps counts.
+    unmasked = SeedTrajectories(
+        obs=torch.tensor(TAXI_OBS)[:, :2],
+        actions=torch.tensor(TAXI_ACTIONS)[:, :2],
+        rewards=torch.tensor([[1.0, 2.0], [0.0, -1.0]]),
+    )
+    batch = _connector_batch(learner, [masked, unmasked])
+    alive = torch.tensor(TAXI_ALIVE)
+    torch.testing.assert_close(batch[Columns.LOSS_MASK], torch.cat([alive, alive[:, :2] | True], 1))
+    returns = torch.cat([torch.tensor(TAXI_RETURNS), torch.tensor([[2.8, 2.0], [-0.9, -1.0]])], 1)
+    torch.testing.assert_close(batch[Columns.RETURNS_TO_GO].double(), returns.double(), **TOL)
+    with pytest.raises(ValueError, match="needs SeedTrajectories"):
+        _connector_batch(learner, [])
+
+
 def test_rllib_returns_to_go_stop_at_the_terminated_episodes_end(taxi_env):
     learner = (
         ReinforceConfig()
