@@ -383,3 +383,19 @@ def test_choose_and_build_draw_from_the_generator_they_are_given():
         built = histories.build(TINY_IDS, TINY_ATTENTION, eligible, 16, generator)
         runs.append((torch.stack(chosen), built.input_ids))
     assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+
+
+def test_the_risk_draws_positions_and_histories_from_the_generator_it_is_given():
+    histories = tiny_histories()
+    bigram = estimate_kneser_ney(TINY_STREAM, V, SEP)
+    model = _BagOfTokens()
+    runs = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)  # the global stream differs; the generator's does not
+        generator = torch.Generator().manual_seed(7)
+        risks = []
+        for p in (1, 1, 1, None, None):
+            risk, _ = imm_risk(model, TINY_IDS, TINY_ATTENTION, histories, bigram, 8, p, generator)
+            risks.append(float(risk.detach()))
+        runs.append(risks)
+    assert runs[0] == runs[1]
