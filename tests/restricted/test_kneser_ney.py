@@ -164,3 +164,66 @@ def test_rows_over_is_the_scaled_rows_divided_elementwise(source):
     torch.testing.assert_close(out, expected, rtol=1e-6, atol=0)
     with pytest.raises(ValueError, match=r"denominators must be \[4, \d+\] and scale \[4\]"):
         model.rows_over_(contexts, out[:, :-1], scale)
+
+
+def test_discounts_at_the_ends_of_their_range_are_kept():
+    # n1..n4 = 2, 3, 8, 0: Y = 2 / (2 + 2·3) = 0.25, D1 = 1 − 2·0.25·3/2 = 0.25,
+    # D2 = 2 − 3·0.25·8/3 = 0 and D3+ = 3 − 4·0.25·0/8 = 3: both ends of [0, k] are allowed.
+    counts = np.array([1] * 2 + [2] * 3 + [3] * 8 + [5, 6])
+    assert count_of_counts(counts) == (2, 3, 8, 0)
+    assert modified_discounts(counts) == ((0.25, 0.0, 3.0), False)
+
+
+def test_two_ids_are_the_smallest_vocabulary():
+    # "a" / "a a": bigrams <s>a ×2, aa, a</s> ×2; V = 2 (a and <eos>), fallback at both levels.
+    a, eos = 0, 1
+    model = estimate_kneser_ney(np.array([a, eos, a, a, eos]), vocab_size=2, eos_id=eos)
+    assert model.vocab_size == 2
+    # Continuation counts a(a) = 2 (<s>, a), a(</s>) = 1: Σa = 3, γ₀ = (1 + 0.5)/3 = 0.5.
+    assert model.unigram.tolist() == pytest.approx([1 / 3 + 0.25, 0.5 / 3 + 0.25])
+    rows = model.rows(torch.tensor([a, eos]), dtype=torch.float64)
+    assert torch.allclose(rows.sum(-1), torch.ones(2, dtype=torch.float64))
+
+
+@pytest.mark.parametrize(
+    ("vocab_size", "eos_id", "message"),
+    [
+        (1, 0, "vocab_size must be >= 2, got 1"),
+        (4, 4, r"eos_id must be in \[0, 4\), got 4"),
+        (4, -1, r"eos_id must be in \[0, 4\), got -1"),
+    ],
+)
+def test_bad_vocabularies_and_eos_ids_are_refused(vocab_size, eos_id, message):
+    with pytest.raises(ValueError, match=message):
+        estimate_kneser_ney(np.array([0, 0]), vocab_size, eos_id=eos_id)
+
+
+@pytest.mark.parametrize("ids", [[0, 4, 2], [-1, 2]])
+def test_ids_just_outside_the_vocabulary_are_refused(ids):
+    with pytest.raises(ValueError, match=r"ids must be in \[0, 4\)"):
+        estimate_kneser_ney(np.array(ids), 4, eos_id=2)
+
+
+def test_a_copy_keeps_the_discounts_and_fallback_flags(hand):
+    moved = hand.to("cpu")
+    assert moved.discounts == hand.discounts and moved.fallback == hand.fallback
+    assert moved.discounts is not hand.discounts and moved.fallback is not hand.fallback
+    for name in ("unigram", "backoff", "indptr", "targets", "probs"):
+        assert torch.equal(getattr(moved, name), getattr(hand, name)), name
+
+
+def test_out_of_range_ids_are_refused_by_the_argument_they_came_in(hand):
+    ok = torch.tensor([A])
+    with pytest.raises(ValueError, match=r"^contexts must be ids in \[0, 4\)"):
+        hand.log_prob(torch.tensor([4]), ok)
+    with pytest.raises(ValueError, match=r"^targets must be ids in \[0, 4\)"):
+        hand.log_prob(ok, torch.tensor([-1]))
+    with pytest.raises(ValueError, match=r"^ids must be ids in \[0, 4\)"):
+        hand.stream_log_prob(np.array([A, 4]))
+
+
+def test_a_one_token_stream_has_a_perplexity(hand):
+    # P̂(<eos> | <s>) = ν(<s>)·p(</s>) = 0.5 · 0.25 (see test_hand_corpus_probabilities).
+    assert hand.perplexity(np.array([EOS])) == pytest.approx(8.0)
+    with pytest.raises(ValueError, match="ids must hold at least one token"):
+        hand.perplexity(np.array([], dtype=np.int64))
