@@ -316,3 +316,38 @@ def test_grid_policy_moves_towards_the_centre_column() -> None:
     assert all(best[x] == 3 for x in range(5))  # right
     assert all(best[x] == 2 for x in range(6, 11))  # left
     assert best[5] in (0, 1) and utilities[5, 0] == pytest.approx(utilities[5, 1], abs=1e-12)
+
+
+def test_fib_follows_each_successors_own_observations() -> None:
+    """Successor states that emit different sets of observations (s' = 0 shows o0 or o1,
+    s' = 1 shows o1 or o2): each (a, s') must pair with its own observations in the sparse
+    backup. Two backups against FIB's operator written out index by index."""
+    transition = np.array([[[0.7, 0.3], [0.2, 0.8]], [[0.5, 0.5], [1.0, 0.0]]])
+    observation = np.array([[[0.6, 0.4, 0.0], [0.0, 0.1, 0.9]], [[0.3, 0.7, 0.0], [0.0, 0.5, 0.5]]])
+    reward = np.array([[1.0, 0.0], [0.0, 2.0]])
+    tables = TabularPOMDP(
+        ("s", "t"), ("a", "b"), ("o0", "o1", "o2"), transition, observation, reward
+    )
+    one = reward.T
+    inner = np.einsum("ato,ast,bt->asob", observation, transition, one)
+    two = reward.T + 0.9 * inner.max(axis=-1).sum(axis=-1)
+    assert np.allclose(fib(tables, 0.9, horizon=2).alphas, two, atol=1e-12)
+
+
+def test_value_reads_a_belief_of_any_shape_with_one_entry_per_state() -> None:
+    vectors = AlphaVectors(
+        np.array([[1.0, 0.0], [0.0, 2.0]]), ("s", "t"), ("a", "b"), 1, 0.0, True, 0.5
+    )
+    assert vectors.value(np.array([[0.25], [0.75]])) == 1.5
+
+
+def test_a_policy_needs_one_action_per_vector() -> None:
+    vectors = AlphaVectors(np.zeros((2, 2)), ("s", "t"), ("a", "b", "c"), 1, 0.0, True, 0.5)
+    with pytest.raises(ValueError, match="zip"):
+        vectors.to_policy()
+
+
+def test_pair_labels_hash_as_their_tuple() -> None:
+    labels = tables_from_pair(ToroidalGrid(size=3)).states
+    assert labels == tuple(labels) and hash(labels) == hash(tuple(labels))
+    assert len({labels, tuple(labels)}) == 1
