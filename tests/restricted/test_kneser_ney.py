@@ -9,6 +9,8 @@ import torch
 
 from imm_ray.restricted.kneser_ney import (
     FALLBACK_DISCOUNTS,
+    _lmplz_unigram_statistics,
+    bigram_counts,
     count_of_counts,
     estimate_kneser_ney,
     modified_discounts,
@@ -220,6 +222,8 @@ def test_out_of_range_ids_are_refused_by_the_argument_they_came_in(hand):
         hand.log_prob(ok, torch.tensor([-1]))
     with pytest.raises(ValueError, match=r"^ids must be ids in \[0, 4\)"):
         hand.stream_log_prob(np.array([A, 4]))
+    with pytest.raises(ValueError, match=r"^contexts must be ids in \[0, 4\)"):
+        hand.rows_over_(torch.tensor([4]), torch.ones(1, 4), torch.ones(1))
 
 
 def test_a_one_token_stream_has_a_perplexity(hand):
@@ -227,3 +231,25 @@ def test_a_one_token_stream_has_a_perplexity(hand):
     assert hand.perplexity(np.array([EOS])) == pytest.approx(8.0)
     with pytest.raises(ValueError, match="ids must hold at least one token"):
         hand.perplexity(np.array([], dtype=np.int64))
+
+
+def test_the_latest_new_word_is_counted_raw_and_eos_only_when_there_is_no_word():
+    adjusted = np.array([7, 8, 9])
+    # Words 0, 1 first appear at 0 and 3, <eos> (2) at 2: word 1 is the latest, raw count 1.
+    ids = np.array([0, 0, 2, 1, 2])
+    assert _lmplz_unigram_statistics(ids, adjusted, 2).tolist() == [7, 1, 9]
+    # Word 0 at 0, <eos> (1) at 1: word 0, raw count 2, though <eos> first appears later.
+    assert _lmplz_unigram_statistics(np.array([0, 1, 0, 1]), np.array([7, 9]), 1).tolist() == [
+        2,
+        9,
+    ]
+    # No word at all: <eos>, raw count 2.
+    assert _lmplz_unigram_statistics(np.array([1, 1]), np.array([7, 9]), 1).tolist() == [7, 2]
+    assert adjusted.tolist() == [7, 8, 9]  # the caller's counts are left alone
+
+
+def test_bigram_keys_do_not_overflow_for_int32_ids():
+    v = 100_000  # x·V + y reaches 10^10, past int32
+    keys, counts = bigram_counts(np.array([v - 1, v - 2, 0], dtype=np.int32), v, eos_id=0)
+    expected = [(v - 2) * v + 0, (v - 1) * v + (v - 2), 0 * v + (v - 1)]
+    assert keys.tolist() == sorted(expected) and counts.tolist() == [1, 1, 1]
