@@ -253,3 +253,20 @@ def test_bigram_keys_do_not_overflow_for_int32_ids():
     keys, counts = bigram_counts(np.array([v - 1, v - 2, 0], dtype=np.int32), v, eos_id=0)
     expected = [(v - 2) * v + 0, (v - 1) * v + (v - 2), 0 * v + (v - 1)]
     assert keys.tolist() == sorted(expected) and counts.tolist() == [1, 1, 1]
+
+
+def test_lmplz_unigram_discounts_by_hand_when_eos_first_appears_after_every_word():
+    # "a b c d e" / "c b" / "a" / "a" / "e" / "e c" / "e d": <eos> first appears after e.
+    a, b, c, d, e, eos = range(6)
+    sentences = [[a, b, c, d, e], [c, b], [a], [a], [e], [e, c], [e, d]]
+    ids = np.array([w for sentence in sentences for w in [*sentence, eos]])
+    model = estimate_kneser_ney(ids, 6, eos)
+    # Continuation counts a..e, </s> = 1, 2, 3, 2, 2, 5; e (the latest new word) raw: 4.
+    # n1..n4 = 1, 2, 1, 1: Y = 1/5, D1 = 1 − 2·0.2·2/1, D2 = 2 − 3·0.2·1/2, D3+ = 3 − 4·0.2.
+    assert model.fallback["unigram"] is False
+    assert model.discounts["unigram"] == pytest.approx((0.2, 1.7, 2.2))
+
+
+def test_count_of_counts_reads_float_counts():
+    # Counts summed with np.bincount(weights=…) are floats.
+    assert count_of_counts(np.array([1.0, 1.0, 2.0, 3.0, 4.0, 9.0])) == (2, 1, 1, 1)
