@@ -3,6 +3,8 @@ its own contract: rows sum to 1, sparse storage, fallback discounts reported."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -224,6 +226,19 @@ def test_out_of_range_ids_are_refused_by_the_argument_they_came_in(hand):
         hand.stream_log_prob(np.array([A, 4]))
     with pytest.raises(ValueError, match=r"^contexts must be ids in \[0, 4\)"):
         hand.rows_over_(torch.tensor([4]), torch.ones(1, 4), torch.ones(1))
+    with pytest.raises(ValueError, match=r"^contexts must be ids in \[0, 4\)"):
+        hand.rows(torch.tensor([4]))
+    for not_ids in (torch.tensor([0.0]), torch.tensor([True])):
+        with pytest.raises(ValueError, match="^contexts must be integer ids, got dtype"):
+            hand.rows(not_ids)
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.uint8])
+def test_ids_of_any_integer_dtype_score_as_int64_ids(hand, dtype):
+    contexts, targets = torch.tensor([EOS, A, B, UNK]), torch.tensor([A, B, EOS, UNK])
+    expected = hand.log_prob(contexts, targets)
+    assert torch.equal(hand.log_prob(contexts.to(dtype), targets.to(dtype)), expected)
+    assert torch.equal(hand.rows(contexts.to(dtype)), hand.rows(contexts))
 
 
 def test_a_one_token_stream_has_a_perplexity(hand):
@@ -270,3 +285,16 @@ def test_lmplz_unigram_discounts_by_hand_when_eos_first_appears_after_every_word
 def test_count_of_counts_reads_float_counts():
     # Counts summed with np.bincount(weights=…) are floats.
     assert count_of_counts(np.array([1.0, 1.0, 2.0, 3.0, 4.0, 9.0])) == (2, 1, 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"eos_id": 4}, r"eos_id must be in \[0, 4\), got 4"),
+        ({"backoff": torch.ones(3, dtype=torch.float64)}, "backoff must have shape"),
+        ({"probs": torch.ones(3, dtype=torch.float64)}, "targets and probs must both have"),
+    ],
+)
+def test_a_bigram_with_inconsistent_parts_is_refused(hand, change, message):
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(hand, **change)
