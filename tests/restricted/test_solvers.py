@@ -316,3 +316,83 @@ def test_grid_policy_moves_towards_the_centre_column() -> None:
     assert all(best[x] == 3 for x in range(5))  # right
     assert all(best[x] == 2 for x in range(6, 11))  # left
     assert best[5] in (0, 1) and utilities[5, 0] == pytest.approx(utilities[5, 1], abs=1e-12)
+
+
+def test_fib_follows_each_successors_own_observations() -> None:
+    """Successor states that emit different sets of observations (s' = 0 shows o0 or o1,
+    s' = 1 shows o1 or o2): each (a, s') must pair with its own observations in the sparse
+    backup. Two backups against FIB's operator written out index by index."""
+    transition = np.array([[[0.7, 0.3], [0.2, 0.8]], [[0.5, 0.5], [1.0, 0.0]]])
+    observation = np.array([[[0.6, 0.4, 0.0], [0.0, 0.1, 0.9]], [[0.3, 0.7, 0.0], [0.0, 0.5, 0.5]]])
+    reward = np.array([[1.0, 0.0], [0.0, 2.0]])
+    tables = TabularPOMDP(
+        ("s", "t"), ("a", "b"), ("o0", "o1", "o2"), transition, observation, reward
+    )
+    one = reward.T
+    inner = np.einsum("ato,ast,bt->asob", observation, transition, one)
+    two = reward.T + 0.9 * inner.max(axis=-1).sum(axis=-1)
+    assert np.allclose(fib(tables, 0.9, horizon=2).alphas, two, atol=1e-12)
+
+
+def test_value_reads_a_belief_of_any_shape_with_one_entry_per_state() -> None:
+    vectors = AlphaVectors(
+        np.array([[1.0, 0.0], [0.0, 2.0]]), ("s", "t"), ("a", "b"), 1, 0.0, True, 0.5
+    )
+    assert vectors.value(np.array([[0.25], [0.75]])) == 1.5
+
+
+def test_a_policy_needs_one_action_per_vector() -> None:
+    vectors = AlphaVectors(np.zeros((2, 2)), ("s", "t"), ("a", "b", "c"), 1, 0.0, True, 0.5)
+    with pytest.raises(ValueError, match="zip"):
+        vectors.to_policy()
+
+
+def test_pair_labels_hash_as_their_tuple() -> None:
+    labels = tables_from_pair(ToroidalGrid(size=3)).states
+    assert labels == tuple(labels) and hash(labels) == hash(tuple(labels))
+    assert len({labels, tuple(labels)}) == 1
+
+
+def test_tables_become_private_read_only_float64_arrays() -> None:
+    transition, observation = np.eye(2, dtype=np.int64)[None], np.ones((1, 2, 1), dtype=np.int64)
+    tables = TabularPOMDP(("s", "t"), ("a",), ("o",), transition, observation, np.zeros((2, 1)))
+    for name, given in (("transition", transition), ("observation", observation)):
+        table = getattr(tables, name)
+        assert table is not given and table.dtype == np.float64 and not table.flags.writeable
+    with pytest.raises(ValueError, match=r"observation must have shape \(1, 2, 1\)"):
+        TabularPOMDP(("s", "t"), ("a",), ("o",), transition, np.ones((1, 2, 2)), np.zeros((2, 1)))
+    # Rows that sum to 1 through a negative entry are no distribution.
+    negative = np.array([[[1.5, -0.5], [0.0, 1.0]]])
+    with pytest.raises(ValueError, match="transition must be non-negative"):
+        TabularPOMDP(("s", "t"), ("a",), ("o",), negative, observation, np.zeros((2, 1)))
+
+
+def _self_loop(reward: float = 1.0) -> TabularPOMDP:
+    """One state, one action, one observation: α_k = r·(1 + γ + … + γ^(k−1))."""
+    ones = np.ones((1, 1, 1))
+    return TabularPOMDP(("s",), ("a",), ("o",), ones, ones, np.full((1, 1), reward))
+
+
+def test_backups_go_on_while_the_residual_is_at_least_tol() -> None:
+    # γ = 0.5, r = 1: residuals 1, 0.5, 0.25, 0.125 (exact in binary), tol = 0.25.
+    result = qmdp(_self_loop(), 0.5, tol=0.25)
+    assert result.iterations == 4 and result.residual == 0.125 and result.converged
+    assert result.alphas.tolist() == [[1.875]] and not result.alphas.flags.writeable
+    with pytest.warns(RuntimeWarning, match="qmdp stopped after max_iterations=3"):
+        stopped = qmdp(_self_loop(), 0.5, tol=0.25, max_iterations=3)
+    assert stopped.residual == 0.25 and not stopped.converged
+
+
+def test_default_tolerance_and_iteration_limit() -> None:
+    assert 0 < qmdp(_self_loop(), 0.9).residual < 1e-8
+    with pytest.warns(RuntimeWarning, match="max_iterations=10000 "):
+        slow = qmdp(_self_loop(), 0.9999)
+    assert slow.iterations == 10_000
+
+
+def test_numpy_scalars_are_accepted_as_settings() -> None:
+    settings = {"tol": np.float32(1e-6), "max_iterations": np.int64(1000)}
+    assert qmdp(_self_loop(), np.float32(0.5), **settings).converged
+    assert qmdp(_self_loop(), np.float32(0.5), horizon=np.int64(2)).alphas.tolist() == [[1.5]]
+    with pytest.raises(ValueError, match=r"discount must be in \(0, 1\] for a finite horizon"):
+        qmdp(_self_loop(), 0.0, horizon=2)
