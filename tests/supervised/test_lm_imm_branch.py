@@ -166,3 +166,30 @@ def test_positions_without_history_are_left_out():
     state = model.init_state(1)
     target = torch.full((1, 2, 6), 1 / 6)
     assert sampled_imm_backward(model, inputs, state, target, sampler, 2) == (0.0, 0)
+
+
+@pytest.mark.parametrize("memory_bounded", [False, True])
+def test_all_histories_go_through_one_batched_call_unless_memory_bounded(memory_bounded):
+    """By default the B·L·k histories run in one call of the LSTM; the memory-bounded mode
+    runs one sample (B·L histories) at a time, k calls in each of its two passes (without
+    and with gradient), to the same risk."""
+    model = tiny_model()
+    sampler = HistorySampler(STREAM, vocab_size=6, unroll=3)
+    inputs, state, target = batch()
+    calls = []
+    original = model.last_log_probs
+
+    def counted(tokens, lengths, start):
+        calls.append(tokens.shape[0])
+        return original(tokens, lengths, start)
+
+    model.last_log_probs = counted
+    arguments = (model, inputs, state, target, sampler, 4, torch.Generator().manual_seed(7))
+    if memory_bounded:
+        risk, rows = sampled_imm_backward(*arguments, memory_bounded=True)
+    else:
+        risk, rows = sampled_imm_backward(*arguments)
+    assert calls == ([6] * 8 if memory_bounded else [6 * 4]) and rows == 6
+    ends = sampler.sample_ends(inputs, 4, torch.Generator().manual_seed(7))
+    expected = float(loop_risk(model, inputs, state, target, sampler, ends))
+    assert risk == pytest.approx(expected, rel=1e-5)

@@ -291,3 +291,34 @@ def test_the_snapshots_decoder_is_frozen_and_packed():
     decoder = serialized.snapshot.module.decoder
     assert isinstance(decoder, FrozenLinear)
     torch.testing.assert_close(decoder.weight, model.decoder.weight.detach())
+
+
+def test_the_induced_pool_is_kept_across_refreshes_and_follows_the_models_dtype():
+    """A refresh forgets the pool's slots but keeps its memory; a model in another dtype
+    (here float64) gets a pool, weights and arithmetic in that dtype."""
+    model = tiny_model(2)
+    state = model.init_state(2)
+    inputs = torch.tensor([[1, 2, 1], [3, 1, 2]])
+    serialized = SerializedIMM(refresh_every=2, vocab_size=V)
+    serialized.corrected_target_(model, 0, inputs, state, target_rows)
+    pool = serialized.sums
+    serialized.corrected_target_(model, 1, inputs[:, :1], state, target_rows)
+    serialized.corrected_target_(model, 2, inputs[:, 2:], state, target_rows)  # a refresh
+    assert serialized.sums is pool and serialized.used == 2  # only this batch's 1 and 2
+    model.double()
+    state64 = tuple(s.double() for s in state)
+    weights = serialized.corrected_target_(model, 4, inputs, state64, target_rows, scale=0.5)
+    assert serialized.sums.dtype == serialized.counts.dtype == weights.dtype == torch.float64
+    # By hand, in float64: right after a refresh Q̂† is the mean of this batch's Q† rows
+    # with the same input.
+    with torch.no_grad():
+        stale, _ = copy.deepcopy(model).eval()(inputs, state64, dropout=False)
+    stale, flat = stale.reshape(-1, V).exp(), inputs.reshape(-1)
+    induced = torch.stack([stale[flat == x].mean(0) for x in flat.tolist()])
+    expected = 0.5 * stale / induced * target_rows(flat).double()
+    torch.testing.assert_close(weights, expected, rtol=1e-12, atol=1e-15)
+
+
+def test_an_unknown_precision_is_refused_by_name():
+    with pytest.raises(ValueError, match="^precision must be one of fp32, bf16"):
+        SerializedIMM(refresh_every=2, vocab_size=V, precision="fp16")
