@@ -367,6 +367,19 @@ def test_tables_become_private_read_only_float64_arrays() -> None:
         TabularPOMDP(("s", "t"), ("a",), ("o",), negative, observation, np.zeros((2, 1)))
 
 
+def test_rows_may_miss_one_by_the_stated_tolerance_and_no_more() -> None:
+    # np.allclose(sums, 1, atol=1e-6) with its rtol of 1e-5: a row may be off by 1.1e-5
+    # (a float32 table read from a file), not by 1.2e-5.
+    observation = np.ones((1, 2, 1))
+    for off, accepted in ((1.05e-5, True), (-1.05e-5, True), (1.2e-5, False)):
+        transition = np.array([[[0.5, 0.5 + off], [0.0, 1.0]]])
+        if accepted:
+            TabularPOMDP(("s", "t"), ("a",), ("o",), transition, observation, np.zeros((2, 1)))
+        else:
+            with pytest.raises(ValueError, match="rows summing to 1"):
+                TabularPOMDP(("s", "t"), ("a",), ("o",), transition, observation, np.zeros((2, 1)))
+
+
 def _self_loop(reward: float = 1.0) -> TabularPOMDP:
     """One state, one action, one observation: α_k = r·(1 + γ + … + γ^(k−1))."""
     ones = np.ones((1, 1, 1))
