@@ -45,6 +45,7 @@ and trial tasks call it in their workers.
 from __future__ import annotations
 
 import logging
+import sys
 
 #: (logger name, message fragment) of each dropped line.
 DROPPED = (
@@ -99,6 +100,28 @@ def quiet_library_logs() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropMessages) for f in logger.filters):
             logger.addFilter(_DropMessages(fragments))
+
+
+def quiet_exit_in_finalizers() -> None:
+    """In a trial's worker process: a ``SystemExit`` raised inside a finalizer or a weakref
+    callback is dropped without Python's "Exception ignored in ..." traceback.
+
+    Ray stops a worker with SIGTERM as a sweep ends, and its handler raises ``SystemExit``
+    wherever the worker is; inside a finalizer (a garbage collection) Python cannot raise
+    it and prints a traceback instead, which Ray forwards to the sweep's console after the
+    table. Nothing is lost: Ray ends the worker all the same. Every other unraisable
+    exception is reported as before.
+    """
+    if getattr(sys.unraisablehook, "_imm_ray", False):
+        return
+    report = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        if not isinstance(unraisable.exc_value, SystemExit):
+            report(unraisable)
+
+    hook._imm_ray = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
 
 
 def quiet_transformers() -> None:

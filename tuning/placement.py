@@ -69,9 +69,14 @@ def start_trial() -> str:
     never copied to the storage, so the PID of every trial after an actor's first was lost.
 
     On any node but the driver's the folder does not exist until made here, and what is
-    written there stays on that node.
+    written there stays on that node. The worker's console stays quiet as Ray stops it
+    (:func:`~imm_ray.console.quiet_exit_in_finalizers`).
     """
     from ray import tune
+
+    from imm_ray.console import quiet_exit_in_finalizers
+
+    quiet_exit_in_finalizers()
 
     folder = tune.get_context().get_storage().trial_driver_staging_path
     os.makedirs(folder, exist_ok=True)

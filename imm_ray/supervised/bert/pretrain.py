@@ -92,12 +92,9 @@ def pretrain(
         DataCollatorForLanguageModeling,
         PrinterCallback,
         Trainer,
-        TrainerCallback,
-        TrainingArguments,
         set_seed,
     )
 
-    from imm_ray.supervised.bert.finetune import warmup_steps
     from imm_ray.supervised.bert.model import preset_config
     from imm_ray.supervised.bert.tokenizer import build_word_tokenizer, read_lines
     from imm_ray.supervised.lm.corpus import load_corpus, split_file
@@ -119,40 +116,8 @@ def pretrain(
     set_seed(config.seed)
     model = BertForMaskedLM(preset_config(config.preset, len(tokenizer)))
     logged: dict[str, float] = {}
-
-    class ProgressLine(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kwargs):
-            if progress is not None:
-                progress.start(state.max_steps, "step", initial=state.global_step)
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and "loss" in logs:
-                logged["train_loss"] = float(logs["loss"])
-                if progress is not None:
-                    progress.update(state.global_step, f"MLM loss {logs['loss']:.3f}")
-
-        def on_train_end(self, args, state, control, **kwargs):
-            if progress is not None:
-                progress.close()
-
     scratch = tempfile.TemporaryDirectory(prefix="bert-pretrain-")
-    args = TrainingArguments(
-        output_dir=scratch.name,
-        max_steps=config.steps,
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.batch_size,
-        learning_rate=config.lr,
-        warmup_steps=warmup_steps(0.05, config.steps),  # an int: steps on every version
-        weight_decay=0.01,
-        seed=config.seed,
-        logging_steps=max(1, min(50, config.steps // 20)),
-        save_strategy="no",
-        report_to=[],
-        disable_tqdm=True,
-        use_cpu=config.device == "cpu",
-        bf16=config.precision == "bf16",
-        fp16=config.precision == "fp16",
-    )
+    args = _training_arguments(config, scratch.name)
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=config.mlm_probability)
     trainer = Trainer(
         model=model,
@@ -161,7 +126,7 @@ def pretrain(
         eval_dataset=valid,
         data_collator=collator,
         processing_class=tokenizer,
-        callbacks=[ProgressLine()],
+        callbacks=[_progress_callback(progress, logged)],
     )
     trainer.remove_callback(PrinterCallback)
     start = time.perf_counter()
@@ -182,3 +147,52 @@ def pretrain(
         "seconds": seconds,
         "parameters": float(sum(p.numel() for p in model.parameters())),
     }
+
+
+def _training_arguments(config: PretrainConfig, output_dir: str):
+    """Trainer's arguments of a pretraining run: linear warm-up over 5 % of the steps (an
+    int: steps on every transformers version), about 20 logged losses, nothing saved."""
+    from transformers import TrainingArguments
+
+    from imm_ray.supervised.bert.finetune import warmup_steps
+
+    return TrainingArguments(
+        output_dir=output_dir,
+        max_steps=config.steps,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        learning_rate=config.lr,
+        warmup_steps=warmup_steps(0.05, config.steps),
+        weight_decay=0.01,
+        seed=config.seed,
+        logging_steps=max(1, min(50, config.steps // 20)),
+        save_strategy="no",
+        report_to=[],
+        disable_tqdm=True,
+        use_cpu=config.device == "cpu",
+        bf16=config.precision == "bf16",
+        fp16=config.precision == "fp16",
+    )
+
+
+def _progress_callback(progress: Progress | None, logged: dict[str, float]):
+    """A Trainer callback that keeps the last logged training loss in ``logged`` and shows
+    the steps on ``progress``."""
+    from transformers import TrainerCallback
+
+    class ProgressLine(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            if progress is not None:
+                progress.start(state.max_steps, "step", initial=state.global_step)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                logged["train_loss"] = float(logs["loss"])
+                if progress is not None:
+                    progress.update(state.global_step, f"MLM loss {logs['loss']:.3f}")
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if progress is not None:
+                progress.close()
+
+    return ProgressLine()
