@@ -39,20 +39,30 @@ def _connector_batch(learner, episodes) -> dict[str, torch.Tensor]:
     return batch[DEFAULT_MODULE_ID]
 
 
-def test_seed_returns_to_go_stop_at_termination_and_the_loss_averages_live_steps(taxi_env):
+def _two_seed_learner(taxi_env):
+    """A seed-vectorized Taxi learner of seeds 0 and 1, without IMM."""
     config = (
         SeedReinforceConfig()
         .environment(env=envs.TAXI_MDP_ENV_ID)
         .training(seeds=[0, 1], gamma=GAMMA)
         .imm(target=None)
     )
-    learner = config.build_learner(env=taxi_env)
-    trajectories = SeedTrajectories(
+    return config.build_learner(env=taxi_env)
+
+
+def _taxi_trajectories() -> SeedTrajectories:
+    """The hand-made batch: seed 0 terminates after 2 steps, seed 1 runs all 4."""
+    return SeedTrajectories(
         obs=torch.tensor(TAXI_OBS),
         actions=torch.tensor(TAXI_ACTIONS),
         rewards=torch.tensor(TAXI_REWARDS),
         alive=torch.tensor(TAXI_ALIVE),
     )
+
+
+def test_seed_returns_to_go_stop_at_termination_and_the_loss_averages_live_steps(taxi_env):
+    learner = _two_seed_learner(taxi_env)
+    trajectories = _taxi_trajectories()
     assert len(trajectories) == 6  # env steps actually taken
     batch = _connector_batch(learner, [trajectories])
     torch.testing.assert_close(
@@ -77,19 +87,8 @@ def test_seed_returns_to_go_stop_at_termination_and_the_loss_averages_live_steps
 
 
 def test_seed_returns_to_go_join_masked_and_unmasked_trajectories_in_time(taxi_env):
-    config = (
-        SeedReinforceConfig()
-        .environment(env=envs.TAXI_MDP_ENV_ID)
-        .training(seeds=[0, 1], gamma=GAMMA)
-        .imm(target=None)
-    )
-    learner = config.build_learner(env=taxi_env)
-    masked = SeedTrajectories(
-        obs=torch.tensor(TAXI_OBS),
-        actions=torch.tensor(TAXI_ACTIONS),
-        rewards=torch.tensor(TAXI_REWARDS),
-        alive=torch.tensor(TAXI_ALIVE),
-    )
+    learner = _two_seed_learner(taxi_env)
+    masked = _taxi_trajectories()
     # A trajectory in which no seed terminated carries no mask: every one of its steps counts.
     unmasked = SeedTrajectories(
         obs=torch.tensor(TAXI_OBS)[:, :2],
