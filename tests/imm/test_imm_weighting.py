@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from imm_ray.imm import (
@@ -50,3 +51,16 @@ def test_the_conversions_are_the_plain_expressions_bit_for_bit() -> None:
         assert ratio_to_lambda(r) == r / (1 - r) == r / (1.0 - r)
     for lam in (0, 0.0, 0.25, 1, 1.5, 9, 1e300):
         assert lambda_to_ratio(lam) == lam / (1 + lam) == lam / (1.0 + lam)
+
+
+def test_numpy_scalars_are_numbers_like_any_other() -> None:
+    # λ and r read off a NumPy grid (np.linspace, a sweep's arrays) pass as floats.
+    for kind in (np.float32, np.float64):
+        assert validate_lambda(kind(0.25)) == 0.25
+        assert validate_ratio(kind(0.5)) == 0.5
+        assert type(validate_lambda(kind(0.25))) is float
+    assert validate_lambda(np.int64(2)) == 2.0
+    with pytest.raises(ValueError, match="imm_lambda must be a finite number >= 0"):
+        validate_lambda(np.float64(-1))
+    with pytest.raises(ValueError, match="imm_ratio must be a number in"):
+        validate_ratio(np.float32(1))

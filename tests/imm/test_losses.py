@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -115,6 +116,14 @@ def test_interpolation_keeps_precision_of_tiny_probabilities() -> None:
     target = torch.tensor([[0.0, 1.0]], dtype=torch.float64)
     got = interpolate_log_probs(log_q, target, 0.5)
     assert torch.allclose(got[0, 0], torch.tensor(-1500.0 + math.log(0.5), dtype=torch.float64))
+
+
+def test_interpolation_takes_a_numpy_weight_as_the_same_float() -> None:
+    # A weight read off a NumPy grid (np.linspace) is a number like any other.
+    log_q = PROBS[:, 0].log()
+    for weight in (np.float32(0.25), np.float64(0.25)):
+        got = interpolate_log_probs(log_q, TARGET, weight)  # type: ignore[arg-type]
+        assert torch.equal(got, interpolate_log_probs(log_q, TARGET, 0.25))
 
 
 @pytest.mark.parametrize("weight", [-0.1, 1.5, float("nan"), True, "0.5"])
