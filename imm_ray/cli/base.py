@@ -1,5 +1,7 @@
-"""What every ``imm-ray`` command shares: its one error form, its one help style, and the
-checks of a command that writes a folder or trains with PyTorch in this process.
+"""What every ``imm-ray`` command shares: its one error form, its one help style, the
+warning of options its ``--method`` does not read, and the checks of a command that
+trains with PyTorch in this process. (What a command writes is checked as its options are
+read: :func:`imm_ray.cli.options.new_file`, :func:`~imm_ray.cli.options.new_folder`.)
 
 A bad value is reported as ``imm-ray: error: <field> ...`` with exit status 2, never a
 traceback: argparse's own errors by :class:`Parser`, a handler's by raising
