@@ -142,11 +142,12 @@ def run_sweep(
         if started:
             shutdown_ray()
         raise
-    if interrupted:
-        # Without this, 2 of 4 interrupted sweeps ended with exit status 1 and Ray's "The
-        # core worker has already been shutdown": Tune, stopped early, leaves garbage that
-        # holds Ray object references, and a collection after Ray stopped freed them.
-        gc.collect()
+    # Tune leaves garbage that holds Ray object references (more of it when stopped
+    # early): collected once Ray has stopped, during the report that runs beside the
+    # shutdown, it freed them, and Ray's core worker ended the driver with exit status 1
+    # ("The core worker has already been shutdown"; 2 of 4 interrupted sweeps, and one
+    # finished sweep of the suite's in a CI run). Collected here, while Ray is up.
+    gc.collect()
     report = (lambda: _partial(then, folder)) if interrupted else (lambda: then(folder))
     try:
         result = shutdown_ray_during(report) if started else report()
