@@ -20,14 +20,14 @@ from typing import Any
 from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 from ray.rllib.utils.typing import StateDict
 
-from imm_ray.rl.shared import ExtraStateMixin
+from imm_ray.rl.shared import ExtraStateMixin, RestoresWeightsMixin
 from imm_ray.rl.streams import START_STREAM, stream_seed
 
 #: State key: how many seeded resets this runner has made.
 NUM_SEEDED_RESETS = "num_seeded_resets"
 
 
-class TrajectorySeededEnvRunner(ExtraStateMixin, SingleAgentEnvRunner):
+class TrajectorySeededEnvRunner(RestoresWeightsMixin, ExtraStateMixin, SingleAgentEnvRunner):
     """``SingleAgentEnvRunner`` whose forced resets draw fresh, reproducible start seeds."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -17,9 +17,10 @@ from imm_ray.rl.env_runner import TrajectorySeededEnvRunner
 from imm_ray.rl.evaluation import RolloutEvaluationConfigMixin, RolloutEvaluationMixin
 from imm_ray.rl.imm_config import IMMConfigMixin
 from imm_ray.rl.imm_learner import IMMLearnerMixin
+from imm_ray.rl.shared import RestoresWeightsMixin
 
 
-class IMMPPOTorchLearner(IMMLearnerMixin, PPOTorchLearner):
+class IMMPPOTorchLearner(RestoresWeightsMixin, IMMLearnerMixin, PPOTorchLearner):
     """RLlib's PPO loss plus λ·IMM (paper Eq. 8)."""
 
 

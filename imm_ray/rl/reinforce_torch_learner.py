@@ -13,13 +13,13 @@ from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.utils.typing import ModuleID, TensorType
 
 from imm_ray.rl.imm_learner import IMMLearnerMixin
-from imm_ray.rl.shared import reinforce_loss
+from imm_ray.rl.shared import RestoresWeightsMixin, reinforce_loss
 
 #: Metric key of the main (policy-gradient) loss.
 POLICY_LOSS_KEY = "policy_loss"
 
 
-class ReinforceTorchLearner(TorchLearner):
+class ReinforceTorchLearner(RestoresWeightsMixin, TorchLearner):
     """REINFORCE (Williams, 1992) with discounted reward-to-go weights (paper App. D.3)."""
 
     def build(self) -> None:

@@ -12,7 +12,9 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 import torch
+from ray.rllib.core import COMPONENT_RL_MODULE
 from ray.rllib.core.columns import Columns
+from ray.rllib.utils.metrics import WEIGHTS_SEQ_NO
 from ray.rllib.utils.typing import StateDict
 
 import envs
@@ -104,3 +106,24 @@ class ExtraStateMixin:
     def _set_extra_state(self, state: StateDict) -> None:
         """Restores what :meth:`_add_extra_state` added, where ``state`` has it."""
         raise NotImplementedError
+
+
+class RestoresWeightsMixin:
+    """A learner or env runner that takes a state's module weights whatever its weight
+    sequence number. Mix in before the RLlib class.
+
+    RLlib's ``Learner.set_state`` and ``SingleAgentEnvRunner.set_state`` take the weights
+    only when the state's number is newer than their own: right for a broadcast of new
+    weights, wrong for a restore into a live algorithm, whose state may be older (an
+    earlier checkpoint of its own) or as new (another population member's at the same
+    epoch). The learner then took the optimizer's moments and kept its own weights, and
+    the env runner kept sampling with the weights it had. Here every state that carries
+    the module sets it, and the number becomes the state's."""
+
+    def set_state(self, state: StateDict) -> None:
+        seq_no = state.get(WEIGHTS_SEQ_NO, 0)
+        if COMPONENT_RL_MODULE in state:
+            state = {**state, WEIGHTS_SEQ_NO: 0}
+        super().set_state(state)  # type: ignore[misc]
+        if COMPONENT_RL_MODULE in state:
+            self._weights_seq_no = seq_no

@@ -553,3 +553,69 @@ def test_sampled_imm_risk_converges_to_the_exact_one(ray_session):
     # Same seeds, same initial weights: only the extension differs. The sampled risk is
     # biased up by Jensen (log of a sample mean), by O(1/k).
     torch.testing.assert_close(sampled, exact, rtol=0.01, atol=0.0)
+
+
+def test_a_state_set_into_a_live_algorithm_continues_exactly(ray_session):
+    """What population-based training does on a reused worker: an algorithm that has
+    trained on takes an earlier state of its own, or another member's at the same epoch
+    (RLlib's weight sync skipped both: their weight sequence numbers were not newer than
+    the EnvRunner's, so it sampled with the weights it had)."""
+    config = SeedReinforceConfig().training(seeds=[4, 7], epochs_per_iteration=5).imm(lam=1.0)
+    reference = config.build_algo()
+    member = config.build_algo()
+    try:
+        start = reference.get_state()
+        reference.set_lambda(0.25)
+        reference.train_epochs(10)
+        at_ten = reference.get_state()
+        reference.train_epochs(10)
+        expected, expected_eval = _params(reference), reference.evaluate_seeds()
+        # Another member, 10 epochs in at another λ, copies the reference at epoch 10.
+        member.set_lambda(2.0)
+        member.train_epochs(10)
+        member.set_state(at_ten)
+        member.set_lambda(0.25)
+        member.train_epochs(10)
+        assert all(torch.equal(a, b) for a, b in zip(expected, _params(member), strict=True))
+        np.testing.assert_array_equal(expected_eval, member.evaluate_seeds())
+        # The reference itself, back to its start: the same run again.
+        reference.set_state(start)
+        assert reference.epochs == 0
+        reference.train_epochs(20)
+        assert all(torch.equal(a, b) for a, b in zip(expected, _params(reference), strict=True))
+    finally:
+        reference.stop()
+        member.stop()
+
+
+def test_set_lambda_changes_the_imm_weight_from_the_next_epoch(ray_session):
+    seeds = [1, 5]
+    config = SeedReinforceConfig().training(seeds=seeds, epochs_per_iteration=10)
+
+    def trained(built_with: SeedReinforceConfig, lam: float | None) -> list[torch.Tensor]:
+        algo = built_with.build_algo()
+        try:
+            if lam is not None:
+                algo.set_lambda(lam)
+                assert algo.lambdas() == [lam] * len(seeds)
+            algo.train_epochs(10)
+            return _params(algo)
+        finally:
+            algo.stop()
+
+    def same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+        return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+    built_high = config.copy().imm(lam=1.0)
+    # Built at λ = 1 and set to 0.25 is built at 0.25; set to 0 is plain REINFORCE.
+    assert same(trained(built_high, 0.25), trained(config.copy().imm(lam=0.25), None))
+    assert same(trained(built_high, 0.0), trained(config.copy().imm(target=None), None))
+    assert not same(trained(built_high, 0.25), trained(built_high, None))
+    algo = config.copy().imm(target=None).build_algo()
+    try:
+        with pytest.raises(ValueError, match="needs a learner built with IMM on"):
+            algo.set_lambda(0.5)
+        with pytest.raises(ValueError, match="lambdas must be 2 finite numbers >= 0"):
+            algo.set_lambda([0.1, -1.0])
+    finally:
+        algo.stop()

@@ -32,7 +32,7 @@ it, with the epoch, for the algorithm to turn its results into NaN.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -40,13 +40,19 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.utils.typing import ModuleID, StateDict, TensorType
 
+from imm_ray.checks import fail
 from imm_ray.imm import imm_loss
 from imm_ray.rl.imm_learner import IMM_LAMBDA_KEY, IMM_LOSS_KEY
 from imm_ray.rl.reinforce_torch_learner import POLICY_LOSS_KEY
 from imm_ray.rl.seeds.batched_module import LOGITS_TABLE
 from imm_ray.rl.seeds.eager_adam import make_adam
 from imm_ray.rl.seeds.returns_to_go import SeedReturnsToGo
-from imm_ray.rl.shared import ExtraStateMixin, imm_tables, reinforce_loss
+from imm_ray.rl.shared import (
+    ExtraStateMixin,
+    RestoresWeightsMixin,
+    imm_tables,
+    reinforce_loss,
+)
 from imm_ray.rl.streams import IMM_STREAM, SeedStreams, inverse_cdf
 
 #: Metric key: how many seeds have failed (non-finite loss) so far.
@@ -55,7 +61,7 @@ NUM_FAILED_SEEDS_KEY = "num_failed_seeds"
 SEED_STATE = "seed_state"
 
 
-class SeedReinforceTorchLearner(ExtraStateMixin, TorchLearner):
+class SeedReinforceTorchLearner(RestoresWeightsMixin, ExtraStateMixin, TorchLearner):
     """REINFORCE + λ·IMM for every seed of a :class:`BatchedReinforceRLModule` at once.
 
     Logged per module: ``policy_loss`` and ``imm_loss`` (means over the runs that have not
@@ -95,6 +101,23 @@ class SeedReinforceTorchLearner(ExtraStateMixin, TorchLearner):
             params=params,
             lr_or_lr_schedule=config.lr,
         )
+
+    def set_lambdas(self, lams: Sequence[float]) -> None:
+        """Sets every run's λ from now on (``[G·S]``, in the order of ``config.run_seeds``):
+        what population-based training changes mid-training. A run at λ = 0 takes plain
+        REINFORCE steps; λ > 0 needs the IMM tables, built when the learner was (its config
+        had IMM on)."""
+        lam = torch.tensor([float(x) for x in lams], dtype=torch.float32, device=self._device)
+        if lam.shape != self._lam.shape or not bool(torch.isfinite(lam).all() & (lam >= 0).all()):
+            fail("lambdas", list(lams), f"{self._lam.numel()} finite numbers >= 0, one per run")
+        if self._imm_tables is None and bool((lam != 0).any()):
+            raise ValueError("λ > 0 needs a learner built with IMM on (imm_target and λ > 0)")
+        self._lam = lam
+        self._imm_on = lam != 0
+
+    def lambdas(self) -> list[float]:
+        """Every run's λ now, in the order of ``config.run_seeds``."""
+        return self._lam.tolist()
 
     def failed_runs(self) -> dict[int, int]:
         """``{run: epoch}`` of every run whose loss became non-finite, at the epoch it did

@@ -262,6 +262,21 @@ class SeedReinforce(Algorithm):
             self._epochs_next_iteration = None
         return result
 
+    def set_lambda(self, lam: float | Sequence[float]) -> None:
+        """Changes λ from the next epoch on: one λ for every run, or one per run (in the
+        order of ``config.run_seeds``). The algorithm must have been built with IMM on
+        (``imm(lam=λ > 0)`` and a target) for any λ > 0: population-based training builds
+        it so and then sets the member's own λ, 0 included."""
+        runs = len(self.config.run_seeds)
+        lams = [lam] * runs if isinstance(lam, Real) else list(lam)
+        results = self.learner_group.foreach_learner(lambda learner: learner.set_lambdas(lams))
+        next(iter(results)).get()  # raises the learner's error, if any
+
+    def lambdas(self) -> list[float]:
+        """Every run's λ now (``set_lambda`` or the config's), in the order of ``run_seeds``."""
+        results = self.learner_group.foreach_learner(lambda learner: learner.lambdas())
+        return next(iter(results)).get()
+
     def failed_runs(self) -> dict[int, int]:
         """``{run: epoch}`` of the runs whose loss became non-finite (see the learner); a
         run is an index into ``config.run_seeds`` (the seed's index without λ groups)."""

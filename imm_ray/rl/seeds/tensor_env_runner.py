@@ -172,10 +172,11 @@ class SeedTensorEnvRunner(EnvRunner, Checkpointable):
     def set_state(self, state: StateDict) -> None:
         if COMPONENT_RL_MODULE in state:
             seq_no = state.get(WEIGHTS_SEQ_NO, 0)
-            if seq_no == 0 or self._weights_seq_no < seq_no:
-                module_state = state[COMPONENT_RL_MODULE]
-                self.module.set_state(module_state.get(DEFAULT_MODULE_ID, module_state))
-            self._weights_seq_no = max(self._weights_seq_no, seq_no)
+            # Whatever the number (see RestoresWeightsMixin): a restored state's weights
+            # may be older than this runner's, or as new and another member's.
+            module_state = state[COMPONENT_RL_MODULE]
+            self.module.set_state(module_state.get(DEFAULT_MODULE_ID, module_state))
+            self._weights_seq_no = seq_no
         if NUM_ENV_STEPS_SAMPLED_LIFETIME in state:
             self.num_env_steps_sampled_lifetime = state[NUM_ENV_STEPS_SAMPLED_LIFETIME]
         if NUM_EPOCHS_LIFETIME in state:
