@@ -67,6 +67,9 @@ DROPPED = (
         "ray.tune.execution.experiment_state",
         "Experiment state snapshotting has been triggered multiple times",
     ),
+    # A class trainable (a search trial) continuing from a checkpoint: under PBT, every
+    # member at every perturbation.
+    ("ray.tune.trainable.trainable", "from checkpoint: Checkpoint("),
     ("transformers.trainer_utils", "mtime may not be reliable on this filesystem"),
 )
 

@@ -83,11 +83,32 @@ class ExperimentBase:
     spread: ClassVar[str | None] = None
     gap: tuple[str, str] | None = None
 
+    search_metrics: ClassVar[dict[str, str]] = {}
+    """What a search (:mod:`tuning.search`) may optimize, each with the mode it is best
+    in (``{"reward": "max"}``); empty: the kind cannot be searched."""
+    search_time: ClassVar[str] = "size"
+    """The key of a search trial's results that says how far it has trained."""
+    search_checkpoints: ClassVar[bool] = False
+    """Whether a search trial checkpoints at every evaluation point (what PBT needs)."""
+
     def notes(self) -> list[str]:
         return []
 
     def baselines(self) -> dict[str, float]:
         return {}
+
+    def search_trial(self) -> dict[str, Any]:
+        """The trial a search trains at each λ: the experiment's one IMM setting."""
+        raise ConfigError("experiment", f"{self.kind} experiments cannot be searched")  # type: ignore[attr-defined]
+
+    def search_points(self) -> list[int]:
+        """When a search trial reports (:attr:`search_time`), in order."""
+        raise ConfigError("experiment", f"{self.kind} experiments cannot be searched")  # type: ignore[attr-defined]
+
+    def search_trainable(self) -> Any:
+        """The Tune trainable of a search trial: its config holds ``trial`` (what
+        :meth:`search_trial` gave), the searched ``lambda`` or ``r``, and ``index``."""
+        raise ConfigError("experiment", f"{self.kind} experiments cannot be searched")  # type: ignore[attr-defined]
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, **dataclasses.asdict(self)}  # type: ignore[attr-defined, call-overload]

@@ -51,17 +51,23 @@ class ProgressLines(tune.Callback):
         total = self.total if self.left is None else self.left
         left = total - self.finished
         eta = f", ETA {elapsed / self.finished * left:.0f}s" if self.finished and left else ""
-        spec = trial.config["trial"]
         print(
             f"[{self.finished}/{total} trials, {elapsed:.0f}s{eta}] {what}: "
-            f"{spec['setting']} ({spec['tag']}){f': {reason}' if reason else ''}",
+            f"{self.describe(trial)}{f': {reason}' if reason else ''}",
             file=sys.stderr,
             flush=True,
         )
 
+    def describe(self, trial: Any) -> str:
+        return describe(trial)
+
+    def outcome(self, trial: Any) -> str:
+        """What a finished trial's line adds after its name (nothing for a sweep)."""
+        return ""
+
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.finished += 1
-        self._line(trial, "done")
+        self._line(trial, "done", self.outcome(trial))
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._line(trial, "failed, retrying", failure_reason(trial))
@@ -73,6 +79,18 @@ class ProgressLines(tune.Callback):
         if folder:
             reason = "; ".join(filter(None, (reason, f"traceback in {folder}/error.txt")))
         self._line(trial, f"errored after {self.max_failures} retries", reason)
+
+
+def describe(trial: Any) -> str:
+    """How the console names a trial: a sweep trial by its setting and tag, a search trial
+    (:mod:`tuning.search`) by its index and sampled value."""
+    config = trial.config
+    if "index" in config:
+        param = "lambda" if "lambda" in config else "r"
+        symbol = "λ" if param == "lambda" else "r"
+        return f"trial {config['index']} ({symbol} = {config[param]:.4g})"
+    spec = config["trial"]
+    return f"{spec['setting']} ({spec['tag']})"
 
 
 #: Where Tune's error file starts the record of each failure of a trial.
@@ -125,11 +143,10 @@ class GpuWarnings(tune.Callback):
         if not result.get("gpu_unusable") or trial.trial_id in self.warned:
             return
         self.warned.add(trial.trial_id)
-        spec = trial.config["trial"]
         node = result.get("node_id", "?")
         ip = result.get("node_ip")
         print(
-            f"imm-ray: warning: trial {spec['setting']} ({spec['tag']}) was given a GPU on "
+            f"imm-ray: warning: trial {describe(trial)} was given a GPU on "
             f"node {node}{f' ({ip})' if ip else ''} that torch cannot use (no CUDA device "
             "there); it trains on CPU",
             file=sys.stderr,

@@ -63,6 +63,8 @@ class TrialResults:
     rows: list[dict[str, Any]]
     folder: str = ""
     """The trial folder's name (Tune's ``relative_logdir``)."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """Everything ``params.json`` holds: ``trial`` and, in a search, the sampled value."""
 
 
 def save_experiment(folder: str | os.PathLike[str] | Location, experiment: SweepExperiment) -> None:
@@ -115,11 +117,11 @@ def read_trials(folder: str | os.PathLike[str] | Location) -> list[TrialResults]
         if params is None or None in results:  # a trial folder being replaced right now
             continue
         try:
-            trial = json.loads(params)["trial"]
+            config = json.loads(params)
         except json.JSONDecodeError:  # Tune writing a new trial's params.json right now
             continue
         rows = [row for text in results for row in parse_rows(text)]
-        trials.append(TrialResults(trial, rows, trial_folder))
+        trials.append(TrialResults(config["trial"], rows, trial_folder, config))
     return trials
 
 

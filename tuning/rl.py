@@ -194,6 +194,32 @@ class Experiment(ExperimentBase):
     def with_overrides(self, **overrides: Any) -> Experiment:
         return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
+    # The search interface (tuning.search).
+    search_metrics: ClassVar[dict[str, str]] = {"reward": "max"}
+    search_time: ClassVar[str] = "epochs"
+    search_checkpoints: ClassVar[bool] = True
+
+    def search_trial(self) -> dict[str, Any]:
+        """The one IMM setting's trial, all seeds in it (every member of a population
+        trains the same seeds); its λ is the search's."""
+        searched = [s for s in self.settings if s.imm]
+        if len(self.settings) != 1 or not searched:
+            raise ConfigError(
+                "settings",
+                "a search varies λ of one IMM setting: settings must list exactly one, with "
+                f"imm on, got {len(self.settings)} ({len(searched)} with IMM)",
+            )
+        experiment = dataclasses.replace(self, seeds_per_trial=None)
+        return trial_plan(experiment)[0]
+
+    def search_points(self) -> list[int]:
+        return sorted(set(self.epochs))
+
+    def search_trainable(self) -> Any:
+        from tuning.rl_search import RLSearchTrainable
+
+        return RLSearchTrainable
+
 
 def trial_plan(experiment: Experiment) -> list[dict[str, Any]]:
     """One Tune trial per (setting, chunk of seeds): each λ group's epochs are evaluated

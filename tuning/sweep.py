@@ -78,6 +78,7 @@ def run_sweep(
     tensorboard: bool = False,
     inputs: dict[str, Any] | None = None,
     then: Callable[[Location], T] = lambda folder: folder,
+    fit: Callable[..., bool] | None = None,
 ) -> T:
     """Runs (or with ``resume`` continues) ``experiment``; returns its results folder, or
     what ``then`` returns for it (called while an embedded Ray shuts down).
@@ -99,6 +100,10 @@ def run_sweep(
     ``inputs`` are what the trials read (``experiment.load_inputs()``: a corpus, a
     checkpoint, restricted policies); by default the driver reads them here, before Ray
     starts. Trials get them through Ray's object store, never from the driver's paths.
+
+    ``fit`` runs Tune once Ray is up (default: the sweep's grid of trials; a search
+    passes its own, :func:`tuning.search.run_search`), with :func:`_fit`'s arguments, and
+    returns whether SIGINT stopped it.
     """
     storage = resolve(storage)
     folder = _sweep_folder(experiment, storage, resume)
@@ -118,7 +123,7 @@ def run_sweep(
         started = init_ray(address)
         check_request(experiment.cpus_per_trial, experiment.gpus_per_trial)
         with _trials_on_prestarted_workers():
-            interrupted = _fit(
+            interrupted = (fit or _fit)(
                 experiment,
                 storage,
                 folder,
@@ -292,18 +297,7 @@ def _fit(
         {"cpu": experiment.cpus_per_trial, "gpu": experiment.gpus_per_trial},
     )
     if resume:
-        # A restored sweep keeps the callbacks it was started with; Tune adds its default
-        # loggers (TensorBoard's among them) to a sweep stored without them.
-        tuner = tune.Tuner.restore(
-            folder.path,
-            trainable,
-            resume_unfinished=True,
-            resume_errored=True,
-            storage_filesystem=folder.filesystem,
-        )
-        with _TuneInterrupt() as interrupt:
-            tuner.fit()
-        return interrupt.caught
+        return _fit_restored(folder, trainable)
     folder.mkdir()
     save_experiment(folder, experiment)
     trials = experiment.trials()
@@ -332,6 +326,26 @@ def _fit(
         tune_config=tune.TuneConfig(trial_dirname_creator=_trial_dirname, reuse_actors=True),
     )
     with _environment(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1"), _TuneInterrupt() as interrupt:
+        tuner.fit()
+    return interrupt.caught
+
+
+def _fit_restored(folder: Location, trainable: Any) -> bool:
+    """Continues the Tune run stored in ``folder``; returns whether SIGINT stopped it.
+
+    A restored run keeps the callbacks, search algorithm and scheduler it was started
+    with; Tune adds its default loggers (TensorBoard's among them) to a run stored
+    without them."""
+    from ray import tune
+
+    tuner = tune.Tuner.restore(
+        folder.path,
+        trainable,
+        resume_unfinished=True,
+        resume_errored=True,
+        storage_filesystem=folder.filesystem,
+    )
+    with _TuneInterrupt() as interrupt:
         tuner.fit()
     return interrupt.caught
 

@@ -1,0 +1,239 @@
+"""The Tune search algorithm and schedulers of :mod:`tuning.search`, made to decide on a
+fixed order rather than on the order concurrent trials happen to report in.
+
+* :class:`OrderedSearch` numbers the configurations a searcher suggests (``"index"``) and,
+  for a searcher that learns from results (Optuna's TPE), hands them over a batch of
+  ``live`` trials at a time, in index order, once the whole batch has ended: the n-th
+  suggestion depends on the batches before it, not on which trial finished first. Its
+  whole state (the inner searcher's included) is saved with Tune's experiment state, so a
+  resumed search suggests what the interrupted one would have.
+* :class:`BatchASHA` is asynchronous successive halving whose rungs compare a trial with
+  the trials of earlier batches only, which have all ended by the time it runs: a trial is
+  stopped at a rung when its metric there falls below the (1 − 1/η) quantile of theirs.
+  The decision is a function of reported values alone, so it is the same on a rerun and
+  after ``--resume`` (the rung records are rebuilt from the trials' reported curves).
+* :class:`SeededPBT` is Tune's synchronous population-based training drawing from its own
+  stream, seeded by the search's seed and the perturbation's time, with ties in the
+  ranking broken by index, and a member keeping its own index when it copies another.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+from ray.tune.schedulers import FIFOScheduler, PopulationBasedTraining, TrialScheduler
+from ray.tune.search import Searcher
+
+from tuning.progress import ProgressLines
+
+#: The key of a search trial's config that holds its place in suggestion order.
+INDEX = "index"
+
+
+class OrderedSearch(Searcher):
+    """Wraps a searcher: numbered suggestions, at most ``live`` trials at once and, with
+    ``batches``, results passed on a batch at a time (see the module's docstring)."""
+
+    def __init__(self, searcher: Searcher, live: int, batches: bool) -> None:
+        super().__init__()
+        self.searcher = searcher
+        self.live = live
+        self.batches = batches
+        self.count = 0
+        self.batch_end = live
+        self.running: dict[str, int] = {}
+        self.ended: dict[int, tuple[str, dict | None, bool]] = {}
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec):
+        self._metric, self._mode = metric, mode
+        return self.searcher.set_search_properties(metric, mode, config, **spec)
+
+    def suggest(self, trial_id: str) -> dict | None:
+        if len(self.running) >= self.live or (self.batches and self.count >= self.batch_end):
+            return None
+        config = self.searcher.suggest(trial_id)
+        if config is None or config == Searcher.FINISHED:
+            return config
+        self.running[trial_id] = self.count
+        self.count += 1
+        return {**config, INDEX: self.running[trial_id]}
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        index = self.running.pop(trial_id, None)
+        if index is None:
+            return
+        if not self.batches:
+            self.searcher.on_trial_complete(trial_id, result=result, error=error)
+            return
+        self.ended[index] = (trial_id, result, error)
+        if not self.running and self.count >= self.batch_end:
+            for index in sorted(self.ended):
+                ended_id, ended_result, ended_error = self.ended[index]
+                self.searcher.on_trial_complete(ended_id, result=ended_result, error=ended_error)
+            self.ended.clear()
+            self.batch_end = self.count + self.live
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self.searcher.on_trial_result(trial_id, result)
+
+    # Tune saves a wrapper's own state (get_state) and its innermost searcher's (save_to_dir)
+    # together with the trials' states, and restores both on --resume.
+    def get_state(self) -> dict[str, Any]:
+        return copy.deepcopy({k: v for k, v in self.__dict__.items() if k != "searcher"})
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+
+class BatchASHA(FIFOScheduler):
+    """Successive halving over rungs at ``grace_period``·η^k (< ``max_t``) of
+    ``time_attr``, comparing each trial with earlier batches' trials (batches of
+    ``batch`` consecutive indices)."""
+
+    def __init__(
+        self,
+        *,
+        time_attr: str,
+        batch: int,
+        grace_period: float,
+        max_t: float,
+        reduction_factor: float,
+    ) -> None:
+        super().__init__()
+        self.time_attr = time_attr
+        self.batch = batch
+        self.reduction_factor = reduction_factor
+        self.rungs: list[float] = []
+        milestone = float(grace_period)
+        while milestone < max_t:
+            self.rungs.append(milestone)
+            milestone *= reduction_factor
+        self.records: dict[float, dict[int, float]] = {m: {} for m in self.rungs}
+        self.index: dict[str, int] = {}
+        self.sign = 1.0
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+        if self._metric is not None and metric is not None:
+            return False
+        self._metric, self._mode = metric, mode
+        self.sign = -1.0 if mode == "min" else 1.0
+        return True
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        index = int(trial.config[INDEX])
+        self.index[trial.trial_id] = index
+        # A trial restored by --resume: its curve so far, as reported before the stop.
+        curve = (trial.last_result or {}).get("curves", {}).get(self._metric, [])
+        for time, value in curve:
+            self._record(index, time, value)
+
+    def _record(self, index: int, time: float, value: float) -> None:
+        for milestone in self.rungs:
+            if time >= milestone:
+                self.records[milestone].setdefault(index, self.sign * float(value))
+
+    def cutoff(self, milestone: float, index: int) -> float | None:
+        """The value a trial must reach at ``milestone``: the (1 − 1/η) quantile of the
+        earlier batches' values there, or ``None`` when they have none."""
+        earlier = [
+            value
+            for other, value in self.records[milestone].items()
+            if other // self.batch < index // self.batch
+        ]
+        if not earlier:
+            return None
+        return float(np.nanpercentile(earlier, (1 - 1 / self.reduction_factor) * 100))
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        if self.time_attr not in result or self._metric not in result:
+            return TrialScheduler.CONTINUE
+        index = self.index[trial.trial_id]
+        self._record(index, result[self.time_attr], result[self._metric])
+        for milestone in self.rungs:
+            own = self.records[milestone].get(index)
+            cutoff = self.cutoff(milestone, index)
+            if own is not None and cutoff is not None and own < cutoff:
+                return TrialScheduler.STOP
+        return TrialScheduler.CONTINUE
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
+        if result and self.time_attr in result and self._metric in result:
+            self._record(self.index[trial.trial_id], result[self.time_attr], result[self._metric])
+
+    def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+        pass
+
+    def debug_string(self) -> str:
+        return f"BatchASHA: rungs {self.rungs}, batches of {self.batch}"
+
+
+class SeededPBT(PopulationBasedTraining):
+    """Synchronous PBT whose random choices come from ``(seed, time)`` (see the module)."""
+
+    def __init__(self, *, seed: int, **options: Any) -> None:
+        super().__init__(synch=True, log_config=False, **options)
+        self.seed = seed
+
+    @contextmanager
+    def _stream(self, time: Any) -> Iterator[None]:
+        """Python's and NumPy's global generators (what Tune's PBT and its search domains
+        draw from) seeded from (seed, time) within the block, then put back."""
+        saved = random.getstate(), np.random.get_state()
+        key = f"imm-ray pbt {self.seed} {time}"
+        random.seed(key)
+        np.random.seed(zlib.crc32(key.encode()))
+        try:
+            yield
+        finally:
+            random.setstate(saved[0])
+            np.random.set_state(saved[1])
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        with self._stream(result.get(self._time_attr)):
+            return super().on_trial_result(tune_controller, trial, result)
+
+    def _quantiles(self) -> tuple[list, list]:
+        """The bottom and top ``quantile_fraction`` of the live members with a score,
+        ranked by score, then index (a tie never depends on the order trials were added)."""
+        ranked = sorted(
+            (
+                trial
+                for trial, state in self._trial_state.items()
+                if state.last_score is not None
+                and not np.isnan(state.last_score)
+                and not trial.is_finished()
+            ),
+            key=lambda trial: (self._trial_state[trial].last_score, -int(trial.config[INDEX])),
+        )
+        if len(ranked) < 2:
+            return [], []
+        count = min(int(np.ceil(len(ranked) * self._quantile_fraction)), len(ranked) // 2)
+        return ranked[:count], ranked[len(ranked) - count :]
+
+    def _get_new_config(self, trial: Any, trial_to_clone: Any) -> tuple[dict, dict]:
+        config, operations = super()._get_new_config(trial, trial_to_clone)
+        config[INDEX] = trial.config[INDEX]  # a member keeps its own place
+        return config, operations
+
+
+class SearchProgress(ProgressLines):
+    """:class:`~tuning.progress.ProgressLines` for a search: a finished trial's line gives
+    its metric and where it stopped."""
+
+    def __init__(self, total: int, max_failures: int, metric: str, time_attr: str, end: int):
+        super().__init__(total, max_failures)
+        self.metric, self.time_attr, self.end = metric, time_attr, end
+
+    def outcome(self, trial: Any) -> str:
+        result = trial.last_result or {}
+        if self.metric not in result or self.time_attr not in result:
+            return ""
+        time = result[self.time_attr]
+        stopped = " (stopped early)" if time < self.end else ""
+        return f"{self.metric} {result[self.metric]:.4g} at {time} {self.time_attr}{stopped}"
