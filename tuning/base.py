@@ -105,6 +105,17 @@ class ExperimentBase:
         """When a search trial reports (:attr:`search_time`), in order."""
         raise ConfigError("experiment", f"{self.kind} experiments cannot be searched")  # type: ignore[attr-defined]
 
+    def search_split(self) -> list[tuple[str, Any]]:
+        """The searches one search of this experiment is: ``[(label, experiment)]``, one
+        per part searched apart (the logistic kind: one per dataset size), or the
+        experiment itself, unlabelled."""
+        return [("", self)]
+
+    def search_budget(self, budget: int) -> Any:
+        """This experiment trained ``budget`` epochs in a search (``--epochs``), at the
+        same evaluation interval."""
+        raise ConfigError("epochs", f"a search of a {self.kind} experiment takes no --epochs")  # type: ignore[attr-defined]
+
     def search_trainable(self) -> Any:
         """The Tune trainable of a search trial: its config holds ``trial`` (what
         :meth:`search_trial` gave), the searched ``lambda`` or ``r``, and ``index``."""

@@ -215,6 +215,14 @@ class Experiment(ExperimentBase):
     def search_points(self) -> list[int]:
         return sorted(set(self.epochs))
 
+    def search_budget(self, budget: int) -> Experiment:
+        """Evaluated every as many epochs as now (its first evaluation point), up to
+        ``budget``, and at ``budget``."""
+        checks.integer("epochs", budget, 1)
+        step = min(self.epochs)
+        points = sorted({*range(step, budget + 1, step), budget})
+        return dataclasses.replace(self, epochs=tuple(points))
+
     def search_trainable(self) -> Any:
         from tuning.rl_search import RLSearchTrainable
 

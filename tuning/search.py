@@ -269,6 +269,21 @@ class Search:
             data["name"], experiment_from_dict(data["experiment"]), SearchSpace(**data["space"])
         )
 
+    def with_budget(self, budget: int | None) -> Search:
+        """This search with its trials trained ``budget`` epochs (None: unchanged)."""
+        if budget is None:
+            return self
+        return dataclasses.replace(self, experiment=self.experiment.search_budget(budget))
+
+    def split(self) -> list[Search]:
+        """The searches this one runs as: itself, or one per part its experiment searches
+        apart (:meth:`~tuning.base.ExperimentBase.search_split`), each named by its part
+        and stored in this search's folder."""
+        parts = self.experiment.search_split()
+        if len(parts) == 1 and not parts[0][0]:
+            return [self]
+        return [dataclasses.replace(self, name=label, experiment=part) for label, part in parts]
+
     def with_space(self, **options: Any) -> Search:
         """This search with some of its space's fields replaced (None values ignored)."""
         changes = {k: v for k, v in options.items() if v is not None}
@@ -494,6 +509,63 @@ def _table(search: Search, trials: list[TrialSummary], best: TrialSummary) -> st
         steps = ", ".join(f"{lam:.3g} from {int(s)}" for s, lam in best.schedule)
         found += f"\nIts λ schedule: {steps}"
     return "\n".join(lines) + found
+
+
+def run_searches(
+    search: Search,
+    storage: str | Path | Location,
+    *,
+    resume: bool = False,
+    address: str | None = None,
+    verbose: bool = False,
+) -> list[SearchReport]:
+    """Runs ``search``: one :func:`run_search`, or (for an experiment searched part by
+    part, :meth:`Search.split`) one per part in ``storage/<name>/<part>/``, and then
+    ``best.csv`` there, the best setting of each part. Every part is checked before the
+    first starts."""
+    parts = search.split()
+    for part in parts:
+        part.validate()
+    if parts == [search]:
+        return [run_search(search, storage, resume=resume, address=address, verbose=verbose)]
+    folder = resolve(storage) / search.name
+    reports = []
+    for part in parts:
+        started = (folder / part.name).exists() and any(
+            True for _ in (folder / part.name).iterdir()
+        )
+        # On --resume, a part not started yet starts; one that finished reruns nothing.
+        reports.append(
+            run_search(part, folder, resume=resume and started, address=address, verbose=verbose)
+        )
+    (folder / BEST_CSV).write_text(parts_csv(parts, reports))
+    return reports
+
+
+#: A search run part by part: each part's best setting, one row per part.
+BEST_CSV = "best.csv"
+
+
+def parts_csv(parts: list[Search], reports: list[SearchReport]) -> str:
+    """One row per part: its name, the best λ and r, and the metric there."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    metric = parts[0].metric
+    writer.writerow(["part", "lambda", "r", metric, f"{metric}_se", "trials"])
+    for part, report in zip(parts, reports, strict=True):
+        best = report.best
+        spread = best.get(f"{metric}_se")
+        writer.writerow(
+            [
+                part.name,
+                _g(best["lambda"]),
+                _g(best["r"]),
+                _g(best[metric]),
+                "" if spread is None else _g(spread),
+                best["trials"],
+            ]
+        )
+    return out.getvalue()
 
 
 def run_search(
