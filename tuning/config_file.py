@@ -16,10 +16,23 @@ Example (YAML; TOML has the same keys, with ``[[settings]]`` tables)::
         lambda: rule            # or a number λ >= 0, or lambda_ratio: r in [0, 1)
       - label: IMM softmax T=0.5
         target: {kind: softmax, temperature: 0.5, epsilon: 0.0}
+
+A file with a ``search:`` section is a search (``imm-ray search FILE``,
+:mod:`tuning.search`): its one setting's λ is what the search varies, and the section
+holds the :class:`~tuning.search.SearchSpace` fields::
+
+    name: my-search
+    epochs: [10, 20, 30, 40, 50]   # the evaluation points
+    seeds: 30
+    settings:
+      - label: IMM
+    search: {param: r, low: 0.0, high: 0.9, algorithm: optuna, scheduler: asha,
+             num_samples: 12, seed: 0}
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
 from collections.abc import Mapping
@@ -34,6 +47,7 @@ from imm_ray.checks import ConfigError
 from imm_ray.imm.weighting import ratio_to_lambda
 from imm_ray.restricted.target import TargetSpec
 from tuning.rl import Experiment, Setting
+from tuning.search import Search, SearchSpace
 
 TOP_KEYS = {
     "name",
@@ -46,7 +60,9 @@ TOP_KEYS = {
     "resources",
     "settings",
     "x_axis",
+    "search",
 }
+SEARCH_KEYS = {field.name for field in dataclasses.fields(SearchSpace)}
 RESOURCE_KEYS = {"cpus_per_trial", "gpus_per_trial"}
 SETTING_KEYS = {"label", "imm", "lambda", "lambda_ratio", "target", "num_samples"}
 TARGET_KEYS = {"kind", "temperature", "epsilon", "solver", "discount"}
@@ -57,7 +73,35 @@ class ConfigFileError(ValueError):
 
 
 def load_experiment(path: str | Path) -> Experiment:
-    """Reads a ``.yaml``/``.yml``/``.toml`` sweep file into a validated :class:`Experiment`."""
+    """Reads a ``.yaml``/``.yml``/``.toml`` sweep file into a validated :class:`Experiment`
+    (a file with a ``search:`` section is refused: it is run by ``imm-ray search``)."""
+    builder, data = _read(path)
+    if isinstance(data, Mapping) and "search" in data:
+        raise builder.fail(("search",), "this file is a search: run it with imm-ray search")
+    return builder.experiment(data)
+
+
+def load_search_file(path: str | Path) -> Search:
+    """Reads a sweep file with a ``search:`` section into a validated :class:`Search`."""
+    builder, data = _read(path)
+    if not isinstance(data, Mapping) or "search" not in data:
+        raise builder.fail(
+            ("search",), "missing: a search file needs a search: section (param, low, high, ...)"
+        )
+    experiment = builder.experiment(data)
+    space = builder.mapping(data["search"], ("search",), SEARCH_KEYS)
+    search = Search(
+        experiment.name, experiment, builder.build(SearchSpace, dict(space), ("search",))
+    )
+    try:
+        search.validate()
+    except ConfigError as err:
+        where = ("search", err.field) if err.field in SEARCH_KEYS else (err.field,)
+        raise builder.fail(where, str(err)) from None
+    return search
+
+
+def _read(path: str | Path) -> tuple[_Builder, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigFileError(f"{path}: no such sweep file")
@@ -68,7 +112,7 @@ def load_experiment(path: str | Path) -> Experiment:
         data, lines = _load_toml(path, text)
     else:
         raise ConfigFileError(f"{path}: sweep files must end in .yaml, .yml or .toml")
-    return _Builder(path, lines).experiment(data)
+    return _Builder(path, lines), data
 
 
 def _load_yaml(path: Path, text: str) -> tuple[Any, dict[tuple, int]]:

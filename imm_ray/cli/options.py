@@ -176,19 +176,22 @@ def _default(text: str | None) -> str:
     return f" (default: {text})" if text else ""
 
 
-def ray_options(*, seeds_help: str, per_trial_help: str):
-    """``--seeds``, ``--seeds-per-trial`` and ``--address``: the seeds of ``train rl`` and
-    ``sweep``, how they are split into Ray tasks, and the Ray cluster those run on;
-    ``seeds_help`` and ``per_trial_help`` end the help of the first two (their defaults)."""
+def ray_options(*, seeds_help: str, per_trial_help: str | None):
+    """``--seeds``, ``--seeds-per-trial`` and ``--address``: the seeds of ``train rl``,
+    ``sweep`` and ``search``, how they are split into Ray tasks, and the Ray cluster those
+    run on; ``seeds_help`` and ``per_trial_help`` end the help of the first two (their
+    defaults). ``per_trial_help`` None: no ``--seeds-per-trial`` (a search trial trains
+    all its seeds)."""
     parent, options = _parent()
     options.add_argument("--seeds", type=seeds, help=SEEDS_HELP + seeds_help)
-    options.add_argument(
-        "--seeds-per-trial",
-        type=positive_int("--seeds-per-trial"),
-        metavar="N",
-        help="split each RL setting's seeds into Ray tasks of N seeds, which Ray can spread "
-        "over a cluster's nodes; a seed's results do not depend on N" + per_trial_help,
-    )
+    if per_trial_help is not None:
+        options.add_argument(
+            "--seeds-per-trial",
+            type=positive_int("--seeds-per-trial"),
+            metavar="N",
+            help="split each RL setting's seeds into Ray tasks of N seeds, which Ray can spread "
+            "over a cluster's nodes; a seed's results do not depend on N" + per_trial_help,
+        )
     options.add_argument(
         "--address",
         help="Ray cluster to join: HOST:PORT of its GCS, ray://HOST:PORT, or 'auto' (the one "

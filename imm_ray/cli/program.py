@@ -1,9 +1,9 @@
 """The ``imm-ray`` command.
 
 Its parser is built from one module a command (:mod:`imm_ray.cli.train_rl`,
-:mod:`imm_ray.cli.sweep`, :mod:`imm_ray.cli.lm`, :mod:`imm_ray.cli.train_lm`,
-:mod:`imm_ray.cli.train_bert`); a command imports what it runs (PyTorch, Ray) only when it
-runs, so that ``--help`` and a bad option answer at once.
+:mod:`imm_ray.cli.sweep`, :mod:`imm_ray.cli.search`, :mod:`imm_ray.cli.lm`,
+:mod:`imm_ray.cli.train_lm`, :mod:`imm_ray.cli.train_bert`); a command imports what it
+runs (PyTorch, Ray) only when it runs, so that ``--help`` and a bad option answer at once.
 
 Every option is checked before Ray starts: a bad value exits with status 2 and a one-line
 message naming the option, never a traceback. So does a cluster that cannot be reached, or
@@ -25,6 +25,7 @@ from importlib.metadata import PackageNotFoundError, version
 from imm_ray import _compat
 from imm_ray.cli.base import EXIT_INTERRUPTED, EXIT_USAGE, Parser, UsageError
 from imm_ray.cli.lm import add_lm_commands
+from imm_ray.cli.search import add_search
 from imm_ray.cli.sweep import add_sweep_and_report
 from imm_ray.cli.train_bert import add_bert_commands
 from imm_ray.cli.train_lm import add_train_lm
@@ -51,6 +52,7 @@ def build_parser() -> Parser:
     add_train_lm(kinds)
     add_bert_commands(kinds)
     add_sweep_and_report(commands)
+    add_search(commands)
     add_lm_commands(commands)
     return parser
 

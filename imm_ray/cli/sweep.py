@@ -21,6 +21,12 @@ from imm_ray.cli.options import (
     training_options,
 )
 
+STORAGE_HELP = (
+    "where results are stored: a local folder, or a URI such as file:///abs/path, "
+    "s3://bucket/prefix (credentials and endpoint from the AWS_* variables) or "
+    "gs://bucket/prefix"
+)
+
 #: The groups of ``sweep``'s options that only some kinds of experiment take.
 _SHARED = "language-model and BERT experiments (table1, table5, lm-lambda, table2)"
 _LM = "language-model experiments (table1, table5, lm-lambda)"
@@ -55,14 +61,7 @@ def add_sweep_and_report(commands) -> None:
         guard=False,
     )
     sweep.add_argument("experiment", metavar="NAME|FILE", help="experiment name or sweep file")
-    sweep.add_argument(
-        "--storage",
-        default="results",
-        metavar="PATH|URI",
-        help="where results are stored: a local folder, or a URI such as file:///abs/path, "
-        "s3://bucket/prefix (credentials and endpoint from the AWS_* variables) or "
-        "gs://bucket/prefix",
-    )
+    sweep.add_argument("--storage", default="results", metavar="PATH|URI", help=STORAGE_HELP)
     sweep.add_argument("--cpus-per-trial", type=float, help="CPUs reserved per trial (default: 1)")
     sweep.add_argument(
         "--gpus-per-trial",
