@@ -67,6 +67,8 @@ DROPPED = (
         "ray.tune.execution.experiment_state",
         "Experiment state snapshotting has been triggered multiple times",
     ),
+    # A trial starting again with nothing stored yet (tuning.loggers): nothing to restore.
+    ("ray.tune.logger.logger", "Remote file not found: "),
     # A class trainable (a search trial) continuing from a checkpoint: under PBT, every
     # member at every perturbation.
     ("ray.tune.trainable.trainable", "from checkpoint: Checkpoint("),

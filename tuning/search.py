@@ -316,7 +316,9 @@ class TrialSummary:
     index: int
     """Its place in the order the algorithm suggested trials (0, 1, ...)."""
     lam: float
-    """λ it started with (under PBT it may have changed since: :attr:`schedule`)."""
+    """λ it started with."""
+    final_lam: float
+    """λ at its last evaluation point: under PBT, what exploit and explore made it."""
     time: int
     """The last evaluation point it reached (epochs)."""
     value: float
@@ -361,6 +363,7 @@ def read_search(folder: str | Path | Location) -> tuple[Search, list[TrialSummar
                 # value it started with.
                 index=int(first.get("index", params["index"])),
                 lam=float(first.get("lambda", searched_lambda(params))),
+                final_lam=float(last.get("lambda", searched_lambda(params))),
                 time=int(last[time]),
                 value=float(last[metric]),
                 spread=last.get(f"{metric}_se"),
@@ -396,13 +399,18 @@ def write_search_report(folder: str | Path | Location) -> SearchReport:
     metric, time = search.metric, search.experiment.search_time
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["trial", "lambda", "r", time, metric, f"{metric}_se", "best", "folder"])
+    pbt = search.space.scheduler == "pbt"
+    final = ["final_lambda"] if pbt else []
+    writer.writerow(
+        ["trial", "lambda", "r", *final, time, metric, f"{metric}_se", "best", "folder"]
+    )
     for t in trials:
         writer.writerow(
             [
                 t.index,
                 _g(t.lam),
                 _g(lambda_to_ratio(t.lam)),
+                *([_g(t.final_lam)] if pbt else []),
                 t.time,
                 _g(t.value),
                 "" if t.spread is None else _g(t.spread),
@@ -417,8 +425,8 @@ def write_search_report(folder: str | Path | Location) -> SearchReport:
         "metric": metric,
         "mode": search.mode,
         "trial": best.index,
-        "lambda": best.lam,
-        "r": lambda_to_ratio(best.lam),
+        "lambda": best.final_lam,
+        "r": lambda_to_ratio(best.final_lam),
         time: best.time,
         metric: best.value,
         f"{metric}_se": best.spread,
@@ -491,18 +499,22 @@ def _g(value: float) -> str:
 def _table(search: Search, trials: list[TrialSummary], best: TrialSummary) -> str:
     metric, time = search.metric, search.experiment.search_time
     end = search.points()[-1]
+    pbt = search.space.scheduler == "pbt"
+    final = " λ at the end |" if pbt else ""
     lines = [
-        f"| trial | λ | r | {time} | {metric} |",
-        "|---:|---:|---:|---:|---:|",
+        f"| trial | λ | r |{final} {time} | {metric} |",
+        "|---:|---:|---:|---:|---:|" + ("---:|" if pbt else ""),
     ]
     for t in trials:
         value = f"{t.value:.4g}" + ("" if t.spread is None else f" ± {t.spread:.2g}")
         mark = " **best**" if t is best else (" (stopped)" if t.time < end else "")
+        ended = f" {t.final_lam:.4g} |" if pbt else ""
         lines.append(
-            f"| {t.index} | {t.lam:.4g} | {lambda_to_ratio(t.lam):.3f} | {t.time} | {value}{mark} |"
+            f"| {t.index} | {t.lam:.4g} | {lambda_to_ratio(t.lam):.3f} |{ended} {t.time} | "
+            f"{value}{mark} |"
         )
     found = (
-        f"\nBest: λ = {best.lam:.4g} (r = {lambda_to_ratio(best.lam):.3f}), {metric} "
+        f"\nBest: λ = {best.final_lam:.4g} (r = {lambda_to_ratio(best.final_lam):.3f}), {metric} "
         f"{best.value:.4g} at {best.time} {time} (trial {best.index} of {len(trials)})"
     )
     if search.space.scheduler == "pbt":
@@ -635,8 +647,8 @@ def _fit_search(
 ) -> bool:
     """Tune's run of a search (what :func:`tuning.sweep._fit` is to a sweep)."""
     from ray import tune
-    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 
+    from tuning.loggers import result_loggers
     from tuning.progress import GpuWarnings
     from tuning.report import save_experiment
     from tuning.search_algorithms import SearchProgress
@@ -659,9 +671,7 @@ def _fit_search(
         return _fit_restored(folder, trainable)
     folder.mkdir()
     save_experiment(folder, searched)
-    loggers = [JsonLoggerCallback(), CSVLoggerCallback()]
-    if tensorboard:
-        loggers.append(TBXLoggerCallback())
+    loggers = result_loggers(tensorboard)
     points = search.points()
     progress = (
         []
@@ -706,8 +716,11 @@ def _fit_search(
             storage_path=storage.path,
             storage_filesystem=storage.filesystem,
             failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
+            # PBT copies a member's latest checkpoint: its earlier ones are kept a while
+            # longer, so none is gone before a member that copied it has restored it.
             checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=CHECKPOINTS_KEPT, checkpoint_frequency=every
+                num_to_keep=CHECKPOINTS_KEPT + (2 if search.space.scheduler == "pbt" else 0),
+                checkpoint_frequency=every,
             ),
             verbose=2 if verbose else 0,
             callbacks=[*loggers, *progress, GpuWarnings()],
@@ -787,8 +800,8 @@ class _Member:
 
     values: list[float]
 
-    def __call__(self, spec: Any) -> float:
-        return self.values[spec.config["index"]]
+    def __call__(self, config: dict[str, Any]) -> float:
+        return self.values[config["index"]]
 
 
 @dataclass(frozen=True)

@@ -287,8 +287,8 @@ def _fit(
     """Runs the sweep on Tune; returns whether Tune stopped it early on SIGINT (it stops
     its trials, saves its state one last time and returns as if done)."""
     from ray import tune
-    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 
+    from tuning.loggers import result_loggers
     from tuning.progress import GpuWarnings, ProgressLines
 
     # The inputs go into Ray's object store once; every trial reads them from there.
@@ -304,9 +304,7 @@ def _fit(
     # Tune's default loggers are JSON (result.json, which tuning.report reads), CSV and
     # TensorBoard; they are given explicitly and Tune's automatic ones switched off, so
     # that the TensorBoard writer (and PyTorch with it) loads only when asked for.
-    loggers = [JsonLoggerCallback(), CSVLoggerCallback()]
-    if tensorboard:
-        loggers.append(TBXLoggerCallback())
+    loggers = result_loggers(tensorboard)
     progress = [] if verbose else [ProgressLines(len(trials), MAX_FAILURES)]
     tuner = tune.Tuner(
         trainable,

@@ -1,0 +1,385 @@
+"""``imm-ray search`` on a real Ray and Tune: what a search finds, that it finds it again
+(the same seed, a killed and resumed driver), that a PBT member continues exactly from the
+checkpoint it copies, and the mechanisms underneath (the batch-ordered ASHA's cutoffs, the
+ordered searcher's batches) on hand-made inputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sweep_drivers import imm_ray
+
+from imm_ray.imm.weighting import ratio_to_lambda
+from tuning.rl import Experiment, Setting, run_trial
+from tuning.search import Search, SearchSpace, lambda_at, make_search_algorithm, run_search
+
+SEEDS = 3
+EXPERIMENT = Experiment("tiny", (Setting("IMM", lam=0.25),), epochs=(5, 10, 15), seeds=SEEDS)
+#: Optuna (TPE after 2 random draws) with ASHA over 8 trials in batches of 2.
+SPACE = SearchSpace(param="r", low=0.0, high=0.9, scheduler="asha", num_samples=8, max_concurrent=2)
+SEARCH = Search("tiny-search", EXPERIMENT, SPACE)
+
+
+def search_file(folder: Path, **space) -> Path:
+    """The tiny search as a sweep file with a ``search:`` section."""
+    path = folder / "search.yaml"
+    fields = {
+        "param": "r",
+        "low": 0.0,
+        "high": 0.9,
+        "scheduler": "asha",
+        "num_samples": 8,
+        "max_concurrent": 2,
+        **space,
+    }
+    section = ", ".join(f"{k}: {v}" for k, v in fields.items())
+    path.write_text(
+        "name: tiny-search\nepochs: [5, 10, 15]\nseeds: 3\nsettings:\n  - label: IMM\n"
+        f"search: {{{section}}}\n"
+    )
+    return path
+
+
+def trials_table(folder: Path) -> list[list[str]]:
+    """``trials.csv`` without its folder column (Tune's trial ids are random)."""
+    rows = list(csv.reader((folder / "trials.csv").read_text().splitlines()))
+    assert rows[0][-1] == "folder"
+    return [row[:-1] for row in rows]
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory) -> Path:
+    """The tiny search, run once in this process: its folder."""
+    storage = tmp_path_factory.mktemp("search")
+    run_search(SEARCH, storage)
+    return storage / SEARCH.name
+
+
+def test_a_search_reports_every_trial_and_the_best(searched):
+    table = trials_table(searched)
+    assert table[0] == ["trial", "lambda", "r", "epochs", "reward", "reward_se", "best"]
+    rows = table[1:]
+    assert [int(row[0]) for row in rows] == list(range(8))
+    for row in rows:
+        assert float(row[1]) == pytest.approx(ratio_to_lambda(float(row[2])), rel=1e-5)
+        assert 0 <= float(row[2]) <= 0.9 and int(row[3]) in (5, 10, 15)
+    # ASHA (rungs at 5 epochs; η = 3) stopped some trials of the later batches, none of
+    # the first batch's (nothing earlier to compare with).
+    assert all(int(row[3]) == 15 for row in rows[:2])
+    assert any(int(row[3]) < 15 for row in rows[2:])
+    best = json.loads((searched / "best.json").read_text())
+    finished = [row for row in rows if int(row[3]) == 15]
+    top = max(finished, key=lambda row: float(row[4]))
+    assert [row[-1] for row in rows].count("1") == 1 and top[-1] == "1"
+    assert best["trial"] == int(top[0]) and best["epochs"] == 15
+    assert best["reward"] == pytest.approx(float(top[4]), rel=1e-5)
+    assert best["r"] == pytest.approx(float(top[2]), rel=1e-5)
+
+
+def test_a_search_trial_at_a_lambda_is_the_sweep_trial_at_that_lambda(searched):
+    """The two RL paths that train one setting at one λ agree seed by seed: the search's
+    class trainable (built at λ = 1, then set to its own, on a reused actor) and the sweep's
+    trial."""
+    from tuning.report import read_trials
+
+    for trial in sorted(read_trials(searched), key=lambda t: t.params["index"])[:3]:
+        lam = ratio_to_lambda(trial.params["r"])
+        experiment = Experiment("x", (Setting("IMM", lam=lam),), epochs=(5, 10, 15), seeds=SEEDS)
+        direct = run_trial(experiment.search_trial(), experiment.load_inputs())
+        for row in trial.rows:
+            expected = {str(seed): value for seed, value in direct[row["epochs"]].items()}
+            assert row["values"] == pytest.approx(expected, rel=1e-6)
+            assert row["reward"] == pytest.approx(np.mean(list(expected.values())), rel=1e-6)
+
+
+def test_the_same_seed_gives_the_same_search_in_another_process(searched, tmp_path):
+    path = search_file(tmp_path)
+    again = imm_ray("search", str(path), "--storage", str(tmp_path / "again"))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert trials_table(tmp_path / "again" / "tiny-search") == trials_table(searched)
+    assert "Best: λ = " in again.stdout
+    # The seed is the sampler's: seed 0 draws the run's first values, seed 1 others.
+    ran = [float(row[2]) for row in trials_table(searched)[1:3]]
+    for seed, same in ((0, True), (1, False)):
+        algorithm = make_search_algorithm(SEARCH.with_space(seed=seed))
+        drawn = [algorithm.suggest(f"t{i}")["r"] for i in range(2)]
+        assert (drawn == pytest.approx(ran, rel=1e-5)) is same
+
+
+def recorded_terminated(folder: Path) -> int:
+    """Trials Tune's saved experiment state in ``folder`` records as terminated."""
+    count = 0
+    for entry in folder.glob("experiment_state*.json") if folder.exists() else []:
+        try:
+            state = json.loads(entry.read_text())
+        except (OSError, json.JSONDecodeError):  # being replaced right now
+            continue
+        statuses = [json.loads(trial)["status"] for trial, _ in state["trial_data"]]
+        count = max(count, statuses.count("TERMINATED"))
+    return count
+
+
+def test_a_killed_search_resumes_to_the_same_result(searched, tmp_path):
+    path = search_file(tmp_path)
+    storage = tmp_path / "killed"
+    folder = storage / "tiny-search"
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "imm_ray.cli", "search", str(path), "--storage", str(storage)],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "0"},
+    )
+    deadline = time.monotonic() + 240
+    while recorded_terminated(folder) < 3 and driver.poll() is None:
+        assert time.monotonic() < deadline, "no trial finished in time"
+        time.sleep(0.05)
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started
+    driver.wait()
+    assert 3 <= recorded_terminated(folder) < 8, "the kill must land mid-search"
+    resumed = imm_ray("search", str(path), "--storage", str(storage), "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert trials_table(folder) == trials_table(searched)
+
+
+@pytest.fixture(scope="module")
+def population(tmp_path_factory) -> Path:
+    """A tiny PBT search: 4 members, λ may change every 5 epochs up to 20."""
+    experiment = Experiment("pbt", (Setting("IMM", lam=0.25),), epochs=(5, 10, 15, 20), seeds=SEEDS)
+    space = SearchSpace(param="r", low=0.0, high=0.9, scheduler="pbt", num_samples=4, seed=3)
+    storage = tmp_path_factory.mktemp("pbt")
+    run_search(Search("pbt", experiment, space), storage)
+    return storage / "pbt"
+
+
+def test_pbt_writes_the_best_members_schedule_which_replayed_from_scratch_is_that_member(
+    population, ray_session
+):
+    from imm_ray.rl.seeds import SeedReinforceConfig
+
+    best = json.loads((population / "best.json").read_text())
+    schedule, curve = best["schedule"], best["curve"]
+    assert [point for point, _ in curve] == [5, 10, 15, 20]
+    rows = list(csv.reader((population / "schedule.csv").read_text().splitlines()))
+    assert rows[0] == ["epochs", "lambda", "r", "reward"]
+    assert [float(row[1]) for row in rows[1:]] == pytest.approx(
+        [lambda_at(schedule, point) for point in (5, 10, 15, 20)], rel=1e-5
+    )
+    assert (population / "schedule.png").read_bytes()[:4] == b"\x89PNG"
+    # Exploit copied some member's checkpoint, with a new λ: a schedule with a change.
+    summaries = [
+        json.loads(line)
+        for result in population.glob("*/result.json")
+        for line in result.read_text().splitlines()[-1:]
+    ]
+    assert any(len(row["schedule"]) > 1 for row in summaries)
+    # Every member's result.json keeps all its rows, though members pause and start again
+    # at every perturbation (Tune's loggers copied a stale stored file over the driver's).
+    for result in population.glob("*/result.json"):
+        rows = [json.loads(line) for line in result.read_text().splitlines()]
+        assert [row["epochs"] for row in rows] == [5, 10, 15, 20], result
+    # The lineage's rewards are what a fresh run of its schedule gives, epoch for epoch:
+    # every member trains the same seeds, and a copied checkpoint continues exactly.
+    algo = (
+        SeedReinforceConfig()
+        .training(seeds=list(range(SEEDS)), epochs_per_iteration=5)
+        .imm(lam=1.0)
+        .build_algo()
+    )
+    try:
+        for point, reward in curve:
+            algo.set_lambda(lambda_at(schedule, point))
+            algo.train_epochs(point - algo.epochs)
+            assert float(algo.evaluate_seeds().mean()) == pytest.approx(reward, rel=1e-6)
+    finally:
+        algo.stop()
+
+
+def test_a_member_restored_from_another_members_checkpoint_continues_where_it_was(
+    ray_session, tmp_path
+):
+    from tuning.rl_search import RLSearchTrainable
+
+    trial = EXPERIMENT.search_trial()
+    leader = RLSearchTrainable(config={"trial": trial, "r": 0.2, "index": 0})
+    follower = RLSearchTrainable(config={"trial": trial, "r": 0.7, "index": 1})
+    fresh = RLSearchTrainable(config={"trial": trial, "r": 0.2, "index": 2})
+    try:
+        for _ in range(2):
+            leader.train()
+        leader.save_checkpoint(str(tmp_path))
+        follower.train()  # 5 epochs of its own, then it copies the leader's 10
+        follower.reset_config({"trial": trial, "r": 0.7, "index": 1})
+        follower.load_checkpoint(str(tmp_path))
+        result = follower.train()
+        assert result["epochs"] == 15
+        assert result["schedule"] == [[0, ratio_to_lambda(0.2)], [10, ratio_to_lambda(0.7)]]
+        assert result["curves"]["reward"][:2] == leader.curve[:2]
+        # What a member that trained this schedule from the start has at 15 epochs.
+        for _ in range(2):
+            fresh.train()
+        fresh.lam = ratio_to_lambda(0.7)
+        fresh.algo.set_lambda(fresh.lam)
+        assert fresh.train()["values"] == result["values"]
+    finally:
+        for member in (leader, follower, fresh):
+            member.stop()
+
+
+def test_bad_searches_exit_2_naming_the_field_before_ray_starts(tmp_path):
+    cases = {
+        ("--param", "x"): "--param: invalid choice: 'x'",
+        ("--low", "0.5", "--high", "0.5"): "the range of r is empty or inverted",
+        ("--low", "0.6", "--high", "0.2"): "the range of r is empty or inverted",
+        ("--metric", "loss"): "metric must be a metric rl trials report: reward, got 'loss'",
+        ("--mode", "best"): "--mode: invalid choice: 'best'",
+        ("--scheduler", "pbt", "--search", "optuna"): "algorithm optuna cannot draw PBT's",
+        ("--high", "1.5"): "high must be a number in [0, 1), got 1.5",
+    }
+    for args, message in cases.items():
+        run = imm_ray("search", "rl-lambda", *args, "--storage", str(tmp_path / "s"), timeout=60)
+        assert run.returncode == 2 and message in run.stderr, (args, run.stderr)
+        assert "Traceback" not in run.stderr and "Started a local Ray" not in run.stderr
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize(
+    ("section", "error"),
+    [
+        ("param: foo", "search.yaml:6: search.param: param must be one of lambda, r, got 'foo'"),
+        ("low: 0.5, high: 0.5", "search.yaml:6: search.high: the range of r is empty"),
+        ("metric: loss", "search.yaml:6: search.metric: metric must be a metric rl trials"),
+        ("mode: best", "search.yaml:6: search.mode: mode must be one of min, max, got 'best'"),
+        ("sampler: tpe", "search.yaml:6: search.sampler: unknown key; allowed: algorithm,"),
+        (
+            "num_samples: 0",
+            "search.yaml:6: search.num_samples: num_samples must be an integer >= 1",
+        ),
+    ],
+)
+def test_a_search_files_errors_name_the_key_and_line(tmp_path, section, error):
+    from tuning.config_file import ConfigFileError, load_search_file
+
+    path = tmp_path / "search.yaml"
+    path.write_text(
+        f"name: s\nepochs: [5, 10]\nseeds: 2\nsettings:\n  - label: IMM\nsearch: {{{section}}}\n"
+    )
+    with pytest.raises(ConfigFileError) as raised:
+        load_search_file(path)
+    assert str(raised.value).startswith(str(tmp_path / error.split(":")[0])) and error.split(
+        ":", 1
+    )[1] in str(raised.value)
+
+
+def test_a_search_file_is_refused_by_sweep_and_a_sweep_file_by_search(tmp_path):
+    from tuning.config_file import ConfigFileError, load_experiment, load_search_file
+
+    path = search_file(tmp_path)
+    with pytest.raises(ConfigFileError, match="search: this file is a search"):
+        load_experiment(path)
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("name: s\nepochs: [5]\nsettings:\n  - label: IMM\n")
+    with pytest.raises(ConfigFileError, match="needs a search: section"):
+        load_search_file(plain)
+    two = tmp_path / "two.yaml"
+    two.write_text(
+        "name: s\nepochs: [5]\nsettings:\n  - label: IMM\n  - label: No IMM\n    imm: false\n"
+        "search: {param: r}\n"
+    )
+    with pytest.raises(ConfigFileError, match="settings: a search varies λ of one IMM setting"):
+        load_search_file(two)
+
+
+class _Trial:
+    """What the scheduler reads of a Tune trial: its id, config and last result."""
+
+    def __init__(self, index: int, last_result: dict | None = None) -> None:
+        self.trial_id = f"t{index}"
+        self.config = {"index": index}
+        self.last_result = last_result or {}
+
+
+def test_batch_asha_compares_a_trial_with_earlier_batches_only():
+    from ray.tune.schedulers import TrialScheduler
+
+    from tuning.search_algorithms import BatchASHA
+
+    asha = BatchASHA(time_attr="epochs", batch=2, grace_period=5, max_t=50, reduction_factor=3)
+    asha.set_search_properties("reward", "max")
+    assert asha.rungs == [5.0, 15.0, 45.0]
+    trials = [_Trial(i) for i in range(5)]
+    for trial in trials:
+        asha.on_trial_add(None, trial)
+
+    def report(i: int, epochs: int, reward: float) -> str:
+        return asha.on_trial_result(None, trials[i], {"epochs": epochs, "reward": reward})
+
+    # Batch 0 (trials 0, 1) has nothing earlier: never stopped, whatever it reports.
+    assert report(0, 5, 1.0) == report(1, 5, 4.0) == TrialScheduler.CONTINUE
+    # Batch 1 at rung 5: the cutoff is the 2/3 quantile of batch 0's [1, 4] = 3.0.
+    assert report(2, 5, 2.9) == TrialScheduler.STOP
+    assert report(3, 5, 3.0) == TrialScheduler.CONTINUE
+    # Trial 3's own rung value does not count for its batch mate, only for later batches:
+    # trial 4 (batch 2) at rung 5 sees [1, 4, 2.9, 3] → cutoff 3.0 (interpolated 2/3 quantile).
+    assert asha.cutoff(5.0, 4) == pytest.approx(np.percentile([1.0, 4.0, 2.9, 3.0], 200 / 3))
+    # Between rungs nothing is decided; a minimized metric flips the comparison.
+    assert report(3, 10, -100.0) == TrialScheduler.CONTINUE
+    low = BatchASHA(time_attr="epochs", batch=1, grace_period=5, max_t=50, reduction_factor=2)
+    low.set_search_properties("ppl", "min")
+    first, second = _Trial(0), _Trial(1)
+    low.on_trial_add(None, first)
+    low.on_trial_add(None, second)
+    low.on_trial_result(None, first, {"epochs": 5, "ppl": 100.0})
+    assert low.on_trial_result(None, second, {"epochs": 5, "ppl": 90.0}) == TrialScheduler.CONTINUE
+    # A trial restored by --resume brings its curve: the rung records are rebuilt from it.
+    again = BatchASHA(time_attr="epochs", batch=2, grace_period=5, max_t=50, reduction_factor=3)
+    again.set_search_properties("reward", "max")
+    for i, reward in ((0, 1.0), (1, 4.0)):
+        again.on_trial_add(None, _Trial(i, {"curves": {"reward": [[5, reward], [10, reward]]}}))
+    assert again.cutoff(5.0, 2) == asha.cutoff(5.0, 2) == pytest.approx(3.0)
+
+
+def test_the_ordered_search_hands_results_over_a_batch_at_a_time_in_index_order():
+    import optuna
+    from ray.tune.search import Searcher
+
+    from tuning.search_algorithms import OrderedSearch
+
+    told: list[str] = []
+
+    class Recording(Searcher):
+        def __init__(self) -> None:
+            super().__init__(metric="reward", mode="max")
+            self.drawn = 0
+
+        def suggest(self, trial_id: str) -> dict:
+            self.drawn += 1
+            return {"r": self.drawn / 10}
+
+        def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
+            told.append(trial_id)
+
+    search = OrderedSearch(Recording(), live=2, batches=True)
+    first, second = search.suggest("a"), search.suggest("b")
+    assert (first, second) == ({"r": 0.1, "index": 0}, {"r": 0.2, "index": 1})
+    assert search.suggest("c") is None  # the batch is full
+    search.on_trial_complete("b", {"reward": 1.0})
+    assert told == [] and search.suggest("c") is None  # "a" has not ended
+    search.on_trial_complete("a", {"reward": 2.0})
+    assert told == ["a", "b"]  # in index order, once the whole batch has ended
+    assert search.suggest("c") == {"r": 0.3, "index": 2}
+    # Its state (the inner searcher's aside) round-trips, as Tune saves it.
+    state = search.get_state()
+    copy = OrderedSearch(Recording(), live=2, batches=True)
+    copy.set_state(state)
+    assert (copy.count, copy.running, copy.batch_end) == (3, {"c": 2}, 4)
+    assert optuna.__version__  # the dependency the real searcher wraps is installed
