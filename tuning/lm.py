@@ -11,6 +11,9 @@ object store, so the data folder need exist only where the driver runs.
 Rows reported: ``{"size": epoch, "setting": curve, "values": {seed: value}}``; the
 validation perplexity after every epoch (when a metric), every metric after the last. A
 curve is the setting's label, followed by the metric's name when there are several.
+
+An experiment of one sampled-IMM setting and one seed can be searched (:mod:`tuning.search`:
+its λ, by validation perplexity after every epoch): :func:`lm_search_trainable`.
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ quality), the dataset sizes n and the number of Monte Carlo runs. A trial trains
 runs as one batched tensor program (:mod:`imm_ray.supervised.logistic`): a sampled-IMM
 setting at a group of sizes, or every other setting together at all sizes (they are cheap),
 so a 300-run figure is a handful of trials (:meth:`LogisticExperiment.trials`).
+
+An experiment of one IMM setting can be searched (:mod:`tuning.search`: its r, one search
+per dataset size, every Monte Carlo run in each trial): :func:`logistic_search_trainable`.
 """
 
 from __future__ import annotations
