@@ -26,7 +26,11 @@ PATHS = {
 
 
 def _module(module):
-    return module[DEFAULT_MODULE_ID] if DEFAULT_MODULE_ID in getattr(module, "keys", list)() else module
+    return (
+        module[DEFAULT_MODULE_ID]
+        if DEFAULT_MODULE_ID in getattr(module, "keys", list)()
+        else module
+    )
 
 
 def _learner_weights(algo) -> dict[str, torch.Tensor]:
