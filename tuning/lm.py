@@ -370,6 +370,10 @@ def lm_search_trainable(config: dict[str, Any], inputs: dict[str, Any]) -> None:
             INDEX: int(config[INDEX]),
             "schedule": [list(item) for item in schedule],
             "curves": {"valid_ppl": [list(item) for item in curve]},
+            # The last epoch's result ends the trial: PBT would otherwise perturb there
+            # too, and a member that copied another's last checkpoint would end untrained
+            # with the other's result (a function trainable's own end comes after it).
+            "done": trainer.epoch >= trainer.config.epochs,
             **where.row(),
         }
         with tempfile.TemporaryDirectory() as folder:
