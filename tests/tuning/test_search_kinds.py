@@ -280,3 +280,33 @@ def test_an_lm_search_trial_continues_a_checkpoint_with_its_own_lambda(lm_data, 
     assert member["schedule"] == [[0, 0.5], [1, member["lambda"]]]
     assert member["curves"]["valid_ppl"][0] == [1, one["valid_ppl"]]
     assert member["valid_ppl"] != two["valid_ppl"]
+
+
+def test_an_lm_pbt_search_ends_every_member_trained_with_its_own_last_lambda(
+    ray_session, lm_data, tmp_path
+):
+    """Two members, λ perturbed after epoch 1: the worse continues the better's checkpoint
+    with a λ of its own; neither is perturbed at its last epoch (a function trainable's
+    last result ends it), so each ends trained, on its own schedule."""
+    space = SearchSpace(
+        param="lambda",
+        low=0.05,
+        high=3.0,
+        scheduler="pbt",
+        num_samples=2,
+        max_concurrent=2,
+        quantile_fraction=0.5,
+        resample_probability=1.0,
+    )
+    run_search(Search("lm-pbt", lm_experiment(lm_data), space), tmp_path)
+    trials = read_trials(tmp_path / "lm-pbt")
+    finals = [trial.rows[-1] for trial in trials]
+    assert sorted(row["index"] for row in finals) == [0, 1]
+    assert all(row["epoch"] == 2 and row["done"] for row in finals)
+    # Each member's last result has its own (latest) λ, the one in its config.
+    assert all(trial.rows[-1]["lambda"] == trial.params["lambda"] for trial in trials)
+    (top,) = [row for row in finals if len(row["schedule"]) == 1]
+    (member,) = [row for row in finals if len(row["schedule"]) == 2]
+    assert member["schedule"] == [[0, top["lambda"]], [1, member["lambda"]]]
+    assert member["curves"]["valid_ppl"][0] == top["curves"]["valid_ppl"][0]
+    assert member["valid_ppl"] != top["valid_ppl"]
