@@ -19,7 +19,7 @@ from imm_ray.supervised.lm.corpus import load_corpus
 from imm_ray.supervised.lm.train import LMConfig, LMTrainer
 from imm_ray.supervised.logistic.train import Method
 from tuning.lm import LMExperiment, LMSetting, lm_search_trainable
-from tuning.logistic import LogisticExperiment, LogisticSetting
+from tuning.logistic import LogisticExperiment, LogisticSetting, logistic_search_trainable
 from tuning.report import read_trials
 from tuning.search import BEST_CSV, Search, SearchSpace, run_search, run_searches
 from tuning.sweep import run_sweep
@@ -240,8 +240,9 @@ def tune_outside(monkeypatch, tmp_path):
 
     def report(metrics, checkpoint=None):
         copy = str(tmp_path / f"checkpoint{len(kept)}")
-        shutil.copytree(checkpoint.path, copy)
-        kept.append((metrics, copy))
+        if checkpoint is not None:
+            shutil.copytree(checkpoint.path, copy)
+        kept.append((metrics, copy if checkpoint is not None else None))
 
     monkeypatch.setattr(tune, "get_context", lambda: context)
     monkeypatch.setattr(tune, "get_checkpoint", lambda: restart[0])
@@ -310,3 +311,18 @@ def test_an_lm_pbt_search_ends_every_member_trained_with_its_own_last_lambda(
     assert member["schedule"] == [[0, top["lambda"]], [1, member["lambda"]]]
     assert member["curves"]["valid_ppl"][0] == top["curves"]["valid_ppl"][0]
     assert member["valid_ppl"] != top["valid_ppl"]
+
+
+def test_a_logistic_search_trial_trains_at_the_searched_r_or_at_lambdas_r(tune_outside):
+    kept, _ = tune_outside
+    trial = logistic_experiment(sizes=(3,)).search_trial()
+    logistic_search_trainable({"trial": trial, "lambda": 1.5, "index": 0}, {})
+    logistic_search_trainable({"trial": trial, "r": 0.6, "index": 1}, {})
+    (by_lambda, no_checkpoint), (by_r, _) = kept
+    assert no_checkpoint is None  # it reports once
+    assert by_lambda["r"] == by_r["r"] == 0.6 and by_lambda["values"] == by_r["values"]
+    assert by_lambda["lambda"] == 1.5 and by_r["lambda"] == pytest.approx(1.5)
+    assert [by_lambda["index"], by_r["index"]] == [0, 1]
+    assert by_r["n"] == 3 and by_r["schedule"] == [[0, by_r["lambda"]]]
+    assert by_r["curves"] == {"accuracy": [[3, by_r["accuracy"]]]}
+    assert by_r["node_id"] == "node-a" and by_r["device"] == "cpu"
