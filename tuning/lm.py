@@ -11,12 +11,16 @@ object store, so the data folder need exist only where the driver runs.
 Rows reported: ``{"size": epoch, "setting": curve, "values": {seed: value}}``; the
 validation perplexity after every epoch (when a metric), every metric after the last. A
 curve is the setting's label, followed by the metric's name when there are several.
+
+An experiment of one sampled-IMM setting and one seed can be searched (:mod:`tuning.search`:
+its λ, by validation perplexity after every epoch): :func:`lm_search_trainable`.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import sys
 import tempfile
 from collections.abc import Callable
@@ -24,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TextIO
 
+from imm_ray import checks
+from imm_ray.checks import ConfigError
 from imm_ray.progress import Progress
 from tuning.base import (
     ConfigSweepExperiment,
@@ -166,6 +172,47 @@ class LMExperiment(ConfigSweepExperiment):
     def x_label(self) -> str:
         return "Epoch"
 
+    # The search interface (tuning.search).
+    search_metrics: ClassVar[dict[str, str]] = {"valid_ppl": "min"}
+    search_time: ClassVar[str] = "epoch"
+    search_checkpoints: ClassVar[bool] = True
+
+    def search_trial(self) -> dict[str, Any]:
+        """The one (setting, seed) trial of the experiment's one sampled-IMM setting; its λ
+        (``lam``) is the search's."""
+        imm = [s for s in self.settings if s.method == "imm"]
+        if len(self.settings) != 1 or not imm:
+            raise ConfigError(
+                "settings",
+                "a search varies λ of one IMM setting: settings must list exactly one, with "
+                f"method imm, got {len(self.settings)} ({len(imm)} with method imm)",
+            )
+        if len(self.seeds) != 1:
+            raise ConfigError(
+                "seeds",
+                f"a search trains one seed per λ: seeds must list exactly one, got "
+                f"{len(self.seeds)}",
+            )
+        return self.trials()[0]
+
+    def search_points(self) -> list[int]:
+        """Every epoch, 1 … epochs."""
+        return list(range(1, self.config(self.settings[0], self.seeds[0]).epochs + 1))
+
+    def search_budget(self, budget: int) -> LMExperiment:
+        """Trained ``budget`` epochs (also where a setting set its own)."""
+        checks.integer("epochs", budget, 1)
+        settings = tuple(
+            dataclasses.replace(
+                s, overrides={k: v for k, v in s.overrides.items() if k != "epochs"}
+            )
+            for s in self.settings
+        )
+        return dataclasses.replace(self, settings=settings).with_overrides(epochs=budget)
+
+    def search_trainable(self) -> Callable[[dict[str, Any], dict[str, Any]], None]:
+        return lm_search_trainable
+
 
 #: Seconds between a trial's progress lines inside an epoch (an IMM epoch can take an hour).
 PROGRESS_SECONDS = 120.0
@@ -185,6 +232,40 @@ def trial_progress(setting: str, seed: str, stream: TextIO | None = None) -> Pro
     )
 
 
+def _start_trial(trial: dict[str, Any], inputs: dict[str, Any], **changes: Any):
+    """What an LM trial (a sweep's or a search's) starts with: its PID written, the
+    trainer of its configuration (with ``changes``) on a copy of the corpus, and where it
+    runs. Returns ``(trainer, placement)``."""
+    import torch
+
+    from imm_ray._memory import reuse_freed_memory
+    from imm_ray.console import quiet_library_logs
+    from imm_ray.supervised.lm.train import LMConfig, LMTrainer
+    from tuning.placement import Placement, start_trial
+
+    quiet_library_logs()
+    start_trial()
+    torch.set_num_threads(max(1, int(trial.get("cpus", 1))))
+    lm_config = LMConfig(**{**trial["config"], **changes})
+    where = Placement.of_trial(lm_config.device.startswith("cuda"))
+    if where.gpu_unusable:
+        lm_config = dataclasses.replace(lm_config, device="cpu")
+    # Ray's object store hands out NumPy arrays read-only (shared by the node's trials);
+    # torch, which wraps the corpus's id streams, needs writable ones: a copy of its own.
+    corpus = copy.deepcopy(inputs["corpus"])
+    reuse_freed_memory()  # the trial's worker process runs this trial alone
+    return LMTrainer(lm_config, corpus, inputs["bigram"]), where
+
+
+def _epoch_line(label: str, trainer: Any, metrics: dict[str, float]) -> None:
+    """A trial's line after each epoch, on its stdout (Ray forwards it to the console)."""
+    print(
+        f"{label} epoch {trainer.epoch}/{trainer.config.epochs}: "
+        f"valid ppl {metrics['valid_ppl']:.2f}, {metrics['epoch_seconds']:.0f} s",
+        flush=True,
+    )
+
+
 def lm_trainable(config: dict[str, Any], inputs: dict[str, Any]) -> None:
     """Tune function trainable: one setting × one seed, a checkpoint after every epoch,
     on the corpus and bigram of ``inputs`` (:meth:`LMExperiment.load_inputs`).
@@ -194,27 +275,10 @@ def lm_trainable(config: dict[str, Any], inputs: dict[str, Any]) -> None:
     one an uninterrupted trial gives (also when it was taken on another device). A trial
     given a GPU that torch cannot use trains on CPU (:mod:`tuning.placement`).
     """
-    import torch
     from ray import tune
 
-    from imm_ray._memory import reuse_freed_memory
-    from imm_ray.console import quiet_library_logs
-    from imm_ray.supervised.lm.train import LMConfig, LMTrainer
-    from tuning.placement import Placement, start_trial
-
-    quiet_library_logs()
     trial = config["trial"]
-    start_trial()
-    torch.set_num_threads(max(1, int(trial.get("cpus", 1))))
-    lm_config = LMConfig(**trial["config"])
-    where = Placement.of_trial(lm_config.device.startswith("cuda"))
-    if where.gpu_unusable:
-        lm_config = dataclasses.replace(lm_config, device="cpu")
-    # Ray's object store hands out NumPy arrays read-only (shared by the node's trials);
-    # torch, which wraps the corpus's id streams, needs writable ones: a copy of its own.
-    corpus = copy.deepcopy(inputs["corpus"])
-    reuse_freed_memory()  # the trial's worker process runs this trial alone
-    trainer = LMTrainer(lm_config, corpus, inputs["bigram"])
+    trainer, where = _start_trial(trial, inputs)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
@@ -223,15 +287,12 @@ def lm_trainable(config: dict[str, Any], inputs: dict[str, Any]) -> None:
     curves, kn_curves = trial["curves"], trial["kn_curves"]
     needs_induced = any(m.startswith("induced_") for m in curves)
     progress = trial_progress(trial["setting"], seed)
-    while trainer.epoch < lm_config.epochs:
+    epochs = trainer.config.epochs
+    while trainer.epoch < epochs:
         metrics = trainer.train_epoch(progress=progress)
-        print(
-            f"{trial['setting']} seed {seed} epoch {trainer.epoch}/{lm_config.epochs}: "
-            f"valid ppl {metrics['valid_ppl']:.2f}, {metrics['epoch_seconds']:.0f} s",
-            flush=True,
-        )
+        _epoch_line(f"{trial['setting']} seed {seed}", trainer, metrics)
         values = dict(metrics)
-        if trainer.epoch == lm_config.epochs:
+        if trainer.epoch == epochs:
             values.update(trainer.evaluate(induced=needs_induced))
         rows = [
             {"setting": curve, "values": {seed: float(values[m])}}
@@ -252,6 +313,73 @@ def lm_trainable(config: dict[str, Any], inputs: dict[str, Any]) -> None:
                 tune.report(
                     report, checkpoint=tune.Checkpoint.from_directory(folder) if last else None
                 )
+
+
+#: A search trial's history in its checkpoints, beside the trainer's ``checkpoint.pt``.
+SEARCH_HISTORY_FILE = "search.json"
+
+
+def lm_search_trainable(config: dict[str, Any], inputs: dict[str, Any]) -> None:
+    """Tune function trainable of an LM search (:mod:`tuning.search`): the trial of
+    :meth:`LMExperiment.search_trial` at the searched λ, reporting after every epoch with
+    a checkpoint.
+
+    A checkpoint is the trainer's own and the trial's history (``search.json``: λ from
+    which epoch on, and the validation perplexity at each epoch). A trial restarted from
+    one, its own or (under population-based training) another member's, continues that
+    training exactly with this config's λ from then on: the schedule gets an entry where λ
+    changes.
+
+    Every result carries ``epoch``, ``valid_ppl`` and the epoch's other metrics, ``lambda``
+    and ``r`` (now), ``index``, ``schedule`` (``[[from_epoch, λ], ...]``) and ``curves``
+    (``{"valid_ppl": [[epoch, valid_ppl], ...]}``, along the lineage).
+    """
+    from ray import tune
+
+    from imm_ray.imm.weighting import lambda_to_ratio
+    from tuning.search import searched_lambda
+    from tuning.search_algorithms import INDEX
+
+    trial = config["trial"]
+    lam = searched_lambda(config)
+    trainer, where = _start_trial(trial, inputs, lam=lam)
+    schedule: list[list[float]] = [[0, lam]]
+    curve: list[list[float]] = []
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            # The checkpoint may be another member's, trained with another λ: this one's
+            # λ (the trainer's config) trains from here on.
+            trainer.restore(folder, free=("lam",))
+            history = json.loads((Path(folder) / SEARCH_HISTORY_FILE).read_text())
+        schedule, curve = history["schedule"], history["curve"]
+        if lam != schedule[-1][1]:
+            schedule.append([trainer.epoch, lam])
+    seed = str(trial["seed"])
+    progress = trial_progress(trial["setting"], seed)
+    while trainer.epoch < trainer.config.epochs:
+        metrics = trainer.train_epoch(progress=progress)
+        _epoch_line(f"{trial['setting']} λ={lam:.4g} seed {seed}", trainer, metrics)
+        curve.append([trainer.epoch, float(metrics["valid_ppl"])])
+        history = {"schedule": schedule, "curve": curve, "lambda": lam}
+        report = {
+            **{k: float(v) for k, v in metrics.items()},
+            "epoch": trainer.epoch,
+            "lambda": lam,
+            "r": lambda_to_ratio(lam),
+            INDEX: int(config[INDEX]),
+            "schedule": [list(item) for item in schedule],
+            "curves": {"valid_ppl": [list(item) for item in curve]},
+            # The last epoch's result ends the trial: PBT would otherwise perturb there
+            # too, and a member that copied another's last checkpoint would end untrained
+            # with the other's result (a function trainable's own end comes after it).
+            "done": trainer.epoch >= trainer.config.epochs,
+            **where.row(),
+        }
+        with tempfile.TemporaryDirectory() as folder:
+            trainer.save(folder)
+            (Path(folder) / SEARCH_HISTORY_FILE).write_text(json.dumps(history))
+            tune.report(report, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
 EXPERIMENT_CLASS = LMExperiment

@@ -6,6 +6,9 @@ quality), the dataset sizes n and the number of Monte Carlo runs. A trial trains
 runs as one batched tensor program (:mod:`imm_ray.supervised.logistic`): a sampled-IMM
 setting at a group of sizes, or every other setting together at all sizes (they are cheap),
 so a 300-run figure is a handful of trials (:meth:`LogisticExperiment.trials`).
+
+An experiment of one IMM setting can be searched (:mod:`tuning.search`: its r, one search
+per dataset size, every Monte Carlo run in each trial): :func:`logistic_search_trainable`.
 """
 
 from __future__ import annotations
@@ -16,11 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from imm_ray import checks
+from imm_ray.checks import ConfigError
 from imm_ray.supervised.logistic.data import QUALITY_MIX, Problem
 from imm_ray.supervised.logistic.train import METRICS, Method, train_and_score
 from tuning.base import ExperimentBase, check_name_and_labels, check_resources
 
 X_AXES = ("size", "ratio")
+#: The IMM methods whose weight is a fixed r (``Method.ratio``): what a search can vary.
+SEARCHED_METHODS = ("imm", "serialized")
 PAPER_SIZES = tuple(range(2, 51))
 
 
@@ -167,6 +173,47 @@ class LogisticExperiment(ExperimentBase):
         }
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
+    # The search interface (tuning.search): r is searched per dataset size.
+    @property
+    def search_metrics(self) -> dict[str, str]:  # type: ignore[override]
+        """The experiment's metric: accuracy (max) or the IMM risk (min)."""
+        return {self.metric: "max" if self.metric == "accuracy" else "min"}
+
+    search_time: ClassVar[str] = "n"
+    search_checkpoints: ClassVar[bool] = False
+
+    def search_trial(self) -> dict[str, Any]:
+        """The trial of the experiment's one IMM setting at its one size, every Monte
+        Carlo run in it; its r is the search's."""
+        methods = [s.method.name for s in self.settings]
+        if len(self.settings) != 1 or methods[0] not in SEARCHED_METHODS:
+            raise ConfigError(
+                "settings",
+                "a search varies r of one IMM setting: settings must list exactly one, with "
+                f"method {' or '.join(SEARCHED_METHODS)}, got {len(self.settings)} "
+                f"({', '.join(methods)})",
+            )
+        sizes = sorted(set(self.sizes))
+        if len(sizes) != 1:
+            raise ConfigError(
+                "sizes",
+                f"a search trial trains one size: sizes must list exactly one, got {len(sizes)}"
+                " (a search of several sizes runs one search per size)",
+            )
+        (trial,) = dataclasses.replace(self, sizes=tuple(sizes), imm_trials=1).trials()
+        return trial
+
+    def search_points(self) -> list[int]:
+        """The size: a trial reports once."""
+        return sorted(set(self.sizes))
+
+    def search_split(self) -> list[tuple[str, Any]]:
+        """One search per size (the best r depends on n), labelled ``n=<size>``."""
+        return [(f"n={n}", dataclasses.replace(self, sizes=(n,))) for n in sorted(set(self.sizes))]
+
+    def search_trainable(self) -> Callable[[dict[str, Any], dict[str, Any]], None]:
+        return logistic_search_trainable
+
 
 def _imm_cost(n: int) -> float:
     """Relative per-step cost of a sampled-IMM run of n points: its n × n member table plus
@@ -228,24 +275,18 @@ def trial_methods(trial: dict[str, Any]) -> tuple[list[Method], Problem]:
     return methods, Problem(**trial["problem"])
 
 
-def logistic_trainable(config: dict[str, Any], inputs: dict[str, Any]) -> None:
-    """Tune function trainable: every Monte Carlo run of the trial's settings at its sizes,
-    trained as batched tensors (``inputs`` is empty: the data is drawn here).
-
-    Reports ``{"setting": label, "size": n, "values": {run: value}}`` per setting and size,
-    keeping the run axis. Writes its PID to ``trial.pid`` in the trial folder first. A
-    trial given a GPU that torch cannot use trains on CPU (:mod:`tuning.placement`).
-    """
+def _score(trial: dict[str, Any], methods: list[Method], problem: Problem) -> tuple[list, Any]:
+    """Every Monte Carlo run of ``methods`` at the trial's sizes, trained and scored in a
+    Tune trial (its PID written first): ``(scores, placement)``, the scores as
+    :func:`~imm_ray.supervised.logistic.train.train_and_score` gives them. A trial given a
+    GPU that torch cannot use trains on CPU (:mod:`tuning.placement`)."""
     import torch
-    from ray import tune
 
     from imm_ray.console import quiet_library_logs
     from tuning.placement import Placement, start_trial
 
     quiet_library_logs()
-    trial = config["trial"]
     start_trial()
-    methods, problem = trial_methods(trial)
     where = Placement.of_trial(trial.get("gpus", 0) > 0)
     torch.set_num_threads(max(1, int(trial.get("cpus", 1))))
     scores = train_and_score(
@@ -258,12 +299,69 @@ def logistic_trainable(config: dict[str, Any], inputs: dict[str, Any]) -> None:
         metric=trial["metric"],
         device=where.device,
     )
+    return scores, where
+
+
+def logistic_trainable(config: dict[str, Any], inputs: dict[str, Any]) -> None:
+    """Tune function trainable: every Monte Carlo run of the trial's settings at its sizes,
+    trained as batched tensors (``inputs`` is empty: the data is drawn here).
+
+    Reports ``{"setting": label, "size": n, "values": {run: value}}`` per setting and size,
+    keeping the run axis. Writes its PID to ``trial.pid`` in the trial folder first. A
+    trial given a GPU that torch cannot use trains on CPU (:mod:`tuning.placement`).
+    """
+    from ray import tune
+
+    trial = config["trial"]
+    methods, problem = trial_methods(trial)
+    scores, where = _score(trial, methods, problem)
     for setting, per_size in zip(trial["settings"], scores, strict=True):
         for size in trial["sizes"]:
             values = {str(i): float(v) for i, v in enumerate(per_size[size])}
             tune.report(
                 {"setting": setting["label"], "size": size, "values": values, **where.row()}
             )
+
+
+def logistic_search_trainable(config: dict[str, Any], inputs: dict[str, Any]) -> None:
+    """Tune function trainable of a logistic search (:mod:`tuning.search`): the trial of
+    :meth:`LogisticExperiment.search_trial` with r the searched value (or λ's r), every
+    Monte Carlo run of it at its one size n.
+
+    Reports once: ``n``, the metric's mean over the runs and its standard error
+    (``<metric>_se``, with more than one run), ``values`` (``{run: value}``), ``lambda``,
+    ``r``, ``index``, ``schedule`` (``[[0, λ]]``) and ``curves`` (``{metric: [[n,
+    mean]]}``).
+    """
+    import numpy as np
+    from ray import tune
+
+    from imm_ray.imm.weighting import lambda_to_ratio
+    from tuning.search import searched_lambda
+    from tuning.search_algorithms import INDEX
+
+    trial = config["trial"]
+    lam = searched_lambda(config)
+    ratio = float(config["r"]) if "r" in config else lambda_to_ratio(lam)
+    (method,), problem = trial_methods(trial)
+    method = dataclasses.replace(method, ratio=ratio)
+    scores, where = _score(trial, [method], problem)
+    (n,) = trial["sizes"]
+    values = np.asarray(scores[0][n], dtype=float)
+    metric = trial["metric"]
+    mean = float(values.mean())
+    result: dict[str, Any] = {"n": n, metric: mean}
+    if len(values) > 1:
+        result[f"{metric}_se"] = float(values.std(ddof=1) / np.sqrt(len(values)))
+    result.update(
+        values={str(i): float(v) for i, v in enumerate(values)},
+        r=ratio,
+        schedule=[[0, lam]],
+        curves={metric: [[n, mean]]},
+        **{"lambda": lam, INDEX: int(config[INDEX])},
+        **where.row(),
+    )
+    tune.report(result)
 
 
 EXPERIMENT_CLASS = LogisticExperiment

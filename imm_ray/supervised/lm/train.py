@@ -31,7 +31,7 @@ import dataclasses
 import io
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -474,13 +474,15 @@ class LMTrainer:
             "generator": self.generator.get_state(),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], free: Collection[str] = ()) -> None:
         """Restores a :meth:`state_dict`; its configuration must be this one's, except for
         ``epochs`` (a longer run continues the same training; fewer than the checkpoint has
-        trained is refused) and the device (:data:`PLACEMENT_FIELDS`): its tensors may be
-        on any device."""
+        trained is refused), the device (:data:`PLACEMENT_FIELDS`): its tensors may be
+        on any device, and the fields named in ``free`` (a search's ``("lam",)``: a member
+        of a population continues another's checkpoint with its own λ). This trainer's
+        configuration stays in effect: the next epoch trains with its values of them."""
         ours = dataclasses.asdict(self.config)
-        free = ("epochs", *PLACEMENT_FIELDS)
+        free = ("epochs", *PLACEMENT_FIELDS, *free)
         changed = sorted(
             k for k, v in ours.items() if k not in free and state["config"].get(k) != v
         )
@@ -510,14 +512,15 @@ class LMTrainer:
         write_bytes_atomically(path, buffer.getvalue())
         return path
 
-    def restore(self, folder: str | Path) -> None:
-        """Loads ``folder/checkpoint.pt`` (written by :meth:`save`, on any device)."""
+    def restore(self, folder: str | Path, free: Collection[str] = ()) -> None:
+        """Loads ``folder/checkpoint.pt`` (written by :meth:`save`, on any device); ``free``
+        as for :meth:`load_state_dict`."""
         path = Path(folder) / CHECKPOINT_FILE
         if not path.is_file():
             raise ValueError(f"no checkpoint at {path}")
         # Onto the CPU first: the RNG states must stay CPU tensors, and loading the model's
         # and the optimizer's state moves theirs onto this trainer's device.
-        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=False))
+        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=False), free)
 
 
 def train_lm(
