@@ -28,6 +28,7 @@ import dataclasses
 import io
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -708,7 +709,10 @@ def _fit_search(
             search_alg=make_search_algorithm(search),
             scheduler=make_scheduler(search),
             num_samples=1 if search.space.scheduler == "pbt" else search.space.num_samples,
-            reuse_actors=True,
+            # A class trainable is reset in place (a PBT member continues on the same
+            # worker); a function trainable that Tune stops early trains on for a while
+            # before Tune gives up reusing its worker, so it gets a fresh one.
+            reuse_actors=is_class,
             trial_dirname_creator=_search_dirname,
         ),
         run_config=tune.RunConfig(
@@ -726,7 +730,13 @@ def _fit_search(
             callbacks=[*loggers, *progress, GpuWarnings()],
         ),
     )
-    with _environment(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1"), _TuneInterrupt() as interrupt:
+    with (
+        _environment(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1"),
+        warnings.catch_warnings(),
+        _TuneInterrupt() as interrupt,
+    ):
+        # Tune's advice to reuse workers under PBT: a function trainable's are not, above.
+        warnings.filterwarnings("ignore", message="Consider boosting PBT performance")
         tuner.fit()
     return interrupt.caught
 

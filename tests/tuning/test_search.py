@@ -151,14 +151,28 @@ def test_a_killed_search_resumes_to_the_same_result(searched, tmp_path):
     assert trials_table(folder) == trials_table(searched)
 
 
+PBT = Search(
+    "pbt",
+    Experiment("pbt", (Setting("IMM", lam=0.25),), epochs=(5, 10, 15, 20), seeds=SEEDS),
+    SearchSpace(param="r", low=0.0, high=0.9, scheduler="pbt", num_samples=4, seed=3),
+)
+
+
 @pytest.fixture(scope="module")
 def population(tmp_path_factory) -> Path:
     """A tiny PBT search: 4 members, λ may change every 5 epochs up to 20."""
-    experiment = Experiment("pbt", (Setting("IMM", lam=0.25),), epochs=(5, 10, 15, 20), seeds=SEEDS)
-    space = SearchSpace(param="r", low=0.0, high=0.9, scheduler="pbt", num_samples=4, seed=3)
     storage = tmp_path_factory.mktemp("pbt")
-    run_search(Search("pbt", experiment, space), storage)
+    run_search(PBT, storage)
     return storage / "pbt"
+
+
+def test_pbt_with_the_same_seed_finds_the_same_schedules(population, tmp_path):
+    run_search(PBT, tmp_path)
+    assert trials_table(tmp_path / "pbt") == trials_table(population)
+    first, again = (
+        json.loads((f / "best.json").read_text()) for f in (population, tmp_path / "pbt")
+    )
+    assert again == first
 
 
 def test_pbt_writes_the_best_members_schedule_which_replayed_from_scratch_is_that_member(
