@@ -25,6 +25,11 @@ WRITERS = {
 #: the command line, the folder's name under the option's path, and the refusal.
 RESUMABLE = {
     ("sweep", "--storage"): (["figure2"], "figure2", "already holds results; pass --resume"),
+    ("search", "--storage"): (
+        ["rl-lambda"],
+        "rl-lambda",
+        "already holds results; pass --resume",
+    ),
     ("train lm", "--checkpoint-dir"): (
         ["--data", "{tmp}", "--preset", "tiny"],
         "",

@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from imm_ray.cli.base import UsageError, add_command
-from imm_ray.cli.options import positive_int, ray_options, resume_option
+from imm_ray.cli.options import dests, lm_options, positive_int, ray_options, resume_option
 from imm_ray.cli.sweep import STORAGE_HELP
 
 #: What the CLI can set on a search's space (option field → SearchSpace field).
@@ -36,6 +37,7 @@ def add_search(commands) -> None:
         parents=[
             ray_options(seeds_help=" (default: the search's)", per_trial_help=None),
             resume_option("an interrupted search in STORAGE/NAME without rerunning its trials"),
+            lm_options("language-model searches (lm-lambda-asha)", preset=None),
         ],
         guard=False,
     )
@@ -89,6 +91,7 @@ def add_search(commands) -> None:
     search.add_argument(
         "--data", help="the PTB-format data folder of a language-model search (lm-lambda-asha)"
     )
+
     search.add_argument("--storage", default="results", metavar="PATH|URI", help=STORAGE_HELP)
     search.add_argument("--cpus-per-trial", type=float, help="CPUs reserved per trial (default: 1)")
     search.add_argument(
@@ -123,17 +126,21 @@ def build_search(args: argparse.Namespace):
     """The search the command line asks for, checked (a ``ValueError`` naming the field)."""
     search = _named_or_file(args)
     experiment = search.experiment
-    if args.data is not None:
-        if experiment.kind != "lm":
-            raise UsageError(
-                f"--data applies to language-model searches; {args.experiment} is {experiment.kind}"
-            )
-        experiment = experiment.with_overrides(data=args.data)
+    lm = {
+        field: getattr(args, field)
+        for field in ["data", *dests(lm_options(preset=None))]
+        if getattr(args, field) is not None
+    }
+    if lm and experiment.kind != "lm":
+        flags = ", ".join("--" + field.replace("_", "-") for field in lm)
+        raise UsageError(
+            f"{flags}: only for language-model searches (lm-lambda-asha), not {args.experiment}"
+        )
+    if lm:
+        experiment = experiment.with_overrides(**lm)
     experiment = experiment.with_overrides(
         seeds=args.seeds, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial
     )
-    import dataclasses
-
     search = dataclasses.replace(search, experiment=experiment).with_budget(args.epochs)
     space = {field: getattr(args, option) for option, field in SPACE_OPTIONS.items()}
     search = search.with_space(**space)
