@@ -20,6 +20,9 @@ guard                                  private path                    public fa
                                        wide), by the LM commands       defaults
 :func:`fast_exit`                      ``os._exit`` after the CLI      ``sys.exit``
                                        flushed its output
+:func:`tune_saves_pbt_members`         Tune's cached trial states      Tune's caching: a
+                                       refreshed after a PBT           resumed PBT search
+                                       perturbation                    continues, not exactly
 =====================================  ==============================  =====================
 """
 
@@ -92,6 +95,16 @@ def fast_exit() -> bool:
     return is_tested("ray") and is_tested("python")
 
 
+@functools.cache
+def tune_saves_pbt_members() -> bool:
+    """A PBT search may have Tune save every member's state after a perturbation: its
+    controller's ``_mark_trial_to_checkpoint`` and the caches of a trial's JSON state.
+    Tune saves only the trials whose own status or result changed, so a paused member
+    that a perturbation changed (its config, the checkpoint it copies) was saved as it was
+    before, until it ran again."""
+    return is_tested("ray")
+
+
 #: Every guard, for the test that forces each fallback.
 GUARDS = (
     eager_adam,
@@ -100,4 +113,5 @@ GUARDS = (
     tune_default_env_vars,
     glibc_mallopt,
     fast_exit,
+    tune_saves_pbt_members,
 )

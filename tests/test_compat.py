@@ -25,6 +25,7 @@ def test_the_guards_are_listed_and_each_has_a_forced_fallback_test():
         "tune_default_env_vars",  # test_on_another_ray_tunes_environment_is_left_alone
         "glibc_mallopt",  # test_without_glibc_the_allocator_keeps_its_defaults
         "fast_exit",  # test_the_cli_exits_normally_on_other_versions
+        "tune_saves_pbt_members",  # test_on_another_ray_pbt_leaves_tunes_saved_trial_...
     }
     assert set(_compat.TESTED) == {"torch", "ray", "python"}
 
@@ -153,3 +154,35 @@ def test_the_cli_exits_normally_on_other_versions(monkeypatch, fast):
             cli.run()
         assert exited.value.code == 3
     assert out.getvalue() == "done"
+
+
+@pytest.mark.parametrize("tested", [True, False])
+def test_on_another_ray_pbt_leaves_tunes_saved_trial_states_alone(monkeypatch, tested):
+    """The tested Ray: every member's cached state is dropped and marked to be saved again
+    after each PBT result. Another: the member's PBT state is still written onto its trial
+    (Tune saves it whenever it saves the trial), and Tune's caches are left as they are."""
+    from types import SimpleNamespace
+
+    from tuning.search_algorithms import SeededPBT
+
+    calls: list[str] = []
+
+    class Member:  # what _keep_state touches of a Tune trial (hashable, as trials are)
+        invalidate_json_state = staticmethod(lambda: calls.append("json"))
+        run_metadata = SimpleNamespace(invalidate_cache=lambda: calls.append("metadata"))
+
+    trial = Member()
+    controller = SimpleNamespace(_mark_trial_to_checkpoint=lambda t: calls.append("mark"))
+    pbt = SeededPBT(seed=0, time_attr="epochs", hyperparam_mutations={"r": [0.1, 0.2]})
+    pbt._trial_state = {
+        trial: SimpleNamespace(last_score=1.5, last_train_time=10, last_perturbation_time=5)
+    }
+    monkeypatch.setattr(_compat, "tune_saves_pbt_members", lambda: tested)
+    pbt._keep_state(SimpleNamespace(_tune_controller=controller))
+    assert getattr(trial, SeededPBT.KEPT) == {
+        "last_score": 1.5,
+        "last_train_time": 10,
+        "last_perturbation_time": 5,
+        "next_sync": pbt._next_perturbation_sync,
+    }
+    assert calls == (["json", "metadata", "mark"] if tested else [])

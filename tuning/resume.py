@@ -30,6 +30,67 @@ STATE_PREFIX = "experiment_state-"
 FINISHED, PENDING = "TERMINATED", "PENDING"
 
 
+def newest_state(folder: Location) -> Location | None:
+    """The experiment state Tune restores from (the newest by name), or None."""
+    states = [
+        entry
+        for entry in folder.iterdir()
+        if entry.name.startswith(STATE_PREFIX) and entry.name.endswith(".json")
+    ]
+    return max(states, key=lambda entry: entry.name) if states else None
+
+
+def check_state(folder: Location) -> None:
+    """A ``ValueError`` where the state Tune would restore ``folder`` from is empty or cut
+    short: its driver was killed while Tune copied the state to the storage (Tune writes
+    it in place), and Tune cannot restore a run from it."""
+    newest = newest_state(folder)
+    if newest is None:
+        return
+    try:
+        json.loads(newest.read_text())["trial_data"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise ValueError(
+            f"--resume: Tune's state {newest} is empty or cut short (its driver was killed "
+            "while Tune was writing it), and Tune cannot continue the run from it; start it "
+            "again with another --storage"
+        ) from None
+
+
+def mend_search_before_resume(folder: Location) -> list[str]:
+    """For a search: a finished trial whose stored ``result.json`` lacks its last result
+    (a driver killed before Tune copied the file) gets that row back from the experiment
+    state, which holds it; returns those trials' folder names. (A search trial's report
+    reads its last row; rerunning the trial from its last checkpoint would not report it
+    again.)"""
+    newest = newest_state(folder)
+    if newest is None:
+        return []
+    try:
+        entries = json.loads(newest.read_text())["trial_data"]
+        trials = [(json.loads(trial), json.loads(meta)) for trial, meta in entries]
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return []
+    mended = []
+    for trial, meta in trials:
+        last = meta.get("last_result")
+        if trial.get("status") != FINISHED or not isinstance(last, dict) or not last:
+            continue
+        stored = folder / trial["relative_logdir"] / RESULT_FILE
+        try:
+            text = stored.read_text()
+        except FileNotFoundError:
+            text = ""
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        if any(row.get("training_iteration") == last.get("training_iteration") for row in rows):
+            continue
+        stored.write_text(
+            text + ("" if not text or text.endswith("\n") else "\n") + json.dumps(last) + "\n"
+        )
+        mended.append(trial["relative_logdir"])
+    return mended
+
+
 def mend_before_resume(folder: Location) -> list[str]:
     """Requeues the finished trials of ``folder`` whose stored results are incomplete, and
     keeps the stored rows of every trial that will run again; returns the requeued trials'

@@ -18,7 +18,6 @@ how a (setting, dataset size) result is drawn — which curve, at which x.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -30,6 +29,7 @@ from imm_ray.imm.weighting import lambda_to_ratio, ratio_to_lambda
 from imm_ray.restricted.target import TargetSpec
 from imm_ray.rl.lambda_rule import paper_lambda
 from tuning.base import ExperimentBase, check_name_and_labels, check_resources, check_seeds
+from tuning.rl_trial import target_key, trial_config
 
 PAPER_EPOCHS = (10, 20, 50, 75, 100, 125, 150, 175, 200, 250, 300, 350, 400, 450, 500)
 X_AXES = ("epochs", "lambda_ratio")
@@ -331,23 +331,10 @@ EXPERIMENTS: dict[str, Experiment] = {
 }
 
 
-#: Epochs per RLlib ``train()`` call in a trial: RLlib's per-iteration costs paid once per
-#: 50 epochs (evaluations still land on every requested epoch count).
-EPOCHS_PER_ITERATION = 50
-
-
 def check_trial(trial: dict[str, Any]) -> None:
     """A trial's env, checked as :func:`trial_config`'s validation would check it, without
     importing RLlib: a registered pair's MDP that takes ``env_config``."""
     envs.make_mdp_pair(trial["env"], trial["env_config"])
-
-
-def target_key(trial: dict[str, Any]) -> str | None:
-    """What a trial's IMM target depends on (env, env config, target), as a key of
-    :func:`restricted_tables`; ``None`` without IMM."""
-    if not trial["imm"]:
-        return None
-    return json.dumps([trial["env"], trial["env_config"], trial["target"]], sort_keys=True)
 
 
 def restricted_tables(trials: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -359,37 +346,6 @@ def restricted_tables(trials: Sequence[dict[str, Any]]) -> dict[str, Any]:
             pair = envs.make_mdp_pair(trial["env"], trial["env_config"])
             tables[key] = TargetSpec(**trial["target"]).table(pair)
     return tables
-
-
-def trial_config(trial: dict[str, Any], table: Any = None, *, gpu: bool = False) -> Any:
-    """The seed-vectorized ``SeedReinforceConfig`` that trains a trial's seeds side by side,
-    once per λ group.
-
-    ``table``: the trial's IMM target already solved (:func:`restricted_tables`); ``None``
-    solves it in the learner. ``gpu``: the learner trains on the trial's share of a GPU
-    (``trial["gpus"]``), which must be one torch can use.
-    """
-    from imm_ray.rl.seeds import SeedReinforceConfig
-
-    lams = [group["lam"] for group in trial["groups"]]
-    target = None
-    if trial["imm"]:
-        target = TargetSpec(**trial["target"]) if table is None else table
-    config = (
-        SeedReinforceConfig()
-        .environment(env=trial["env"], env_config=dict(trial["env_config"]))
-        .training(seeds=trial["seeds"], epochs_per_iteration=EPOCHS_PER_ITERATION)
-        .imm(
-            lam=lams if len(lams) > 1 else lams[0],
-            target=target,
-            num_samples=trial["num_samples"] if trial["imm"] else None,
-        )
-    )
-    if trial["gamma"] is not None:
-        config.training(gamma=trial["gamma"])
-    if gpu:
-        config.learners(num_gpus_per_learner=trial["gpus"])
-    return config
 
 
 def run_trial(

@@ -27,7 +27,7 @@ import numpy as np
 from ray import tune
 
 from imm_ray.imm.weighting import lambda_to_ratio
-from tuning.rl import target_key, trial_config
+from tuning.rl_trial import target_key, trial_config
 from tuning.search import searched_lambda
 from tuning.search_algorithms import INDEX
 

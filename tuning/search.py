@@ -635,6 +635,11 @@ class _Searched:
     def load_inputs(self) -> dict[str, Any]:
         return self.search.experiment.load_inputs()
 
+    def mend(self, folder: Location) -> list[str]:
+        from tuning.resume import mend_search_before_resume
+
+        return mend_search_before_resume(folder)
+
 
 def _fit_search(
     searched: _Searched,
@@ -700,6 +705,7 @@ def _fit_search(
             index=tune.grid_search(list(range(len(values)))),
             **{search.space.param: tune.sample_from(_Member(values))},
         )
+    scheduler = make_scheduler(search)
     tuner = tune.Tuner(
         trainable,
         param_space=space,
@@ -707,7 +713,7 @@ def _fit_search(
             metric=search.metric,
             mode=search.mode,
             search_alg=make_search_algorithm(search),
-            scheduler=make_scheduler(search),
+            scheduler=scheduler,
             num_samples=1 if search.space.scheduler == "pbt" else search.space.num_samples,
             # A class trainable is reset in place (a PBT member continues on the same
             # worker); a function trainable that Tune stops early trains on for a while
@@ -827,7 +833,7 @@ class _Clip:
 def _search_dirname(trial: Any) -> str:
     config = trial.config
     param = "lambda" if "lambda" in config else "r"
-    value = config[param]
+    value = config.get(param)
     # A PBT member's value is still Tune's placeholder when its folder is named.
     named = f"_{param}{value:.4g}" if isinstance(value, float | int) else ""
     return f"{trial.trial_id}_{int(config['index']):03d}{named}"

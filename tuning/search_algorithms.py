@@ -15,6 +15,11 @@ fixed order rather than on the order concurrent trials happen to report in.
 * :class:`SeededPBT` is Tune's synchronous population-based training drawing from its own
   stream, seeded by the search's seed and the perturbation's time, with ties in the
   ranking broken by index, and a member keeping its own index when it copies another.
+  Tune keeps PBT's state (each member's score and times, the next perturbation) only in
+  memory; here each member's is written onto its Tune trial, which Tune saves in its
+  experiment state with the trial's status, config and checkpoint, so that ``--resume``
+  continues the population as it was: a member that was waiting at a perturbation waits
+  again, paused, and the rest train on to it.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
+from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, PopulationBasedTraining, TrialScheduler
 from ray.tune.search import Searcher
 
@@ -194,10 +200,6 @@ class SeededPBT(PopulationBasedTraining):
             random.setstate(saved[0])
             np.random.set_state(saved[1])
 
-    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
-        with self._stream(result.get(self._time_attr)):
-            return super().on_trial_result(tune_controller, trial, result)
-
     def _quantiles(self) -> tuple[list, list]:
         """The bottom and top ``quantile_fraction`` of the live members with a score,
         ranked by score, then index (a tie never depends on the order trials were added)."""
@@ -220,6 +222,59 @@ class SeededPBT(PopulationBasedTraining):
         config, operations = super()._get_new_config(trial, trial_to_clone)
         config[INDEX] = trial.config[INDEX]  # a member keeps its own place
         return config, operations
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        with self._stream(result.get(self._time_attr)):
+            decision = super().on_trial_result(tune_controller, trial, result)
+        self._keep_state(tune_controller)
+        return decision
+
+    #: The attribute of a Tune trial that carries its member's PBT state.
+    KEPT = "imm_ray_pbt"
+    _FIELDS = ("last_score", "last_train_time", "last_perturbation_time")
+
+    def _keep_state(self, tune_controller: Any) -> None:
+        """Writes every member's PBT state (and the next perturbation's time) onto its Tune
+        trial, whose attributes Tune saves in its experiment state: in the same file, at
+        the same moment, as the trial's status, config and checkpoint.
+
+        Tune saves a trial's state again only when its own status or result changed, from
+        caches (the trial's JSON, its run metadata's): a paused member that a perturbation
+        changed (its config, the checkpoint it copies, its PBT state) was saved as before
+        the perturbation until it ran again. Every member is marked to be saved afresh,
+        where the private path is allowed (:func:`imm_ray._compat.tune_saves_pbt_members`)."""
+        from imm_ray import _compat
+
+        controller = getattr(tune_controller, "_tune_controller", tune_controller)
+        mark = getattr(controller, "_mark_trial_to_checkpoint", None)
+        for trial, state in self._trial_state.items():
+            kept = {key: getattr(state, key) for key in self._FIELDS}
+            kept["next_sync"] = self._next_perturbation_sync
+            setattr(trial, self.KEPT, kept)
+            if _compat.tune_saves_pbt_members() and mark is not None:
+                trial.invalidate_json_state()
+                trial.run_metadata.invalidate_cache()
+                mark(trial)
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        super().on_trial_add(tune_controller, trial)
+        kept = getattr(trial, self.KEPT, None)
+        if kept is None:  # a new trial, not one restored by --resume
+            return
+        state = self._trial_state[trial]
+        for key in self._FIELDS:
+            setattr(state, key, kept[key])
+        state.last_result = trial.last_result
+        self._next_perturbation_sync = max(self._next_perturbation_sync, kept["next_sync"])
+        # A member killed after it reported, but before its checkpoint there was kept,
+        # starts again from its last kept checkpoint and reports that time again.
+        done = trial.run_metadata.checkpoint_manager.latest_checkpoint_result
+        done_at = (done.metrics or {}).get(self._time_attr, 0) if done is not None else 0
+        state.last_train_time = min(state.last_train_time, done_at)
+        # Tune requeues every unfinished trial as pending; one that had reached the next
+        # perturbation was paused there, waiting for the others, and waits again.
+        if trial.status == Trial.PENDING and state.last_train_time >= kept["next_sync"]:
+            trial.set_status(Trial.PAUSED)
 
 
 class SearchProgress(ProgressLines):

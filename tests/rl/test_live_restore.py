@@ -20,7 +20,14 @@ from imm_ray.rl.seeds import SeedReinforceConfig
 
 PATHS = {
     "single-seed REINFORCE": lambda: ReinforceConfig().debugging(seed=3).imm(lam=0.25),
-    "PPO": lambda: IMMPPOConfig().debugging(seed=1).env_runners(num_env_runners=0).imm(lam=1.0),
+    # Small batches: the restore is what is tested, not PPO's learning.
+    "PPO": lambda: (
+        IMMPPOConfig()
+        .debugging(seed=1)
+        .env_runners(num_env_runners=0)
+        .training(train_batch_size_per_learner=100, minibatch_size=50, num_epochs=1)
+        .imm(lam=1.0)
+    ),
     "seed-vectorized": lambda: SeedReinforceConfig().training(seeds=[2, 6]).imm(lam=0.25),
 }
 

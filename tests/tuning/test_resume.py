@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tuning.report import read_trials, save_experiment, write_report
 from tuning.resume import mend_before_resume
 from tuning.rl import Experiment, Setting
@@ -135,3 +137,49 @@ def test_sweep_resume_with_other_seeds_exits_2_before_ray_starts_and_keeps_the_s
     assert "seeds: 10 there, [0, 1, 2, 3, 4] now" in result.stderr
     assert "Traceback" not in result.stderr
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_a_state_cut_short_by_a_kill_is_refused_naming_it(tmp_path):
+    from tuning.resume import check_state
+
+    folder = tmp_path / "tiny"
+    killed_sweep(folder, ["TERMINATED", "PENDING", "PENDING"], [[3, 6], None, None])
+    check_state(resolve(folder))  # a whole state: nothing to say
+    newer = folder / "experiment_state-2026-01-02_00-00-00.json"
+    for cut in ("", '{"trial_data": [["{'):
+        newer.write_text(cut)
+        with pytest.raises(ValueError, match=f"--resume: Tune's state {newer} is empty or cut"):
+            check_state(resolve(folder))
+
+
+def test_a_search_trials_last_row_comes_back_from_the_state(tmp_path):
+    """A finished search trial whose result.json lost its last row (the driver was killed
+    before Tune copied it) gets the row back from the experiment state; other trials stay
+    as they were."""
+    from tuning.resume import mend_search_before_resume
+
+    folder = tmp_path / "search"
+    folder.mkdir()
+    rows = [
+        {"epochs": e, "reward": float(e), "training_iteration": i + 1}
+        for i, e in enumerate((5, 10))
+    ]
+    trial_data = []
+    for name, status, stored in (
+        ("lost", "TERMINATED", rows[:1]),
+        ("whole", "TERMINATED", rows),
+        ("running", "RUNNING", rows[:1]),
+    ):
+        (folder / name).mkdir()
+        text = "".join(json.dumps(row) + "\n" for row in stored)
+        (folder / name / "result.json").write_text(text)
+        state = {"status": status, "config": {}, "relative_logdir": name}
+        trial_data.append([json.dumps(state), json.dumps({"last_result": rows[-1]})])
+    (folder / "experiment_state-2026-01-01_00-00-00.json").write_text(
+        json.dumps({"trial_data": trial_data, "runner_data": {}})
+    )
+    assert mend_search_before_resume(resolve(folder)) == ["lost"]
+    for name, expected in (("lost", rows), ("whole", rows), ("running", rows[:1])):
+        lines = (folder / name / "result.json").read_text().splitlines()
+        assert [json.loads(line) for line in lines] == expected, name
+    assert mend_search_before_resume(resolve(folder)) == []  # once is enough
