@@ -78,9 +78,11 @@ class SearchSpace:
     """``fifo`` (every trial runs to the end), ``asha`` or ``pbt``."""
     num_samples: int = 12
     """Trials (under PBT: the population)."""
-    max_concurrent: int = 4
+    max_concurrent: int | None = None
     """Trials live at once, and the batch Optuna and ASHA see results in (part of what
-    the results depend on, so a fixed default rather than the cluster's size)."""
+    the results depend on, so a fixed default, 4, rather than the cluster's size). Not for
+    PBT, whose whole population is live at once (Ray runs as many members at a time as its
+    resources allow)."""
     seed: int = 0
     """Seeds the algorithm's sampler and PBT's choices."""
     reduction_factor: float = 3.0
@@ -133,7 +135,13 @@ class SearchSpace:
             checks.integer(
                 "num_samples", self.num_samples, 2, allowed="an integer >= 2 (a population)"
             )
-        checks.integer("max_concurrent", self.max_concurrent, 1)
+        checks.integer("max_concurrent", self.max_concurrent, 1, optional=True)
+        if self.scheduler == "pbt" and self.max_concurrent is not None:
+            raise ConfigError(
+                "max_concurrent",
+                "max_concurrent does not apply to PBT: its whole population (num_samples) is "
+                "live at once, and Ray runs as many members at a time as its resources allow",
+            )
         checks.integer("seed", self.seed, 0)
         checks.number("reduction_factor", self.reduction_factor, above=1)
         checks.integer("grace_period", self.grace_period, 1, optional=True)
@@ -160,9 +168,10 @@ class SearchSpace:
             draws = rng.uniform(self.low, self.high, self.num_samples)
         return [float(v) for v in draws]
 
-    def lam(self, value: float) -> float:
-        """λ for a value of the parameter."""
-        return ratio_to_lambda(value) if self.param == "r" else float(value)
+    @property
+    def live(self) -> int:
+        """Trials live at once (and the batch): :attr:`max_concurrent`, or 4."""
+        return 4 if self.max_concurrent is None else self.max_concurrent
 
     def clip(self, value: float) -> float:
         """``value`` within the range (PBT's perturbations scale past it)."""
@@ -774,7 +783,7 @@ def make_search_algorithm(search: Search) -> Any:
         sampler=sampler,
     )
     batches = space.sampler == "optuna" or space.scheduler == "asha"
-    return OrderedSearch(inner, live=space.max_concurrent, batches=batches)
+    return OrderedSearch(inner, live=space.live, batches=batches)
 
 
 def make_scheduler(search: Search) -> Any:
@@ -791,7 +800,7 @@ def make_scheduler(search: Search) -> Any:
     if space.scheduler == "asha":
         return BatchASHA(
             time_attr=time_attr,
-            batch=space.max_concurrent,
+            batch=space.live,
             grace_period=space.grace_period or points[0],
             max_t=points[-1],
             reduction_factor=space.reduction_factor,

@@ -180,13 +180,30 @@ def _sweep(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     """Redraw a stored sweep's summary.csv, summary.md and figure.png from its trials'
-    results, and print its table."""
+    results, and print its table; for a stored search (imm-ray search), its trials.csv,
+    best.json and PBT schedule."""
     from tuning.report import write_report
+    from tuning.search import SEARCH_FILE, write_search_report
+    from tuning.storage import resolve
 
     try:
-        return _print_report(write_report(args.path))
+        folder = resolve(args.path, option=None)
+        if '"kind": "search"' in _read_or_empty(folder / SEARCH_FILE):
+            report = write_search_report(folder)  # a search's folder: its table again
+            print(report.table)
+            for kind, path in report.paths.items():
+                print(f"{kind}: {path}")
+            return 0
+        return _print_report(write_report(folder))
     except ValueError as err:
         raise UsageError(str(err)) from None
+
+
+def _read_or_empty(location) -> str:
+    try:
+        return location.read_text()
+    except (FileNotFoundError, NotADirectoryError):
+        return ""
 
 
 def _print_report(report) -> int:

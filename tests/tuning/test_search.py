@@ -83,6 +83,11 @@ def test_a_search_reports_every_trial_and_the_best(searched):
     assert best["trial"] == int(top[0]) and best["epochs"] == 15
     assert best["reward"] == pytest.approx(float(top[4]), rel=1e-5)
     assert best["r"] == pytest.approx(float(top[2]), rel=1e-5)
+    # imm-ray report redraws a search's files from its trials, as it does a sweep's.
+    (searched / "trials.csv").unlink()
+    again = imm_ray("report", str(searched), timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert trials_table(searched) == table and "Best: λ = " in again.stdout
 
 
 def test_a_search_trial_at_a_lambda_is_the_sweep_trial_at_that_lambda(searched):
@@ -292,6 +297,7 @@ def test_bad_searches_exit_2_naming_the_field_before_ray_starts(tmp_path):
         ("--mode", "best"): "--mode: invalid choice: 'best'",
         ("--scheduler", "pbt", "--search", "optuna"): "algorithm optuna cannot draw PBT's",
         ("--high", "1.5"): "high must be a number in [0, 1), got 1.5",
+        ("--scheduler", "pbt", "--max-concurrent", "2"): "max_concurrent does not apply to PBT",
     }
     for args, message in cases.items():
         run = imm_ray("search", "rl-lambda", *args, "--storage", str(tmp_path / "s"), timeout=60)

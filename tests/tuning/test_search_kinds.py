@@ -295,7 +295,6 @@ def test_an_lm_pbt_search_ends_every_member_trained_with_its_own_last_lambda(
         high=3.0,
         scheduler="pbt",
         num_samples=2,
-        max_concurrent=2,
         quantile_fraction=0.5,
         resample_probability=1.0,
     )
