@@ -300,6 +300,13 @@ class Search:
         return dataclasses.replace(self, space=dataclasses.replace(self.space, **changes))
 
 
+def when(time_attr: str, time: float) -> str:
+    """Where a trial's metric was taken, in words: "after 3 epochs", "at n = 10"."""
+    if time_attr in ("epoch", "epochs"):
+        return f"after {time:g} epoch{'' if time == 1 else 's'}"
+    return f"at {time_attr} = {time:g}"
+
+
 def searched_lambda(config: dict[str, Any]) -> float:
     """λ of a search trial's config: its ``lambda``, or λ of its ``r``."""
     if "lambda" in config:
@@ -525,7 +532,7 @@ def _table(search: Search, trials: list[TrialSummary], best: TrialSummary) -> st
         )
     found = (
         f"\nBest: λ = {best.final_lam:.4g} (r = {lambda_to_ratio(best.final_lam):.3f}), {metric} "
-        f"{best.value:.4g} at {best.time} {time} (trial {best.index} of {len(trials)})"
+        f"{best.value:.4g} {when(time, best.time)} (trial {best.index} of {len(trials)})"
     )
     if search.space.scheduler == "pbt":
         steps = ", ".join(f"{lam:.3g} from {int(s)}" for s, lam in best.schedule)

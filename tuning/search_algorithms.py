@@ -37,6 +37,7 @@ from ray.tune.schedulers import FIFOScheduler, PopulationBasedTraining, TrialSch
 from ray.tune.search import Searcher
 
 from tuning.progress import ProgressLines
+from tuning.search import when
 
 #: The key of a search trial's config that holds its place in suggestion order.
 INDEX = "index"
@@ -291,4 +292,4 @@ class SearchProgress(ProgressLines):
             return ""
         time = result[self.time_attr]
         stopped = " (stopped early)" if time < self.end else ""
-        return f"{self.metric} {result[self.metric]:.4g} at {time} {self.time_attr}{stopped}"
+        return f"{self.metric} {result[self.metric]:.4g} {when(self.time_attr, time)}{stopped}"
