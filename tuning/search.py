@@ -705,6 +705,7 @@ def _fit_search(
                 search.metric,
                 experiment.search_time,
                 points[-1],
+                when,
             )
         ]
     )

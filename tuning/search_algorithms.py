@@ -27,7 +27,7 @@ from __future__ import annotations
 import copy
 import random
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -37,7 +37,6 @@ from ray.tune.schedulers import FIFOScheduler, PopulationBasedTraining, TrialSch
 from ray.tune.search import Searcher
 
 from tuning.progress import ProgressLines
-from tuning.search import when
 
 #: The key of a search trial's config that holds its place in suggestion order.
 INDEX = "index"
@@ -282,9 +281,18 @@ class SearchProgress(ProgressLines):
     """:class:`~tuning.progress.ProgressLines` for a search: a finished trial's line gives
     its metric and where it stopped."""
 
-    def __init__(self, total: int, max_failures: int, metric: str, time_attr: str, end: int):
+    def __init__(
+        self,
+        total: int,
+        max_failures: int,
+        metric: str,
+        time_attr: str,
+        end: int,
+        when: Callable[[str, float], str],
+    ):
         super().__init__(total, max_failures)
         self.metric, self.time_attr, self.end = metric, time_attr, end
+        self.when = when  # "after 3 epochs" (tuning.search.when)
 
     def outcome(self, trial: Any) -> str:
         result = trial.last_result or {}
@@ -292,4 +300,4 @@ class SearchProgress(ProgressLines):
             return ""
         time = result[self.time_attr]
         stopped = " (stopped early)" if time < self.end else ""
-        return f"{self.metric} {result[self.metric]:.4g} {when(self.time_attr, time)}{stopped}"
+        return f"{self.metric} {result[self.metric]:.4g} {self.when(self.time_attr, time)}{stopped}"
