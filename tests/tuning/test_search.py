@@ -143,10 +143,10 @@ def recorded_time(folder: Path) -> int:
     return furthest
 
 
-def test_a_killed_search_resumes_to_the_same_result(searched, tmp_path):
-    path = search_file(tmp_path)
-    storage = tmp_path / "killed"
-    folder = storage / "tiny-search"
+def kill_mid_search(path: Path, storage: Path, ready, what: str) -> None:
+    """Runs ``imm-ray search PATH`` in a process group of its own until ``ready()``, then
+    SIGKILLs the group: the driver and the Ray it started (``what``: what did not happen in
+    time, should it end first or take over 240 s)."""
     driver = subprocess.Popen(
         [sys.executable, "-m", "imm_ray.cli", "search", str(path), "--storage", str(storage)],
         start_new_session=True,
@@ -154,11 +154,20 @@ def test_a_killed_search_resumes_to_the_same_result(searched, tmp_path):
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 240
-    while recorded_terminated(folder) < 2 and driver.poll() is None:
-        assert time.monotonic() < deadline, "no trial finished in time"
+    while not ready() and driver.poll() is None:
+        assert time.monotonic() < deadline, what
         time.sleep(0.05)
-    os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started
+    os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
+
+
+def test_a_killed_search_resumes_to_the_same_result(searched, tmp_path):
+    path = search_file(tmp_path)
+    storage = tmp_path / "killed"
+    folder = storage / "tiny-search"
+    kill_mid_search(
+        path, storage, lambda: recorded_terminated(folder) >= 2, "no trial finished in time"
+    )
     assert 2 <= recorded_terminated(folder) < 8, "the kill must land mid-search"
     resumed = imm_ray("search", str(path), "--storage", str(storage), "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -193,19 +202,12 @@ def test_a_killed_pbt_search_resumes_to_the_same_schedules(population, tmp_path)
     )
     storage = tmp_path / "killed"
     folder = storage / "pbt"
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "imm_ray.cli", "search", str(path), "--storage", str(storage)],
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    kill_mid_search(
+        path,
+        storage,
+        lambda: recorded_time(folder) >= 10,
+        "no member passed a perturbation in time",
     )
-
-    deadline = time.monotonic() + 240
-    while recorded_time(folder) < 10 and driver.poll() is None:
-        assert time.monotonic() < deadline, "no member passed a perturbation in time"
-        time.sleep(0.05)
-    os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started
-    driver.wait()
     assert recorded_terminated(folder) == 0, "the kill must land mid-search"
     resumed = imm_ray("search", str(path), "--storage", str(storage), "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
