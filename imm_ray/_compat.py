@@ -23,6 +23,10 @@ guard                                  private path                    public fa
 :func:`tune_saves_pbt_members`         Tune's cached trial states      Tune's caching: a
                                        refreshed after a PBT           resumed PBT search
                                        perturbation                    continues, not exactly
+:func:`tune_state_checkpoints`         the checkpoints Tune's state    the state as stored: a
+                                       lists, read and rewritten by    resumed trial may
+                                       ``--resume``                    overwrite its last
+                                                                       checkpoint
 =====================================  ==============================  =====================
 """
 
@@ -105,6 +109,15 @@ def tune_saves_pbt_members() -> bool:
     return is_tested("ray")
 
 
+@functools.cache
+def tune_state_checkpoints() -> bool:
+    """``--resume`` may read and rewrite the checkpoints each trial's run metadata lists in
+    Tune's experiment state (``_TrainingRunMetadata``, ``_CheckpointManager``'s
+    ``_checkpoint_results``), to forget those a killed driver deleted after the state was
+    last stored."""
+    return is_tested("ray")
+
+
 #: Every guard, for the test that forces each fallback.
 GUARDS = (
     eager_adam,
@@ -114,4 +127,5 @@ GUARDS = (
     glibc_mallopt,
     fast_exit,
     tune_saves_pbt_members,
+    tune_state_checkpoints,
 )

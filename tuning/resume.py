@@ -16,6 +16,14 @@ disk:
    would be lost (an LM trial resumed from epoch k reports only the epochs after k). The
    stored rows of every trial that will run again are kept beside it as
    ``result-before-resume-<n>.json``, which :func:`tuning.report.read_trials` reads too.
+3. The stored state lists each trial's kept checkpoints as they were when it was last
+   copied; the driver may have saved newer ones since and deleted the oldest (Tune keeps
+   only the newest few). The resumed driver, registering a trial's next checkpoint,
+   deletes the oldest one the state lists, fails on the missing folder, and skips the
+   rest of the registration: the trial's checkpoint counter stays behind, so its next
+   checkpoint overwrites the one before, and a PBT member that copies the earlier one
+   gets the later (its search then takes another course, or waits for ever).
+   :func:`forget_deleted_checkpoints` drops such checkpoints from the state.
 """
 
 from __future__ import annotations
@@ -55,6 +63,44 @@ def check_state(folder: Location) -> None:
             "while Tune was writing it), and Tune cannot continue the run from it; start it "
             "again with another --storage"
         ) from None
+
+
+def forget_deleted_checkpoints(folder: Location) -> list[str]:
+    """Drops from the newest state of ``folder`` every checkpoint a trial's record lists
+    whose folder is gone (gap 3 above), except the trial's latest, which the trial
+    continues from; returns the dropped checkpoints as ``<trial folder>/<checkpoint>``.
+    Checkpoints are looked up by those two names in ``folder``, wherever the state says
+    the sweep was stored before (it may have been moved since)."""
+    from imm_ray import _compat
+
+    newest = newest_state(folder)
+    if newest is None or not _compat.tune_state_checkpoints():
+        return []
+    from ray.tune.trainable.metadata import _TrainingRunMetadata
+
+    state = json.loads(newest.read_text())
+    dropped: list[str] = []
+    for entry in state["trial_data"]:
+        metadata = _TrainingRunMetadata.from_json_state(entry[1])
+        manager = metadata.checkpoint_manager
+        if manager is None:
+            continue
+        latest = manager.latest_checkpoint_result
+        latest_path = latest.checkpoint.path if latest is not None else None
+        kept = []
+        for result in manager._checkpoint_results:
+            name = "/".join(result.checkpoint.path.rstrip("/").split("/")[-2:])
+            if result.checkpoint.path == latest_path or (folder / name).exists():
+                kept.append(result)
+            else:
+                dropped.append(name)
+        if len(kept) < len(manager._checkpoint_results):
+            manager._checkpoint_results = kept
+            metadata.invalidate_cache()
+            entry[1] = metadata.get_json_state()
+    if dropped:
+        newest.write_text(json.dumps(state))
+    return dropped
 
 
 def mend_search_before_resume(folder: Location) -> list[str]:

@@ -32,7 +32,12 @@ from typing import Any, TypeVar
 from imm_ray.cluster import check_request, init_ray, shutdown_ray, shutdown_ray_during
 from tuning.base import SweepExperiment
 from tuning.report import EXPERIMENT_FILE, Report, save_experiment, write_report
-from tuning.resume import STATE_PREFIX, check_state, mend_before_resume
+from tuning.resume import (
+    STATE_PREFIX,
+    check_state,
+    forget_deleted_checkpoints,
+    mend_before_resume,
+)
 from tuning.storage import Location, check_writable, resolve
 
 #: How often Tune retries a crashed trial before marking it errored.
@@ -179,6 +184,7 @@ def _sweep_folder(experiment: SweepExperiment, storage: Location, resume: bool) 
     if resume:
         check_same_sweep(folder, experiment)
         check_state(folder)
+        forget_deleted_checkpoints(folder)
         # A search mends its stored rows its own way (tuning.search._Searched.mend).
         getattr(experiment, "mend", mend_before_resume)(folder)
     return folder

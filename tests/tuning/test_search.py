@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -209,11 +210,86 @@ def test_a_killed_pbt_search_resumes_to_the_same_schedules(population, tmp_path)
         "no member passed a perturbation in time",
     )
     assert recorded_terminated(folder) == 0, "the kill must land mid-search"
+    # As a driver killed a little later may have done: the oldest checkpoint each member
+    # keeps by the stored state is gone (see the next test).
+    listed = listed_checkpoints(folder)
+    latest = {last for last, _ in listed}
+    for name in {kept[0] for _, kept in listed if len(kept) > 1 and kept[0] not in latest}:
+        shutil.rmtree(folder / name)
     resumed = imm_ray("search", str(path), "--storage", str(storage), "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert trials_table(folder) == trials_table(population)
     first, again = (json.loads((f / "best.json").read_text()) for f in (population, folder))
     assert again == first
+
+
+def listed_checkpoints(folder: Path) -> list[tuple[str, list[str]]]:
+    """Each trial's checkpoints as Tune's newest stored state lists them, by
+    ``<trial folder>/<checkpoint>``: (its latest, the ones it keeps)."""
+    from ray.tune.trainable.metadata import _TrainingRunMetadata
+
+    from tuning.resume import newest_state
+
+    def name(result) -> str:
+        return "/".join(Path(result.checkpoint.path).parts[-2:])
+
+    state = json.loads(newest_state(folder).read_text())
+    listed = []
+    for _, meta in state["trial_data"]:
+        manager = _TrainingRunMetadata.from_json_state(meta).checkpoint_manager
+        latest = manager.latest_checkpoint_result
+        listed.append((name(latest), [name(result) for result in manager._checkpoint_results]))
+    return listed
+
+
+def test_resume_forgets_the_checkpoints_a_killed_driver_deleted_after_its_state_was_stored(
+    population, tmp_path, monkeypatch
+):
+    """Tune's stored state lists the checkpoints each trial keeps; a driver killed a while
+    after the state was last stored may have deleted the oldest of them since. Tune fails
+    to register a resumed trial's next checkpoint then (it deletes the oldest listed one
+    first), so its checkpoint counter stays behind and the next one overwrites the last:
+    the resumed PBT search took another course, or waited for ever. ``--resume`` drops
+    them from the state first."""
+    from ray.train import Checkpoint, CheckpointConfig
+    from ray.train._internal.checkpoint_manager import _CheckpointManager
+    from ray.train._internal.session import _TrainingResult
+
+    from imm_ray import _compat
+    from tuning.resume import forget_deleted_checkpoints
+
+    # What Tune does with a kept checkpoint that is gone.
+    manager = _CheckpointManager(CheckpointConfig(num_to_keep=1))
+    manager._checkpoint_results = [
+        _TrainingResult(Checkpoint(str(tmp_path / "gone" / "checkpoint_000000")), {})
+    ]
+    with pytest.raises(FileNotFoundError):
+        manager.register_checkpoint(_TrainingResult(Checkpoint(str(tmp_path)), {}))
+
+    folder = tmp_path / "pbt"
+    shutil.copytree(population, folder)
+    listed = listed_checkpoints(folder)
+    latest = {last for last, _ in listed}
+    # The oldest listed checkpoint of each member (none is any member's latest: a member
+    # copying another's checkpoint lists it as its latest only).
+    deleted = sorted(kept[0] for _, kept in listed if kept[0] not in latest)
+    assert len(deleted) == len(listed) == 4
+    for name in deleted:
+        shutil.rmtree(folder / name)
+    # On another Ray (the private path is not taken), the state is left as stored.
+    stored = sorted(folder.glob("experiment_state-*.json"))[-1].read_bytes()
+    with monkeypatch.context() as patch:
+        patch.setattr(_compat, "tune_state_checkpoints", lambda: False)
+        assert forget_deleted_checkpoints(folder) == []
+    assert sorted(folder.glob("experiment_state-*.json"))[-1].read_bytes() == stored
+    assert sorted(forget_deleted_checkpoints(folder)) == deleted
+    assert listed_checkpoints(folder) == [
+        (last, [name for name in kept if name not in deleted]) for last, kept in listed
+    ]
+    # The state is rewritten only where something is gone.
+    state = sorted(folder.glob("experiment_state-*.json"))[-1].read_bytes()
+    assert forget_deleted_checkpoints(folder) == []
+    assert sorted(folder.glob("experiment_state-*.json"))[-1].read_bytes() == state
 
 
 def test_pbt_writes_the_best_members_schedule_which_replayed_from_scratch_is_that_member(
