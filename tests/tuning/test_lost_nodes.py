@@ -11,6 +11,7 @@ cluster of its own.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -63,6 +64,15 @@ def killed_at_exit(driver: subprocess.Popen) -> Iterator[None]:
 def stored_rows(folder: Path) -> dict[str, list[dict]]:
     """Trial folder name → the rows of its ``result.json`` stored so far."""
     return {found.folder: found.rows for found in read_trials(folder)}
+
+
+def stored_statuses(folder: Path) -> dict[str, list[str]]:
+    """Each stored experiment state's trial statuses, by file name (what a failure shows)."""
+    statuses = {}
+    for state in sorted(folder.glob("experiment_state-*.json")):
+        trials = json.loads(state.read_text())["trial_data"]
+        statuses[state.name] = [json.loads(trial)["status"] for trial, _ in trials]
+    return statuses
 
 
 def finish(driver: subprocess.Popen, timeout: float = 300) -> str:
@@ -180,10 +190,11 @@ def test_a_sweep_whose_driver_is_killed_resumes_on_the_cluster_with_the_same_res
     before = recorded_finished(folder)
     assert 2 <= len(before) < trials, "the kill must land mid-sweep"
 
+    statuses = stored_statuses(folder)
     resumed = sweep_driver((*FIGURE2_SPLIT, "--resume"), storage, cluster.address)
-    finish(resumed)
+    resumed_output = (statuses, finish(resumed)[-3000:])
     after = recorded_finished(folder)
-    assert len(after) == trials
+    assert len(after) == trials, (sorted(before), stored_statuses(folder), resumed_output)
     assert {name: after[name] for name in before} == before, "a finished trial was rerun"
     assert len(read_trials(folder)) == trials
     assert_ran_on_nodes(folder, 2)
