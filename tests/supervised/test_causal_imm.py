@@ -1,0 +1,146 @@
+"""Sampled IMM for a causal Hugging Face LM: the window pool, the pooled induced model and
+the risk and its gradient against a hand computation that runs every history on its own,
+on a 2-layer, 16-wide GPT-2 config."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+from imm_ray.restricted.kneser_ney import estimate_kneser_ney
+from imm_ray.supervised.hf_lm.causal_imm import (
+    WindowPool,
+    causal_imm_risk,
+    pooled_induced_log_probs,
+)
+
+VOCAB = 7
+EOS = 6
+STREAM = np.array([0, 1, 2, 6, 1, 3, 1, 2, 6, 4, 1, 0, 2, 6, 1, 3, 3, 5, 6, 0, 2, 1, 6])
+
+
+def tiny_gpt2(seed: int = 0) -> GPT2LMHeadModel:
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        vocab_size=VOCAB,
+        n_positions=16,
+        n_embd=16,
+        n_layer=2,
+        n_head=2,
+        resid_pdrop=0.3,
+        bos_token_id=EOS,
+        eos_token_id=EOS,
+    )
+    return GPT2LMHeadModel(config)
+
+
+def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=16,
+        attention_dropout=0.3,
+        bos_token_id=EOS,
+        eos_token_id=EOS,
+        pad_token_id=EOS,
+    )
+    return LlamaForCausalLM(config)
+
+
+def test_the_pool_draws_windows_of_the_stream_at_uniform_offsets():
+    pool = WindowPool(STREAM, VOCAB)
+    generator = torch.Generator().manual_seed(0)
+    windows = pool.sample(20_000, 5, generator)
+    starts = []
+    for window in windows[:200]:
+        matches = [
+            s for s in range(len(STREAM) - 4) if STREAM[s : s + 5].tolist() == window.tolist()
+        ]
+        assert matches, window
+        starts.append(matches[0])
+    # Uniform over the 19 offsets: the first token's frequencies follow the stream's.
+    first = np.bincount(windows[:, 0].numpy(), minlength=VOCAB) / 20_000
+    expected = np.bincount(STREAM[: len(STREAM) - 4], minlength=VOCAB) / (len(STREAM) - 4)
+    assert np.abs(first - expected).max() < 0.015
+    with pytest.raises(ValueError, match="length must be at most the stream's 23 tokens"):
+        pool.sample(1, 24)
+    with pytest.raises(ValueError, match=r"ids in \[0, 7\)"):
+        WindowPool(np.array([0, 7]), VOCAB)
+
+
+def test_pooled_induced_log_probs_is_the_log_of_each_contexts_mean_probability():
+    torch.manual_seed(0)
+    log_probs = torch.log_softmax(torch.randn(6, 4) * 30, dim=-1)  # far apart: stability
+    groups = torch.tensor([1, 0, 1, 2, 1, 0])
+    got = pooled_induced_log_probs(log_probs, groups, 3)
+    for context in range(3):
+        members = log_probs[groups == context].double()
+        want = torch.logsumexp(members, dim=0) - np.log(len(members))
+        assert torch.allclose(got[context].double(), want, atol=1e-5)
+    with pytest.raises(ValueError, match="every context needs at least one member"):
+        pooled_induced_log_probs(log_probs, groups, 4)
+
+
+@pytest.mark.parametrize("make", [tiny_gpt2, tiny_llama])
+def test_the_causal_risk_and_gradient_are_the_hand_computed_ones(make):
+    """Every history run on its own (its prefix of a window, as a separate input), the
+    members of a context averaged as probabilities, −Σ P̂ log Q̂ per context, weighted by
+    how often the batch holds it: the value and every parameter's gradient agree (a
+    2-layer, 16-wide GPT-2 and Llama)."""
+    model = make()
+    model.train()  # the branch runs without dropout, whatever the model's mode
+    bigram = estimate_kneser_ney(STREAM, VOCAB, EOS)
+    batch = torch.tensor([[1, 2, 6, 0], [3, 1, 1, 4]])
+    # Hand-picked histories: windows of the stream. Contexts 1, 2, 6, 0, 3 occur in them;
+    # 4 does not, so its position is left out.
+    windows = torch.tensor([[0, 1, 2, 6, 1], [3, 3, 5, 6, 0], [1, 3, 1, 2, 6]])
+    result = causal_imm_risk(model, batch, windows, bigram)
+    assert model.training
+    assert (result.positions, result.covered) == (8, 7)
+    assert result.members == 14  # every window position but the 5, no batch context
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    got = torch.autograd.grad(result.risk, params)
+
+    model.eval()
+    total, count = 0.0, 0
+    for context in batch.reshape(-1).tolist():
+        members = []
+        for window in windows:
+            for p in range(len(window)):
+                if int(window[p]) == context:
+                    alone = model(input_ids=window[: p + 1].unsqueeze(0)).logits[0, -1]
+                    members.append(torch.softmax(alone, dim=-1))
+        if not members:
+            continue
+        induced = torch.stack(members).mean(dim=0)
+        target = bigram.rows(torch.tensor([context]))[0]
+        total = total - (target * torch.log(induced)).sum()
+        count += 1
+    want_risk = total / count
+    want = torch.autograd.grad(want_risk, params)
+    assert float(result.risk.detach()) == pytest.approx(float(want_risk.detach()), rel=1e-5)
+    for g, w in zip(got, want, strict=True):
+        assert torch.allclose(g, w, atol=1e-6, rtol=1e-4)
+
+
+def test_a_batch_none_of_whose_contexts_the_windows_hold_has_no_risk():
+    model = tiny_gpt2()
+    bigram = estimate_kneser_ney(STREAM, VOCAB, EOS)
+    assert causal_imm_risk(model, torch.tensor([[4, 4]]), torch.tensor([[0, 1, 2]]), bigram) is None
+    # Padding (attention mask 0) is not scored.
+    result = causal_imm_risk(
+        model,
+        torch.tensor([[1, 4]]),
+        torch.tensor([[0, 1, 2]]),
+        bigram,
+        attention_mask=torch.tensor([[1, 0]]),
+    )
+    assert (result.positions, result.covered) == (1, 1)
