@@ -144,3 +144,47 @@ def test_a_batch_none_of_whose_contexts_the_windows_hold_has_no_risk():
         attention_mask=torch.tensor([[1, 0]]),
     )
     assert (result.positions, result.covered) == (1, 1)
+
+
+def test_serialized_imms_corrected_target_is_eq_13_term_by_term():
+    """Q† is the model as it was at the refresh, Q̂†(· | x̄) the mean of Q† over every
+    position with input x̄ since then (this batch included), and the target at each
+    position Q†(· | x_t) / Q̂†(· | x̄_t) · P̂(· | x̄_t), every term computed on its own."""
+    from imm_ray.supervised.hf_lm.serialized import CausalSerializedIMM
+
+    model = tiny_gpt2()
+    bigram = estimate_kneser_ney(STREAM, VOCAB, EOS)
+    serialized = CausalSerializedIMM(refresh_every=3, vocab_size=VOCAB)
+    batches = [torch.tensor([[1, 2, 6, 1], [3, 1, 0, 2]]), torch.tensor([[2, 1, 1, 4]])]
+    frozen = tiny_gpt2()
+    frozen.load_state_dict(model.state_dict())
+    frozen.eval()
+    seen: list[tuple[int, torch.Tensor]] = []  # (x̄, Q†(· | x_t)) of every position so far
+    for step, batch in enumerate(batches):
+        got = serialized.causal_target_(model, step, batch, bigram, scale=0.5)
+        with torch.no_grad():
+            for param in model.parameters():  # the model moves on; Q† stays as it was
+                param.add_(0.1)
+            stale = []
+            for row in batch:
+                for p in range(len(row)):
+                    logits = frozen(input_ids=row[: p + 1].unsqueeze(0)).logits[0, -1]
+                    stale.append((int(row[p]), torch.softmax(logits.double(), dim=-1)))
+        seen += stale
+        want = []
+        for context, q in stale:
+            induced = torch.stack([s for c, s in seen if c == context]).mean(dim=0)
+            target = bigram.rows(torch.tensor([context]))[0].double()
+            want.append(0.5 * q / induced * target)
+        assert torch.allclose(got.double(), torch.stack(want), rtol=1e-4, atol=1e-7)
+    # At step 3 the snapshot is the model as it is now, and Q̂† starts again.
+    got = serialized.causal_target_(model, 3, batches[1], bigram)
+    with torch.no_grad():
+        logits = model.eval()(input_ids=batches[1]).logits[0]  # Q† runs without dropout
+    q = torch.softmax(logits.double(), dim=-1)
+    # The two positions with input 1 share Q̂†; the others are alone in theirs.
+    induced = torch.stack([q[0], (q[1] + q[2]) / 2, (q[1] + q[2]) / 2, q[3]])
+    target = bigram.rows(batches[1][0]).double()
+    assert torch.allclose(got.double(), q / induced * target, rtol=1e-4, atol=1e-7)
+    with pytest.raises(ValueError, match="the model predicts 7 ids and the bigram 9"):
+        CausalSerializedIMM(1, 9).causal_target_(model, 0, batches[1], bigram)

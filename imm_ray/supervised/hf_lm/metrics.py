@@ -90,7 +90,6 @@ def induced_bigram(
     train: np.ndarray | torch.Tensor,
     eos_id: int,
     length: int,
-    vocab_size: int,
     batch_size: int = 16,
 ) -> torch.Tensor:
     """Q̂(y | x), ``[V, V]`` float32 on the CPU: the model's induced bigram on ``train``
@@ -98,12 +97,13 @@ def induced_bigram(
     was_training = model.training
     model.eval()
     device = _device(model)
+    vocab_size = model.get_output_embeddings().weight.shape[0]
     sums = torch.zeros(vocab_size, vocab_size, dtype=torch.float64, device=device)
     counts = torch.zeros(vocab_size, dtype=torch.float64, device=device)
     try:
         for inputs, _, mask in _batches(train, eos_id, length, batch_size):
             logits = model(input_ids=inputs.to(device)).logits.float()
-            probs = torch.softmax(logits, dim=-1)[..., :vocab_size].reshape(-1, vocab_size)
+            probs = torch.softmax(logits, dim=-1).reshape(-1, vocab_size)
             keep = mask.reshape(-1).to(device)
             flat = inputs.reshape(-1).to(device)[keep]
             sums.index_add_(0, flat, probs[keep].double())

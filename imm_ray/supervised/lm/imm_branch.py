@@ -193,7 +193,20 @@ class SerializedIMM:
                 self._reset_induced(inputs.device)
             logits, self.state = self.snapshot.module.logits(inputs, self.state, dropout=False)  # type: ignore[union-attr]
             stale = torch.softmax(logits.reshape(-1, v), dim=-1, dtype=self.dtype)  # Q†(· | x_t)
-            flat = inputs.reshape(-1)
+            return self.weights_(stale, inputs.reshape(-1), target_rows, scale)
+
+    def weights_(
+        self,
+        stale: torch.Tensor,
+        flat: torch.Tensor,
+        target_rows: KneserNeyBigram | Callable[[torch.Tensor], torch.Tensor],
+        scale: float,
+    ) -> torch.Tensor:
+        """Adds the snapshot's predictions ``stale [N, V]`` (Q†(· | x_t), in ``self.dtype``)
+        at the positions whose inputs are ``flat [N]`` to Q̂†, and returns ``scale`` ·
+        Q†/Q̂† · P̂ at each, ``[N, V]``, written over ``stale``."""
+        v = self.vocab_size
+        with torch.no_grad():
             contexts, position_context = torch.unique(flat, return_inverse=True)
             rows = self._slots_of(contexts)
             sums, counts = self.sums, self.counts

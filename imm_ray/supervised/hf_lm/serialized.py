@@ -1,0 +1,51 @@
+"""Serialized IMM (Eq. (13), Algorithm 2) for a causal Hugging Face LM, as for the LSTM
+(:class:`~imm_ray.supervised.lm.imm_branch.SerializedIMM`).
+
+A stale snapshot Q† of the model (refreshed every r batches) reads each training batch;
+Q̂†(· | x̄) is the mean of its predictions at every position with input x̄ since the last
+refresh, the current batch included; the main pass's log-probs at each position are
+trained against the corrected target Q†(· | x_t) / Q̂†(· | x̄_t) · P̂(· | x̄_t).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from imm_ray.restricted.kneser_ney import KneserNeyBigram
+from imm_ray.supervised.lm.imm_branch import SerializedIMM
+
+
+class CausalSerializedIMM(SerializedIMM):
+    """The stale snapshot Q† of a causal LM and its running induced model Q̂†."""
+
+    def causal_target_(
+        self,
+        model: torch.nn.Module,
+        step: int,
+        input_ids: torch.Tensor,
+        target_rows: KneserNeyBigram | Callable[[torch.Tensor], torch.Tensor],
+        scale: float = 1.0,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``scale`` · Q†(y | x_t) / Q̂†(y | x̄_t) · P̂(y | x̄_t), ``[N, V]`` without gradient,
+        at the N attended positions of ``input_ids [B, L]`` (in row-major order); ``step``
+        counts batches (a refresh when ``step % r == 0``)."""
+        with torch.no_grad():
+            if self.snapshot.maybe_refresh(model, step):
+                self.dtype = torch.float32
+                self._reset_induced(input_ids.device)
+            logits = self.snapshot(input_ids=input_ids).logits
+            v = self.vocab_size
+            if logits.shape[-1] != v:
+                raise ValueError(
+                    f"the model predicts {logits.shape[-1]} ids and the bigram {v}: both must "
+                    "be over the tokenizer's ids"
+                )
+            stale = torch.softmax(logits.reshape(-1, v), dim=-1, dtype=self.dtype)
+            flat = input_ids.reshape(-1)
+            if attention_mask is not None:
+                keep = attention_mask.reshape(-1) > 0
+                stale, flat = stale[keep], flat[keep]
+            return self.weights_(stale, flat, target_rows, scale)
