@@ -90,56 +90,74 @@ def test_pooled_induced_log_probs_is_the_log_of_each_contexts_mean_probability()
 
 @pytest.mark.parametrize("make", [tiny_gpt2, tiny_llama])
 def test_the_causal_risk_and_gradient_are_the_hand_computed_ones(make):
-    """Every history run on its own (its prefix of a window, as a separate input), the
-    members of a context averaged as probabilities, −Σ P̂ log Q̂ per context, weighted by
-    how often the batch holds it: the value and every parameter's gradient agree (a
-    2-layer, 16-wide GPT-2 and Llama)."""
+    """Every history run on its own (its prefix of one of its row's windows, as a separate
+    input), the members of a context averaged as probabilities, −Σ P̂ log Q̂ for every
+    position: the sum and every parameter's gradient agree (a 2-layer, 16-wide GPT-2 and
+    Llama)."""
     model = make()
     model.train()  # the branch runs without dropout, whatever the model's mode
     bigram = estimate_kneser_ney(STREAM, VOCAB, EOS)
     batch = torch.tensor([[1, 2, 6, 0], [3, 1, 1, 4]])
-    # Hand-picked histories: windows of the stream. Contexts 1, 2, 6, 0, 3 occur in them;
-    # 4 does not, so its position is left out.
-    windows = torch.tensor([[0, 1, 2, 6, 1], [3, 3, 5, 6, 0], [1, 3, 1, 2, 6]])
+    # Hand-picked histories, two windows per row. Row 0's hold its contexts 1, 2, 6 and 0;
+    # row 1's hold 3 and 1 but not 4, whose position is left out (though row 0's hold no
+    # 4 either: rows do not share windows).
+    windows = torch.tensor([[[0, 1, 2, 6, 1], [3, 3, 5, 6, 0]], [[1, 3, 1, 2, 6], [0, 2, 1, 6, 0]]])
     result = causal_imm_risk(model, batch, windows, bigram)
     assert model.training
-    assert (result.positions, result.covered) == (8, 7)
-    assert result.members == 14  # every window position but the 5, no batch context
+    assert (result.positions, result.covered, result.members) == (8, 7, 11)
 
     params = [p for p in model.parameters() if p.requires_grad]
-    got = torch.autograd.grad(result.risk, params)
+    got = torch.autograd.grad(result.total, params)
 
     model.eval()
-    total, count = 0.0, 0
-    for context in batch.reshape(-1).tolist():
-        members = []
-        for window in windows:
-            for p in range(len(window)):
-                if int(window[p]) == context:
-                    alone = model(input_ids=window[: p + 1].unsqueeze(0)).logits[0, -1]
-                    members.append(torch.softmax(alone, dim=-1))
-        if not members:
-            continue
-        induced = torch.stack(members).mean(dim=0)
-        target = bigram.rows(torch.tensor([context]))[0]
-        total = total - (target * torch.log(induced)).sum()
-        count += 1
-    want_risk = total / count
-    want = torch.autograd.grad(want_risk, params)
-    assert float(result.risk.detach()) == pytest.approx(float(want_risk.detach()), rel=1e-5)
+    total = 0.0
+    for row, own in zip(batch, windows, strict=True):
+        for context in row.tolist():
+            members = []
+            for window in own:
+                for p in range(len(window)):
+                    if int(window[p]) == context:
+                        alone = model(input_ids=window[: p + 1].unsqueeze(0)).logits[0, -1]
+                        members.append(torch.softmax(alone, dim=-1))
+            if not members:
+                continue
+            induced = torch.stack(members).mean(dim=0)
+            target = bigram.rows(torch.tensor([context]))[0]
+            total = total - (target * torch.log(induced)).sum()
+    want = torch.autograd.grad(total, params)
+    assert float(result.total.detach()) == pytest.approx(float(total.detach()), rel=1e-5)
+    assert float(result.risk.detach()) == pytest.approx(float(total.detach()) / 7, rel=1e-5)
     for g, w in zip(got, want, strict=True):
         assert torch.allclose(g, w, atol=1e-6, rtol=1e-4)
+
+
+def test_a_rows_term_depends_on_that_row_and_its_windows_only():
+    """The risk of a batch is the sum of its rows' risks, each row alone."""
+    model = tiny_gpt2()
+    bigram = estimate_kneser_ney(STREAM, VOCAB, EOS)
+    generator = torch.Generator().manual_seed(1)
+    batch = WindowPool(STREAM, VOCAB).sample(4, 6, generator)
+    windows = WindowPool(STREAM, VOCAB).sample(12, 6, generator).view(4, 3, 6)
+    whole = causal_imm_risk(model, batch, windows, bigram)
+    parts = [causal_imm_risk(model, batch[i : i + 1], windows[i : i + 1], bigram) for i in range(4)]
+    assert whole.covered == sum(part.covered for part in parts if part is not None)
+    total = sum(float(part.total.detach()) for part in parts if part is not None)
+    assert float(whole.total.detach()) == pytest.approx(total, rel=1e-5)
+    with pytest.raises(ValueError, match=r"windows must be \[4, k, W\]"):
+        causal_imm_risk(model, batch, windows[0], bigram)
 
 
 def test_a_batch_none_of_whose_contexts_the_windows_hold_has_no_risk():
     model = tiny_gpt2()
     bigram = estimate_kneser_ney(STREAM, VOCAB, EOS)
-    assert causal_imm_risk(model, torch.tensor([[4, 4]]), torch.tensor([[0, 1, 2]]), bigram) is None
+    assert (
+        causal_imm_risk(model, torch.tensor([[4, 4]]), torch.tensor([[[0, 1, 2]]]), bigram) is None
+    )
     # Padding (attention mask 0) is not scored.
     result = causal_imm_risk(
         model,
         torch.tensor([[1, 4]]),
-        torch.tensor([[0, 1, 2]]),
+        torch.tensor([[[0, 1, 2]]]),
         bigram,
         attention_mask=torch.tensor([[1, 0]]),
     )

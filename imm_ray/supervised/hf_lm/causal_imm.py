@@ -18,13 +18,16 @@ per batch position a window that ends in its x̄, as the LSTM's branch does, rea
 position of each window instead of all of them: about L times the work for windows of L
 tokens (``benchmarks/results.md`` measures it).
 
-The members of a context are pooled over all its positions in the pool, so a context
-frequent in the corpus gets many and a rare one few or none; ``k`` windows per batch row
-give a context about k members per occurrence in the batch on average. A batch position
-whose context no window holds is left out of the risk (:class:`CausalIMMRisk` counts them).
-The risk is the mean over the covered positions of −Σ_y P̂(y | x̄) log Q̂(y | x̄), with
-log Q̂ a stable per-context ``logsumexp`` of the members' log-probs, so autograd gives the
-exact crosstalk gradient (Eq. (20)). Like the LSTM's and BERT's branches, this one runs
+Each row draws k windows of its own length, and the members of a context of the row are
+all positions of those windows that hold it: a context frequent in the corpus gets many,
+a rare one few or none, about k per occurrence in the row on average (the row's
+k·L window positions hold a context as often as the corpus does, and the row's L
+positions do too). A position whose context no window of its row holds is left out
+(:class:`CausalIMMRisk` counts them). The risk of a position is −Σ_y P̂(y | x̄) log Q̂(y | x̄),
+with log Q̂ a stable per-context ``logsumexp`` of the members' log-probs, so autograd
+gives the exact crosstalk gradient (Eq. (20)). Pooling per row keeps a row's term
+independent of the other rows of its batch, so gradient accumulation gives the same
+gradient as one large batch. Like the LSTM's and BERT's branches, this one runs
 without dropout.
 """
 
@@ -91,16 +94,21 @@ def pooled_induced_log_probs(
 
 @dataclass(frozen=True)
 class CausalIMMRisk:
-    """The IMM risk of a batch and what it covered."""
+    """The IMM risk of a batch, summed over the positions it covers."""
 
-    risk: torch.Tensor
-    """The mean over covered positions of −Σ_y P̂(y | x̄) log Q̂(y | x̄), with gradient."""
+    total: torch.Tensor
+    """Σ over covered positions of −Σ_y P̂(y | x̄) log Q̂(y | x̄), with gradient."""
     covered: int
-    """Positions whose context at least one window holds."""
+    """Positions whose context at least one of their row's windows holds."""
     positions: int
     """Positions scored (attended positions of the batch)."""
     members: int
     """Window positions that were members of a covered context."""
+
+    @property
+    def risk(self) -> torch.Tensor:
+        """The mean over covered positions."""
+        return self.total / self.covered
 
 
 @contextlib.contextmanager
@@ -121,38 +129,47 @@ def causal_imm_risk(
     attention_mask: torch.Tensor | None = None,
 ) -> CausalIMMRisk | None:
     """The sampled IMM risk of the batch ``input_ids [B, L]`` with the histories
-    ``windows [M, W]`` (see the module docstring); None when no attended position's
-    context occurs in the windows. ``model`` is a causal LM (its output has ``logits``);
-    ``bigram`` lives on any device, its rows move to the model's."""
+    ``windows [B, k, W]``, row b's k windows for row b's positions (see the module
+    docstring); None when no attended position's context occurs in its row's windows.
+    ``model`` is a causal LM (its output has ``logits``); ``bigram`` lives on any device,
+    its rows move to the model's.
+
+    Each row pools its own windows, so a row's term depends on that row and its windows
+    only: the risk of a batch is the sum of its rows', however the rows are split into
+    micro-batches (gradient accumulation)."""
     device = input_ids.device
-    contexts = input_ids.reshape(-1)
-    if attention_mask is not None:
-        contexts = contexts[attention_mask.reshape(-1) > 0]
-    positions = len(contexts)
+    rows, length = input_ids.shape
+    if windows.dim() != 3 or windows.shape[0] != rows:
+        raise ValueError(
+            f"windows must be [{rows}, k, W] (k windows per row), got {list(windows.shape)}"
+        )
     vocab = bigram.vocab_size
-    distinct, per_context = torch.unique(contexts.cpu(), return_counts=True)
-    # Which context (index into distinct) each window position is a member of; -1: none.
-    lookup = torch.full((vocab,), -1, dtype=torch.int64)
-    lookup[distinct] = torch.arange(len(distinct))
+    # A (row, token) pair is one key: the contexts of a row are pooled over its windows.
+    row_of = torch.arange(rows).unsqueeze(1)
+    keys = (row_of * vocab + input_ids.cpu()).reshape(-1)
+    if attention_mask is not None:
+        keys = keys[attention_mask.cpu().reshape(-1) > 0]
+    positions = len(keys)
+    distinct, per_key = torch.unique(keys, return_counts=True)
     windows = windows.cpu()
-    group = lookup[windows.reshape(-1)]
-    member = group >= 0
-    found = torch.bincount(group[member], minlength=len(distinct)) > 0
+    window_keys = (row_of.unsqueeze(2) * vocab + windows).reshape(-1)
+    at = torch.searchsorted(distinct, window_keys).clamp(max=len(distinct) - 1)
+    member = distinct[at] == window_keys
+    found = torch.bincount(at[member], minlength=len(distinct)) > 0
     if not bool(found.any()):
         return None
-    # Renumber the contexts that have members 0 … U − 1.
+    # Renumber the keys that have members 0 … U − 1.
     renumber = torch.cumsum(found.long(), 0) - 1
-    group = renumber[group[member]]
+    group = renumber[at[member]]
     with _without_dropout(model):
-        logits = model(input_ids=windows.to(device)).logits
-    rows = logits.reshape(-1, logits.shape[-1])[member.nonzero().squeeze(1).to(device)]
-    log_probs = torch.log_softmax(rows.float(), dim=-1)
-    covered_contexts = distinct[found]
-    log_q = pooled_induced_log_probs(log_probs, group.to(device), len(covered_contexts))
-    target = bigram.rows(covered_contexts.to(bigram.unigram.device)).to(device)
+        logits = model(input_ids=windows.reshape(-1, windows.shape[-1]).to(device)).logits
+    chosen = logits.reshape(-1, logits.shape[-1])[member.nonzero().squeeze(1).to(device)]
+    log_probs = torch.log_softmax(chosen.float(), dim=-1)
+    covered_keys = distinct[found]
+    log_q = pooled_induced_log_probs(log_probs, group.to(device), len(covered_keys))
+    contexts = covered_keys % vocab
+    target = bigram.rows(contexts.to(bigram.unigram.device)).to(device)
     relevant = target > 0
     cross = -(target * torch.where(relevant, log_q, torch.zeros_like(log_q))).sum(dim=1)
-    weight = per_context[found].to(device=device, dtype=cross.dtype)
-    covered = int(weight.sum())
-    risk = (cross * weight).sum() / covered
-    return CausalIMMRisk(risk, covered, positions, int(member.sum()))
+    weight = per_key[found].to(device=device, dtype=cross.dtype)
+    return CausalIMMRisk((cross * weight).sum(), int(weight.sum()), positions, int(member.sum()))
