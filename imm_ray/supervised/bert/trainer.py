@@ -41,6 +41,7 @@ from imm_ray.supervised.bert.config import BertIMMConfig
 from imm_ray.supervised.bert.imm_branch import BertHistories, check_bigram_vocabulary, imm_risk
 from imm_ray.supervised.bert.model import BertForMaskedLMAndClassification
 from imm_ray.supervised.bert.tokenizer import check_bert_tokenizer
+from imm_ray.supervised.clipping import clipped_surrogate
 
 TERMS = ("task", "mlm", "imm")
 
@@ -71,24 +72,6 @@ def mask_tokens(
     random_ids = torch.randint(vocab_size, ids.shape, generator=generator)
     masked = torch.where(chosen & (draw >= 0.8) & (draw < 0.9), random_ids, masked)
     return masked.to(input_ids.device), labels.to(input_ids.device)
-
-
-def _clipped_gradients(
-    terms: dict[str, torch.Tensor], weights: dict[str, float], params: list, max_norm: float
-) -> list[torch.Tensor | None]:
-    """``Σ_term weight · clip(∇term, max_norm)`` per parameter."""
-    total: list[torch.Tensor | None] = [None] * len(params)
-    for name, value in terms.items():
-        grads = torch.autograd.grad(value, params, allow_unused=True)
-        present = [g for g in grads if g is not None]
-        if not present:
-            continue
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in present]))
-        factor = weights[name] * torch.clamp(max_norm / (norm + 1e-6), max=1.0)
-        for i, g in enumerate(grads):
-            if g is not None:
-                total[i] = g * factor if total[i] is None else total[i] + g * factor
-    return total
 
 
 def _encoder_inputs(inputs: dict) -> dict[str, torch.Tensor]:
@@ -208,11 +191,7 @@ class IMMTrainer(Trainer):
         loss = sum(weights[name] * value for name, value in terms.items())
         if self.term_max_norm is not None:
             params = [p for p in model.parameters() if p.requires_grad]
-            grads = _clipped_gradients(terms, weights, params, self.term_max_norm)
-            surrogate = sum(
-                (p * g.detach()).sum() for p, g in zip(params, grads, strict=True) if g is not None
-            )
-            loss = surrogate - surrogate.detach() + loss.detach()
+            loss = clipped_surrogate(terms, weights, params, self.term_max_norm, loss)
         return (loss, outputs) if return_outputs else loss
 
     def _record(self, name: str, value: torch.Tensor) -> None:

@@ -20,6 +20,8 @@ from imm_ray.supervised.lm.imm_branch import SerializedIMM
 class CausalSerializedIMM(SerializedIMM):
     """The stale snapshot Q† of a causal LM and its running induced model Q̂†."""
 
+    last_step: int | None = None
+
     def causal_target_(
         self,
         model: torch.nn.Module,
@@ -31,9 +33,13 @@ class CausalSerializedIMM(SerializedIMM):
     ) -> torch.Tensor:
         """``scale`` · Q†(y | x_t) / Q̂†(y | x̄_t) · P̂(y | x̄_t), ``[N, V]`` without gradient,
         at the N attended positions of ``input_ids [B, L]`` (in row-major order); ``step``
-        counts batches (a refresh when ``step % r == 0``)."""
+        counts optimizer steps (a refresh at the first batch of a step with
+        ``step % r == 0``)."""
         with torch.no_grad():
-            if self.snapshot.maybe_refresh(model, step):
+            # Several batches may share a step (gradient accumulation): refresh once.
+            fresh = step != self.last_step and self.snapshot.maybe_refresh(model, step)
+            self.last_step = step
+            if fresh:
                 self.dtype = torch.float32
                 self._reset_induced(input_ids.device)
             logits = self.snapshot(input_ids=input_ids).logits

@@ -1,0 +1,48 @@
+"""Clipping the terms of a loss separately (App. D.2.2): ``Σ_term weight · clip(∇term)``,
+handed to ``transformers.Trainer`` as a surrogate loss.
+
+``Trainer`` back-propagates the loss ``compute_loss`` returns and clips the gradient of
+the sum. To clip each term's gradient on its own, ``compute_loss`` takes each term's
+gradient with ``torch.autograd.grad``, clips it, and returns
+``Σ_p ⟨p, g_p⟩ − (same).detach() + loss.detach()``: its value is the loss and its
+gradient the clipped sum, so Trainer's own ``backward``, gradient accumulation and
+optimizer step run unchanged (with Trainer's own clipping turned off).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def clipped_term_gradients(
+    terms: dict[str, torch.Tensor], weights: dict[str, float], params: list, max_norm: float
+) -> list[torch.Tensor | None]:
+    """``Σ_term weight · clip(∇term, max_norm)`` per parameter."""
+    total: list[torch.Tensor | None] = [None] * len(params)
+    for name, value in terms.items():
+        grads = torch.autograd.grad(value, params, allow_unused=True)
+        present = [g for g in grads if g is not None]
+        if not present:
+            continue
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in present]))
+        factor = weights[name] * torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+        for i, g in enumerate(grads):
+            if g is not None:
+                total[i] = g * factor if total[i] is None else total[i] + g * factor
+    return total
+
+
+def clipped_surrogate(
+    terms: dict[str, torch.Tensor],
+    weights: dict[str, float],
+    params: list,
+    max_norm: float,
+    loss: torch.Tensor,
+) -> torch.Tensor:
+    """A loss whose value is ``loss`` and whose gradient is
+    :func:`clipped_term_gradients` (module docstring)."""
+    grads = clipped_term_gradients(terms, weights, params, max_norm)
+    surrogate = sum(
+        (p * g.detach()).sum() for p, g in zip(params, grads, strict=True) if g is not None
+    )
+    return surrogate - surrogate.detach() + loss.detach()

@@ -1,0 +1,201 @@
+"""CausalIMMTrainer: each method's loss against a hand computation on a hand-made batch, the
+same step through gradient accumulation 1 × 8 and 4 × 2, and bad input refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import (
+    BertConfig,
+    BertForMaskedLM,
+    GPT2Config,
+    GPT2LMHeadModel,
+    GPT2Model,
+    TrainingArguments,
+)
+
+from imm_ray.checks import ConfigError
+from imm_ray.restricted.kneser_ney import estimate_kneser_ney
+from imm_ray.supervised.hf_lm.causal_imm import WindowPool, causal_imm_risk
+from imm_ray.supervised.hf_lm.serialized import CausalSerializedIMM
+from imm_ray.supervised.hf_lm.trainer import CausalIMMConfig, CausalIMMTrainer
+from imm_ray.supervised.lm.noising import KneserNeyNoiser
+
+VOCAB, EOS = 7, 6
+STREAM = np.array([0, 1, 2, 6, 1, 3, 1, 2, 6, 4, 1, 0, 2, 6, 1, 3, 3, 5, 6, 0, 2, 1, 6] * 3)
+LENGTH = 6
+
+
+def tiny_gpt2(seed: int = 0) -> GPT2LMHeadModel:
+    """No dropout, so that a hand computation sees what the trainer saw."""
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        vocab_size=VOCAB,
+        n_positions=16,
+        n_embd=16,
+        n_layer=2,
+        n_head=2,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=EOS,
+        eos_token_id=EOS,
+    )
+    return GPT2LMHeadModel(config)
+
+
+def arguments(tmp_path, **overrides) -> TrainingArguments:
+    fields = {
+        "output_dir": str(tmp_path / "out"),
+        "per_device_train_batch_size": 8,
+        "max_steps": 1,
+        "learning_rate": 0.5,
+        "optim": "sgd",
+        "lr_scheduler_type": "constant",
+        "max_grad_norm": 0.0,
+        "seed": 0,
+        "report_to": [],
+        "use_cpu": True,
+        "save_strategy": "no",
+        "logging_strategy": "no",
+        "disable_tqdm": True,
+        **overrides,
+    }
+    return TrainingArguments(**fields)
+
+
+def windows_dataset(count: int = 16) -> list[dict[str, torch.Tensor]]:
+    starts = np.random.default_rng(0).integers(0, len(STREAM) - LENGTH, count)
+    return [
+        {
+            "input_ids": torch.as_tensor(STREAM[s : s + LENGTH]),
+            "labels": torch.as_tensor(STREAM[s : s + LENGTH]),
+        }
+        for s in starts
+    ]
+
+
+def trainer_for(tmp_path, method: str, model=None, **config) -> CausalIMMTrainer:
+    return CausalIMMTrainer(
+        model or tiny_gpt2(),
+        arguments(tmp_path),
+        imm_config=CausalIMMConfig(method=method, **config),
+        corpus=STREAM,
+        bigram=estimate_kneser_ney(STREAM, VOCAB, EOS),
+        eos_id=EOS,
+    )
+
+
+def lm_term(
+    model, input_ids: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the mean NLL of every next token, the log-probs), by hand."""
+    log_probs = torch.log_softmax(model(input_ids=input_ids).logits[:, :-1], dim=-1)
+    nll = -log_probs.gather(-1, labels[:, 1:].unsqueeze(-1)).mean()
+    return nll, log_probs
+
+
+@pytest.mark.parametrize("method", ["none", "noising", "imm", "serialized"])
+def test_each_methods_loss_is_the_hand_computed_one(tmp_path, method):
+    batch = torch.stack([row["input_ids"] for row in windows_dataset(3)])
+    trainer = trainer_for(tmp_path, method, lam=0.25, k=2, every=1, gamma0=0.5)
+    model = trainer.model.train()
+    loss = trainer.compute_loss(model, {"input_ids": batch, "labels": batch})
+
+    generator = torch.Generator().manual_seed(0)  # args.seed
+    bigram = estimate_kneser_ney(STREAM, VOCAB, EOS)
+    inputs = batch
+    if method == "noising":
+        noiser = KneserNeyNoiser(STREAM, VOCAB, EOS, 0.5)
+        inputs = torch.stack([noiser.noise(row, generator) for row in batch])
+        assert not torch.equal(inputs, batch)  # γ0 = 0.5 noised something
+    nll, log_probs = lm_term(model, inputs, inputs)
+    want = nll
+    items = batch[:, 1:].numel()
+    if method == "imm":
+        pool = WindowPool(STREAM, VOCAB)
+        windows = torch.stack([pool.sample(2, LENGTH - 1, generator) for _ in range(3)])
+        risk = causal_imm_risk(model, batch[:, :-1], windows, bigram)
+        want = nll + 0.25 * risk.total / items
+    if method == "serialized":
+        serialized = CausalSerializedIMM(50, VOCAB)
+        weights = serialized.causal_target_(model, 0, batch[:, :-1], bigram)
+        want = nll - 0.25 * (weights * log_probs.reshape(-1, VOCAB)).sum() / items
+    assert float(loss.detach()) == pytest.approx(float(want.detach()), rel=1e-5)
+    if method in ("imm", "serialized"):
+        assert float(want.detach()) != pytest.approx(float(nll.detach()), rel=1e-3)
+
+
+@pytest.mark.parametrize("method", ["none", "noising", "imm"])
+def test_gradient_accumulation_4_by_2_takes_the_step_of_1_by_8(tmp_path, method):
+    """The terms are sums over scored positions divided by Trainer's num_items_in_batch,
+    and rows draw their windows and noise on their own: one optimizer step over the same 8
+    rows moves the weights alike."""
+    data = windows_dataset()
+    stepped = []
+    for batch, accumulate in ((8, 1), (2, 4)):
+        args = arguments(
+            tmp_path, per_device_train_batch_size=batch, gradient_accumulation_steps=accumulate
+        )
+        trainer = CausalIMMTrainer(
+            tiny_gpt2(),
+            args,
+            train_dataset=data,
+            imm_config=CausalIMMConfig(method=method, lam=0.5, k=3, every=1, gamma0=0.5),
+            corpus=STREAM,
+            bigram=estimate_kneser_ney(STREAM, VOCAB, EOS),
+            eos_id=EOS,
+        )
+        trainer.train()
+        stepped.append([p.detach().clone() for p in trainer.model.parameters()])
+    start = list(tiny_gpt2().parameters())
+    assert any(not torch.allclose(a, b) for a, b in zip(stepped[0], start, strict=True))
+    for a, b in zip(*stepped, strict=True):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_bad_input_is_refused_naming_the_field(tmp_path):
+    for fields, message in (
+        ({"method": "kd"}, "method must be one of none, noising, imm, serialized"),
+        ({"k": 0}, "k must be an integer >= 1, got 0"),
+        ({"every": 0}, "every must be an integer >= 1, got 0"),
+        ({"lam": -0.1}, "lam must be"),
+    ):
+        with pytest.raises(ConfigError, match=message) as raised:
+            CausalIMMConfig(**fields)
+        assert raised.value.field == next(iter(fields))
+    bert = BertForMaskedLM(
+        BertConfig(
+            vocab_size=VOCAB,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=16,
+        )
+    )
+    with pytest.raises(ValueError, match="needs a causal LM, got a masked one"):
+        trainer_for(tmp_path, "imm", model=bert)
+    torch.manual_seed(0)
+    base = GPT2Model(GPT2Config(vocab_size=VOCAB, n_embd=16, n_layer=1, n_head=2))
+    with pytest.raises(ValueError, match="a causal or a masked language model .* got GPT2Model"):
+        trainer_for(tmp_path, "imm", model=base)
+    other = estimate_kneser_ney(np.array([0, 1, 2, 8]), 9, 8)
+    with pytest.raises(ValueError, match=r"bigram: its vocabulary \(9 ids\) differs"):
+        CausalIMMTrainer(
+            tiny_gpt2(),
+            arguments(tmp_path),
+            imm_config=CausalIMMConfig(),
+            corpus=STREAM,
+            bigram=other,
+        )
+    with pytest.raises(ValueError, match="method imm needs the training corpus and its bigram"):
+        CausalIMMTrainer(tiny_gpt2(), arguments(tmp_path), imm_config=CausalIMMConfig())
+    with pytest.raises(ValueError, match="at least 2 tokens"):
+        CausalIMMTrainer(
+            tiny_gpt2(),
+            arguments(tmp_path),
+            imm_config=CausalIMMConfig(),
+            corpus=np.array([], dtype=np.int64),
+            bigram=estimate_kneser_ney(STREAM, VOCAB, EOS),
+        )
