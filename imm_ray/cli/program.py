@@ -28,6 +28,7 @@ from imm_ray.cli.lm import add_lm_commands
 from imm_ray.cli.search import add_search
 from imm_ray.cli.sweep import add_sweep_and_report
 from imm_ray.cli.train_bert import add_bert_commands
+from imm_ray.cli.train_causal_lm import add_train_causal_lm
 from imm_ray.cli.train_lm import add_train_lm
 from imm_ray.cli.train_rl import add_train_rl
 
@@ -50,6 +51,7 @@ def build_parser() -> Parser:
     kinds = train.add_subparsers(dest="kind", required=True, metavar="KIND")
     add_train_rl(kinds)
     add_train_lm(kinds)
+    add_train_causal_lm(kinds)
     add_bert_commands(kinds)
     add_sweep_and_report(commands)
     add_search(commands)

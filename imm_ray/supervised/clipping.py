@@ -19,8 +19,12 @@ def clipped_term_gradients(
 ) -> list[torch.Tensor | None]:
     """``Σ_term weight · clip(∇term, max_norm)`` per parameter."""
     total: list[torch.Tensor | None] = [None] * len(params)
+    names = list(terms)
     for name, value in terms.items():
-        grads = torch.autograd.grad(value, params, allow_unused=True)
+        # Terms may share a forward pass (serialized IMM reads the main pass's log-probs):
+        # every graph but the last one's is kept for the terms after it.
+        last = name == names[-1]
+        grads = torch.autograd.grad(value, params, allow_unused=True, retain_graph=not last)
         present = [g for g in grads if g is not None]
         if not present:
             continue

@@ -90,16 +90,16 @@ def _names(mapping: dict[str, Any]) -> set[str]:
     return names
 
 
-def model_kind(model: torch.nn.Module) -> str:
+def model_kind(model: torch.nn.Module | str) -> str:
     """``"causal"`` or ``"masked"``: which of transformers' auto classes lists the model's
-    class (``AutoModelForCausalLM``, ``AutoModelForMaskedLM``); a ``ValueError`` naming
-    the class otherwise."""
+    class, or the class of that name (``AutoModelForCausalLM``, ``AutoModelForMaskedLM``);
+    a ``ValueError`` naming the class otherwise."""
     from transformers.models.auto.modeling_auto import (
         MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
         MODEL_FOR_MASKED_LM_MAPPING_NAMES,
     )
 
-    name = type(model).__name__
+    name = model if isinstance(model, str) else type(model).__name__
     if name in _names(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES):
         return "causal"
     if name in _names(MODEL_FOR_MASKED_LM_MAPPING_NAMES):

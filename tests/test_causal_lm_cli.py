@@ -1,0 +1,152 @@
+"""``imm-ray train causal-lm`` as a user runs it: a tiny GPT-2 from a preset, a tiny Llama
+saved with ``save_pretrained`` and fine-tuned with ``--model``, a trained model reloaded,
+``--resume``, and bad input (exit 2, no traceback)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from transformers import BertConfig, BertForMaskedLM, LlamaConfig, LlamaForCausalLM
+
+from imm_ray.cli import main
+from imm_ray.supervised.hf_lm.train import VOCAB_FILE
+from imm_ray.supervised.lm.corpus import load_corpus
+from imm_ray.supervised.lm.synthetic import MarkovSource
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("markov")
+    MarkovSource.random(8, seed=3).write_corpus(folder, (3000, 400, 400), seed=3)
+    return folder
+
+
+def run(capsys, *args):
+    try:
+        code = main(list(args))
+    except SystemExit as exit:
+        code = exit.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def train(capsys, data, output, *args):
+    return run(
+        capsys,
+        "train",
+        "causal-lm",
+        "--data",
+        str(data),
+        "--output-dir",
+        str(output),
+        "--threads",
+        "1",
+        *args,
+    )
+
+
+def perplexities(out: str) -> tuple[float, float]:
+    found = re.search(r"valid perplexity ([\d.]+), test perplexity ([\d.]+)", out)
+    assert found, out
+    return float(found.group(1)), float(found.group(2))
+
+
+def test_a_tiny_gpt2_trains_from_a_preset_and_fine_tunes_reloaded(data, tmp_path, capsys):
+    code, out, err = train(capsys, data, tmp_path / "a", "--preset", "tiny", "--k", "2")
+    assert code == 0, err
+    assert "GPT2LMHeadModel (preset tiny), imm, seed 0" in out
+    valid, test = perplexities(out)
+    assert 1 < valid < 8 and 1 < test < 8  # 8 words: uniform is 8
+    for split in ("train", "valid", "test"):
+        assert re.search(rf"^{split}\s+[\d.]+\s+[\d.]+$", out, re.M), out
+    saved = tmp_path / "a" / "model"
+    assert (saved / "config.json").is_file()
+    words = (saved / VOCAB_FILE).read_text().splitlines()
+    assert words == list(load_corpus(data).vocab.words)
+    assert "Traceback" not in err and "Writing model shards" not in err
+    # Reloaded with --model, it fine-tunes from where it was: it starts better than fresh.
+    code, again, err = train(capsys, data, tmp_path / "b", "--model", str(saved), "--epochs", "1")
+    assert code == 0, err
+    assert f"GPT2LMHeadModel (--model {saved})" in again
+    assert perplexities(again)[0] < valid * 1.05
+
+
+def test_a_tiny_llama_saved_with_save_pretrained_fine_tunes(data, tmp_path, capsys):
+    words = load_corpus(data).vocab.words
+    torch.manual_seed(0)
+    llama = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(words),
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+        )
+    )
+    folder = tmp_path / "llama"
+    llama.save_pretrained(folder)
+    (folder / VOCAB_FILE).write_text("\n".join(words) + "\n")
+    code, out, err = train(
+        capsys, data, tmp_path / "run", "--model", str(folder), "--method", "serialized"
+    )
+    assert code == 0, err
+    assert f"LlamaForCausalLM (--model {folder}), serialized" in out
+    assert perplexities(out)[0] < len(words)
+
+
+def test_resume_continues_from_the_newest_checkpoint(data, tmp_path, capsys):
+    common = ("--preset", "tiny", "--method", "none")
+    code, out, err = train(capsys, data, tmp_path / "r", *common, "--epochs", "1")
+    assert code == 0, err
+    steps = int(re.search(r"(\d+) steps", out).group(1))
+    code, _, err = train(capsys, data, tmp_path / "r", *common, "--epochs", "2")
+    assert code == 2 and "already holds checkpoints; pass --resume" in err
+    code, out, err = train(capsys, data, tmp_path / "r", *common, "--epochs", "2", "--resume")
+    assert code == 0, err
+    assert int(re.search(r"(\d+) steps", out).group(1)) == 2 * steps
+
+
+def test_bad_input_exits_2_naming_the_field(data, tmp_path, capsys):
+    words = load_corpus(data).vocab.words
+    other = tmp_path / "other"
+    torch.manual_seed(0)
+    LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(words),
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+        )
+    ).save_pretrained(other)
+    (other / VOCAB_FILE).write_text("\n".join(reversed(words)) + "\n")
+    masked = tmp_path / "masked"
+    BertForMaskedLM(
+        BertConfig(
+            vocab_size=len(words),
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=16,
+        )
+    ).save_pretrained(masked)
+    (masked / VOCAB_FILE).write_text("\n".join(words) + "\n")
+    cases = {
+        ("--model", str(other), "--preset", "tiny"): "--model and --preset: give one",
+        ("--preset", "tiny", "--k", "0"): "--k must be an integer >= 1, got '0'",
+        ("--preset", "tiny", "--lam", "-1"): "lam must be",
+        ("--preset", "tiny", "--context", "1"): "--context must be an integer >= 2, got '1'",
+        ("--model", str(other)): f"differs from the corpus's (id 0 is {words[-1]!r} there",
+        ("--model", str(masked)): "needs a causal LM, got a masked one",
+        ("--model", str(tmp_path / "nowhere")): "no config.json there",
+    }
+    for args, message in cases.items():
+        code, _, err = train(capsys, data, tmp_path / "bad", *args)
+        assert code == 2 and message in err, (args, err)
+        assert "Traceback" not in err
+        assert not (tmp_path / "bad").exists(), args
