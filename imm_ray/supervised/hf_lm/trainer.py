@@ -51,6 +51,7 @@ from imm_ray.restricted.kneser_ney import KneserNeyBigram
 from imm_ray.supervised.clipping import clipped_surrogate
 from imm_ray.supervised.hf_lm.causal_imm import WindowPool, causal_imm_risk
 from imm_ray.supervised.hf_lm.serialized import CausalSerializedIMM
+from imm_ray.supervised.lm.imm_branch import linear_in_log_probs
 from imm_ray.supervised.lm.noising import KneserNeyNoiser
 
 METHODS = ("none", "noising", "imm", "serialized")
@@ -226,10 +227,21 @@ class CausalIMMTrainer(Trainer):
             if result is not None:
                 terms["imm"] = result.total / items
         elif config.method == "serialized" and config.lam > 0:
-            weights = self.serialized.causal_target_(  # type: ignore[union-attr]
-                model, step, input_ids[:, :-1], self.bigram, attention_mask=scored
+            # The corrected cross-entropy −Σ w · log Q / items, its gradient in the log-probs
+            # being the weights, built scaled by −1 / items: no further V-wide pass.
+            everywhere = bool(scored.all())
+            gradient = self.serialized.causal_target_(  # type: ignore[union-attr]
+                model,
+                step,
+                input_ids[:, :-1],
+                self.bigram,
+                scale=-1.0 / float(items),
+                attention_mask=None if everywhere else scored,
             )
-            terms["imm"] = -(weights * log_probs[scored]).sum() / items
+            scored_log_probs = log_probs.reshape(-1, log_probs.shape[-1])
+            if not everywhere:
+                scored_log_probs = log_probs[scored]
+            terms["imm"] = linear_in_log_probs(scored_log_probs, gradient)
         return outputs, terms
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

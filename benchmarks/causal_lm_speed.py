@@ -1,0 +1,105 @@
+"""Step time of a causal LM's IMM methods relative to a step without IMM (issue 23).
+
+Usage: python benchmarks/causal_lm_speed.py DATA [--steps N] [--preset small]
+
+DATA is a PTB-format folder (e.g. the Austen split of ``imm-ray lm prepare``). One
+CausalIMMTrainer per method, the preset's GPT-2 over DATA's words, the same batches of
+windows; each step is ``compute_loss``, ``backward`` and an AdamW step, timed after 3 warm-up
+steps, methods interleaved round by round so that load drifts hit them alike. Prints each
+method's mean step time and its ratio to ``none``, and the sampled branch's token
+throughput (window tokens per second of its forward and backward) relative to the main
+pass's (batch tokens per second of a ``none`` step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import torch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--preset", default="small")
+    parser.add_argument(
+        "--clip", type=float, default=1.0, help="each term's gradient norm bound (0: none)"
+    )
+    args = parser.parse_args()
+
+    from transformers import TrainingArguments
+
+    from imm_ray.restricted.kneser_ney import estimate_kneser_ney
+    from imm_ray.supervised.hf_lm.train import CausalLMConfig, fresh_model, windows
+    from imm_ray.supervised.hf_lm.trainer import CausalIMMTrainer
+    from imm_ray.supervised.lm.corpus import load_corpus
+
+    corpus = load_corpus(args.data)
+    vocab, eos = len(corpus.vocab), corpus.vocab.eos_id
+    bigram = estimate_kneser_ney(corpus.train, vocab, eos)
+    config = CausalLMConfig.preset(args.preset)
+    data = windows(corpus.train, eos, config.context)
+    generator = torch.Generator().manual_seed(0)
+    order = torch.randperm(len(data), generator=generator)
+    batches = [
+        torch.stack([data[int(i)]["input_ids"] for i in order[s : s + config.batch_size]])
+        for s in range(0, (args.steps + 3) * config.batch_size, config.batch_size)
+    ]
+    methods = {
+        "none": {"method": "none"},
+        "imm k=10 j=5": {"method": "imm", "k": 10, "every": 5},
+        "imm k=10 j=1": {"method": "imm", "k": 10, "every": 1},
+        "serialized r=50": {"method": "serialized", "refresh_every": 50},
+    }
+    out = tempfile.mkdtemp()
+    runs = {}
+    for name, fields in methods.items():
+        model = fresh_model(config, vocab, eos)
+        trainer = CausalIMMTrainer(
+            model,
+            TrainingArguments(output_dir=out, report_to=[], use_cpu=True, max_grad_norm=args.clip),
+            imm_config=config.replace(**fields).imm_config(),
+            corpus=corpus.train,
+            bigram=bigram,
+            eos_id=eos,
+        )
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        runs[name] = (trainer, model.train(), optimizer, [])
+    for step, batch in enumerate(batches):
+        for trainer, model, optimizer, times in runs.values():
+            trainer.state.global_step = step
+            start = time.perf_counter()
+            loss = trainer.compute_loss(model, {"input_ids": batch, "labels": batch})
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            if step >= 3:
+                times.append(time.perf_counter() - start)
+    base = statistics.mean(runs["none"][3])
+    tokens = config.batch_size * config.context
+    print(
+        f"preset {args.preset}: {config.layers} layers × {config.width}, context "
+        f"{config.context}, batch {config.batch_size}, vocabulary {vocab}; "
+        f"{args.steps} timed steps; terms clipped separately to {args.clip}"
+    )
+    print("| method | step (ms) | × none |")
+    print("|---|---:|---:|")
+    for name, (_, _, _, times) in runs.items():
+        mean = statistics.mean(times)
+        print(f"| {name} | {1000 * mean:.1f} | {mean / base:.2f} |")
+    # The sampled branch every step (j = 1): k windows of (context) tokens per row.
+    branch = statistics.mean(runs["imm k=10 j=1"][3]) - base
+    branch_tokens = config.batch_size * 10 * config.context
+    print(
+        f"\nmain pass: {tokens / base:,.0f} tokens/s; sampled branch (k = 10, every step): "
+        f"{branch_tokens / branch:,.0f} window tokens/s, "
+        f"{(branch_tokens / branch) / (tokens / base):.2f} × the main pass's rate"
+    )
+
+
+if __name__ == "__main__":
+    main()
