@@ -91,7 +91,15 @@ def test_a_tiny_llama_saved_with_save_pretrained_fine_tunes(data, tmp_path, caps
     llama.save_pretrained(folder)
     (folder / VOCAB_FILE).write_text("\n".join(words) + "\n")
     code, out, err = train(
-        capsys, data, tmp_path / "run", "--model", str(folder), "--method", "serialized"
+        capsys,
+        data,
+        tmp_path / "run",
+        "--model",
+        str(folder),
+        "--method",
+        "serialized",
+        "--precision",
+        "bf16",
     )
     assert code == 0, err
     assert f"LlamaForCausalLM (--model {folder}), serialized" in out
