@@ -112,7 +112,7 @@ def test_resume_continues_from_the_newest_checkpoint(data, tmp_path, capsys):
     assert code == 0, err
     steps = int(re.search(r"(\d+) steps", out).group(1))
     code, _, err = train(capsys, data, tmp_path / "r", *common, "--epochs", "2")
-    assert code == 2 and "already holds checkpoints; pass --resume" in err
+    assert code == 2 and "already holds files; pass --resume" in err
     code, out, err = train(capsys, data, tmp_path / "r", *common, "--epochs", "2", "--resume")
     assert code == 0, err
     assert int(re.search(r"(\d+) steps", out).group(1)) == 2 * steps

@@ -8,11 +8,19 @@ import pytest
 from test_cli import COMMANDS
 from test_lm_cli import run_main
 
-from imm_ray.cli import train_bert, train_lm
+from imm_ray.cli import train_bert, train_causal_lm, train_lm
 
-TABLES = {("train", "lm"): train_lm.METHOD_OPTIONS, ("train", "bert"): train_bert.METHOD_OPTIONS}
+TABLES = {
+    ("train", "lm"): train_lm.METHOD_OPTIONS,
+    ("train", "bert"): train_bert.METHOD_OPTIONS,
+    ("train", "causal-lm"): train_causal_lm.METHOD_OPTIONS,
+}
 #: What else each command must be given.
-REQUIRED = {("train", "lm"): [], ("train", "bert"): ["--task", "acceptability", "--model", "tiny"]}
+REQUIRED = {
+    ("train", "lm"): [],
+    ("train", "bert"): ["--task", "acceptability", "--model", "tiny"],
+    ("train", "causal-lm"): [],
+}
 
 
 def _option(path: tuple[str, ...], field: str):

@@ -1,7 +1,8 @@
 """No command overwrites what is there. Every option that names what a command writes is
 found on the parser (an option added later is walked too) and refused, before any work,
 where something already is, leaving it as it was; the two that continue what they find
-(a sweep's storage, an LSTM's checkpoint folder) do so only with ``--resume``."""
+(a sweep's storage, an LSTM's checkpoint folder, a causal LM's output folder) do so only
+with ``--resume``."""
 
 from __future__ import annotations
 
@@ -35,11 +36,16 @@ RESUMABLE = {
         "",
         "already holds a checkpoint; pass --resume",
     ),
+    ("train causal-lm", "--output-dir"): (
+        ["--data", "{tmp}", "--preset", "tiny"],
+        "",
+        "already holds files; pass --resume",
+    ),
 }
 
 
 #: Options named like an output that a command reads.
-READ_ONLY = {("train lm", "--arpa")}
+READ_ONLY = {("train lm", "--arpa"), ("train causal-lm", "--arpa")}
 
 
 def _writes(action: argparse.Action) -> str | None:

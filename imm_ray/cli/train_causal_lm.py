@@ -130,14 +130,16 @@ def _train_causal_lm(args: argparse.Namespace) -> int:
     config = CausalLMConfig.preset(args.preset or "small", **options)  # checked before work
     use_torch(args.threads, config.device)
     folder = args.output_dir or Path("causal-lm") / f"{config.method}-seed{config.seed}"
-    exists = latest_checkpoint(folder) is not None if folder.is_dir() else False
-    if args.resume and not exists:
+    holds = folder.is_dir() and any(folder.iterdir())
+    if args.resume and latest_checkpoint(folder) is None:
         raise ValueError(f"--resume: no checkpoint in {folder}")
-    if exists and not args.resume:
+    if holds and not args.resume:
         raise ValueError(
-            f"{folder} already holds checkpoints; pass --resume to continue them, or choose "
-            "another --output-dir"
+            f"{folder} already holds files; pass --resume to continue its checkpoints, or "
+            "choose another --output-dir"
         )
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"--output-dir {folder} is a file; give a folder")
     from imm_ray.restricted.arpa import read_arpa
     from imm_ray.restricted.kneser_ney import estimate_kneser_ney
     from imm_ray.supervised.lm.corpus import load_corpus
