@@ -133,10 +133,14 @@ def test_gradient_accumulation_4_by_2_takes_the_step_of_1_by_8(tmp_path, method)
     and rows draw their windows and noise on their own: one optimizer step over the same 8
     rows moves the weights alike."""
     data = windows_dataset()
-    stepped = []
+    stepped, logged = [], []
     for batch, accumulate in ((8, 1), (2, 4)):
         args = arguments(
-            tmp_path, per_device_train_batch_size=batch, gradient_accumulation_steps=accumulate
+            tmp_path,
+            per_device_train_batch_size=batch,
+            gradient_accumulation_steps=accumulate,
+            logging_strategy="steps",
+            logging_steps=1,
         )
         trainer = CausalIMMTrainer(
             tiny_gpt2(),
@@ -149,10 +153,18 @@ def test_gradient_accumulation_4_by_2_takes_the_step_of_1_by_8(tmp_path, method)
         )
         trainer.train()
         stepped.append([p.detach().clone() for p in trainer.model.parameters()])
+        (logs,) = [entry for entry in trainer.state.log_history if "lm_loss" in entry]
+        logged.append(logs)
     start = list(tiny_gpt2().parameters())
     assert any(not torch.allclose(a, b) for a, b in zip(stepped[0], start, strict=True))
     for a, b in zip(*stepped, strict=True):
         assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)
+    # The logged terms are per-position means of the step, not of one micro-batch.
+    for key in ("loss", "lm_loss", "imm_risk"):
+        assert (key in logged[0]) == (key in logged[1])
+        if key in logged[0]:
+            assert logged[1][key] == pytest.approx(logged[0][key], rel=1e-5), key
+    assert 1.0 < logged[0]["lm_loss"] < 3.0  # a fresh model over 7 ids: about ln 7
 
 
 def test_bad_input_is_refused_naming_the_field(tmp_path):

@@ -176,6 +176,7 @@ class CausalIMMTrainer(Trainer):
             self.noiser = KneserNeyNoiser(np.asarray(corpus), vocab, eos_id, config.gamma0)
         self._term_sums = dict.fromkeys(TERMS, 0.0)
         self._term_counts = dict.fromkeys(TERMS, 0)
+        self._logged: tuple[float, dict[str, int]] = (0.0, {})
 
     @property
     def term_weights(self) -> dict[str, float]:
@@ -210,6 +211,8 @@ class CausalIMMTrainer(Trainer):
         log_probs = torch.log_softmax(outputs.logits[:, :-1].float(), dim=-1)
         picked = log_probs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
         terms = {"lm": -(picked * scored).sum() / items}
+        # What the logs average a term over: the batch's items and, per term, its positions.
+        self._logged = (float(items), {"lm": int(scored.sum())})
         if config.method == "imm" and config.lam > 0:
             rows, length = input_ids.shape
             k = config.k if step % config.every == 0 else 1
@@ -226,6 +229,7 @@ class CausalIMMTrainer(Trainer):
             )
             if result is not None:
                 terms["imm"] = result.total / items
+                self._logged[1]["imm"] = result.covered
         elif config.method == "serialized" and config.lam > 0:
             # The corrected cross-entropy −Σ w · log Q / items, its gradient in the log-probs
             # being the weights, built scaled by −1 / items: no further V-wide pass.
@@ -242,6 +246,7 @@ class CausalIMMTrainer(Trainer):
             if not everywhere:
                 scored_log_probs = log_probs[scored]
             terms["imm"] = linear_in_log_probs(scored_log_probs, gradient)
+            self._logged[1]["imm"] = int(scored.sum())
         return outputs, terms
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -257,9 +262,10 @@ class CausalIMMTrainer(Trainer):
         self.loss_is_scaled_for_ga = num_items_in_batch is not None
         outputs, terms = self.loss_terms(model, inputs, num_items_in_batch)
         weights = self.term_weights
-        for name, value in terms.items():
-            self._term_sums[name] += float(value.detach())
-            self._term_counts[name] += 1
+        items, positions = self._logged
+        for name, value in terms.items():  # sums over positions, for per-position means
+            self._term_sums[name] += float(value.detach()) * items
+            self._term_counts[name] += positions[name]
         loss = sum(weights[name] * value for name, value in terms.items())
         if self.term_max_norm is not None:
             params = [p for p in model.parameters() if p.requires_grad]
@@ -267,8 +273,10 @@ class CausalIMMTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Adds each term's mean since the last log (``lm_loss``, ``imm_risk``) to
-        Trainer's training logs."""
+        """Adds each term's mean per position since the last log to Trainer's training
+        logs: ``lm_loss`` (per scored position), ``imm_risk`` (sampled: per covered
+        position; serialized: its corrected cross-entropy, whose gradient, not value, is
+        IMM's), whatever the gradient accumulation."""
         if "loss" in logs:
             for term, key in (("lm", "lm_loss"), ("imm", "imm_risk")):
                 if self._term_counts[term]:
