@@ -8,9 +8,9 @@ import re
 
 import pytest
 import torch
+from test_lm_train_cli import run
 from transformers import BertConfig, BertForMaskedLM, LlamaConfig, LlamaForCausalLM
 
-from imm_ray.cli import main
 from imm_ray.supervised.hf_lm.train import VOCAB_FILE
 from imm_ray.supervised.lm.corpus import load_corpus
 from imm_ray.supervised.lm.synthetic import MarkovSource
@@ -21,15 +21,6 @@ def data(tmp_path_factory):
     folder = tmp_path_factory.mktemp("markov")
     MarkovSource.random(8, seed=3).write_corpus(folder, (3000, 400, 400), seed=3)
     return folder
-
-
-def run(capsys, *args):
-    try:
-        code = main(list(args))
-    except SystemExit as exit:
-        code = exit.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def train(capsys, data, output, *args):

@@ -11,7 +11,28 @@ optimizer step run unchanged (with Trainer's own clipping turned off).
 
 from __future__ import annotations
 
+import copy
+from typing import Any
+
 import torch
+
+
+def separate_clipping(args: Any, two_terms: bool) -> tuple[Any, float | None]:
+    """``(Trainer arguments, the terms' bound)``: where the loss has several terms and
+    ``args.max_grad_norm > 0``, a copy of ``args`` with Trainer's own clipping of the sum
+    turned off (the caller's object is not touched) and that bound; else ``args`` and
+    None. ``fp16`` (loss scaling) cannot be combined with it; ``bf16`` can."""
+    if args is None or not two_terms or args.max_grad_norm <= 0:
+        return args, None
+    if args.fp16:
+        raise ValueError(
+            "fp16 cannot be combined with clipping the loss terms separately "
+            "(max_grad_norm > 0): use bf16, or max_grad_norm 0"
+        )
+    bound = float(args.max_grad_norm)
+    args = copy.copy(args)
+    args.max_grad_norm = 0.0
+    return args, bound
 
 
 def clipped_term_gradients(

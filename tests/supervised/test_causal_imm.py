@@ -21,7 +21,8 @@ EOS = 6
 STREAM = np.array([0, 1, 2, 6, 1, 3, 1, 2, 6, 4, 1, 0, 2, 6, 1, 3, 3, 5, 6, 0, 2, 1, 6])
 
 
-def tiny_gpt2(seed: int = 0) -> GPT2LMHeadModel:
+def tiny_gpt2(seed: int = 0, dropout: float = 0.3) -> GPT2LMHeadModel:
+    """A 2-layer, 16-wide GPT-2 over :data:`VOCAB` ids, ``dropout`` in its residual paths."""
     torch.manual_seed(seed)
     config = GPT2Config(
         vocab_size=VOCAB,
@@ -29,7 +30,9 @@ def tiny_gpt2(seed: int = 0) -> GPT2LMHeadModel:
         n_embd=16,
         n_layer=2,
         n_head=2,
-        resid_pdrop=0.3,
+        resid_pdrop=dropout,
+        embd_pdrop=0.0 if dropout == 0 else 0.1,
+        attn_pdrop=0.0 if dropout == 0 else 0.1,
         bos_token_id=EOS,
         eos_token_id=EOS,
     )

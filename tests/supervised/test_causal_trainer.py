@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import test_causal_imm as causal_imm
 import torch
 from transformers import (
     BertConfig,
@@ -22,27 +23,14 @@ from imm_ray.supervised.hf_lm.serialized import CausalSerializedIMM
 from imm_ray.supervised.hf_lm.trainer import CausalIMMConfig, CausalIMMTrainer
 from imm_ray.supervised.lm.noising import KneserNeyNoiser
 
-VOCAB, EOS = 7, 6
+VOCAB, EOS = causal_imm.VOCAB, causal_imm.EOS
 STREAM = np.array([0, 1, 2, 6, 1, 3, 1, 2, 6, 4, 1, 0, 2, 6, 1, 3, 3, 5, 6, 0, 2, 1, 6] * 3)
 LENGTH = 6
 
 
 def tiny_gpt2(seed: int = 0) -> GPT2LMHeadModel:
     """No dropout, so that a hand computation sees what the trainer saw."""
-    torch.manual_seed(seed)
-    config = GPT2Config(
-        vocab_size=VOCAB,
-        n_positions=16,
-        n_embd=16,
-        n_layer=2,
-        n_head=2,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        bos_token_id=EOS,
-        eos_token_id=EOS,
-    )
-    return GPT2LMHeadModel(config)
+    return causal_imm.tiny_gpt2(seed, dropout=0.0)
 
 
 def arguments(tmp_path, **overrides) -> TrainingArguments:

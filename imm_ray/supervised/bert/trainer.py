@@ -30,8 +30,6 @@ with this; ``bf16`` can.
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import torch
 from transformers import Trainer
@@ -41,7 +39,7 @@ from imm_ray.supervised.bert.config import BertIMMConfig
 from imm_ray.supervised.bert.imm_branch import BertHistories, check_bigram_vocabulary, imm_risk
 from imm_ray.supervised.bert.model import BertForMaskedLMAndClassification
 from imm_ray.supervised.bert.tokenizer import check_bert_tokenizer
-from imm_ray.supervised.clipping import clipped_surrogate
+from imm_ray.supervised.clipping import clipped_surrogate, separate_clipping
 
 TERMS = ("task", "mlm", "imm")
 
@@ -95,17 +93,7 @@ class IMMTrainer(Trainer):
         the ``imm`` method only; both must be over the tokenizer's ids."""
         self.imm_config = imm_config or BertIMMConfig()
         method = self.imm_config.method
-        if args is not None and method != "base" and args.max_grad_norm > 0:
-            if args.fp16:
-                raise ValueError(
-                    "fp16 cannot be combined with clipping the loss terms separately "
-                    "(max_grad_norm > 0): use bf16, or max_grad_norm 0"
-                )
-            self.term_max_norm: float | None = float(args.max_grad_norm)
-            args = copy.copy(args)
-            args.max_grad_norm = 0.0
-        else:
-            self.term_max_norm = None
+        args, self.term_max_norm = separate_clipping(args, method != "base")
         super().__init__(model=model, args=args, **kwargs)
         if not isinstance(self.model, BertForMaskedLMAndClassification):
             raise ValueError(

@@ -94,14 +94,9 @@ class CausalLMConfig:
         return cls(**fields)
 
     def imm_config(self) -> CausalIMMConfig:
-        return CausalIMMConfig(
-            method=self.method,
-            lam=self.lam,
-            k=self.k,
-            every=self.every,
-            refresh_every=self.refresh_every,
-            gamma0=self.gamma0,
-        )
+        """The trainer's part of the run: the fields the two configs share."""
+        shared = (f.name for f in dataclasses.fields(CausalIMMConfig))
+        return CausalIMMConfig(**{name: getattr(self, name) for name in shared})
 
     def replace(self, **changes: Any) -> CausalLMConfig:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})

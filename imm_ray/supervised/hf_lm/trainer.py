@@ -38,7 +38,6 @@ combined with that, ``bf16`` can. Draws (windows, noise) come from a generator s
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +47,7 @@ from transformers import Trainer
 
 from imm_ray import checks
 from imm_ray.restricted.kneser_ney import KneserNeyBigram
-from imm_ray.supervised.clipping import clipped_surrogate
+from imm_ray.supervised.clipping import clipped_surrogate, separate_clipping
 from imm_ray.supervised.hf_lm.causal_imm import WindowPool, causal_imm_risk
 from imm_ray.supervised.hf_lm.serialized import CausalSerializedIMM
 from imm_ray.supervised.lm.imm_branch import linear_in_log_probs
@@ -144,17 +143,7 @@ class CausalIMMTrainer(Trainer):
             if kind != "causal":
                 raise ValueError(f"CausalIMMTrainer needs a causal LM, got a {kind} one")
         two_terms = config.method in ("imm", "serialized") and config.lam > 0
-        if args is not None and two_terms and args.max_grad_norm > 0:
-            if args.fp16:
-                raise ValueError(
-                    "fp16 cannot be combined with clipping the loss terms separately "
-                    "(max_grad_norm > 0): use bf16, or max_grad_norm 0"
-                )
-            self.term_max_norm: float | None = float(args.max_grad_norm)
-            args = copy.copy(args)
-            args.max_grad_norm = 0.0
-        else:
-            self.term_max_norm = None
+        args, self.term_max_norm = separate_clipping(args, two_terms)
         super().__init__(model=model, args=args, **kwargs)
         self.generator = torch.Generator().manual_seed(self.args.seed)
         self.bigram = bigram
