@@ -24,18 +24,35 @@ disk:
    checkpoint overwrites the one before, and a PBT member that copies the earlier one
    gets the later (its search then takes another course, or waits for ever).
    :func:`forget_deleted_checkpoints` drops such checkpoints from the state.
+4. A search's searcher and its trial generator keep states of their own, which Tune
+   writes beside the experiment state and copies to the storage separately: the stored
+   ones may be older or newer than the stored trials. The searcher is rebuilt from the
+   trials (:meth:`tuning.search_algorithms.OrderedSearch.restore_from_dir`, reading
+   :func:`stored_search_trials`), and :func:`mend_search_before_resume` sets the
+   generator's count of the trials it created to the number the trials' state holds.
+   Where the stored experiment state is the older, the trials created after it have
+   folders it does not list; the resumed search creates them again (as new trials, with
+   the same configurations), and :func:`set_aside_untracked_trials` renames the old
+   folders' ``result.json`` to ``result-not-resumed.json``, which reports do not read.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from tuning.report import EARLIER_RESULTS_PREFIX, RESULT_FILE, planned, read_trials, reported
 from tuning.storage import Location
 
 #: Tune's files of a sweep's experiment state start so (Tune restores the newest name).
 STATE_PREFIX = "experiment_state-"
-FINISHED, PENDING = "TERMINATED", "PENDING"
+FINISHED, PENDING, ERROR = "TERMINATED", "PENDING", "ERROR"
+#: Tune's files of a search's trial generator's state (its count of trials created).
+GENERATOR_PREFIX = "search_gen_state-"
+#: What an untracked trial folder's ``result.json`` becomes (see gap 4 above).
+NOT_RESUMED_FILE = "result-not-resumed.json"
 
 
 def newest_state(folder: Location) -> Location | None:
@@ -101,6 +118,125 @@ def forget_deleted_checkpoints(folder: Location) -> list[str]:
     if dropped:
         newest.write_text(json.dumps(state))
     return dropped
+
+
+@dataclass(frozen=True)
+class StoredTrial:
+    """A search trial as Tune's experiment state holds it: what
+    :meth:`~tuning.search_algorithms.OrderedSearch.replay` needs."""
+
+    trial_id: str
+    index: int
+    config: dict[str, Any]
+    status: str
+    last_result: dict[str, Any]
+
+    @property
+    def ended(self) -> bool:
+        return self.status in (FINISHED, ERROR)
+
+    @property
+    def error(self) -> bool:
+        return self.status == ERROR
+
+    @property
+    def result(self) -> dict[str, Any] | None:
+        """What Tune handed the searcher when the trial ended (its last result, flat)."""
+        from ray.tune.utils import flatten_dict
+
+        return flatten_dict(self.last_result) if self.last_result and not self.error else None
+
+
+def stored_search_trials(folder: str | Path | Location) -> list[StoredTrial]:
+    """The trials of the newest experiment state in ``folder`` (a local path, as Tune's
+    staging folder is, or a location), in index order; a ``RuntimeError`` where there is
+    none or it cannot be read."""
+    from tuning.search_algorithms import INDEX
+    from tuning.storage import resolve
+
+    location = resolve(folder, None)
+    newest = newest_state(location)
+    if newest is None:
+        raise RuntimeError(f"--resume: no Tune experiment state in {location}")
+    try:
+        entries = json.loads(newest.read_text())["trial_data"]
+        trials = []
+        for trial_text, meta_text in entries:
+            trial, meta = json.loads(trial_text), json.loads(meta_text)
+            trials.append(
+                StoredTrial(
+                    trial_id=trial["trial_id"],
+                    index=int(trial["config"][INDEX]),
+                    config=trial["config"],
+                    status=trial["status"],
+                    last_result=meta.get("last_result") or {},
+                )
+            )
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise RuntimeError(f"--resume: Tune's state {newest} cannot be read ({error})") from None
+    return sorted(trials, key=lambda trial: trial.index)
+
+
+def count_generated_trials(folder: Location) -> bool:
+    """Sets the count of trials created in the newest stored state of a search's trial
+    generator to the number of trials in the newest experiment state (gap 4 above);
+    returns whether it changed. An older count would have the resumed search create
+    trials beyond its budget, a newer one fewer than it. A ``ValueError`` where the
+    experiment state holds trials but the generator's state never reached the storage."""
+    newest = newest_state(folder)
+    if newest is None:
+        return False
+    try:
+        count = len(json.loads(newest.read_text())["trial_data"])
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return False
+    states = [
+        entry
+        for entry in folder.iterdir()
+        if entry.name.startswith(GENERATOR_PREFIX) and entry.name.endswith(".json")
+    ]
+    if not states:
+        if count:
+            raise ValueError(
+                f"--resume: {folder} holds Tune's trials but not its search's state (its "
+                "driver was killed before Tune stored it), and Tune cannot continue the "
+                "search from them; start it again with another --storage"
+            )
+        return False
+    import ray.cloudpickle as cloudpickle
+
+    generator_state = max(states, key=lambda entry: entry.name)
+    state = cloudpickle.loads(generator_state.read_bytes())
+    if state.get("counter") == count and not state.get("finished"):
+        return False
+    state["counter"], state["finished"] = count, False
+    generator_state.write_bytes(cloudpickle.dumps(state))
+    return True
+
+
+def set_aside_untracked_trials(folder: Location) -> list[str]:
+    """Renames the ``result.json`` of every trial folder in ``folder`` that the newest
+    experiment state does not list to :data:`NOT_RESUMED_FILE` (gap 4 above); returns
+    those folders' names. Nothing is done where the state cannot be read."""
+    newest = newest_state(folder)
+    if newest is None:
+        return []
+    try:
+        entries = json.loads(newest.read_text())["trial_data"]
+        listed = {json.loads(trial)["relative_logdir"] for trial, _ in entries}
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return []
+    untracked = []
+    for trial_folder in folder.subfolders():
+        result = trial_folder / RESULT_FILE
+        if trial_folder.name in listed or not result.exists():
+            continue
+        if not (trial_folder / "params.json").exists():
+            continue
+        (trial_folder / NOT_RESUMED_FILE).write_bytes(result.read_bytes())
+        result.unlink()
+        untracked.append(trial_folder.name)
+    return untracked
 
 
 def mend_search_before_resume(folder: Location) -> list[str]:

@@ -652,8 +652,15 @@ class _Searched:
         return self.search.experiment.load_inputs()
 
     def mend(self, folder: Location) -> list[str]:
-        from tuning.resume import mend_search_before_resume
+        from tuning.resume import (
+            count_generated_trials,
+            mend_search_before_resume,
+            set_aside_untracked_trials,
+        )
 
+        if self.search.space.scheduler != "pbt":  # PBT's trials are Tune's variants
+            count_generated_trials(folder)
+            set_aside_untracked_trials(folder)
         return mend_search_before_resume(folder)
 
 

@@ -5,8 +5,11 @@ fixed order rather than on the order concurrent trials happen to report in.
   for a searcher that learns from results (Optuna's TPE), hands them over a batch of
   ``live`` trials at a time, in index order, once the whole batch has ended: the n-th
   suggestion depends on the batches before it, not on which trial finished first. Its
-  whole state (the inner searcher's included) is saved with Tune's experiment state, so a
-  resumed search suggests what the interrupted one would have.
+  state, and its inner searcher's, is therefore a function of the trials alone: on
+  ``--resume`` it is rebuilt from the trials Tune's experiment state holds, by replaying
+  their suggestions and results in that order, rather than read from searcher files that
+  Tune copies to the storage apart from the experiment state (a killed driver may leave
+  the two out of step), so a resumed search suggests what the interrupted one would have.
 * :class:`BatchASHA` is asynchronous successive halving whose rungs compare a trial with
   the trials of earlier batches only, which have all ended by the time it runs: a trial is
   stopped at a rung when its metric there falls below the (1 − 1/η) quantile of theirs.
@@ -24,12 +27,11 @@ fixed order rather than on the order concurrent trials happen to report in.
 
 from __future__ import annotations
 
-import copy
 import random
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from ray.tune.experiment import Trial
@@ -38,17 +40,24 @@ from ray.tune.search import Searcher
 
 from tuning.progress import ProgressLines
 
+if TYPE_CHECKING:
+    from tuning.resume import StoredTrial
+
 #: The key of a search trial's config that holds its place in suggestion order.
 INDEX = "index"
 
 
 class OrderedSearch(Searcher):
     """Wraps a searcher: numbered suggestions, at most ``live`` trials at once and, with
-    ``batches``, results passed on a batch at a time (see the module's docstring)."""
+    ``batches``, results passed on a batch at a time (see the module's docstring).
+
+    The wrapped searcher is ``inner``, not ``searcher``: Tune saves and restores the
+    innermost of a chain of ``searcher`` attributes on its own, and this one it must not
+    (:meth:`restore_from_dir` rebuilds it)."""
 
     def __init__(self, searcher: Searcher, live: int, batches: bool) -> None:
         super().__init__()
-        self.searcher = searcher
+        self.inner = searcher
         self.live = live
         self.batches = batches
         self.count = 0
@@ -58,12 +67,12 @@ class OrderedSearch(Searcher):
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec):
         self._metric, self._mode = metric, mode
-        return self.searcher.set_search_properties(metric, mode, config, **spec)
+        return self.inner.set_search_properties(metric, mode, config, **spec)
 
     def suggest(self, trial_id: str) -> dict | None:
         if len(self.running) >= self.live or (self.batches and self.count >= self.batch_end):
             return None
-        config = self.searcher.suggest(trial_id)
+        config = self.inner.suggest(trial_id)
         if config is None or config == Searcher.FINISHED:
             return config
         self.running[trial_id] = self.count
@@ -75,26 +84,77 @@ class OrderedSearch(Searcher):
         if index is None:
             return
         if not self.batches:
-            self.searcher.on_trial_complete(trial_id, result=result, error=error)
+            self.inner.on_trial_complete(trial_id, result=result, error=error)
             return
         self.ended[index] = (trial_id, result, error)
         if not self.running and self.count >= self.batch_end:
             for index in sorted(self.ended):
                 ended_id, ended_result, ended_error = self.ended[index]
-                self.searcher.on_trial_complete(ended_id, result=ended_result, error=ended_error)
+                self.inner.on_trial_complete(ended_id, result=ended_result, error=ended_error)
             self.ended.clear()
             self.batch_end = self.count + self.live
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        self.searcher.on_trial_result(trial_id, result)
+        self.inner.on_trial_result(trial_id, result)
 
-    # Tune saves a wrapper's own state (get_state) and its innermost searcher's (save_to_dir)
-    # together with the trials' states, and restores both on --resume.
-    def get_state(self) -> dict[str, Any]:
-        return copy.deepcopy({k: v for k, v in self.__dict__.items() if k != "searcher"})
+    def replay(self, trials: list[StoredTrial]) -> None:
+        """Brings a fresh search (and its fresh inner searcher) to where the run that
+        created ``trials`` had it: each trial suggested again, in index order, under its
+        own id, and each ended one's result handed over as Tune did, a batch of them
+        before the next batch is suggested. A suggestion that is not the stored trial's
+        configuration (a searcher that is not deterministic) is a ``RuntimeError``."""
+        if self.count:
+            raise RuntimeError("OrderedSearch.replay: this search has suggested already")
+        ended: list[StoredTrial] = []
+        for trial in sorted(trials, key=lambda trial: trial.index):
+            if trial.index != self.count:
+                raise RuntimeError(
+                    f"--resume: Tune's stored trials skip index {self.count} "
+                    f"(found {trial.index}); the run cannot be replayed"
+                )
+            if self.batches and self.count >= self.batch_end:
+                for done in ended:
+                    self.on_trial_complete(done.trial_id, done.result, done.error)
+                ended.clear()
+                if self.count >= self.batch_end:
+                    raise RuntimeError(
+                        f"--resume: Tune's stored trial {trial.index} was suggested before "
+                        "its batch's predecessors had ended; the run cannot be replayed"
+                    )
+            config = self.inner.suggest(trial.trial_id)
+            if not isinstance(config, dict) or not _within(config, trial.config):
+                raise RuntimeError(
+                    f"--resume: the searcher suggests {config} as trial {trial.index}, "
+                    f"which the stopped run ran with {trial.config}: it is not "
+                    "deterministic, and the search cannot be continued as it was"
+                )
+            self.running[trial.trial_id] = self.count
+            self.count += 1
+            if trial.ended:
+                ended.append(trial)
+        for done in ended:
+            self.on_trial_complete(done.trial_id, done.result, done.error)
 
-    def set_state(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+    # Tune saves a base searcher's state beside its experiment state and restores it on
+    # --resume. This one's is the trials', which the experiment state holds already.
+    def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
+        pass
+
+    def restore_from_dir(self, checkpoint_dir: str) -> None:
+        from tuning.resume import stored_search_trials
+
+        self.replay(stored_search_trials(checkpoint_dir))
+
+
+def _within(suggested: dict, config: dict) -> bool:
+    """Whether every value of ``suggested`` (nested) is ``config``'s at the same key."""
+    for key, value in suggested.items():
+        if isinstance(value, dict):
+            if not isinstance(config.get(key), dict) or not _within(value, config[key]):
+                return False
+        elif key not in config or config[key] != value:
+            return False
+    return True
 
 
 class BatchASHA(FIFOScheduler):

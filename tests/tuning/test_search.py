@@ -175,6 +175,35 @@ def test_a_killed_search_resumes_to_the_same_result(searched, tmp_path):
     assert trials_table(folder) == trials_table(searched)
 
 
+@pytest.mark.parametrize("older", ["search_gen_state-", "experiment_state-"])
+def test_a_search_resumes_whichever_of_its_state_files_reached_the_storage_last(
+    searched, tmp_path, older
+):
+    """Tune copies the experiment state and the search's state to the storage one file at a
+    time: a driver killed between the two leaves one older than the other. Here one is put
+    back as it was stored after the first batch, the other left as the kill found it (two
+    batches later); the resumed search still ends as the uninterrupted one did."""
+    path = search_file(tmp_path)
+    storage = tmp_path / "killed"
+    folder = storage / "tiny-search"
+    kept: dict[Path, bytes] = {}
+
+    def ready() -> bool:
+        if not kept and recorded_terminated(folder) >= 2:
+            for entry in folder.glob(f"{older}*.json"):
+                kept[entry] = entry.read_bytes()
+        return bool(kept) and recorded_terminated(folder) >= 4
+
+    kill_mid_search(path, storage, ready, "no second batch finished in time")
+    assert 4 <= recorded_terminated(folder) < 8, "the kill must land mid-search"
+    assert kept, f"no {older}*.json was stored"
+    for entry, content in kept.items():
+        entry.write_bytes(content)
+    resumed = imm_ray("search", str(path), "--storage", str(storage), "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert trials_table(folder) == trials_table(searched)
+
+
 #: λ may change every 5 epochs up to 40 (long enough for a kill to land mid-search).
 PBT_EPOCHS = tuple(range(5, 41, 5))
 PBT = Search(
@@ -509,9 +538,75 @@ def test_the_ordered_search_hands_results_over_a_batch_at_a_time_in_index_order(
     search.on_trial_complete("a", {"reward": 2.0})
     assert told == ["a", "b"]  # in index order, once the whole batch has ended
     assert search.suggest("c") == {"r": 0.3, "index": 2}
-    # Its state (the inner searcher's aside) round-trips, as Tune saves it.
-    state = search.get_state()
-    copy = OrderedSearch(Recording(), live=2, batches=True)
-    copy.set_state(state)
-    assert (copy.count, copy.running, copy.batch_end) == (3, {"c": 2}, 4)
     assert optuna.__version__  # the dependency the real searcher wraps is installed
+
+
+def test_the_ordered_search_is_rebuilt_from_its_trials_as_it_was():
+    """``--resume`` replays the stored trials into a fresh search: the same suggestions
+    under the same ids, each batch's results handed over in index order before the next
+    batch is suggested, the running trials still running; a searcher that suggests
+    something else is refused."""
+    from ray.tune.search import Searcher
+
+    from tuning.resume import StoredTrial
+    from tuning.search_algorithms import OrderedSearch
+
+    class Recording(Searcher):
+        def __init__(self) -> None:
+            super().__init__(metric="reward", mode="max")
+            self.calls: list[tuple] = []
+            self.drawn = 0
+
+        def suggest(self, trial_id: str) -> dict:
+            self.drawn += 1
+            self.calls.append(("suggest", trial_id))
+            return {"r": self.drawn / 10}
+
+        def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
+            self.calls.append(("complete", trial_id, result and result["reward"], error))
+
+    def stored(index: int, status: str) -> StoredTrial:
+        config = {"r": (index + 1) / 10, "index": index, "trial": {"seeds": 3}}
+        return StoredTrial(f"t{index}", index, config, status, {"reward": index, "epochs": 5})
+
+    # Batch 0-1 ended (1 by an error), batch 2-3 half ended: 4 will be suggested next.
+    trials = [stored(3, "RUNNING"), stored(1, "ERROR"), stored(0, "TERMINATED")]
+    trials.append(stored(2, "TERMINATED"))
+    live = OrderedSearch(Recording(), live=2, batches=True)
+    for trial_id in ("t0", "t1"):
+        live.suggest(trial_id)
+    live.on_trial_complete("t1", error=True)
+    live.on_trial_complete("t0", {"reward": 0, "epochs": 5})
+    for trial_id in ("t2", "t3"):
+        live.suggest(trial_id)
+    live.on_trial_complete("t2", {"reward": 2, "epochs": 5})
+
+    rebuilt = OrderedSearch(Recording(), live=2, batches=True)
+    rebuilt.replay(trials)
+    assert (
+        rebuilt.inner.calls
+        == live.inner.calls
+        == [
+            ("suggest", "t0"),
+            ("suggest", "t1"),
+            ("complete", "t0", 0, False),
+            ("complete", "t1", None, True),
+            ("suggest", "t2"),
+            ("suggest", "t3"),
+        ]
+    )
+    for search in (live, rebuilt):
+        assert (search.count, search.running, search.batch_end) == (4, {"t3": 3}, 4)
+        assert search.ended == {2: ("t2", {"reward": 2, "epochs": 5}, False)}
+        search.on_trial_complete("t3", {"reward": 3, "epochs": 5})
+        assert search.suggest("t4") == {"r": 0.5, "index": 4}
+    assert rebuilt.inner.calls == live.inner.calls
+
+    class Other(Recording):
+        def suggest(self, trial_id: str) -> dict:
+            return {"r": 0.7}
+
+    with pytest.raises(RuntimeError, match="suggests {'r': 0.7} as trial 0.*not deterministic"):
+        OrderedSearch(Other(), live=2, batches=True).replay(trials)
+    with pytest.raises(RuntimeError, match="skip index 1"):
+        OrderedSearch(Recording(), live=2, batches=True).replay([trials[2], trials[0]])
