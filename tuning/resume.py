@@ -27,9 +27,9 @@ disk:
 4. A search's searcher and its trial generator keep states of their own, which Tune
    writes beside the experiment state and copies to the storage separately: the stored
    ones may be older or newer than the stored trials. The searcher is rebuilt from the
-   trials (:meth:`tuning.search_algorithms.OrderedSearch.restore_from_dir`, reading
-   :func:`stored_search_trials`), and :func:`mend_search_before_resume` sets the
-   generator's count of the trials it created to the number the trials' state holds.
+   trials (:meth:`tuning.search_algorithms.OrderedSearch.restore_from_dir`), and
+   :func:`count_generated_trials` sets the generator's count of the trials it created to
+   the number the trials' state holds.
    Where the stored experiment state is the older, the trials created after it have
    folders it does not list; the resumed search creates them again (as new trials, with
    the same configurations), and :func:`set_aside_untracked_trials` renames the old
@@ -39,9 +39,6 @@ disk:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 from tuning.report import EARLIER_RESULTS_PREFIX, RESULT_FILE, planned, read_trials, reported
 from tuning.storage import Location
@@ -118,63 +115,6 @@ def forget_deleted_checkpoints(folder: Location) -> list[str]:
     if dropped:
         newest.write_text(json.dumps(state))
     return dropped
-
-
-@dataclass(frozen=True)
-class StoredTrial:
-    """A search trial as Tune's experiment state holds it: what
-    :meth:`~tuning.search_algorithms.OrderedSearch.replay` needs."""
-
-    trial_id: str
-    index: int
-    config: dict[str, Any]
-    status: str
-    last_result: dict[str, Any]
-
-    @property
-    def ended(self) -> bool:
-        return self.status in (FINISHED, ERROR)
-
-    @property
-    def error(self) -> bool:
-        return self.status == ERROR
-
-    @property
-    def result(self) -> dict[str, Any] | None:
-        """What Tune handed the searcher when the trial ended (its last result, flat)."""
-        from ray.tune.utils import flatten_dict
-
-        return flatten_dict(self.last_result) if self.last_result and not self.error else None
-
-
-def stored_search_trials(folder: str | Path | Location) -> list[StoredTrial]:
-    """The trials of the newest experiment state in ``folder`` (a local path, as Tune's
-    staging folder is, or a location), in index order; a ``RuntimeError`` where there is
-    none or it cannot be read."""
-    from tuning.search_algorithms import INDEX
-    from tuning.storage import resolve
-
-    location = resolve(folder, None)
-    newest = newest_state(location)
-    if newest is None:
-        raise RuntimeError(f"--resume: no Tune experiment state in {location}")
-    try:
-        entries = json.loads(newest.read_text())["trial_data"]
-        trials = []
-        for trial_text, meta_text in entries:
-            trial, meta = json.loads(trial_text), json.loads(meta_text)
-            trials.append(
-                StoredTrial(
-                    trial_id=trial["trial_id"],
-                    index=int(trial["config"][INDEX]),
-                    config=trial["config"],
-                    status=trial["status"],
-                    last_result=meta.get("last_result") or {},
-                )
-            )
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-        raise RuntimeError(f"--resume: Tune's state {newest} cannot be read ({error})") from None
-    return sorted(trials, key=lambda trial: trial.index)
 
 
 def count_generated_trials(folder: Location) -> bool:

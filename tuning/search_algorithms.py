@@ -27,11 +27,14 @@ fixed order rather than on the order concurrent trials happen to report in.
 
 from __future__ import annotations
 
+import json
 import random
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from ray.tune.experiment import Trial
@@ -39,9 +42,8 @@ from ray.tune.schedulers import FIFOScheduler, PopulationBasedTraining, TrialSch
 from ray.tune.search import Searcher
 
 from tuning.progress import ProgressLines
-
-if TYPE_CHECKING:
-    from tuning.resume import StoredTrial
+from tuning.resume import ERROR, FINISHED, newest_state
+from tuning.storage import Location
 
 #: The key of a search trial's config that holds its place in suggestion order.
 INDEX = "index"
@@ -141,9 +143,63 @@ class OrderedSearch(Searcher):
         pass
 
     def restore_from_dir(self, checkpoint_dir: str) -> None:
-        from tuning.resume import stored_search_trials
-
         self.replay(stored_search_trials(checkpoint_dir))
+
+
+@dataclass(frozen=True)
+class StoredTrial:
+    """A search trial as Tune's experiment state holds it: what
+    :meth:`~tuning.search_algorithms.OrderedSearch.replay` needs."""
+
+    trial_id: str
+    index: int
+    config: dict[str, Any]
+    status: str
+    last_result: dict[str, Any]
+
+    @property
+    def ended(self) -> bool:
+        return self.status in (FINISHED, ERROR)
+
+    @property
+    def error(self) -> bool:
+        return self.status == ERROR
+
+    @property
+    def result(self) -> dict[str, Any] | None:
+        """What Tune handed the searcher when the trial ended (its last result, flat)."""
+        from ray.tune.utils import flatten_dict
+
+        return flatten_dict(self.last_result) if self.last_result and not self.error else None
+
+
+def stored_search_trials(folder: str | Path | Location) -> list[StoredTrial]:
+    """The trials of the newest experiment state in ``folder`` (a local path, as Tune's
+    staging folder is, or a location), in index order; a ``RuntimeError`` where there is
+    none or it cannot be read."""
+    from tuning.storage import resolve
+
+    location = resolve(folder, None)
+    newest = newest_state(location)
+    if newest is None:
+        raise RuntimeError(f"--resume: no Tune experiment state in {location}")
+    try:
+        entries = json.loads(newest.read_text())["trial_data"]
+        trials = []
+        for trial_text, meta_text in entries:
+            trial, meta = json.loads(trial_text), json.loads(meta_text)
+            trials.append(
+                StoredTrial(
+                    trial_id=trial["trial_id"],
+                    index=int(trial["config"][INDEX]),
+                    config=trial["config"],
+                    status=trial["status"],
+                    last_result=meta.get("last_result") or {},
+                )
+            )
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise RuntimeError(f"--resume: Tune's state {newest} cannot be read ({error})") from None
+    return sorted(trials, key=lambda trial: trial.index)
 
 
 def _within(suggested: dict, config: dict) -> bool:

@@ -548,8 +548,7 @@ def test_the_ordered_search_is_rebuilt_from_its_trials_as_it_was():
     something else is refused."""
     from ray.tune.search import Searcher
 
-    from tuning.resume import StoredTrial
-    from tuning.search_algorithms import OrderedSearch
+    from tuning.search_algorithms import OrderedSearch, StoredTrial
 
     class Recording(Searcher):
         def __init__(self) -> None:
