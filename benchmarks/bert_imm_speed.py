@@ -33,11 +33,11 @@ from transformers import (
 
 from imm_ray.console import quiet_transformers
 from imm_ray.supervised.bert.acceptability import make_acceptability
-from imm_ray.supervised.bert.config import BertIMMConfig
 from imm_ray.supervised.bert.finetune import encode_split, load_tokenizer, restricted_model
 from imm_ray.supervised.bert.model import BertForMaskedLMAndClassification, preset_config
 from imm_ray.supervised.bert.tasks import TASKS, load_task
-from imm_ray.supervised.bert.trainer import IMMTrainer
+from imm_ray.supervised.hf_lm.config import MaskedIMMConfig
+from imm_ray.supervised.hf_lm.trainer import IMMTrainer
 
 
 class StepTimer(TrainerCallback):
@@ -79,7 +79,7 @@ def time_method(method, positions, args, tokenizer, train, stream, bigram, steps
                 use_cpu=args.device == "cpu",
                 bf16=args.bf16,
             ),
-            imm_config=BertIMMConfig(method=method, k=args.k, positions=positions),
+            imm_config=MaskedIMMConfig(method=method, k=args.k, positions=positions),
             corpus=stream,
             bigram=bigram,
             train_dataset=train,

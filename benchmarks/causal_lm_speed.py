@@ -3,7 +3,7 @@
 Usage: python benchmarks/causal_lm_speed.py DATA [--steps N] [--preset small]
 
 DATA is a PTB-format folder (e.g. the Austen split of ``imm-ray lm prepare``). One
-CausalIMMTrainer per method, the preset's GPT-2 over DATA's words, the same batches of
+IMMTrainer per method, the preset's GPT-2 over DATA's words, the same batches of
 windows; each step is ``compute_loss``, ``backward`` and an AdamW step, timed after 3 warm-up
 steps, methods interleaved round by round so that load drifts hit them alike. Prints each
 method's mean step time and its ratio to ``none``, and the sampled branch's token
@@ -35,7 +35,7 @@ def main() -> None:
 
     from imm_ray.restricted.kneser_ney import estimate_kneser_ney
     from imm_ray.supervised.hf_lm.train import CausalLMConfig, fresh_model, windows
-    from imm_ray.supervised.hf_lm.trainer import CausalIMMTrainer
+    from imm_ray.supervised.hf_lm.trainer import IMMTrainer
     from imm_ray.supervised.lm.corpus import load_corpus
 
     corpus = load_corpus(args.data)
@@ -59,7 +59,7 @@ def main() -> None:
     runs = {}
     for name, fields in methods.items():
         model = fresh_model(config, vocab, eos)
-        trainer = CausalIMMTrainer(
+        trainer = IMMTrainer(
             model,
             TrainingArguments(output_dir=out, report_to=[], use_cpu=True, max_grad_norm=args.clip),
             imm_config=config.replace(**fields).imm_config(),

@@ -1,7 +1,7 @@
 """The paper's BERT experiment (Sec. 7.2, App. D.2.2: Table 2): base / +MLM / +MLM+IMM.
 
 A :class:`BertExperiment` lists settings (a method of
-:mod:`imm_ray.supervised.bert.trainer`, with its own overrides such as λ), a task and its
+:mod:`imm_ray.supervised.hf_lm.trainer`, with its own overrides such as λ), a task and its
 folder, a checkpoint (``--model``), the corpus of the bigram (``--corpus``) and seeds.
 Every (setting, seed) is one trial: it fine-tunes with ``IMMTrainer`` and, after every
 epoch, reports the task metric on dev with a Tune checkpoint (Trainer's own, so a

@@ -1,4 +1,4 @@
-"""CausalIMMTrainer: each method's loss against a hand computation on a hand-made batch, the
+"""IMMTrainer: each method's loss against a hand computation on a hand-made batch, the
 same step through gradient accumulation 1 × 8 and 4 × 2, and bad input refused."""
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from transformers import (
 from imm_ray.checks import ConfigError
 from imm_ray.restricted.kneser_ney import estimate_kneser_ney
 from imm_ray.supervised.hf_lm.causal_imm import WindowPool, causal_imm_risk
+from imm_ray.supervised.hf_lm.config import CausalIMMConfig
 from imm_ray.supervised.hf_lm.serialized import CausalSerializedIMM
-from imm_ray.supervised.hf_lm.trainer import CausalIMMConfig, CausalIMMTrainer
+from imm_ray.supervised.hf_lm.trainer import IMMTrainer
 from imm_ray.supervised.lm.noising import KneserNeyNoiser
 
 VOCAB, EOS = causal_imm.VOCAB, causal_imm.EOS
@@ -64,8 +65,8 @@ def windows_dataset(count: int = 16) -> list[dict[str, torch.Tensor]]:
     ]
 
 
-def trainer_for(tmp_path, method: str, model=None, **config) -> CausalIMMTrainer:
-    return CausalIMMTrainer(
+def trainer_for(tmp_path, method: str, model=None, **config) -> IMMTrainer:
+    return IMMTrainer(
         model or tiny_gpt2(),
         arguments(tmp_path),
         imm_config=CausalIMMConfig(method=method, **config),
@@ -130,7 +131,7 @@ def test_gradient_accumulation_4_by_2_takes_the_step_of_1_by_8(tmp_path, method)
             logging_strategy="steps",
             logging_steps=1,
         )
-        trainer = CausalIMMTrainer(
+        trainer = IMMTrainer(
             tiny_gpt2(),
             args,
             train_dataset=data,
@@ -174,7 +175,9 @@ def test_bad_input_is_refused_naming_the_field(tmp_path):
             intermediate_size=16,
         )
     )
-    with pytest.raises(ValueError, match="needs a causal LM, got a masked one"):
+    with pytest.raises(
+        ValueError, match=r"imm_config: a masked LM \(BertForMaskedLM\) takes a Mas"
+    ):
         trainer_for(tmp_path, "imm", model=bert)
     torch.manual_seed(0)
     base = GPT2Model(GPT2Config(vocab_size=VOCAB, n_embd=16, n_layer=1, n_head=2))
@@ -182,7 +185,7 @@ def test_bad_input_is_refused_naming_the_field(tmp_path):
         trainer_for(tmp_path, "imm", model=base)
     other = estimate_kneser_ney(np.array([0, 1, 2, 8]), 9, 8)
     with pytest.raises(ValueError, match=r"bigram: its vocabulary \(9 ids\) differs"):
-        CausalIMMTrainer(
+        IMMTrainer(
             tiny_gpt2(),
             arguments(tmp_path),
             imm_config=CausalIMMConfig(),
@@ -190,9 +193,9 @@ def test_bad_input_is_refused_naming_the_field(tmp_path):
             bigram=other,
         )
     with pytest.raises(ValueError, match="method imm needs the training corpus and its bigram"):
-        CausalIMMTrainer(tiny_gpt2(), arguments(tmp_path), imm_config=CausalIMMConfig())
+        IMMTrainer(tiny_gpt2(), arguments(tmp_path), imm_config=CausalIMMConfig())
     with pytest.raises(ValueError, match="at least 2 tokens"):
-        CausalIMMTrainer(
+        IMMTrainer(
             tiny_gpt2(),
             arguments(tmp_path),
             imm_config=CausalIMMConfig(),

@@ -26,7 +26,7 @@ import torch
 
 from imm_ray import checks
 from imm_ray.progress import Progress
-from imm_ray.supervised.bert.config import BertIMMConfig
+from imm_ray.supervised.hf_lm.config import MaskedIMMConfig
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 #: The files of a checkpoint folder that ``from_pretrained`` reads (configuration, weights,
@@ -108,8 +108,8 @@ class FinetuneConfig:
                 "(clip > 0 with mlm or imm): use bf16, or clip 0"
             )
 
-    def imm_config(self) -> BertIMMConfig:
-        return BertIMMConfig(
+    def imm_config(self) -> MaskedIMMConfig:
+        return MaskedIMMConfig(
             method=self.method,
             lam=self.lam,
             k=self.k,
@@ -459,7 +459,7 @@ def finetune(
     from transformers import DataCollatorWithPadding, PrinterCallback
 
     from imm_ray.supervised.bert.metrics import score
-    from imm_ray.supervised.bert.trainer import IMMTrainer
+    from imm_ray.supervised.hf_lm.trainer import IMMTrainer
 
     config, spec = run.config, run.spec
     metric = spec.metric

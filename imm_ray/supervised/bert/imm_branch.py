@@ -29,6 +29,7 @@ per sentence instead of k · n) on small machines.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -154,6 +155,14 @@ class BertHistories:
         )
 
 
+def runs_head_at_positions(model: torch.nn.Module) -> bool:
+    """Whether ``model`` (or the model it wraps) runs its vocabulary head at chosen
+    positions alone: ``forward(..., head="mlm", predict_mask=...)``, as
+    :class:`~imm_ray.supervised.bert.model.BertForMaskedLMAndClassification` does."""
+    forward = getattr(model, "module", model).forward
+    return "predict_mask" in inspect.signature(forward).parameters
+
+
 @contextlib.contextmanager
 def _without_dropout(model: torch.nn.Module) -> Iterator[None]:
     was_training = model.training
@@ -173,13 +182,19 @@ def imm_risk(
     k: int,
     positions: int | None = None,
     generator: torch.Generator | None = None,
+    token_types: bool = True,
 ) -> tuple[torch.Tensor, int] | None:
     """``(IMM risk, positions)`` of a batch, the risk a mean over positions with gradient;
     None when no position of the batch has a history.
 
     ``model`` is a :class:`~imm_ray.supervised.bert.model.BertForMaskedLMAndClassification`
-    (or its wrapper); ``bigram`` lives on any device, its rows move to the model's.
+    or another model with its ``forward(..., head="mlm", predict_mask=...)`` (its
+    vocabulary head run at the predicted positions alone) or any masked LM of
+    ``transformers`` (its logits read there; ``token_types``: whether its ``forward``
+    takes ``token_type_ids``), or a wrapper of one; ``bigram`` lives on any device, its
+    rows move to the model's.
     """
+
     chosen = histories.choose(
         histories.eligible(input_ids.cpu(), attention_mask.cpu()), positions, generator
     )
@@ -187,14 +202,18 @@ def imm_risk(
         return None
     batch = histories.build(input_ids, attention_mask, chosen, k, generator)
     device = input_ids.device
+    encoded = {
+        "input_ids": batch.input_ids.to(device),
+        "attention_mask": batch.attention_mask.to(device),
+    }
+    if token_types:
+        encoded["token_type_ids"] = torch.zeros_like(batch.input_ids, device=device)
+    predict = batch.predict_mask.to(device)
     with _without_dropout(model):
-        logits = model(
-            input_ids=batch.input_ids.to(device),
-            attention_mask=batch.attention_mask.to(device),
-            token_type_ids=torch.zeros_like(batch.input_ids, device=device),
-            head="mlm",
-            predict_mask=batch.predict_mask.to(device),
-        ).logits
+        if runs_head_at_positions(model):
+            logits = model(**encoded, head="mlm", predict_mask=predict).logits
+        else:
+            logits = model(**encoded).logits[predict]
     count = len(batch.rows)
     members = torch.log_softmax(logits.float(), dim=-1).view(count, k, -1)
     target = bigram.rows(batch.contexts.to(bigram.unigram.device)).to(device)

@@ -58,6 +58,9 @@ HEADS = ("classify", "mlm")
 class BertForMaskedLMAndClassification(BertPreTrainedModel):
     """One BERT encoder, two heads: ``head="classify"`` (the task) or ``head="mlm"``."""
 
+    #: What :class:`~imm_ray.supervised.hf_lm.trainer.IMMTrainer` trains it as.
+    imm_kind = "masked"
+
     _tied_weights_keys = {
         "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
         "cls.predictions.decoder.bias": "cls.predictions.bias",

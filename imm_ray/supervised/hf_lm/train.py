@@ -1,6 +1,7 @@
-"""Training a causal Hugging Face LM on a PTB-format corpus with :class:`CausalIMMTrainer`:
-from fresh weights over the corpus's word vocabulary (a GPT-2 config of a preset's size),
-or from a saved model folder (``save_pretrained``) over the same vocabulary.
+"""Training a causal Hugging Face LM with :class:`IMMTrainer` on a PTB-format corpus, from
+fresh weights over the corpus's word vocabulary (a GPT-2 config of a preset's size) or
+from a saved model folder (``save_pretrained``) over the same vocabulary; or on raw text
+read through a tokenizer (:mod:`~imm_ray.supervised.hf_lm.data`), over its ids.
 
 The training split, preceded by ``<eos>``, is cut into windows of ``context + 1`` tokens
 (consecutive windows share one token), so that every training token is predicted once an
@@ -8,7 +9,7 @@ epoch from the tokens before it in its window. Validation and test perplexity, a
 induced-bigram perplexities of Table 5, are :mod:`imm_ray.supervised.hf_lm.metrics`'s over
 chunks of ``context`` inputs. A model folder the run writes holds the vocabulary it was
 trained over (``vocab.txt``, one word per line, in id order), which a later ``--model``
-must match.
+must match, or the tokenizer it read raw text through.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch
 from imm_ray import checks
 from imm_ray.progress import Progress
 from imm_ray.restricted.kneser_ney import KneserNeyBigram
-from imm_ray.supervised.hf_lm.trainer import METHODS, CausalIMMConfig
+from imm_ray.supervised.hf_lm.config import CAUSAL_METHODS, CausalIMMConfig
 
 #: The vocabulary a model folder was trained over, one word per line in id order.
 VOCAB_FILE = "vocab.txt"
@@ -71,7 +72,7 @@ class CausalLMConfig:
     precision: str = "fp32"
 
     def __post_init__(self) -> None:
-        checks.one_of("method", self.method, METHODS)
+        checks.one_of("method", self.method, CAUSAL_METHODS)
         checks.integer("context", self.context, 2)
         for field in ("layers", "width", "heads", "batch_size", "epochs"):
             checks.integer(field, getattr(self, field), 1)
@@ -119,14 +120,40 @@ def fresh_model(config: CausalLMConfig, vocab_size: int, eos_id: int):
     return GPT2LMHeadModel(model_config)
 
 
-def load_model(folder: str | Path, words: list[str]):
+def load_model(folder: str | Path, words: list[str] | None, tokens: int | None = None):
     """The causal LM saved in ``folder`` (``save_pretrained``), which must have been trained
-    over ``words`` (its ``vocab.txt``); a ``ValueError`` naming ``--model`` otherwise."""
+    over ``words`` (its ``vocab.txt``) or, with ``words`` None, predict at least ``tokens``
+    ids (a tokenizer's); a ``ValueError`` naming ``--model`` otherwise."""
     from transformers import AutoModelForCausalLM
 
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise ValueError(f"--model {folder}: no config.json there (a save_pretrained folder)")
+    if words is not None:
+        _check_vocabulary(folder, words)
+    # AutoModelForCausalLM would load a masked LM's weights into its model type's causal
+    # class (BERT's BertLMHeadModel, attending both ways): the saved class decides.
+    import json
+
+    from imm_ray.supervised.hf_lm.trainer import model_kind
+
+    for name in json.loads((folder / "config.json").read_text()).get("architectures") or []:
+        kind = model_kind(name)
+        if kind != "causal":
+            raise ValueError(f"--model {folder}: needs a causal LM, got a {kind} one ({name})")
+    with _no_save_bars():
+        model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
+    predicted = model.get_output_embeddings().weight.shape[0]
+    if tokens is not None and predicted < tokens:
+        raise ValueError(
+            f"--model {folder}: it predicts {predicted} ids, and the tokenizer has {tokens}: "
+            "give the tokenizer the model was trained with"
+        )
+    return model
+
+
+def _check_vocabulary(folder: Path, words: list[str]) -> None:
+    """A ``ValueError`` naming ``--model`` unless ``folder/vocab.txt`` lists ``words``."""
     vocab = folder / VOCAB_FILE
     if not vocab.is_file():
         raise ValueError(
@@ -144,19 +171,6 @@ def load_model(folder: str | Path, words: list[str]):
             f"--model {folder}: its vocabulary ({VOCAB_FILE}) differs from the corpus's ({how}); "
             "the model and the bigram must share one"
         )
-    # AutoModelForCausalLM would load a masked LM's weights into its model type's causal
-    # class (BERT's BertLMHeadModel, attending both ways): the saved class decides.
-    import json
-
-    from imm_ray.supervised.hf_lm.trainer import model_kind
-
-    for name in json.loads((folder / "config.json").read_text()).get("architectures") or []:
-        kind = model_kind(name)
-        if kind != "causal":
-            raise ValueError(f"--model {folder}: needs a causal LM, got a {kind} one ({name})")
-    with _no_save_bars():
-        model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
-    return model
 
 
 def model_positions(model) -> int:
@@ -263,16 +277,22 @@ def train_causal_lm(
     model=None,
     resume: bool = False,
     progress: Progress | None = None,
+    tokenizer=None,
+    more_callbacks: list | None = None,
 ) -> tuple[Any, dict[str, float]]:
-    """Trains on ``corpus`` (a :class:`~imm_ray.supervised.lm.corpus.Corpus`) and returns
-    ``(model, results)``: ``valid_ppl``, ``test_ppl``, ``induced_<split>_ppl`` and
-    ``kn_<split>_ppl`` for train, valid and test, ``steps``, ``train_seconds``. ``model``
-    is fine-tuned when given, else a fresh one of the config's size is trained; the model,
-    its vocabulary and a checkpoint per epoch go to ``output_dir``."""
+    """Trains on ``corpus`` (a PTB-format :class:`~imm_ray.supervised.lm.corpus.Corpus`,
+    or raw text through ``tokenizer``, a
+    :class:`~imm_ray.supervised.hf_lm.data.TokenizedCorpus`) and returns ``(model,
+    results)``: ``valid_ppl``, ``test_ppl``, ``induced_<split>_ppl`` and ``kn_<split>_ppl``
+    for train, valid and test, ``steps``, ``train_seconds``. ``model`` is fine-tuned when
+    given, else a fresh one of the config's size is trained; the model, its vocabulary
+    (``vocab.txt``, or the tokenizer) and a checkpoint per epoch go to ``output_dir``.
+    ``more_callbacks`` are Trainer callbacks of the caller's; their ``on_save`` sees each
+    checkpoint whole (the draws' generator saved in it too)."""
     from transformers import PrinterCallback
 
     from imm_ray.supervised.hf_lm import metrics
-    from imm_ray.supervised.hf_lm.trainer import CausalIMMTrainer
+    from imm_ray.supervised.hf_lm.trainer import IMMTrainer
     from imm_ray.supervised.lm.metrics import bigram_perplexity
 
     output_dir = Path(output_dir)
@@ -292,7 +312,8 @@ def train_causal_lm(
     callbacks = [_draws_callback(holder)]
     if progress is not None:
         callbacks.append(_progress_callback(progress))
-    trainer = CausalIMMTrainer(
+    callbacks += more_callbacks or []
+    trainer = IMMTrainer(
         model,
         training_arguments(config, output_dir, steps_per_epoch),
         train_dataset=data,
@@ -318,9 +339,12 @@ def train_causal_lm(
         seconds = time.perf_counter() - start
         model = trainer.model
         model.save_pretrained(output_dir / "model")
-    (output_dir / "model" / VOCAB_FILE).write_text(
-        "\n".join(corpus.vocab.words) + "\n", encoding="utf-8"
-    )
+    if tokenizer is not None:
+        tokenizer.save_pretrained(output_dir / "model")
+    else:
+        (output_dir / "model" / VOCAB_FILE).write_text(
+            "\n".join(corpus.vocab.words) + "\n", encoding="utf-8"
+        )
     batch = max(config.batch_size, 16)
     results = {
         "valid_ppl": metrics.perplexity(model, corpus.valid, eos, config.context, batch),

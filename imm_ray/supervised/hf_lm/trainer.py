@@ -1,17 +1,22 @@
-"""``CausalIMMTrainer``: a ``transformers.Trainer`` for any causal language model
-(``AutoModelForCausalLM``) whose loss is the language-model loss + λ·IMM, the Kneser–Ney
-bigram over the model's token ids as the restricted model.
+"""``IMMTrainer``: a ``transformers.Trainer`` for any language model of ``transformers``,
+causal (``AutoModelForCausalLM``: GPT-2, Llama, …) or masked (``AutoModelForMaskedLM``, and
+imm-ray's BERT with a task head), whose loss adds λ·IMM against the Kneser–Ney bigram over
+the model's token ids. Which losses it computes follows from the model's class
+(:func:`model_kind`); a model of neither kind is refused.
 
-A training script gains IMM by swapping its ``Trainer`` for ``CausalIMMTrainer`` and
-passing :class:`CausalIMMConfig`, the training stream (token ids) and its bigram::
+A training script gains IMM by swapping its ``Trainer`` for ``IMMTrainer`` and passing the
+config, the training stream (token ids) and its bigram::
 
     bigram = estimate_kneser_ney(train_ids, vocab_size, eos_id)
-    trainer = CausalIMMTrainer(model, args, train_dataset=windows,
-                               imm_config=CausalIMMConfig(method="imm", lam=0.2),
-                               corpus=train_ids, bigram=bigram)
+    trainer = IMMTrainer(model, args, train_dataset=windows,
+                         imm_config=CausalIMMConfig(method="imm", lam=0.2),
+                         corpus=train_ids, bigram=bigram)
 
-Every batch holds ``input_ids`` (and ``labels``, −100 where unscored; ``input_ids`` when
-absent). Methods (Table 1's columns):
+A masked LM takes a :class:`~imm_ray.supervised.hf_lm.config.MaskedIMMConfig` and its
+tokenizer as ``processing_class``; its losses are :mod:`~imm_ray.supervised.hf_lm.masked`'s.
+
+**A causal LM.** Every batch holds ``input_ids`` (and ``labels``, −100 where unscored;
+``input_ids`` when absent). Methods (Table 1's columns):
 
 - ``none``: the language-model loss alone;
 - ``noising``: Kneser–Ney noising of each batch, inputs and targets together
@@ -22,65 +27,41 @@ absent). Methods (Table 1's columns):
   (:mod:`~imm_ray.supervised.hf_lm.serialized`), its snapshot refreshed every
   ``refresh_every`` optimizer steps.
 
-**Trainer's conventions.** Each term is a sum over the batch's scored positions divided by
-``num_items_in_batch`` (the scored positions of the whole accumulation window), so a run
-with gradient accumulation takes the same steps as one with batches as large: sampled IMM
-pools each row's own windows, and windows and noise are drawn row by row (serialized IMM
-is the exception: Q̂† is a running mean over the rows read since the refresh, so a
-micro-batch's targets see the rows read before it, not the whole step's); without
+Each term is a sum over the batch's scored positions divided by ``num_items_in_batch``
+(the scored positions of the whole accumulation window), so a run with gradient
+accumulation takes the same steps as one with batches as large: sampled IMM pools each
+row's own windows, and windows and noise are drawn row by row (serialized IMM is the
+exception: Q̂† is a running mean over the rows read since the refresh, so a micro-batch's
+targets see the rows read before it, not the whole step's); without
 ``num_items_in_batch``, each term is a mean over the micro-batch and Trainer divides by
-the accumulation steps. With
-``args.max_grad_norm > 0`` (and a method with a second term), the two terms' gradients are
-clipped separately (App. D.2.2, :mod:`imm_ray.supervised.clipping`); ``fp16`` cannot be
-combined with that, ``bf16`` can. Draws (windows, noise) come from a generator seeded with
-``args.seed``.
+the accumulation steps.
+
+**Both kinds.** With ``args.max_grad_norm > 0`` (and a method with a second term), the
+terms' gradients are clipped separately (App. D.2.2, :mod:`imm_ray.supervised.clipping`);
+``fp16`` cannot be combined with that, ``bf16`` can. Draws (windows, noise, masks) come
+from a generator seeded with ``args.seed``. The logs gain each term's mean since the last
+log (``lm_loss``, ``imm_risk``; a masked LM's ``task_loss``, ``mlm_loss``, ``imm_risk``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from transformers import Trainer
 
-from imm_ray import checks
 from imm_ray.restricted.kneser_ney import KneserNeyBigram
 from imm_ray.supervised.clipping import clipped_surrogate, separate_clipping
 from imm_ray.supervised.hf_lm.causal_imm import WindowPool, causal_imm_risk
+from imm_ray.supervised.hf_lm.config import CausalIMMConfig, MaskedIMMConfig
+from imm_ray.supervised.hf_lm.masked import MaskedObjective
 from imm_ray.supervised.hf_lm.serialized import CausalSerializedIMM
 from imm_ray.supervised.lm.imm_branch import linear_in_log_probs
 from imm_ray.supervised.lm.noising import KneserNeyNoiser
 
-METHODS = ("none", "noising", "imm", "serialized")
-TERMS = ("lm", "imm")
-
-
-@dataclass(frozen=True)
-class CausalIMMConfig:
-    """What a :class:`CausalIMMTrainer` adds to the language-model loss."""
-
-    method: str = "imm"
-    """One of none, noising, imm, serialized."""
-    lam: float = 0.2
-    """λ, the IMM term's weight (imm, serialized)."""
-    k: int = 10
-    """Windows per row on every ``every``-th batch (imm)."""
-    every: int = 5
-    """j: k windows per row every j-th optimizer step, 1 on the others (imm)."""
-    refresh_every: int = 50
-    """r: optimizer steps between refreshes of serialized IMM's snapshot (serialized)."""
-    gamma0: float = 0.2
-    """γ0 of Kneser–Ney noising (noising)."""
-
-    def __post_init__(self) -> None:
-        checks.one_of("method", self.method, METHODS)
-        checks.number("lam", self.lam, at_least=0)
-        checks.integer("k", self.k, 1)
-        checks.integer("every", self.every, 1)
-        checks.integer("refresh_every", self.refresh_every, 1)
-        checks.number("gamma0", self.gamma0, at_least=0, at_most=1)
+#: The kinds of language model IMMTrainer trains.
+KINDS = ("causal", "masked")
 
 
 def _names(mapping: dict[str, Any]) -> set[str]:
@@ -92,14 +73,18 @@ def _names(mapping: dict[str, Any]) -> set[str]:
 
 def model_kind(model: torch.nn.Module | str) -> str:
     """``"causal"`` or ``"masked"``: which of transformers' auto classes lists the model's
-    class, or the class of that name (``AutoModelForCausalLM``, ``AutoModelForMaskedLM``);
-    a ``ValueError`` naming the class otherwise."""
+    class, or the class of that name (``AutoModelForCausalLM``, ``AutoModelForMaskedLM``),
+    or what a class of another library declares as its ``imm_kind`` (imm-ray's BERT with
+    a task head: masked); a ``ValueError`` naming the class otherwise."""
     from transformers.models.auto.modeling_auto import (
         MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
         MODEL_FOR_MASKED_LM_MAPPING_NAMES,
     )
 
     name = model if isinstance(model, str) else type(model).__name__
+    declared = getattr(model, "imm_kind", None)
+    if declared in KINDS:
+        return declared
     if name in _names(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES):
         return "causal"
     if name in _names(MODEL_FOR_MASKED_LM_MAPPING_NAMES):
@@ -120,41 +105,32 @@ def check_bigram_vocabulary(bigram: KneserNeyBigram, model: torch.nn.Module) -> 
         )
 
 
-class CausalIMMTrainer(Trainer):
-    """``Trainer`` with the language-model loss + λ·IMM (see the module docstring)."""
+class CausalObjective:
+    """The terms of a causal LM's training batch (see the module docstring)."""
+
+    terms = ("lm", "imm")
+    log_names = {"lm": "lm_loss", "imm": "imm_risk"}
 
     def __init__(
         self,
-        model: torch.nn.Module | None = None,
-        args=None,
-        *,
-        imm_config: CausalIMMConfig | None = None,
-        corpus: np.ndarray | None = None,
-        bigram: KneserNeyBigram | None = None,
-        eos_id: int | None = None,
-        **kwargs,
+        model: torch.nn.Module,
+        config: CausalIMMConfig,
+        corpus: np.ndarray | None,
+        bigram: KneserNeyBigram | None,
+        eos_id: int | None,
+        generator: torch.Generator,
     ) -> None:
-        """``corpus`` (the training stream of token ids) and ``bigram`` are needed by every
-        method but ``none``; ``eos_id`` by ``noising``."""
-        self.imm_config = imm_config or CausalIMMConfig()
-        config = self.imm_config
-        if model is not None:
-            kind = model_kind(model)
-            if kind != "causal":
-                raise ValueError(f"CausalIMMTrainer needs a causal LM, got a {kind} one")
-        two_terms = config.method in ("imm", "serialized") and config.lam > 0
-        args, self.term_max_norm = separate_clipping(args, two_terms)
-        super().__init__(model=model, args=args, **kwargs)
-        self.generator = torch.Generator().manual_seed(self.args.seed)
+        self.config = config
+        self.generator = generator
         self.bigram = bigram
         self.pool: WindowPool | None = None
         self.serialized: CausalSerializedIMM | None = None
         self.noiser: KneserNeyNoiser | None = None
-        vocab = self.model.get_output_embeddings().weight.shape[0]
+        vocab = model.get_output_embeddings().weight.shape[0]
         if config.method != "none":
             if corpus is None or bigram is None:
                 raise ValueError(f"method {config.method} needs the training corpus and its bigram")
-            check_bigram_vocabulary(bigram, self.model)
+            check_bigram_vocabulary(bigram, model)
         if config.method == "imm":
             self.pool = WindowPool(corpus, vocab)  # type: ignore[arg-type]
         elif config.method == "serialized":
@@ -163,26 +139,28 @@ class CausalIMMTrainer(Trainer):
             if eos_id is None:
                 raise ValueError("method noising needs eos_id")
             self.noiser = KneserNeyNoiser(np.asarray(corpus), vocab, eos_id, config.gamma0)
-        self._term_sums = dict.fromkeys(TERMS, 0.0)
-        self._term_counts = dict.fromkeys(TERMS, 0)
-        self._logged: tuple[float, dict[str, int]] = (0.0, {})
 
     @property
-    def term_weights(self) -> dict[str, float]:
+    def weights(self) -> dict[str, float]:
         """Each term's weight in the loss: 1 and λ."""
-        return {"lm": 1.0, "imm": self.imm_config.lam}
+        return {"lm": 1.0, "imm": self.config.lam}
 
-    def loss_terms(
-        self, model, inputs: dict[str, torch.Tensor], num_items_in_batch=None
-    ) -> tuple[Any, dict[str, torch.Tensor]]:
-        """``(outputs, {"lm", "imm": term})`` of a training batch, each term a sum over
-        the batch's scored positions divided by ``num_items_in_batch`` (or their count);
-        ``imm`` is absent when its method is off or no position of the batch has a
-        member."""
-        config = self.imm_config
-        # Optimizer steps, not micro-batches: every micro-batch of a step gets as many
-        # windows, and the snapshot is refreshed before the first of them.
-        step = self.state.global_step
+    def evaluate(self, model, inputs: dict) -> Any:
+        return model(
+            input_ids=inputs["input_ids"],
+            attention_mask=inputs.get("attention_mask"),
+            labels=inputs.get("labels", inputs["input_ids"]),
+        )
+
+    def training_terms(
+        self, model, inputs: dict[str, torch.Tensor], num_items_in_batch=None, step: int = 0
+    ) -> tuple[Any, dict[str, torch.Tensor], dict[str, tuple[float, int]]]:
+        """``(outputs, {"lm", "imm": term}, records)`` of a training batch at optimizer
+        step ``step``, each term a sum over the batch's scored positions divided by
+        ``num_items_in_batch`` (or their count); ``imm`` is absent when its method is off
+        or no position of the batch has a member. ``records`` (a term's sum over
+        positions, and their number) are what the logs average per position."""
+        config = self.config
         input_ids = inputs["input_ids"]
         labels = inputs.get("labels", input_ids)
         attention = inputs.get("attention_mask")
@@ -200,8 +178,7 @@ class CausalIMMTrainer(Trainer):
         log_probs = torch.log_softmax(outputs.logits[:, :-1].float(), dim=-1)
         picked = log_probs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
         terms = {"lm": -(picked * scored).sum() / items}
-        # What the logs average a term over: the batch's items and, per term, its positions.
-        self._logged = (float(items), {"lm": int(scored.sum())})
+        positions = {"lm": int(scored.sum())}
         if config.method == "imm" and config.lam > 0:
             rows, length = input_ids.shape
             k = config.k if step % config.every == 0 else 1
@@ -218,7 +195,7 @@ class CausalIMMTrainer(Trainer):
             )
             if result is not None:
                 terms["imm"] = result.total / items
-                self._logged[1]["imm"] = result.covered
+                positions["imm"] = result.covered
         elif config.method == "serialized" and config.lam > 0:
             # The corrected cross-entropy −Σ w · log Q / items, its gradient in the log-probs
             # being the weights, built scaled by −1 / items: no further V-wide pass.
@@ -235,26 +212,92 @@ class CausalIMMTrainer(Trainer):
             if not everywhere:
                 scored_log_probs = log_probs[scored]
             terms["imm"] = linear_in_log_probs(scored_log_probs, gradient)
-            self._logged[1]["imm"] = int(scored.sum())
+            positions["imm"] = int(scored.sum())
+        records = {
+            name: (float(value.detach()) * float(items), positions[name])
+            for name, value in terms.items()
+        }
+        return outputs, terms, records
+
+
+class IMMTrainer(Trainer):
+    """``Trainer`` with a language model's loss + λ·IMM (see the module docstring)."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module | None = None,
+        args=None,
+        *,
+        imm_config: CausalIMMConfig | MaskedIMMConfig | None = None,
+        corpus: np.ndarray | None = None,
+        bigram: KneserNeyBigram | None = None,
+        eos_id: int | None = None,
+        **kwargs,
+    ) -> None:
+        """``corpus`` (the training stream of token ids) and ``bigram`` are needed by every
+        method with a restricted model (a causal LM's noising, imm and serialized, a
+        masked LM's imm); ``eos_id`` by noising. A masked LM needs its tokenizer as
+        ``processing_class``. ``imm_config`` defaults to the model kind's defaults."""
+        if model is None:
+            raise ValueError("IMMTrainer needs the model (model_init is not supported)")
+        self.kind = model_kind(model)
+        configs = {"causal": CausalIMMConfig, "masked": MaskedIMMConfig}
+        self.imm_config = imm_config or configs[self.kind]()
+        if not isinstance(self.imm_config, configs[self.kind]):
+            raise ValueError(
+                f"imm_config: a {self.kind} LM ({type(model).__name__}) takes a "
+                f"{configs[self.kind].__name__}, got a {type(self.imm_config).__name__}"
+            )
+        config = self.imm_config
+        args, self.term_max_norm = separate_clipping(args, config.adds_terms)
+        super().__init__(model=model, args=args, **kwargs)
+        self.generator = torch.Generator().manual_seed(self.args.seed)
+        self.objective: CausalObjective | MaskedObjective
+        if isinstance(config, CausalIMMConfig):
+            self.objective = CausalObjective(
+                self.model, config, corpus, bigram, eos_id, self.generator
+            )
+        else:
+            self.objective = MaskedObjective(
+                self.model, config, self.processing_class, corpus, bigram, self.generator
+            )
+            # Its terms are micro-batch means: Trainer divides them by the accumulation.
+            self.model_accepts_loss_kwargs = False
+            self.loss_is_scaled_for_ga = False
+        self._term_sums = dict.fromkeys(self.objective.terms, 0.0)
+        self._term_counts = dict.fromkeys(self.objective.terms, 0)
+
+    @property
+    def term_weights(self) -> dict[str, float]:
+        """Each term's weight in the loss."""
+        return self.objective.weights
+
+    def loss_terms(self, model, inputs, num_items_in_batch=None) -> tuple[Any, dict]:
+        """``(outputs, {term: value})`` of a training batch (the objective's terms)."""
+        outputs, terms, _ = self._training_terms(model, inputs, num_items_in_batch)
         return outputs, terms
+
+    def _training_terms(self, model, inputs, num_items_in_batch):
+        if isinstance(self.objective, CausalObjective):
+            # Optimizer steps, not micro-batches: every micro-batch of a step gets as many
+            # windows, and the snapshot is refreshed before the first of them.
+            return self.objective.training_terms(
+                model, inputs, num_items_in_batch, step=self.state.global_step
+            )
+        return self.objective.training_terms(model, inputs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not (model.training and torch.is_grad_enabled()):
-            labels = inputs.get("labels", inputs["input_ids"])
-            outputs = model(
-                input_ids=inputs["input_ids"],
-                attention_mask=inputs.get("attention_mask"),
-                labels=labels,
-            )
+            outputs = self.objective.evaluate(model, inputs)
             return (outputs.loss, outputs) if return_outputs else outputs.loss
-        # Terms divided by the accumulation window's items are already scaled for it.
-        self.loss_is_scaled_for_ga = num_items_in_batch is not None
-        outputs, terms = self.loss_terms(model, inputs, num_items_in_batch)
+        if isinstance(self.objective, CausalObjective):
+            # Terms divided by the accumulation window's items are already scaled for it.
+            self.loss_is_scaled_for_ga = num_items_in_batch is not None
+        outputs, terms, records = self._training_terms(model, inputs, num_items_in_batch)
+        for name, (total, count) in records.items():
+            self._term_sums[name] += total
+            self._term_counts[name] += count
         weights = self.term_weights
-        items, positions = self._logged
-        for name, value in terms.items():  # sums over positions, for per-position means
-            self._term_sums[name] += float(value.detach()) * items
-            self._term_counts[name] += positions[name]
         loss = sum(weights[name] * value for name, value in terms.items())
         if self.term_max_norm is not None:
             params = [p for p in model.parameters() if p.requires_grad]
@@ -262,14 +305,15 @@ class CausalIMMTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Adds each term's mean per position since the last log to Trainer's training
-        logs: ``lm_loss`` (per scored position), ``imm_risk`` (sampled: per covered
+        """Adds each term's mean since the last log to Trainer's training logs: a causal
+        LM's ``lm_loss`` (per scored position) and ``imm_risk`` (sampled: per covered
         position; serialized: its corrected cross-entropy, whose gradient, not value, is
-        IMM's), whatever the gradient accumulation."""
+        IMM's), whatever the gradient accumulation; a masked LM's ``task_loss``,
+        ``mlm_loss`` and ``imm_risk`` (means of the micro-batches' means)."""
         if "loss" in logs:
-            for term, key in (("lm", "lm_loss"), ("imm", "imm_risk")):
+            for term, key in self.objective.log_names.items():
                 if self._term_counts[term]:
                     logs[key] = self._term_sums[term] / self._term_counts[term]
-            self._term_sums = dict.fromkeys(TERMS, 0.0)
-            self._term_counts = dict.fromkeys(TERMS, 0)
+            self._term_sums = dict.fromkeys(self.objective.terms, 0.0)
+            self._term_counts = dict.fromkeys(self.objective.terms, 0)
         super().log(logs, start_time)

@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import BertForSequenceClassification, DataCollatorWithPadding, TrainingArguments
+from transformers import (
+    BertForMaskedLM,
+    BertForSequenceClassification,
+    DataCollatorWithPadding,
+    TrainingArguments,
+)
 
-from imm_ray.supervised.bert.config import BertIMMConfig
 from imm_ray.supervised.bert.finetune import encode_split, restricted_model
 from imm_ray.supervised.bert.model import BertForMaskedLMAndClassification, preset_config
 from imm_ray.supervised.bert.tasks import TASKS, load_task
-from imm_ray.supervised.bert.trainer import IMMTrainer, mask_tokens
+from imm_ray.supervised.hf_lm.config import MaskedIMMConfig
+from imm_ray.supervised.hf_lm.masked import mask_tokens
+from imm_ray.supervised.hf_lm.trainer import IMMTrainer
 
 
 @pytest.mark.parametrize(
@@ -26,7 +32,7 @@ from imm_ray.supervised.bert.trainer import IMMTrainer, mask_tokens
 )
 def test_bad_configuration_names_the_field(field, value, message):
     with pytest.raises(ValueError, match=message):
-        BertIMMConfig(**{field: value})
+        MaskedIMMConfig(**{field: value})
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +73,7 @@ def _trainer(tmp_path, tokenizer, restricted, train_set, method="imm", **args):
     return IMMTrainer(
         model=_model(tokenizer),
         args=_args(tmp_path, **args),
-        imm_config=BertIMMConfig(method=method, k=3, positions=3),
+        imm_config=MaskedIMMConfig(method=method, k=3, positions=3),
         corpus=stream,
         bigram=bigram,
         train_dataset=train_set,
@@ -101,7 +107,7 @@ def test_terms_are_clipped_separately_and_trainer_does_not_clip_the_sum(
     trainer = IMMTrainer(
         model=_model(bert_tokenizer, **no_dropout),
         args=args,
-        imm_config=BertIMMConfig(method="imm", k=3, lam=0.5),
+        imm_config=MaskedIMMConfig(method="imm", k=3, lam=0.5),
         corpus=stream,
         bigram=bigram,
         train_dataset=train_set,
@@ -152,8 +158,18 @@ def test_imm_trainer_runs_inside_plain_train_and_every_term_falls(
 def test_bad_models_and_missing_inputs_are_refused(tmp_path, bert_tokenizer, restricted, train_set):
     stream, bigram = restricted
     plain = BertForSequenceClassification(preset_config("tiny", len(bert_tokenizer)))
-    with pytest.raises(ValueError, match="needs a BertForMaskedLMAndClassification"):
+    with pytest.raises(ValueError, match="a causal or a masked .* got BertForSequenceClass"):
         IMMTrainer(model=plain, args=_args(tmp_path), processing_class=bert_tokenizer)
+    masked_lm = BertForMaskedLM(preset_config("tiny", len(bert_tokenizer)))
+    with pytest.raises(ValueError, match="method: base trains a task head alone, and Bert"):
+        IMMTrainer(
+            model=masked_lm,
+            args=_args(tmp_path),
+            imm_config=MaskedIMMConfig(method="base"),
+            processing_class=bert_tokenizer,
+        )
+    with pytest.raises(ValueError, match="processing_class: a masked LM's IMMTrainer needs"):
+        IMMTrainer(model=masked_lm, args=_args(tmp_path), imm_config=MaskedIMMConfig("mlm"))
     with pytest.raises(ValueError, match="method imm needs the corpus stream"):
         IMMTrainer(
             model=_model(bert_tokenizer), args=_args(tmp_path), processing_class=bert_tokenizer
@@ -162,6 +178,55 @@ def test_bad_models_and_missing_inputs_are_refused(tmp_path, bert_tokenizer, res
         IMMTrainer(
             model=_model(bert_tokenizer),
             args=_args(tmp_path, max_grad_norm=1.0, fp16=True, use_cpu=True),
-            imm_config=BertIMMConfig(method="mlm"),
+            imm_config=MaskedIMMConfig(method="mlm"),
             processing_class=bert_tokenizer,
         )
+
+
+def test_any_masked_lm_gets_the_mlm_and_imm_terms_the_two_headed_bert_gets(
+    tmp_path, bert_tokenizer, restricted, train_set
+):
+    """A plain ``BertForMaskedLM`` carrying the two-headed BERT's encoder and MLM head:
+    the trainer's generic path (full logits, read at the masked and predicted positions)
+    and the two-headed path (the head run there alone) give the same MLM and IMM terms
+    on the same batch with the same draws; the plain model has no task term, and a batch
+    that holds labels (masked already, as a DataCollatorForLanguageModeling's) is refused."""
+    stream, bigram = restricted
+    config = MaskedIMMConfig(method="imm", k=3, positions=3, lam=0.5)
+    # No dropout: the two forwards must see the same network.
+    still = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+    two_headed = _model(bert_tokenizer, **still)
+    plain = BertForMaskedLM(preset_config("tiny", len(bert_tokenizer), **still))
+    missing, unexpected = plain.load_state_dict(two_headed.state_dict(), strict=False)
+    assert not missing and set(unexpected) <= {
+        "bert.pooler.dense.weight",
+        "bert.pooler.dense.bias",
+        "classifier.weight",
+        "classifier.bias",
+    }
+    batch = DataCollatorWithPadding(bert_tokenizer)([train_set[i] for i in range(8)])
+    terms = {}
+    for name, model in (("two-headed", two_headed), ("plain", plain)):
+        trainer = IMMTrainer(
+            model=model,
+            args=_args(tmp_path),
+            imm_config=config,
+            corpus=stream,
+            bigram=bigram,
+            processing_class=bert_tokenizer,
+        )
+        model.train()
+        inputs = (
+            dict(batch)
+            if name == "two-headed"
+            else {k: v for k, v in batch.items() if k != "labels"}
+        )
+        terms[name] = trainer.loss_terms(model, inputs)[1]
+    assert set(terms["two-headed"]) == {"task", "mlm", "imm"}
+    assert set(terms["plain"]) == {"mlm", "imm"}
+    for term in ("mlm", "imm"):
+        assert terms["plain"][term].item() == pytest.approx(
+            terms["two-headed"][term].item(), rel=1e-5
+        )
+    with pytest.raises(ValueError, match="no task head, and its batches hold labels"):
+        trainer.loss_terms(plain, dict(batch))
