@@ -149,3 +149,109 @@ def test_bad_input_exits_2_naming_the_field(data, tmp_path, capsys):
         assert code == 2 and message in err, (args, err)
         assert "Traceback" not in err
         assert not (tmp_path / "bad").exists(), args
+
+
+def word_piece_tokenizer(folder, text: str, eos: str | None = "</s>"):
+    """A byte-pair tokenizer learned from ``text`` (60 tokens), saved in ``folder``."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    specials = ["<unk>", *([eos] if eos else [])]
+    backend.train_from_iterator(
+        text.splitlines(), trainers.BpeTrainer(vocab_size=60, special_tokens=specials)
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="<unk>", **({"eos_token": eos} if eos else {})
+    )
+    tokenizer.save_pretrained(folder)
+    return tokenizer
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory, data):
+    """The Markov corpus as raw text (words glued into longer strings, a line per sentence,
+    blank lines between), and a byte-pair tokenizer learned from its training split."""
+    folder = tmp_path_factory.mktemp("raw")
+    for split in ("train", "valid", "test"):
+        lines = (data / f"{split}.txt").read_text().splitlines()
+        (folder / f"{split}.txt").write_text(
+            "\n\n".join(" ".join(lines[i : i + 2]) for i in range(0, len(lines), 2))
+        )
+    tokenizer = word_piece_tokenizer(folder / "tokenizer", (folder / "train.txt").read_text())
+    return folder, tokenizer
+
+
+def test_raw_text_is_read_through_the_tokenizer_a_line_at_a_time(raw):
+    from imm_ray.supervised.hf_lm.data import read_tokenized
+
+    folder, tokenizer = raw
+    corpus = read_tokenized(folder, tokenizer)
+    eos = tokenizer.eos_token_id
+    lines = [line for line in (folder / "valid.txt").read_text().splitlines() if line.strip()]
+    expected = [i for line in lines for i in (*tokenizer.encode(line), eos)]
+    assert corpus.valid.tolist() == expected
+    assert len(corpus.vocab) == len(tokenizer) and corpus.vocab.eos_id == eos
+    assert corpus.vocab.words[eos] == "<eos>"  # as an ARPA file's </s> is read
+    assert corpus.vocab.words[5] == tokenizer.convert_ids_to_tokens(5)
+
+
+def test_raw_text_trains_through_a_tokenizer_and_the_model_fine_tunes_with_it(
+    raw, tmp_path, capsys
+):
+    folder, tokenizer = raw
+    common = ("--tokenizer", str(folder / "tokenizer"), "--max-steps", "6")
+    code, out, err = train(capsys, folder, tmp_path / "a", "--preset", "tiny", *common)
+    assert code == 0, err
+    valid, _ = perplexities(out)
+    assert 1 < valid < len(tokenizer)
+    saved = tmp_path / "a" / "model"
+    assert (saved / "tokenizer.json").is_file() and not (saved / VOCAB_FILE).exists()
+    code, again, err = train(capsys, folder, tmp_path / "b", "--model", str(saved), *common)
+    assert code == 0, err
+    assert f"GPT2LMHeadModel (--model {saved})" in again
+    assert perplexities(again)[0] < valid
+
+
+def test_bad_raw_text_or_tokenizers_exit_2_naming_them(raw, data, tmp_path, capsys):
+    folder, tokenizer = raw
+    tokens = str(folder / "tokenizer")
+    no_end = tmp_path / "no-end"
+    word_piece_tokenizer(no_end, "a b c", eos=None)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for split in ("train", "valid", "test"):
+        (empty / f"{split}.txt").write_text("some words\n" if split != "valid" else "\n \n")
+    torch.manual_seed(0)
+    small = tmp_path / "small"
+    LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tokenizer) - 1,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+        )
+    ).save_pretrained(small)
+    empty_ptb = tmp_path / "empty-ptb"
+    empty_ptb.mkdir()
+    for split in ("train", "valid", "test"):
+        (empty_ptb / f"{split}.txt").write_text("" if split == "train" else "a b\n")
+    cases = {
+        (folder, "--tokenizer", str(tmp_path / "nowhere")): (
+            f"--tokenizer {tmp_path / 'nowhere'}: no tokenizer there"
+        ),
+        (folder, "--tokenizer", str(no_end)): "neither an eos_token nor a sep_token",
+        (empty, "--tokenizer", tokens): "valid.txt is empty",
+        (folder, "--tokenizer", tokens, "--model", str(small)): (
+            f"it predicts {len(tokenizer) - 1} ids, and the tokenizer has {len(tokenizer)}"
+        ),
+        (empty_ptb,): "train.txt is empty",
+    }
+    for (where, *args), message in cases.items():
+        code, _, err = train(capsys, where, tmp_path / "bad", *args)
+        assert code == 2 and message in err, (args, err)
+        assert "Traceback" not in err
+        assert not (tmp_path / "bad").exists(), args

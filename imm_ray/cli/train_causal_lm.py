@@ -40,17 +40,30 @@ def add_train_causal_lm(kinds) -> None:
             resume_option("the training whose checkpoints are in --output-dir"),
         ],
     )
-    command.add_argument("--data", type=Path, required=True, help="a PTB-format folder")
+    command.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="a PTB-format folder, or with --tokenizer a folder of raw text "
+        "(train.txt, valid.txt, test.txt)",
+    )
+    command.add_argument(
+        "--tokenizer",
+        help="read DATA as raw text through this tokenizer (a save_pretrained folder, or a "
+        "name in the Hugging Face cache; never downloaded), over its ids",
+    )
     source = command.add_argument_group("the model (one of)")
     source.add_argument(
         "--model",
         type=Path,
-        help="a causal LM folder saved with save_pretrained, over DATA's words (its vocab.txt)",
+        help="a causal LM folder saved with save_pretrained, over DATA's words (its "
+        "vocab.txt) or --tokenizer's ids",
     )
     source.add_argument(
         "--preset",
         choices=["tiny", "small"],
-        help="fresh GPT-2 weights of this size over DATA's words (default: small)",
+        help="fresh GPT-2 weights of this size over DATA's words or --tokenizer's ids "
+        "(default: small)",
     )
     command.add_argument(
         "--method",
@@ -89,8 +102,8 @@ def add_train_causal_lm(kinds) -> None:
     command.add_argument(
         "--arpa",
         type=Path,
-        help="read the target bigram from this ARPA file (its vocabulary must be DATA's) "
-        "instead of estimating it from DATA/train.txt",
+        help="read the target bigram from this ARPA file (its vocabulary must be DATA's "
+        "words or the tokenizer's tokens) instead of estimating it from DATA/train.txt",
     )
     command.add_argument(
         "--output-dir",
@@ -100,13 +113,15 @@ def add_train_causal_lm(kinds) -> None:
 
 
 def _train_causal_lm(args: argparse.Namespace) -> int:
-    """Train a causal Hugging Face language model on a PTB-format folder: without IMM, with
-    Kneser–Ney noising, with sampled IMM or with serialized IMM against the folder's
-    modified Kneser–Ney bigram. --preset trains GPT-2 from fresh weights over the folder's
-    words; --model fine-tunes a causal LM saved with save_pretrained over the same words
-    (a folder this command wrote, or any with a vocab.txt of them). Prints validation and
-    test perplexity and the model's induced-bigram perplexity next to the bigram's (Table
-    5's definition). A checkpoint is kept per epoch; --resume continues from it."""
+    """Train a causal Hugging Face language model on a PTB-format folder, or on raw text
+    read through --tokenizer: without IMM, with Kneser–Ney noising, with sampled IMM or
+    with serialized IMM against the corpus's modified Kneser–Ney bigram over the model's
+    token ids. --preset trains GPT-2 from fresh weights over the folder's words (or the
+    tokenizer's ids); --model fine-tunes a causal LM saved with save_pretrained over the
+    same words (a folder this command wrote, or any with a vocab.txt of them) or ids.
+    Prints validation and test perplexity and the model's induced-bigram perplexity next
+    to the bigram's (Table 5's definition). A checkpoint is kept per epoch; --resume
+    continues from it."""
     from imm_ray.supervised.hf_lm.train import CausalLMConfig, latest_checkpoint
 
     if args.model is not None and args.preset is not None:
@@ -144,18 +159,33 @@ def _train_causal_lm(args: argparse.Namespace) -> int:
     from imm_ray.restricted.kneser_ney import estimate_kneser_ney
     from imm_ray.supervised.lm.corpus import load_corpus
 
-    corpus = load_corpus(args.data)
+    tokenizer = None
+    if args.tokenizer is not None:
+        from imm_ray.supervised.hf_lm.data import load_tokenizer, read_tokenized
+
+        tokenizer = load_tokenizer(args.tokenizer)
+        corpus = read_tokenized(args.data, tokenizer)
+    else:
+        corpus = load_corpus(args.data)
     model = None
+    ids = len(corpus.vocab)
     if args.model is not None:
         from imm_ray.supervised.hf_lm.train import load_model, model_positions
 
-        model = load_model(args.model, list(corpus.vocab.words))
+        words = None if tokenizer is not None else list(corpus.vocab.words)
+        model = load_model(args.model, words, tokens=len(corpus.vocab))
+        ids = model.get_output_embeddings().weight.shape[0]  # may exceed the tokenizer's
         if args.context is None:  # the small preset's, or as many as the model reads
             config = config.replace(context=min(config.context, model_positions(model) - 1))
     if args.arpa is not None:
         bigram, _ = read_arpa(args.arpa, corpus.vocab.words)
+        if bigram.vocab_size != ids:
+            raise ValueError(
+                f"--arpa {args.arpa}: its {bigram.vocab_size} words are not the {ids} ids "
+                "the model predicts"
+            )
     else:
-        bigram = estimate_kneser_ney(corpus.train, len(corpus.vocab), corpus.vocab.eos_id)
+        bigram = estimate_kneser_ney(corpus.train, ids, corpus.vocab.eos_id)
     from imm_ray.progress import Progress
     from imm_ray.supervised.hf_lm.train import train_causal_lm
 
@@ -168,6 +198,7 @@ def _train_causal_lm(args: argparse.Namespace) -> int:
             model=model,
             resume=args.resume,
             progress=Progress(),
+            tokenizer=tokenizer,
         )
     except KeyboardInterrupt:
         raise Interrupted(resumable=latest_checkpoint(folder) is not None) from None
