@@ -22,6 +22,7 @@ KIND_MODULES: dict[str, str] = {
     "rl": "tuning.rl",
     "logistic": "tuning.logistic",
     "lm": "tuning.lm",
+    "causal-lm": "tuning.causal_lm",
     "bert": "tuning.bert",
 }
 

@@ -28,8 +28,8 @@ STORAGE_HELP = (
 )
 
 #: The groups of ``sweep``'s options that only some kinds of experiment take.
-_SHARED = "language-model and BERT experiments (table1, table5, lm-lambda, table2)"
-_LM = "language-model experiments (table1, table5, lm-lambda)"
+_SHARED = "language-model and BERT experiments (table1, table5, lm-lambda, causal-lm, table2)"
+_LM = "LSTM language-model experiments (table1, table5, lm-lambda; causal-lm takes --preset)"
 _BERT = "BERT experiments (table2)"
 
 
@@ -137,8 +137,9 @@ def _kind_overrides(args: argparse.Namespace, kind: str) -> dict:
     shared = given(["data", *dests(training_options(epochs=None, precision=None))])
     lm = {**shared, **given(dests(lm_options(preset=None)))}
     bert = {**shared, **given(dests(finetune_options()), "bert_")}
-    taken = {"lm": lm, "bert": bert}.get(kind, {})
-    for options, kinds in ((lm, "language-model"), (bert, "BERT")):
+    causal = {**shared, **given(["preset"])}
+    taken = {"lm": lm, "causal-lm": causal, "bert": bert}.get(kind, {})
+    for options, kinds in ((lm, "LSTM language-model"), (bert, "BERT")):
         refused = [field for field in options if field not in taken]
         if refused:
             flags = ", ".join("--" + field.replace("_", "-") for field in refused)
@@ -150,8 +151,9 @@ def _sweep(args: argparse.Namespace) -> int:
     """Run a sweep on Ray Tune and write summary.csv, summary.md and figure.png under
     STORAGE/NAME. Named experiments: RL figure2, figure9, lambda-search, taxi; logistic
     regression figure1, figure4, figure6, figure8, figure10, table4, quality-search; LSTM
-    language model table1, table5, lm-lambda (with --data); BERT table2 (with --data,
-    --model, --corpus). An option of an experiment's settings defaults to the experiment's."""
+    language model table1, table5, lm-lambda (with --data); a causal transformer LM
+    causal-lm (with --data; --preset tiny or small); BERT table2 (with --data, --model,
+    --corpus). An option of an experiment's settings defaults to the experiment's."""
     from imm_ray.console import Interrupted
     from tuning.sweep import SweepInterrupted, run_sweep_and_report
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import tuning.bert
+import tuning.causal_lm
 import tuning.lm
 import tuning.logistic
 import tuning.rl
@@ -53,7 +54,7 @@ def test_tuning_has_no_import_cycles_and_base_is_a_leaf():
 
 
 def test_every_kind_module_names_its_experiments_and_class():
-    assert list(KIND_MODULES) == ["rl", "logistic", "lm", "bert"]
+    assert list(KIND_MODULES) == ["rl", "logistic", "lm", "causal-lm", "bert"]
     for kind in KIND_MODULES:
         module = kind_module(kind)
         assert module.EXPERIMENT_CLASS.kind == kind
@@ -62,6 +63,7 @@ def test_every_kind_module_names_its_experiments_and_class():
         *tuning.rl.EXPERIMENTS,
         *tuning.logistic.EXPERIMENTS,
         *tuning.lm.EXPERIMENTS,
+        *tuning.causal_lm.EXPERIMENTS,
         *tuning.bert.EXPERIMENTS,
     ]
 
@@ -70,11 +72,13 @@ def test_names_and_stored_experiments_resolve_through_the_registry():
     assert named_experiment("figure2") is tuning.rl.EXPERIMENTS["figure2"]
     assert named_experiment("figure1") is tuning.logistic.EXPERIMENTS["figure1"]
     assert named_experiment("table1") is tuning.lm.EXPERIMENTS["table1"]
+    assert named_experiment("causal-lm") is tuning.causal_lm.EXPERIMENTS["causal-lm"]
     assert named_experiment("figure99") is None
-    for name in ("figure2", "figure1", "table1", "table5"):
+    for name in ("figure2", "figure1", "table1", "table5", "causal-lm"):
         experiment = named_experiment(name)
         assert experiment_from_dict(experiment.to_dict()) == experiment
-    with pytest.raises(ValueError, match="kind must be one of rl, logistic, lm, bert, got 'nope'"):
+    kinds = "rl, logistic, lm, causal-lm, bert"
+    with pytest.raises(ValueError, match=f"kind must be one of {kinds}, got 'nope'"):
         experiment_from_dict({"kind": "nope"})
 
 

@@ -6,13 +6,9 @@ its own λ or another's."""
 from __future__ import annotations
 
 import dataclasses
-import shutil
-from types import SimpleNamespace
 
 import pytest
-import torch
 
-import tuning.placement
 from imm_ray.checks import ConfigError
 from imm_ray.restricted.kneser_ney import estimate_kneser_ney
 from imm_ray.supervised.lm.corpus import load_corpus
@@ -225,32 +221,6 @@ def test_an_lm_trainer_restored_mid_run_continues_exactly_and_with_a_new_lambda(
     other.restore(tmp_path, free=("lam",))
     assert other.epoch == 1 and other.config.lam == 1.5  # not the checkpoint's 0.5
     assert other.train_epoch()["valid_ppl"] != expected[1]
-
-
-@pytest.fixture
-def tune_outside(monkeypatch, tmp_path):
-    """Runs a trainable outside Tune: its rows and (copied) checkpoints are kept, and
-    ``restart[0]`` is the checkpoint it starts from."""
-    from ray import tune
-
-    kept: list[tuple[dict, str]] = []
-    restart: list = [None]
-    storage = SimpleNamespace(trial_driver_staging_path=str(tmp_path / "trial"))
-    context = SimpleNamespace(get_storage=lambda: storage)
-
-    def report(metrics, checkpoint=None):
-        copy = str(tmp_path / f"checkpoint{len(kept)}")
-        if checkpoint is not None:
-            shutil.copytree(checkpoint.path, copy)
-        kept.append((metrics, copy if checkpoint is not None else None))
-
-    monkeypatch.setattr(tune, "get_context", lambda: context)
-    monkeypatch.setattr(tune, "get_checkpoint", lambda: restart[0])
-    monkeypatch.setattr(tune, "report", report)
-    monkeypatch.setattr(tuning.placement, "node_id", lambda: "node-a")
-    threads = torch.get_num_threads()
-    yield kept, restart
-    torch.set_num_threads(threads)
 
 
 def test_an_lm_search_trial_continues_a_checkpoint_with_its_own_lambda(lm_data, tune_outside):

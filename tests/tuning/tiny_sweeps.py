@@ -51,6 +51,13 @@ def _arguments(kind: str, root: Path, bert_data: Callable[[], tuple[Path, Path, 
         MarkovSource.random(6, seed=5).write_corpus(data, (1500, 300, 300), seed=5)
         args = ["table1", "--seeds", "1", "--data", str(data), "--preset", "tiny"]
         return [*args, "--epochs", "1", "--max-batches", "12"], " seed 0 epoch 1/1: valid ppl "
+    if kind == "causal-lm":
+        from imm_ray.supervised.lm.synthetic import MarkovSource
+
+        data = root / "data"
+        MarkovSource.random(6, seed=5).write_corpus(data, (1500, 300, 300), seed=5)
+        args = ["causal-lm", "--seeds", "1", "--data", str(data), "--preset", "tiny"]
+        return [*args, "--epochs", "2"], " seed 0 epoch 1: valid ppl "
     if kind == "bert":
         return list(table2(*bert_data(), seeds=2, lr=None)), "+MLM+IMM seed 0: dev mcc "
     raise AssertionError(f"no tiny sweep for kind {kind!r}: add one to tiny_sweeps.py")
