@@ -120,9 +120,53 @@ def test_sweep_lm_options_are_checked_before_ray_starts(data, tmp_path, capsys):
     )
     assert code == 2 and "does not exist" in err
     code, _, err = run(capsys, "sweep", "figure1", "--data", str(data), "--storage", str(tmp_path))
-    assert code == 2 and "--data apply to language-model experiments only" in err
+    kinds = "LSTM language-model, causal-LM and BERT experiments only"
+    assert code == 2 and f"--data apply to {kinds}" in err
     code, _, err = run(
         capsys, "sweep", "table1", "--data", str(data), "--epochs", "0", "--storage", str(tmp_path)
     )
     assert code == 2 and "epochs must be an integer >= 1, got 0" in err
+    assert not any(tmp_path.iterdir())
+
+
+#: Each kind-specific option of ``sweep`` (with a value it accepts) and the kinds of
+#: experiment that take it, by the names the refusal gives them.
+KIND_OPTIONS = {
+    ("--data", "DIR"): ("LSTM language-model", "causal-LM", "BERT"),
+    ("--epochs", "2"): ("LSTM language-model", "causal-LM", "BERT"),
+    ("--precision", "fp32"): ("LSTM language-model", "causal-LM", "BERT"),
+    ("--preset", "tiny"): ("LSTM language-model", "causal-LM"),
+    ("--max-batches", "5"): ("LSTM language-model",),
+    ("--imm-start-ppl", "100"): ("LSTM language-model",),
+    ("--task", "cola"): ("BERT",),
+    ("--model", "tiny"): ("BERT",),
+    ("--corpus", "DIR"): ("BERT",),
+    ("--lam", "0.5"): ("BERT",),
+    ("--k", "3"): ("BERT",),
+    ("--max-length", "32"): ("BERT",),
+}
+#: A named experiment of each kind, by the name refusals give its kind (RL and logistic
+#: experiments take none of the options).
+KIND_EXPERIMENTS = {
+    "RL": "figure2",
+    "logistic": "figure1",
+    "LSTM language-model": "table1",
+    "causal-LM": "causal-lm",
+    "BERT": "table2",
+}
+
+
+@pytest.mark.parametrize("option", list(KIND_OPTIONS), ids=lambda option: option[0])
+def test_sweep_refuses_a_kinds_option_for_every_other_kind_naming_those_that_take_it(
+    option, tmp_path, capsys
+):
+    takers = KIND_OPTIONS[option]
+    named = ", ".join(takers[:-1]) + f" and {takers[-1]}" if len(takers) > 1 else takers[0]
+    for kind, experiment in KIND_EXPERIMENTS.items():
+        if kind in takers:
+            continue
+        code, _, err = run(capsys, "sweep", experiment, *option, "--storage", str(tmp_path))
+        assert code == 2, (kind, option, err)
+        assert f"{option[0]} apply to {named} experiments only" in err, (kind, err)
+        assert "Traceback" not in err
     assert not any(tmp_path.iterdir())

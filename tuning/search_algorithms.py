@@ -43,7 +43,7 @@ from ray.tune.search import Searcher
 
 from tuning.progress import ProgressLines
 from tuning.resume import ERROR, FINISHED, newest_state
-from tuning.storage import Location
+from tuning.storage import Location, resolve
 
 #: The key of a search trial's config that holds its place in suggestion order.
 INDEX = "index"
@@ -149,7 +149,7 @@ class OrderedSearch(Searcher):
 @dataclass(frozen=True)
 class StoredTrial:
     """A search trial as Tune's experiment state holds it: what
-    :meth:`~tuning.search_algorithms.OrderedSearch.replay` needs."""
+    :meth:`OrderedSearch.replay` needs."""
 
     trial_id: str
     index: int
@@ -177,8 +177,6 @@ def stored_search_trials(folder: str | Path | Location) -> list[StoredTrial]:
     """The trials of the newest experiment state in ``folder`` (a local path, as Tune's
     staging folder is, or a location), in index order; a ``RuntimeError`` where there is
     none or it cannot be read."""
-    from tuning.storage import resolve
-
     location = resolve(folder, None)
     newest = newest_state(location)
     if newest is None:

@@ -125,26 +125,45 @@ def _experiment(args: argparse.Namespace):
     )
 
 
+#: How ``sweep``'s refusals name the experiment kinds that take kind-specific options.
+KIND_NAMES = {"lm": "LSTM language-model", "causal-lm": "causal-LM", "bert": "BERT"}
+
+
 def _kind_overrides(args: argparse.Namespace, kind: str) -> dict:
     """The language-model or BERT options given to ``sweep``, as fields for
     ``with_overrides``; a :class:`UsageError` naming those that the experiment's kind does
-    not take."""
+    not take, and the kinds that do."""
 
     def given(fields: list[str], prefix: str = "") -> dict:
         values = {field: getattr(args, prefix + field) for field in fields}
         return {field: value for field, value in values.items() if value is not None}
 
     shared = given(["data", *dests(training_options(epochs=None, precision=None))])
-    lm = {**shared, **given(dests(lm_options(preset=None)))}
-    bert = {**shared, **given(dests(finetune_options()), "bert_")}
-    causal = {**shared, **given(["preset"])}
-    taken = {"lm": lm, "causal-lm": causal, "bert": bert}.get(kind, {})
-    for options, kinds in ((lm, "LSTM language-model"), (bert, "BERT")):
-        refused = [field for field in options if field not in taken]
-        if refused:
-            flags = ", ".join("--" + field.replace("_", "-") for field in refused)
-            raise UsageError(f"{flags} apply to {kinds} experiments only")
+    takes = {
+        "lm": {**shared, **given(dests(lm_options(preset=None)))},
+        "causal-lm": {**shared, **given(["preset"])},
+        "bert": {**shared, **given(dests(finetune_options()), "bert_")},
+    }
+    taken = takes.get(kind, {})
+    refused: dict[tuple[str, ...], list[str]] = {}
+    for options in takes.values():
+        for field in options:
+            kinds = tuple(name for k, name in KIND_NAMES.items() if field in takes[k])
+            if field not in taken and field not in refused.get(kinds, []):
+                refused.setdefault(kinds, []).append(field)
+    if refused:
+        raise UsageError(
+            "; ".join(
+                f"{', '.join('--' + f.replace('_', '-') for f in fields)} apply to "
+                f"{_listed(kinds)} experiments only"
+                for kinds, fields in refused.items()
+            )
+        )
     return taken
+
+
+def _listed(names: tuple[str, ...]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def _sweep(args: argparse.Namespace) -> int:
