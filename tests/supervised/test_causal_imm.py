@@ -209,3 +209,28 @@ def test_serialized_imms_corrected_target_is_eq_13_term_by_term():
     assert torch.allclose(got.double(), q / induced * target, rtol=1e-4, atol=1e-7)
     with pytest.raises(ValueError, match="the model predicts 7 ids and the bigram 9"):
         CausalSerializedIMM(1, 9).causal_target_(model, 0, batches[1], bigram)
+
+
+def test_serialized_imms_snapshot_reads_through_a_packed_head_and_in_bf16_when_asked():
+    """The snapshot's vocabulary head is packed once per refresh (the model's own head, tied
+    to its embeddings, untouched), and a bf16 snapshot gives the fp32 one's targets to
+    bfloat16's precision."""
+    from imm_ray.supervised.hf_lm.serialized import CausalSerializedIMM
+    from imm_ray.supervised.lm.model import FrozenLinear
+
+    model = tiny_gpt2()
+    bigram = estimate_kneser_ney(STREAM, VOCAB, EOS)
+    batch = torch.tensor([[1, 2, 6, 1], [3, 1, 0, 2]])
+    targets = {}
+    for precision in ("fp32", "bf16"):
+        serialized = CausalSerializedIMM(50, VOCAB, precision)
+        targets[precision] = serialized.causal_target_(model, 0, batch, bigram)
+        snapshot = serialized.snapshot.module
+        assert isinstance(snapshot.get_output_embeddings(), FrozenLinear)
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        assert snapshot.get_output_embeddings().weight.dtype == dtype
+    head = model.get_output_embeddings()
+    assert type(head) is torch.nn.Linear and head.weight.dtype == torch.float32
+    assert head.weight is model.get_input_embeddings().weight  # still tied
+    assert torch.allclose(targets["bf16"], targets["fp32"], rtol=5e-2, atol=1e-3)
+    assert not torch.equal(targets["bf16"], targets["fp32"])

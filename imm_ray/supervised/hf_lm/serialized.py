@@ -1,7 +1,8 @@
 """Serialized IMM (Eq. (13), Algorithm 2) for a causal Hugging Face LM, as for the LSTM
 (:class:`~imm_ray.supervised.lm.imm_branch.SerializedIMM`).
 
-A stale snapshot Q† of the model (refreshed every r batches) reads each training batch;
+A stale snapshot Q† of the model (refreshed every r batches; its vocabulary head packed
+once per refresh, and in bfloat16 where ``precision`` is) reads each training batch;
 Q̂†(· | x̄) is the mean of its predictions at every position with input x̄ since the last
 refresh, the current batch included; the main pass's log-probs at each position are
 trained against the corrected target Q†(· | x_t) / Q̂†(· | x̄_t) · P̂(· | x̄_t).
@@ -12,9 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from torch import nn
 
 from imm_ray.restricted.kneser_ney import KneserNeyBigram
 from imm_ray.supervised.lm.imm_branch import SerializedIMM
+from imm_ray.supervised.lm.model import FrozenLinear
 
 
 class CausalSerializedIMM(SerializedIMM):
@@ -40,6 +43,7 @@ class CausalSerializedIMM(SerializedIMM):
             fresh = step != self.last_step and self.snapshot.maybe_refresh(model, step)
             self.last_step = step
             if fresh:
+                self._freeze_snapshot(input_ids.numel())
                 self.dtype = torch.float32
                 self._reset_induced(input_ids.device)
             logits = self.snapshot(input_ids=input_ids).logits
@@ -55,3 +59,15 @@ class CausalSerializedIMM(SerializedIMM):
                 keep = attention_mask.reshape(-1) > 0
                 stale, flat = stale[keep], flat[keep]
             return self.weights_(stale, flat, target_rows, scale)
+
+    def _freeze_snapshot(self, rows_hint: int) -> None:
+        """The fresh snapshot made fast to read for r steps: a bfloat16 copy where
+        ``precision`` is bf16, and its vocabulary head's weight packed once for oneDNN
+        (:class:`~imm_ray.supervised.lm.model.FrozenLinear`; an ``nn.Linear`` head only,
+        the others are left as they are)."""
+        snapshot = self.snapshot.module
+        if self.precision == "bf16":
+            snapshot.to(torch.bfloat16)  # type: ignore[union-attr]
+        head = snapshot.get_output_embeddings()  # type: ignore[union-attr]
+        if type(head) is nn.Linear:
+            snapshot.set_output_embeddings(FrozenLinear(head, rows_hint))  # type: ignore[union-attr]

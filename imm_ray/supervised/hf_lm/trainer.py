@@ -119,7 +119,10 @@ class CausalObjective:
         bigram: KneserNeyBigram | None,
         eos_id: int | None,
         generator: torch.Generator,
+        precision: str = "fp32",
     ) -> None:
+        """``precision``: the arithmetic of serialized IMM's snapshot (bf16 where the
+        training passes run in bfloat16)."""
         self.config = config
         self.generator = generator
         self.bigram = bigram
@@ -134,7 +137,7 @@ class CausalObjective:
         if config.method == "imm":
             self.pool = WindowPool(corpus, vocab)  # type: ignore[arg-type]
         elif config.method == "serialized":
-            self.serialized = CausalSerializedIMM(config.refresh_every, vocab)
+            self.serialized = CausalSerializedIMM(config.refresh_every, vocab, precision)
         elif config.method == "noising":
             if eos_id is None:
                 raise ValueError("method noising needs eos_id")
@@ -254,8 +257,9 @@ class IMMTrainer(Trainer):
         self.generator = torch.Generator().manual_seed(self.args.seed)
         self.objective: CausalObjective | MaskedObjective
         if isinstance(config, CausalIMMConfig):
+            precision = "bf16" if self.args.bf16 else "fp32"
             self.objective = CausalObjective(
-                self.model, config, corpus, bigram, eos_id, self.generator
+                self.model, config, corpus, bigram, eos_id, self.generator, precision
             )
         else:
             self.objective = MaskedObjective(
