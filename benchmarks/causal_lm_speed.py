@@ -1,6 +1,7 @@
 """Step time of a causal LM's IMM methods relative to a step without IMM (issue 23).
 
-Usage: python benchmarks/causal_lm_speed.py DATA [--steps N] [--preset small]
+Usage: python benchmarks/causal_lm_speed.py DATA [--steps N] [--preset small] [--clip C]
+[--precision fp32|bf16]
 
 DATA is a PTB-format folder (e.g. the Austen split of ``imm-ray lm prepare``). One
 IMMTrainer per method, the preset's GPT-2 over DATA's words, the same batches of
@@ -29,7 +30,14 @@ def main() -> None:
     parser.add_argument(
         "--clip", type=float, default=1.0, help="each term's gradient norm bound (0: none)"
     )
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="bf16: the passes under CPU autocast, serialized IMM's snapshot in bfloat16",
+    )
     args = parser.parse_args()
+    bf16 = args.precision == "bf16"
 
     from transformers import TrainingArguments
 
@@ -61,7 +69,9 @@ def main() -> None:
         model = fresh_model(config, vocab, eos)
         trainer = IMMTrainer(
             model,
-            TrainingArguments(output_dir=out, report_to=[], use_cpu=True, max_grad_norm=args.clip),
+            TrainingArguments(
+                output_dir=out, report_to=[], use_cpu=True, max_grad_norm=args.clip, bf16=bf16
+            ),
             imm_config=config.replace(**fields).imm_config(),
             corpus=corpus.train,
             bigram=bigram,
@@ -73,7 +83,8 @@ def main() -> None:
         for trainer, model, optimizer, times in runs.values():
             trainer.state.global_step = step
             start = time.perf_counter()
-            loss = trainer.compute_loss(model, {"input_ids": batch, "labels": batch})
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = trainer.compute_loss(model, {"input_ids": batch, "labels": batch})
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()
@@ -84,7 +95,7 @@ def main() -> None:
     print(
         f"preset {args.preset}: {config.layers} layers × {config.width}, context "
         f"{config.context}, batch {config.batch_size}, vocabulary {vocab}; "
-        f"{args.steps} timed steps; terms clipped separately to {args.clip}"
+        f"{args.steps} timed steps; terms clipped separately to {args.clip}; {args.precision}"
     )
     print("| method | step (ms) | × none |")
     print("|---|---:|---:|")
