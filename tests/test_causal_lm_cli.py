@@ -38,6 +38,23 @@ def train(capsys, data, output, *args):
     )
 
 
+def save_tiny_llama(folder, vocab_size: int, layers: int = 1, **config) -> None:
+    """A Llama of 16 wide and ``layers`` layers over ``vocab_size`` ids, seeded with 0,
+    saved with ``save_pretrained`` in ``folder``."""
+    torch.manual_seed(0)
+    LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=vocab_size,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=layers,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            **config,
+        )
+    ).save_pretrained(folder)
+
+
 def perplexities(out: str) -> tuple[float, float]:
     found = re.search(r"valid perplexity ([\d.]+), test perplexity ([\d.]+)", out)
     assert found, out
@@ -66,20 +83,8 @@ def test_a_tiny_gpt2_trains_from_a_preset_and_fine_tunes_reloaded(data, tmp_path
 
 def test_a_tiny_llama_saved_with_save_pretrained_fine_tunes(data, tmp_path, capsys):
     words = load_corpus(data).vocab.words
-    torch.manual_seed(0)
-    llama = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=len(words),
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-            max_position_embeddings=64,
-        )
-    )
     folder = tmp_path / "llama"
-    llama.save_pretrained(folder)
+    save_tiny_llama(folder, len(words), layers=2, max_position_embeddings=64)
     (folder / VOCAB_FILE).write_text("\n".join(words) + "\n")
     code, out, err = train(
         capsys,
@@ -112,17 +117,7 @@ def test_resume_continues_from_the_newest_checkpoint(data, tmp_path, capsys):
 def test_bad_input_exits_2_naming_the_field(data, tmp_path, capsys):
     words = load_corpus(data).vocab.words
     other = tmp_path / "other"
-    torch.manual_seed(0)
-    LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=len(words),
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-        )
-    ).save_pretrained(other)
+    save_tiny_llama(other, len(words))
     (other / VOCAB_FILE).write_text("\n".join(reversed(words)) + "\n")
     masked = tmp_path / "masked"
     BertForMaskedLM(
@@ -223,18 +218,8 @@ def test_bad_raw_text_or_tokenizers_exit_2_naming_them(raw, data, tmp_path, caps
     empty.mkdir()
     for split in ("train", "valid", "test"):
         (empty / f"{split}.txt").write_text("some words\n" if split != "valid" else "\n \n")
-    torch.manual_seed(0)
     small = tmp_path / "small"
-    LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=len(tokenizer) - 1,
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-        )
-    ).save_pretrained(small)
+    save_tiny_llama(small, len(tokenizer) - 1)
     empty_ptb = tmp_path / "empty-ptb"
     empty_ptb.mkdir()
     for split in ("train", "valid", "test"):

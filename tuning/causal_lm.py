@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from tuning.lm import LMExperiment, LMSetting, trial_progress
+from tuning.lm import LMExperiment, LMSetting, report_epoch, trial_progress
 
 
 @dataclass(frozen=True)
@@ -84,28 +84,8 @@ def causal_lm_trainable(config: dict[str, Any], inputs: dict[str, Any]) -> None:
     corpus = copy.deepcopy(inputs["corpus"])
     bigram = inputs["bigram"]
     seed = str(trial["seed"])
-    curves, kn_curves = trial["curves"], trial["kn_curves"]
     eos = corpus.vocab.eos_id
     batch = max(lm_config.batch_size, 16)
-
-    def report(values: dict[str, float], epoch: int, checkpoint: Path) -> None:
-        rows = [
-            {"setting": curve, "values": {seed: float(values[m])}}
-            for m, curve in curves.items()
-            if m in values
-        ]
-        rows += [
-            {"setting": curve, "values": {seed: float(values[m.replace("induced_", "kn_")])}}
-            for m, curve in kn_curves.items()
-            if m.replace("induced_", "kn_") in values
-        ]
-        scalars = {k: float(v) for k, v in values.items()}
-        for i, row in enumerate(rows or [{}]):
-            last = i == max(len(rows), 1) - 1
-            tune.report(
-                {"size": epoch, **row, **scalars, **where.row()},
-                checkpoint=tune.Checkpoint.from_directory(str(checkpoint)) if last else None,
-            )
 
     class ReportEpochs(TrainerCallback):
         """Reports each epoch but the last (whose metrics come after training) with the
@@ -118,7 +98,7 @@ def causal_lm_trainable(config: dict[str, Any], inputs: dict[str, Any]) -> None:
             valid = lm_metrics.perplexity(model, corpus.valid, eos, lm_config.context, batch)
             print(f"{trial['setting']} seed {seed} epoch {epoch}: valid ppl {valid:.2f}")
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            report({"valid_ppl": valid}, epoch, folder)
+            report_epoch(trial, {"valid_ppl": valid}, epoch, folder, where.row())
 
     with tempfile.TemporaryDirectory() as work:
         output = Path(work) / "run"
@@ -145,7 +125,7 @@ def causal_lm_trainable(config: dict[str, Any], inputs: dict[str, Any]) -> None:
             f"{trial['setting']} seed {seed} epoch {lm_config.epochs}: "
             f"valid ppl {results['valid_ppl']:.2f}, test ppl {results['test_ppl']:.2f}"
         )
-        report(results, lm_config.epochs, last)
+        report_epoch(trial, results, lm_config.epochs, last, where.row())
 
 
 def _latest(output: Path) -> Path:

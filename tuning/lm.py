@@ -284,8 +284,7 @@ def lm_trainable(config: dict[str, Any], inputs: dict[str, Any]) -> None:
         with checkpoint.as_directory() as folder:
             trainer.restore(folder)
     seed = str(trial["seed"])
-    curves, kn_curves = trial["curves"], trial["kn_curves"]
-    needs_induced = any(m.startswith("induced_") for m in curves)
+    needs_induced = any(m.startswith("induced_") for m in trial["curves"])
     progress = trial_progress(trial["setting"], seed)
     epochs = trainer.config.epochs
     while trainer.epoch < epochs:
@@ -294,25 +293,41 @@ def lm_trainable(config: dict[str, Any], inputs: dict[str, Any]) -> None:
         values = dict(metrics)
         if trainer.epoch == epochs:
             values.update(trainer.evaluate(induced=needs_induced))
-        rows = [
-            {"setting": curve, "values": {seed: float(values[m])}}
-            for m, curve in curves.items()
-            if m in values
-        ]
-        rows += [
-            {"setting": curve, "values": {seed: float(values[m.replace("induced_", "kn_")])}}
-            for m, curve in kn_curves.items()
-            if m.replace("induced_", "kn_") in values
-        ]
-        scalars = {k: float(v) for k, v in values.items()}
         with tempfile.TemporaryDirectory() as folder:
             trainer.save(folder)
-            for i, row in enumerate(rows or [{}]):
-                report = {"size": trainer.epoch, **row, **scalars, **where.row()}
-                last = i == max(len(rows), 1) - 1
-                tune.report(
-                    report, checkpoint=tune.Checkpoint.from_directory(folder) if last else None
-                )
+            report_epoch(trial, values, trainer.epoch, folder, where.row())
+
+
+def report_epoch(
+    trial: dict[str, Any],
+    values: dict[str, float],
+    epoch: int,
+    checkpoint: str | Path,
+    extra: dict[str, Any],
+) -> None:
+    """Reports an LM trial's epoch to Tune: a row per curve of ``trial`` whose metric is in
+    ``values`` (the Kneser–Ney curves read ``kn_*`` for their ``induced_*``), each with all
+    of ``values`` and ``extra``, the last with the checkpoint in folder ``checkpoint``."""
+    from ray import tune
+
+    seed = str(trial["seed"])
+    rows = [
+        {"setting": curve, "values": {seed: float(values[m])}}
+        for m, curve in trial["curves"].items()
+        if m in values
+    ]
+    rows += [
+        {"setting": curve, "values": {seed: float(values[m.replace("induced_", "kn_")])}}
+        for m, curve in trial["kn_curves"].items()
+        if m.replace("induced_", "kn_") in values
+    ]
+    scalars = {k: float(v) for k, v in values.items()}
+    for i, row in enumerate(rows or [{}]):
+        last = i == max(len(rows), 1) - 1
+        tune.report(
+            {"size": epoch, **row, **scalars, **extra},
+            checkpoint=tune.Checkpoint.from_directory(str(checkpoint)) if last else None,
+        )
 
 
 #: A search trial's history in its checkpoints, beside the trainer's ``checkpoint.pt``.

@@ -78,6 +78,8 @@ class MaskedObjective:
 
     terms = TERMS
     log_names = LOG_NAMES
+    #: Terms are means over the micro-batch, whatever Trainer's ``num_items_in_batch``.
+    divides_by_items = False
 
     def __init__(
         self,
@@ -126,12 +128,12 @@ class MaskedObjective:
         return model(**self.encoder_inputs(inputs), labels=inputs.get("labels"))
 
     def training_terms(
-        self, model, inputs: dict, num_items_in_batch=None
+        self, model, inputs: dict, num_items_in_batch=None, step: int = 0
     ) -> tuple[Any, dict[str, torch.Tensor], dict[str, tuple[float, int]]]:
         """``(task outputs or None, {"task", "mlm", "imm": term}, records)``, each term a
-        mean over the micro-batch; a term is absent when its method is off or nothing in
-        the batch carries it. ``records`` (a term's value and weight 1) are what the logs
-        average."""
+        mean over the micro-batch (``num_items_in_batch`` and ``step`` are not read); a
+        term is absent when its method is off or nothing in the batch carries it.
+        ``records`` (a term's value and weight 1) are what the logs average."""
         config = self.config
         encoded = self.encoder_inputs(inputs)
         attention = encoded.get("attention_mask", torch.ones_like(encoded["input_ids"]))

@@ -110,6 +110,8 @@ class CausalObjective:
 
     terms = ("lm", "imm")
     log_names = {"lm": "lm_loss", "imm": "imm_risk"}
+    #: Terms are sums over positions divided by Trainer's ``num_items_in_batch``.
+    divides_by_items = True
 
     def __init__(
         self,
@@ -265,9 +267,8 @@ class IMMTrainer(Trainer):
             self.objective = MaskedObjective(
                 self.model, config, self.processing_class, corpus, bigram, self.generator
             )
-            # Its terms are micro-batch means: Trainer divides them by the accumulation.
+            # Its terms are micro-batch means: Trainer need not count the batch's items.
             self.model_accepts_loss_kwargs = False
-            self.loss_is_scaled_for_ga = False
         self._term_sums = dict.fromkeys(self.objective.terms, 0.0)
         self._term_counts = dict.fromkeys(self.objective.terms, 0)
 
@@ -282,21 +283,21 @@ class IMMTrainer(Trainer):
         return outputs, terms
 
     def _training_terms(self, model, inputs, num_items_in_batch):
-        if isinstance(self.objective, CausalObjective):
-            # Optimizer steps, not micro-batches: every micro-batch of a step gets as many
-            # windows, and the snapshot is refreshed before the first of them.
-            return self.objective.training_terms(
-                model, inputs, num_items_in_batch, step=self.state.global_step
-            )
-        return self.objective.training_terms(model, inputs)
+        # Optimizer steps, not micro-batches: every micro-batch of a step gets as many
+        # windows, and the snapshot is refreshed before the first of them.
+        return self.objective.training_terms(
+            model, inputs, num_items_in_batch, step=self.state.global_step
+        )
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not (model.training and torch.is_grad_enabled()):
             outputs = self.objective.evaluate(model, inputs)
             return (outputs.loss, outputs) if return_outputs else outputs.loss
-        if isinstance(self.objective, CausalObjective):
-            # Terms divided by the accumulation window's items are already scaled for it.
-            self.loss_is_scaled_for_ga = num_items_in_batch is not None
+        # Terms divided by the accumulation window's items are already scaled for it; a
+        # masked LM's micro-batch means are not (Trainer divides them by the accumulation).
+        self.loss_is_scaled_for_ga = (
+            self.objective.divides_by_items and num_items_in_batch is not None
+        )
         outputs, terms, records = self._training_terms(model, inputs, num_items_in_batch)
         for name, (total, count) in records.items():
             self._term_sums[name] += total
