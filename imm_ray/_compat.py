@@ -27,6 +27,10 @@ guard                                  private path                    public fa
                                        lists, read and rewritten by    resumed trial may
                                        ``--resume``                    overwrite its last
                                                                        checkpoint
+:func:`tune_checkpoint_index`          a trial's checkpoint index in   Tune's index: a PBT
+                                       its ``StorageContext`` and      member may copy a
+                                       the train session's storage     checkpoint its owner
+                                                                       then writes over
 =====================================  ==============================  =====================
 """
 
@@ -118,6 +122,15 @@ def tune_state_checkpoints() -> bool:
     return is_tested("ray")
 
 
+@functools.cache
+def tune_checkpoint_index() -> bool:
+    """A trial's worker may move its checkpoint index (``StorageContext``'s
+    ``current_checkpoint_index``; a function trainable's through the train session's
+    ``storage``) past the folders already written, so that no checkpoint is written over
+    (:mod:`tuning.checkpoints`)."""
+    return is_tested("ray")
+
+
 #: Every guard, for the test that forces each fallback.
 GUARDS = (
     eager_adam,
@@ -128,4 +141,5 @@ GUARDS = (
     fast_exit,
     tune_saves_pbt_members,
     tune_state_checkpoints,
+    tune_checkpoint_index,
 )

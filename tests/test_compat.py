@@ -28,6 +28,8 @@ def test_the_guards_are_listed_and_each_has_a_forced_fallback_test():
         "tune_saves_pbt_members",  # test_on_another_ray_pbt_leaves_tunes_saved_trial_...
         # tests/tuning/test_search.py::test_resume_forgets_the_checkpoints_a_killed_...
         "tune_state_checkpoints",
+        # tests/tuning/test_checkpoints.py::test_a_worker_taken_up_..._folder[tune-fallback]
+        "tune_checkpoint_index",
     }
     assert set(_compat.TESTED) == {"torch", "ray", "python"}
 

@@ -171,6 +171,8 @@ def _tune_callback(trial: dict[str, Any], metric: str, placement: dict[str, Any]
     from ray import tune
     from transformers import TrainerCallback
 
+    from tuning.checkpoints import report_checkpoint
+
     seed, curve = str(trial["seed"]), trial["curves"]["dev"]
 
     class TuneReport(TrainerCallback):
@@ -183,14 +185,14 @@ def _tune_callback(trial: dict[str, Any], metric: str, placement: dict[str, Any]
         def on_save(self, args, state, control, **kwargs):
             folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
             value = 100.0 * float(self.metrics[f"eval_{metric}"])
-            tune.report(
+            report_checkpoint(
                 {
                     "size": round(state.epoch),
                     "setting": curve,
                     "values": {seed: value},
                     **placement,
                 },
-                checkpoint=tune.Checkpoint.from_directory(folder),
+                tune.Checkpoint.from_directory(folder),
             )
 
     return TuneReport()

@@ -310,6 +310,8 @@ def report_epoch(
     of ``values`` and ``extra``, the last with the checkpoint in folder ``checkpoint``."""
     from ray import tune
 
+    from tuning.checkpoints import report_checkpoint
+
     seed = str(trial["seed"])
     rows = [
         {"setting": curve, "values": {seed: float(values[m])}}
@@ -324,9 +326,9 @@ def report_epoch(
     scalars = {k: float(v) for k, v in values.items()}
     for i, row in enumerate(rows or [{}]):
         last = i == max(len(rows), 1) - 1
-        tune.report(
+        report_checkpoint(
             {"size": epoch, **row, **scalars, **extra},
-            checkpoint=tune.Checkpoint.from_directory(str(checkpoint)) if last else None,
+            tune.Checkpoint.from_directory(str(checkpoint)) if last else None,
         )
 
 
@@ -352,6 +354,7 @@ def lm_search_trainable(config: dict[str, Any], inputs: dict[str, Any]) -> None:
     from ray import tune
 
     from imm_ray.imm.weighting import lambda_to_ratio
+    from tuning.checkpoints import report_checkpoint
     from tuning.search import searched_lambda
     from tuning.search_algorithms import INDEX
 
@@ -394,7 +397,7 @@ def lm_search_trainable(config: dict[str, Any], inputs: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as folder:
             trainer.save(folder)
             (Path(folder) / SEARCH_HISTORY_FILE).write_text(json.dumps(history))
-            tune.report(report, checkpoint=tune.Checkpoint.from_directory(folder))
+            report_checkpoint(report, tune.Checkpoint.from_directory(folder))
 
 
 EXPERIMENT_CLASS = LMExperiment

@@ -27,6 +27,7 @@ import numpy as np
 from ray import tune
 
 from imm_ray.imm.weighting import lambda_to_ratio
+from tuning.checkpoints import skip_written_checkpoints
 from tuning.rl_trial import target_key, trial_config
 from tuning.search import searched_lambda
 from tuning.search_algorithms import INDEX
@@ -93,6 +94,9 @@ class RLSearchTrainable(tune.Trainable):
         }
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
+        # Tune stores this checkpoint in the trial's next folder by its index: past any
+        # folder already written (tuning.checkpoints).
+        skip_written_checkpoints(getattr(self, "_storage", None))
         with open(os.path.join(checkpoint_dir, STATE_FILE), "wb") as handle:
             pickle.dump(self.algo.get_state(), handle)
         history = {"schedule": self.schedule, "curve": self.curve, "lambda": self.lam}

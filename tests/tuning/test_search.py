@@ -244,7 +244,7 @@ def test_a_killed_pbt_search_resumes_to_the_same_schedules(population, tmp_path)
     listed = listed_checkpoints(folder)
     latest = {last for last, _ in listed}
     for name in {kept[0] for _, kept in listed if len(kept) > 1 and kept[0] not in latest}:
-        shutil.rmtree(folder / name)
+        shutil.rmtree(folder / name, ignore_errors=True)  # the killed driver's may be gone
     resumed = imm_ray("search", str(path), "--storage", str(storage), "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert trials_table(folder) == trials_table(population)
@@ -393,6 +393,44 @@ def test_a_member_restored_from_another_members_checkpoint_continues_where_it_wa
     finally:
         for member in (leader, follower, fresh):
             member.stop()
+
+
+def test_a_member_taken_up_from_an_older_index_stores_its_checkpoint_in_a_new_folder(
+    ray_session, tmp_path
+):
+    """The RL search trial as synchronous PBT treats it (tuning.checkpoints): its second
+    checkpoint is dropped by the driver and handed to a copying member; taken up again from
+    the driver's index, the member stores its next checkpoint in a new folder, and the
+    copied one still holds epoch 10."""
+    import copy
+
+    from ray.train._internal.storage import StorageContext
+
+    from tuning.rl_search import HISTORY_FILE, RLSearchTrainable
+
+    trial = EXPERIMENT.search_trial()
+    storage = StorageContext(
+        storage_path=str(tmp_path), experiment_dir_name="pbt", trial_dir_name="member"
+    )
+    config = {"trial": trial, "r": 0.2, "index": 0}
+    member = RLSearchTrainable(config=config, storage=storage)
+    driver = copy.copy(storage)
+    try:
+        member.train()
+        registered = member.save()
+        driver.current_checkpoint_index += 1
+        member.train()
+        copied = member.save()
+        member.reset(config, storage=copy.copy(driver))
+        member.restore(registered)
+        member.train()
+        later = member.save()
+    finally:
+        member.stop()
+    names = [Path(c.checkpoint.path).name for c in (registered, copied, later)]
+    assert names == ["checkpoint_000000", "checkpoint_000001", "checkpoint_000002"]
+    history = json.loads((Path(copied.checkpoint.path) / HISTORY_FILE).read_text())
+    assert history["curve"][-1][0] == 10
 
 
 def test_bad_searches_exit_2_naming_the_field_before_ray_starts(tmp_path):
