@@ -62,6 +62,16 @@ def main() -> None:
         "imm k=10 j=5": {"method": "imm", "k": 10, "every": 5},
         "imm k=10 j=1": {"method": "imm", "k": 10, "every": 1},
         "serialized r=50": {"method": "serialized", "refresh_every": 50},
+        "serialized r=50, 8 positions per row": {
+            "method": "serialized",
+            "refresh_every": 50,
+            "positions": 8,
+        },
+        "serialized r=50, 4 positions per row": {
+            "method": "serialized",
+            "refresh_every": 50,
+            "positions": 4,
+        },
     }
     out = tempfile.mkdtemp()
     runs = {}

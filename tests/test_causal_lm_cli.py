@@ -133,6 +133,7 @@ def test_bad_input_exits_2_naming_the_field(data, tmp_path, capsys):
     cases = {
         ("--model", str(other), "--preset", "tiny"): "--model and --preset: give one",
         ("--preset", "tiny", "--k", "0"): "--k must be an integer >= 1, got '0'",
+        ("--preset", "tiny", "--positions", "0"): "--positions must be an integer >= 1, got '0'",
         ("--preset", "tiny", "--lam", "-1"): "lam must be",
         ("--preset", "tiny", "--context", "1"): "--context must be an integer >= 2, got '1'",
         ("--model", str(other)): f"differs from the corpus's (id 0 is {words[-1]!r} there",

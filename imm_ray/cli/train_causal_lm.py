@@ -23,6 +23,7 @@ METHOD_OPTIONS = {
     "k": ("imm",),
     "every": ("imm",),
     "refresh_every": ("serialized",),
+    "positions": ("serialized",),
     "gamma0": ("noising",),
 }
 
@@ -85,6 +86,12 @@ def add_train_causal_lm(kinds) -> None:
         type=int_at_least("--refresh-every", 1),
         help="r of serialized IMM, in steps (default: 50)",
     )
+    command.add_argument(
+        "--positions",
+        type=int_at_least("--positions", 1),
+        help="positions per row drawn to carry serialized IMM, each weighted by the "
+        "row's positions over this many (default: all of them)",
+    )
     command.add_argument("--gamma0", type=float, help="γ0 of KN noising (default: 0.2)")
     command.add_argument(
         "--context",
@@ -133,6 +140,7 @@ def _train_causal_lm(args: argparse.Namespace) -> int:
         "k": args.k,
         "every": args.every,
         "refresh_every": args.refresh_every,
+        "positions": args.positions,
         "gamma0": args.gamma0,
         "context": args.context,
         "batch_size": args.batch_size,

@@ -211,6 +211,33 @@ def test_serialized_imms_corrected_target_is_eq_13_term_by_term():
         CausalSerializedIMM(1, 9).causal_target_(model, 0, batches[1], bigram)
 
 
+def test_serialized_imms_target_on_kept_positions_reads_those_positions_only(monkeypatch):
+    """With a mask (padding, or the positions drawn to carry the term) Q̂† is the mean of
+    Q† over the kept positions only and the targets are theirs, in row-major order; the
+    snapshot's head reads only them (logits_to_keep), and a model without that argument
+    (its full logits, then the kept rows) gives the same targets."""
+    from imm_ray.supervised.hf_lm.serialized import CausalSerializedIMM
+
+    model = tiny_gpt2()
+    bigram = estimate_kneser_ney(STREAM, VOCAB, EOS)
+    batch = torch.tensor([[1, 2, 6, 1], [3, 1, 0, 2]])
+    keep = torch.tensor([[True, False, True, True], [False, True, False, True]])
+    serialized = CausalSerializedIMM(50, VOCAB)
+    got = serialized.causal_target_(model, 0, batch, bigram, attention_mask=keep)
+    assert serialized.keeps_logits
+    with torch.no_grad():
+        q = torch.softmax(model.eval()(input_ids=batch).logits.double(), dim=-1)[keep]
+    contexts = batch[keep]  # 1, 6, 1, 1, 2
+    induced = torch.stack([q[contexts == c].mean(dim=0) for c in contexts.tolist()])
+    want = q / induced * bigram.rows(contexts).double()
+    assert torch.allclose(got.double(), want, rtol=1e-4, atol=1e-7)
+    monkeypatch.setattr(CausalSerializedIMM, "keeps_logits", property(lambda self: False))
+    again = CausalSerializedIMM(50, VOCAB).causal_target_(
+        model, 0, batch, bigram, attention_mask=keep
+    )
+    assert torch.allclose(again, got, rtol=1e-5, atol=1e-8)
+
+
 def test_serialized_imms_snapshot_reads_through_a_packed_head_and_in_bf16_when_asked():
     """The snapshot's vocabulary head is packed once per refresh (the model's own head, tied
     to its embeddings, untouched), and a bf16 snapshot gives the fp32 one's targets to

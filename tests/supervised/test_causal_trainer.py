@@ -116,6 +116,80 @@ def test_each_methods_loss_is_the_hand_computed_one(tmp_path, method):
         assert float(want.detach()) != pytest.approx(float(nll.detach()), rel=1e-3)
 
 
+def test_serialized_imm_on_drawn_positions_is_the_hand_computed_weighted_term(tmp_path):
+    """positions = 2: each row's 2 drawn positions (the smallest of a uniform key per
+    position, from the trainer's seeded generator) carry the corrected cross-entropy,
+    each weighted 5 / 2 (the row's scored positions over the drawn), and Q̂† is the mean
+    over the drawn positions."""
+    batch = torch.stack([row["input_ids"] for row in windows_dataset(3)])
+    trainer = trainer_for(tmp_path, "serialized", lam=0.25, positions=2)
+    model = trainer.model.train()
+    loss = trainer.compute_loss(model, {"input_ids": batch, "labels": batch})
+
+    generator = torch.Generator().manual_seed(0)  # args.seed
+    keys = torch.rand(3, LENGTH - 1, generator=generator)  # a uniform key per position
+    chosen = torch.zeros(3, LENGTH - 1, dtype=torch.bool)
+    for row in range(3):
+        chosen[row, keys[row].argsort()[:2]] = True  # the 2 smallest keys of each row
+    nll, log_probs = lm_term(model, batch, batch)
+    serialized = CausalSerializedIMM(50, VOCAB)
+    bigram = estimate_kneser_ney(STREAM, VOCAB, EOS)
+    weights = serialized.causal_target_(model, 0, batch[:, :-1], bigram, attention_mask=chosen)
+    items = batch[:, 1:].numel()
+    want = nll - 0.25 * (5 / 2) * (weights * log_probs[chosen]).sum() / items
+    assert float(loss.detach()) == pytest.approx(float(want.detach()), rel=1e-5)
+    # All positions (the default) is another loss.
+    every = trainer_for(tmp_path, "serialized", lam=0.25)
+    other = every.compute_loss(every.model.train(), {"input_ids": batch, "labels": batch})
+    assert float(other.detach()) != pytest.approx(float(loss.detach()), rel=1e-4)
+
+
+def test_drawn_positions_read_through_the_head_again_take_the_gradient_of_the_logits_path(
+    tmp_path, monkeypatch
+):
+    """The drawn positions' term reads the vocabulary head's input through the head again
+    (no gradient pass over every position's logits); a model whose head cannot be hooked
+    takes those positions' rows of the main pass's log-probs instead: the same loss and
+    gradients."""
+    batch = torch.stack([row["input_ids"] for row in windows_dataset(3)])
+    grads = []
+    for hooked in (True, False):
+        trainer = trainer_for(tmp_path, "serialized", lam=0.5, positions=2)
+        model = trainer.model.train()
+        calls: list[bool] = []
+        head = model.get_output_embeddings()
+
+        def count(module, *_, calls=calls, head=head):
+            calls.append(module is head)
+
+        head.register_forward_hook(count)
+        if not hooked:
+            monkeypatch.setattr(model, "get_output_embeddings", lambda: None)
+        loss = trainer.compute_loss(model, {"input_ids": batch, "labels": batch})
+        loss.backward()
+        assert sum(calls) == (2 if hooked else 1)  # the main pass, then the drawn rows
+        grads.append((float(loss.detach()), [p.grad.clone() for p in model.parameters()]))
+    (hooked_loss, hooked), (plain_loss, plain) = grads
+    assert hooked_loss == pytest.approx(plain_loss, rel=1e-6)
+    for a, b in zip(hooked, plain, strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-7)
+
+
+def test_drawn_positions_weigh_each_row_by_its_scored_positions(tmp_path):
+    """A padded row with no more scored positions than ``positions`` keeps them all, at
+    weight 1; the others draw ``positions`` of their scored ones."""
+    trainer = trainer_for(tmp_path, "serialized", positions=3)
+    scored = torch.tensor(
+        [[True] * 6, [True, True, True, False, False, False], [True] * 5 + [False]]
+    )
+    chosen, weights = trainer.objective.chosen_positions(scored)
+    assert chosen.sum(dim=1).tolist() == [3, 3, 3]
+    assert bool((chosen <= scored).all()) and torch.equal(chosen[1], scored[1])
+    assert weights.tolist() == [2.0, 1.0, 5 / 3]
+    everything, ones = trainer_for(tmp_path, "serialized").objective.chosen_positions(scored)
+    assert torch.equal(everything, scored) and ones.tolist() == [1.0, 1.0, 1.0]
+
+
 @pytest.mark.parametrize("method", ["none", "noising", "imm"])
 def test_gradient_accumulation_4_by_2_takes_the_step_of_1_by_8(tmp_path, method):
     """The terms are sums over scored positions divided by Trainer's num_items_in_batch,
@@ -162,6 +236,7 @@ def test_bad_input_is_refused_naming_the_field(tmp_path):
         ({"k": 0}, "k must be an integer >= 1, got 0"),
         ({"every": 0}, "every must be an integer >= 1, got 0"),
         ({"lam": -0.1}, "lam must be"),
+        ({"positions": 0}, "positions must be an integer >= 1 or None, got 0"),
     ):
         with pytest.raises(ConfigError, match=message) as raised:
             CausalIMMConfig(**fields)

@@ -30,6 +30,10 @@ class CausalIMMConfig:
     """j: k windows per row every j-th optimizer step, 1 on the others (imm)."""
     refresh_every: int = 50
     """r: optimizer steps between refreshes of serialized IMM's snapshot (serialized)."""
+    positions: int | None = None
+    """Positions per row that carry serialized IMM, drawn afresh for every row (each
+    weighted by the row's scored positions over this many, so that the term's expected
+    gradient is the all-positions one); None: all of them, as Algorithm 2 (serialized)."""
     gamma0: float = 0.2
     """γ0 of Kneser–Ney noising (noising)."""
 
@@ -39,6 +43,9 @@ class CausalIMMConfig:
         checks.integer("k", self.k, 1)
         checks.integer("every", self.every, 1)
         checks.integer("refresh_every", self.refresh_every, 1)
+        checks.integer(
+            "positions", self.positions, 1, optional=True, allowed="an integer >= 1 or None"
+        )
         checks.number("gamma0", self.gamma0, at_least=0, at_most=1)
 
     @property

@@ -10,6 +10,8 @@ trained against the corrected target Q†(· | x_t) / Q̂†(· | x̄_t) · P̂(
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 
 import torch
@@ -46,19 +48,33 @@ class CausalSerializedIMM(SerializedIMM):
                 self._freeze_snapshot(input_ids.numel())
                 self.dtype = torch.float32
                 self._reset_induced(input_ids.device)
-            logits = self.snapshot(input_ids=input_ids).logits
+            keep = None if attention_mask is None else attention_mask > 0
+            if keep is not None and self.keeps_logits:
+                # Only the kept positions through the vocabulary head, in row-major order.
+                logits = self.snapshot(input_ids=input_ids, logits_to_keep=keep).logits
+            else:
+                logits = self.snapshot(input_ids=input_ids).logits
             v = self.vocab_size
             if logits.shape[-1] != v:
                 raise ValueError(
                     f"the model predicts {logits.shape[-1]} ids and the bigram {v}: both must "
                     "be over the tokenizer's ids"
                 )
-            stale = torch.softmax(logits.reshape(-1, v), dim=-1, dtype=self.dtype)
+            logits = logits.reshape(-1, v)
             flat = input_ids.reshape(-1)
-            if attention_mask is not None:
-                keep = attention_mask.reshape(-1) > 0
-                stale, flat = stale[keep], flat[keep]
+            if keep is not None:
+                flat = flat[keep.reshape(-1)]
+                if logits.shape[0] != flat.shape[0]:
+                    logits = logits[keep.reshape(-1)]
+            stale = torch.softmax(logits, dim=-1, dtype=self.dtype)
             return self.weights_(stale, flat, target_rows, scale)
+
+    @property
+    def keeps_logits(self) -> bool:
+        """Whether the snapshot's forward takes a boolean ``logits_to_keep`` (most causal
+        LMs of transformers 5 do): its head then reads the kept positions only."""
+        module = self.snapshot.module
+        return module is not None and _takes_logits_to_keep(type(module))
 
     def _freeze_snapshot(self, rows_hint: int) -> None:
         """The fresh snapshot made fast to read for r steps: a bfloat16 copy where
@@ -71,3 +87,8 @@ class CausalSerializedIMM(SerializedIMM):
         head = snapshot.get_output_embeddings()  # type: ignore[union-attr]
         if type(head) is nn.Linear:
             snapshot.set_output_embeddings(FrozenLinear(head, rows_hint))  # type: ignore[union-attr]
+
+
+@functools.cache
+def _takes_logits_to_keep(model_class: type) -> bool:
+    return "logits_to_keep" in inspect.signature(model_class.forward).parameters

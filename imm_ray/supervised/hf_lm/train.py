@@ -53,6 +53,7 @@ class CausalLMConfig:
     k: int = 10
     every: int = 5
     refresh_every: int = 50
+    positions: int | None = None
     gamma0: float = 0.2
     layers: int = 2
     width: int = 128

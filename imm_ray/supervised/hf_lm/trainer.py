@@ -25,7 +25,11 @@ tokenizer as ``processing_class``; its losses are :mod:`~imm_ray.supervised.hf_l
   row every ``every``-th optimizer step, 1 on the others;
 - ``serialized``: + λ · serialized IMM's corrected cross-entropy
   (:mod:`~imm_ray.supervised.hf_lm.serialized`), its snapshot refreshed every
-  ``refresh_every`` optimizer steps.
+  ``refresh_every`` optimizer steps; at every scored position, or with ``positions`` at
+  that many drawn per row, each weighted by the row's scored positions over the drawn
+  (the snapshot's head, Q̂† and the correction then read only the drawn positions, and the
+  term reads their hidden states through the model's head again, so that its gradient
+  makes no pass over every position's logits).
 
 Each term is a sum over the batch's scored positions divided by ``num_items_in_batch``
 (the scored positions of the whole accumulation window), so a run with gradient
@@ -176,7 +180,19 @@ class CausalObjective:
             ).to(input_ids.device)
             labels = torch.where(labels == -100, labels, noised)
             input_ids = noised
-        outputs = model(input_ids=input_ids, attention_mask=attention)
+        heads: list[torch.Tensor] = []
+        drawn = config.method == "serialized" and config.positions is not None
+        getter = getattr(model, "get_output_embeddings", None)  # None: a wrapped model
+        head = getter() if drawn and getter is not None else None
+        if head is not None:
+            # What the vocabulary head reads: the drawn positions' IMM term reads it again
+            # through the head, so its gradient makes no pass over every position's logits.
+            hook = head.register_forward_hook(lambda _, args, __: heads.append(args[0]))
+        try:
+            outputs = model(input_ids=input_ids, attention_mask=attention)
+        finally:
+            if head is not None:
+                hook.remove()
         targets = labels[:, 1:]
         scored = targets != -100
         items = num_items_in_batch if num_items_in_batch is not None else scored.sum()
@@ -204,25 +220,55 @@ class CausalObjective:
         elif config.method == "serialized" and config.lam > 0:
             # The corrected cross-entropy −Σ w · log Q / items, its gradient in the log-probs
             # being the weights, built scaled by −1 / items: no further V-wide pass.
-            everywhere = bool(scored.all())
+            chosen, row_weights = self.chosen_positions(scored)
+            everywhere = bool(chosen.all())
+            uniform = bool((row_weights == row_weights[0]).all())
             gradient = self.serialized.causal_target_(  # type: ignore[union-attr]
                 model,
                 step,
                 input_ids[:, :-1],
                 self.bigram,
-                scale=-1.0 / float(items),
-                attention_mask=None if everywhere else scored,
+                scale=-float(row_weights[0] if uniform else 1.0) / float(items),
+                attention_mask=None if everywhere else chosen,
             )
-            scored_log_probs = log_probs.reshape(-1, log_probs.shape[-1])
-            if not everywhere:
-                scored_log_probs = log_probs[scored]
-            terms["imm"] = linear_in_log_probs(scored_log_probs, gradient)
-            positions["imm"] = int(scored.sum())
+            if not uniform:
+                at = row_weights.to(gradient)[:, None].expand(chosen.shape)[chosen]
+                gradient.mul_(at[:, None])
+            chosen_log_probs = log_probs.reshape(-1, log_probs.shape[-1])
+            if not everywhere and len(heads) == 1 and heads[0].shape[:2] == input_ids.shape:
+                logits = head(heads[0][:, :-1][chosen])  # type: ignore[misc]
+                chosen_log_probs = torch.log_softmax(logits.float(), dim=-1)
+            elif not everywhere:
+                chosen_log_probs = log_probs[chosen]
+            terms["imm"] = linear_in_log_probs(chosen_log_probs, gradient)
+            positions["imm"] = int(chosen.sum())
         records = {
             name: (float(value.detach()) * float(items), positions[name])
             for name, value in terms.items()
         }
         return outputs, terms, records
+
+    def chosen_positions(self, scored: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The positions of a batch (``scored [B, L]``) that carry serialized IMM, and each
+        row's weight ``[B]``: every scored position with weight 1, or, in a row with n >
+        ``positions`` scored ones, ``positions`` of them drawn uniformly without
+        replacement (those with the smallest of a uniform key per position, the keys drawn
+        row after row from the trainer's generator, so that a row's draw does not depend
+        on how rows are batched) with weight n / ``positions``: the term sums over each
+        row as many positions as it scores."""
+        count = self.config.positions
+        per_row = scored.sum(dim=1)
+        weights = torch.ones(scored.shape[0], dtype=torch.float64)
+        if count is None or not bool((per_row > count).any()):
+            return scored, weights
+        keys = torch.rand(scored.shape, generator=self.generator).to(scored.device)
+        keys = keys.masked_fill(~scored, 2.0)
+        picked = keys.topk(min(count, scored.shape[1]), dim=1, largest=False).indices
+        drawn = torch.zeros_like(scored).scatter_(1, picked, True)
+        many = per_row > count
+        chosen = torch.where(many[:, None], drawn, scored)
+        weights[many.cpu()] = per_row[many].cpu().double() / count
+        return chosen, weights
 
 
 class IMMTrainer(Trainer):
