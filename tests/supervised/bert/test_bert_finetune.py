@@ -144,3 +144,71 @@ def test_a_runs_trainer_gets_the_warmup_steps_the_ratio_gave_before(config, tmp_
     assert total == 6  # 24 examples, batches of 8, 2 epochs
     assert isinstance(steps, int) and steps == _float_warmup(0.3, total) == 2
     assert set(first_lr) == {0.0}  # the linear warm-up starts from 0, in every group
+
+
+#: What ``finetune`` returned for the ``config`` fixture's run, 10 epochs over all 48
+#: examples, at each method and seed, with the BERT-only trainer that the one IMMTrainer
+#: (imm_ray/supervised/hf_lm/trainer.py) replaced: commit 2abee7a's
+#: imm_ray/supervised/bert/trainer.py, run on this project's CI machine type.
+BEFORE_UNIFICATION = {
+    "base/0": {
+        "dev_mcc": 0.17149858514250885,
+        "steps": 60.0,
+        "task_loss": 0.2683706382910411,
+        "test_mcc": 0.25819888974716115,
+    },
+    "base/1": {
+        "dev_mcc": 0.04950737714883372,
+        "steps": 60.0,
+        "task_loss": 0.4167427718639374,
+        "test_mcc": 0.25819888974716115,
+    },
+    "mlm/0": {
+        "dev_mcc": 0.0,
+        "steps": 60.0,
+        "task_loss": 0.6922451655069987,
+        "mlm_loss": 2.9742879072825112,
+        "test_mcc": 0.0,
+    },
+    "mlm/1": {
+        "dev_mcc": 0.0,
+        "steps": 60.0,
+        "task_loss": 0.6953141490618387,
+        "mlm_loss": 3.296773592631022,
+        "test_mcc": 0.0,
+    },
+    "imm/0": {
+        "dev_mcc": 0.0,
+        "steps": 60.0,
+        "task_loss": 0.692071795463562,
+        "mlm_loss": 3.023531675338745,
+        "imm_risk": 3.0288314819335938,
+        "test_mcc": 0.0,
+    },
+    "imm/1": {
+        "dev_mcc": 0.11504474832710557,
+        "steps": 60.0,
+        "task_loss": 0.6953126589457194,
+        "mlm_loss": 3.0662134488423667,
+        "imm_risk": 3.0155464808146157,
+        "test_mcc": 0.0,
+    },
+}
+
+
+@pytest.mark.parametrize("method", ["base", "mlm", "imm"])
+def test_fine_tuning_on_the_one_imm_trainer_gives_what_the_bert_trainer_gave(
+    config, tmp_path, method
+):
+    """The BERT path (train bert, table2) on the IMMTrainer of any LM: the same MCC at
+    the same seeds, and the same term means along the way, as the BERT-only trainer."""
+    for seed in (0, 1):
+        run = dataclasses.replace(
+            config, method=method, seed=seed, epochs=10, max_train_examples=None
+        )
+        got = finetune(prepare_run(run), tmp_path / str(seed))
+        got.pop("train_seconds")
+        want = BEFORE_UNIFICATION[f"{method}/{seed}"]
+        assert got.keys() == want.keys()
+        for key, value in want.items():
+            assert got[key] == pytest.approx(value, rel=1e-6, abs=1e-9), (seed, key)
