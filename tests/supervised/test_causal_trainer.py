@@ -136,8 +136,14 @@ def test_serialized_imm_on_drawn_positions_is_the_hand_computed_weighted_term(tm
     bigram = estimate_kneser_ney(STREAM, VOCAB, EOS)
     weights = serialized.causal_target_(model, 0, batch[:, :-1], bigram, attention_mask=chosen)
     items = batch[:, 1:].numel()
-    want = nll - 0.25 * (5 / 2) * (weights * log_probs[chosen]).sum() / items
+    imm = -(5 / 2) * (weights * log_probs[chosen]).sum() / items
+    want = nll + 0.25 * imm
     assert float(loss.detach()) == pytest.approx(float(want.detach()), rel=1e-5)
+    # The log's imm_risk is per scored position, as without drawing: the drawn positions,
+    # weighted, stand for all of them.
+    trainer.log({"loss": float(loss.detach())})
+    logged = trainer.state.log_history[-1]["imm_risk"]
+    assert logged == pytest.approx(float(imm.detach()), rel=1e-5)
     # All positions (the default) is another loss.
     every = trainer_for(tmp_path, "serialized", lam=0.25)
     other = every.compute_loss(every.model.train(), {"input_ids": batch, "labels": batch})

@@ -241,7 +241,8 @@ class CausalObjective:
             elif not everywhere:
                 chosen_log_probs = log_probs[chosen]
             terms["imm"] = linear_in_log_probs(chosen_log_probs, gradient)
-            positions["imm"] = int(chosen.sum())
+            # Drawn positions stand for every scored one (their weights sum to that count).
+            positions["imm"] = int(scored.sum())
         records = {
             name: (float(value.detach()) * float(items), positions[name])
             for name, value in terms.items()
