@@ -31,9 +31,10 @@ class CausalIMMConfig:
     refresh_every: int = 50
     """r: optimizer steps between refreshes of serialized IMM's snapshot (serialized)."""
     positions: int | None = None
-    """Positions per row that carry serialized IMM, drawn afresh for every row (each
-    weighted by the row's scored positions over this many, so that the term's expected
-    gradient is the all-positions one); None: all of them, as Algorithm 2 (serialized)."""
+    """Positions per row that carry serialized IMM, drawn afresh for every row, each
+    weighted by the row's scored positions over this many (so that the term sums over a
+    row as many positions as it scores; Q̂† is the mean over the drawn ones); None: all
+    of them, as Algorithm 2 (serialized)."""
     gamma0: float = 0.2
     """γ0 of Kneser–Ney noising (noising)."""
 
