@@ -160,9 +160,16 @@ def collect(
     return [(s, size, seed, v) for (s, size, seed), v in sorted(values.items())]
 
 
-def write_report(folder: str | os.PathLike[str] | Location) -> Report:
-    """Writes the CSV, markdown table and PNG plot of the sweep in ``folder`` (a local
-    path or a storage URI), beside its results."""
+def summary_table(folder: str | os.PathLike[str] | Location) -> str:
+    """The text ``summary.md`` of the sweep in ``folder`` would hold, read from its trials
+    (nothing written)."""
+    return _summarized(folder)[3]
+
+
+def _summarized(
+    folder: str | os.PathLike[str] | Location,
+) -> tuple[Location, SweepExperiment, list[Summary], str, list[str]]:
+    """``(folder, experiment, summaries, markdown table, missing lines)`` of a stored sweep."""
     folder = resolve(folder, option=None)
     check_readable(folder)
     experiment = load_saved_experiment(folder)
@@ -178,6 +185,13 @@ def write_report(folder: str | os.PathLike[str] | Location) -> Report:
     nodes = nodes_line(trials)
     footer += ["", nodes] if nodes else []
     table = markdown_table(summaries, experiment) + "".join(f"{line}\n" for line in footer)
+    return folder, experiment, summaries, table, missing
+
+
+def write_report(folder: str | os.PathLike[str] | Location) -> Report:
+    """Writes the CSV, markdown table and PNG plot of the sweep in ``folder`` (a local
+    path or a storage URI), beside its results."""
+    folder, experiment, summaries, table, missing = _summarized(folder)
     paths = {"csv": folder / CSV_NAME, "table": folder / TABLE_NAME, "plot": folder / PLOT_NAME}
     paths["csv"].write_text(_csv(summaries, experiment))
     paths["table"].write_text(table)

@@ -90,6 +90,13 @@ def add_sweep_and_report(commands) -> None:
     report.add_argument(
         "path", metavar="PATH|URI", help="a sweep folder: STORAGE/NAME (a local path or a URI)"
     )
+    report.add_argument(
+        "--format",
+        choices=["csv", "json", "md"],
+        help="print instead, and write nothing: every per-seed value (csv, json: one row per "
+        "setting, size and seed, as imm_ray.results.load gives them) or the summary table "
+        "(md) of a sweep",
+    )
 
 
 def _experiment(args: argparse.Namespace):
@@ -202,14 +209,23 @@ def _sweep(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     """Redraw a stored sweep's summary.csv, summary.md and figure.png from its trials'
     results, and print its table; for a stored search (imm-ray search), its trials.csv,
-    best.json and PBT schedule."""
+    best.json and PBT schedule. With --format, print a sweep's per-seed values (csv, json)
+    or its summary table (md) instead, and write nothing."""
     from tuning.report import write_report
     from tuning.search import SEARCH_FILE, write_search_report
     from tuning.storage import resolve
 
     try:
         folder = resolve(args.path, option=None)
-        if '"kind": "search"' in _read_or_empty(folder / SEARCH_FILE):
+        searched = '"kind": "search"' in _read_or_empty(folder / SEARCH_FILE)
+        if args.format is not None:
+            if searched:
+                raise UsageError(
+                    f"--format reads a sweep's results; {args.path} holds a search, whose "
+                    "table is its trials.csv"
+                )
+            return _print_data(folder, args.format)
+        if searched:
             report = write_search_report(folder)  # a search's folder: its table again
             print(report.table)
             for kind, path in report.paths.items():
@@ -218,6 +234,23 @@ def _report(args: argparse.Namespace) -> int:
         return _print_report(write_report(folder))
     except ValueError as err:
         raise UsageError(str(err)) from None
+
+
+def _print_data(folder, form: str) -> int:
+    """Prints a stored sweep's per-seed values (csv, json) or its summary table (md)."""
+    if form == "md":
+        from tuning.report import summary_table
+
+        print(summary_table(folder), end="")
+        return 0
+    from imm_ray.results import load
+
+    frame = load(folder)
+    if form == "csv":
+        print(frame.to_csv(index=False), end="")
+    else:
+        print(frame.to_json(orient="records", indent=1))
+    return 0
 
 
 def _read_or_empty(location) -> str:

@@ -18,7 +18,9 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pytest
 from sweep_drivers import imm_ray, kill_once_two_finished, recorded_finished, start_sweep
+from test_results import assert_aggregates_to
 
+from imm_ray import results
 from imm_ray.cli import main
 from tuning import storage
 from tuning.storage import StorageError, check_readable, check_writable, resolve
@@ -334,6 +336,12 @@ def test_a_sweep_on_s3_is_killed_resumed_and_reported_without_writing_the_local_
         assert (folder / "summary.csv").read_text().splitlines() == rows
         assert (folder / "figure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"plot: {uri}/figure2/figure.png" in report.stdout
+        # Results as data, read from the bucket: the per-seed frame, and report's CSV of it.
+        frame = results.load(f"{uri}/figure2")
+        assert_aggregates_to(frame, "\n".join(rows) + "\n")
+        printed = imm_ray("report", f"{uri}/figure2", "--format", "csv", cwd=cwd, env=env)
+        assert printed.returncode == 0, printed.stderr
+        assert printed.stdout == frame.to_csv(index=False)
 
         # Nothing in the working folder (no "s3:" folder, no results/), and in HOME only
         # Ray's token, matplotlib's font cache and the empty log folders RLlib's Algorithm
