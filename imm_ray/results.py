@@ -42,33 +42,31 @@ def load(path: str | os.PathLike[str] | Location) -> pd.DataFrame:
     folder) where ``path`` holds no sweep or no finished result yet."""
     import pandas as pd
 
-    from tuning.report import ReportError, load_saved_experiment, read_trials
+    from tuning.report import ReportError, load_saved_experiment, per_seed, read_trials
     from tuning.storage import check_readable, resolve
 
     folder = resolve(path, option=None)
     check_readable(folder)
     experiment = load_saved_experiment(folder)
-    records: dict[tuple[str, int, str], dict[str, Any]] = {}
-    for found in read_trials(folder):
-        for row in found.rows:
-            setting = row.get("setting", found.trial["setting"])
-            for seed, value in row.get("values", {}).items():
-                records[(setting, int(row["size"]), seed)] = {
-                    "setting": setting,
-                    experiment.size_name: int(row["size"]),
-                    "seed": int(seed),
-                    "value": float(value),
-                    "node_id": row.get("node_id"),
-                    "device": row.get("device"),
-                }
+    size = experiment.size_name
+    records = [
+        {
+            "setting": setting,
+            size: at,
+            "seed": int(seed),
+            "value": float(value),
+            "node_id": row.get("node_id"),
+            "device": row.get("device"),
+        }
+        for (setting, at, seed), (value, row) in per_seed(read_trials(folder)).items()
+    ]
     if not records:
         raise ReportError(f"{folder} holds no finished trial results yet")
     order = {label: i for i, label in enumerate(s.label for s in experiment.settings)}
-    size = experiment.size_name
 
     def place(record: dict[str, Any]) -> tuple:
         setting = record["setting"]
         return (order.get(setting, len(order)), setting, record[size], record["seed"])
 
-    rows = sorted(records.values(), key=place)
+    rows = sorted(records, key=place)
     return pd.DataFrame(rows, columns=["setting", size, "seed", "value", "node_id", "device"])

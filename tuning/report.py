@@ -151,13 +151,22 @@ def collect(
 ) -> list[tuple[str, int, str, float]]:
     """``(setting, size, seed, value)`` rows from every trial under ``folder`` (or from
     ``trials``, already read from it)."""
-    values: dict[tuple[str, int, str], float] = {}
-    for found in read_trials(folder) if trials is None else trials:
+    values = per_seed(read_trials(folder) if trials is None else trials)
+    return [(s, size, seed, v) for (s, size, seed), (v, _) in sorted(values.items())]
+
+
+def per_seed(
+    trials: list[TrialResults],
+) -> dict[tuple[str, int, str], tuple[float, dict[str, Any]]]:
+    """``(setting, size, seed) → (value, the row that reported it)`` over ``trials``; a
+    later row replaces an earlier one (a trial run again after ``--resume``)."""
+    values: dict[tuple[str, int, str], tuple[float, dict[str, Any]]] = {}
+    for found in trials:
         for row in found.rows:
             setting = row.get("setting", found.trial["setting"])
             for seed, value in row.get("values", {}).items():
-                values[(setting, int(row["size"]), seed)] = value
-    return [(s, size, seed, v) for (s, size, seed), v in sorted(values.items())]
+                values[(setting, int(row["size"]), seed)] = (value, row)
+    return values
 
 
 def summary_table(folder: str | os.PathLike[str] | Location) -> str:

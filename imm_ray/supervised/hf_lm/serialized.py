@@ -49,7 +49,8 @@ class CausalSerializedIMM(SerializedIMM):
                 self.dtype = torch.float32
                 self._reset_induced(input_ids.device)
             keep = None if attention_mask is None else attention_mask > 0
-            if keep is not None and self.keeps_logits:
+            head_keeps = keep is not None and self.keeps_logits
+            if head_keeps:
                 # Only the kept positions through the vocabulary head, in row-major order.
                 logits = self.snapshot(input_ids=input_ids, logits_to_keep=keep).logits
             else:
@@ -64,7 +65,7 @@ class CausalSerializedIMM(SerializedIMM):
             flat = input_ids.reshape(-1)
             if keep is not None:
                 flat = flat[keep.reshape(-1)]
-                if logits.shape[0] != flat.shape[0]:
+                if not head_keeps:
                     logits = logits[keep.reshape(-1)]
             stale = torch.softmax(logits, dim=-1, dtype=self.dtype)
             return self.weights_(stale, flat, target_rows, scale)
