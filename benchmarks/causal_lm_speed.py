@@ -96,6 +96,7 @@ def main() -> None:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 loss = trainer.compute_loss(model, {"input_ids": batch, "labels": batch})
             loss.backward()
+            trainer.clip_terms_(model)  # where the terms are clipped separately
             optimizer.step()
             optimizer.zero_grad()
             if step >= 3:

@@ -1,12 +1,13 @@
-"""Clipping the terms of a loss separately (App. D.2.2): ``Σ_term weight · clip(∇term)``,
-handed to ``transformers.Trainer`` as a surrogate loss.
+"""Clipping the terms of a loss separately (App. D.2.2): ``Σ_term weight · clip(∇term)``
+in a ``transformers.Trainer``.
 
-``Trainer`` back-propagates the loss ``compute_loss`` returns and clips the gradient of
-the sum. To clip each term's gradient on its own, ``compute_loss`` takes each term's
-gradient with ``torch.autograd.grad``, clips it, and returns
-``Σ_p ⟨p, g_p⟩ − (same).detach() + loss.detach()``: its value is the loss and its
-gradient the clipped sum, so Trainer's own ``backward``, gradient accumulation and
-optimizer step run unchanged (with Trainer's own clipping turned off).
+``Trainer`` back-propagates the loss ``compute_loss`` returns and, once per optimizer
+step, clips the gradient of the sum accumulated over the step's micro-batches. To clip
+each term's gradient on its own, and still once per step (:class:`TermGradients`), the
+first term takes Trainer's ``backward``, the others' gradients are accumulated in
+buffers of their own, and before the optimizer's step each is clipped and added (with
+Trainer's own clipping turned off). A step then moves the weights alike whether its
+rows come in one batch or through gradient accumulation.
 """
 
 from __future__ import annotations
@@ -35,39 +36,116 @@ def separate_clipping(args: Any, two_terms: bool) -> tuple[Any, float | None]:
     return args, bound
 
 
-def clipped_term_gradients(
-    terms: dict[str, torch.Tensor], weights: dict[str, float], params: list, max_norm: float
-) -> list[torch.Tensor | None]:
-    """``Σ_term weight · clip(∇term, max_norm)`` per parameter."""
-    total: list[torch.Tensor | None] = [None] * len(params)
-    names = list(terms)
-    for name, value in terms.items():
-        # Terms may share a forward pass (serialized IMM reads the main pass's log-probs):
-        # every graph but the last one's is kept for the terms after it.
-        last = name == names[-1]
-        grads = torch.autograd.grad(value, params, allow_unused=True, retain_graph=not last)
-        present = [g for g in grads if g is not None]
-        if not present:
-            continue
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in present]))
-        factor = weights[name] * torch.clamp(max_norm / (norm + 1e-6), max=1.0)
-        for i, g in enumerate(grads):
-            if g is not None:
-                total[i] = g * factor if total[i] is None else total[i] + g * factor
-    return total
+def _global_norm(grads: list[torch.Tensor]) -> torch.Tensor:
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
 
 
-def clipped_surrogate(
-    terms: dict[str, torch.Tensor],
-    weights: dict[str, float],
-    params: list,
-    max_norm: float,
-    loss: torch.Tensor,
-) -> torch.Tensor:
-    """A loss whose value is ``loss`` and whose gradient is
-    :func:`clipped_term_gradients` (module docstring)."""
-    grads = clipped_term_gradients(terms, weights, params, max_norm)
-    surrogate = sum(
-        (p * g.detach()).sum() for p, g in zip(params, grads, strict=True) if g is not None
-    )
-    return surrogate - surrogate.detach() + loss.detach()
+class TermGradients:
+    """Each term's gradient over an optimizer step, clipped on its own before they are
+    added (App. D.2.2), as Trainer clips the sum: once per step, on the gradient
+    accumulated over the step's micro-batches.
+
+    The first term (the primary one) takes Trainer's own ``backward`` into ``p.grad``:
+    :meth:`add` returns a loss whose value is the weighted sum of the terms and whose
+    gradient is the first term's, and takes every other term's gradient with
+    ``torch.autograd.grad`` into a buffer of its own. :meth:`clip_and_combine_`, before
+    the optimizer's step, sets ``p.grad = Σ_term weight · clip(term's gradient)``.
+    Under ``torch.distributed`` the buffers are averaged over the processes first, as
+    DistributedDataParallel averages ``p.grad``.
+    """
+
+    def __init__(self, max_norm: float) -> None:
+        self.max_norm = float(max_norm)
+        self.weights: dict[str, float] = {}
+        self.buffers: dict[str, list[torch.Tensor | None]] = {}
+        #: Each term's gradient norm before clipping, summed over steps since
+        #: :meth:`pop_norms`, and the number of steps.
+        self.norm_sums: dict[str, float] = {}
+        self.steps = 0
+        self.primary: str | None = None
+
+    def add(
+        self,
+        terms: dict[str, torch.Tensor],
+        weights: dict[str, float],
+        params: list[torch.Tensor],
+        scale: float = 1.0,
+    ) -> torch.Tensor:
+        """Accumulates a micro-batch's terms but the first (each times ``scale``: the
+        factor Trainer applies to the loss it back-propagates, 1 / the accumulation
+        steps where the loss is a micro-batch mean) and returns the loss for Trainer's
+        ``backward`` (see the class docstring)."""
+        names = list(terms)
+        primary = names[0]
+        if self.primary is None:
+            self.primary = primary
+        elif primary != self.primary:
+            raise ValueError(
+                f"the first term must be the same in every micro-batch: {self.primary}, "
+                f"then {primary}"
+            )
+        for name in names[1:]:
+            # Terms may share the primary's forward pass (serialized IMM reads its
+            # log-probs): every graph is kept for Trainer's backward after them.
+            grads = torch.autograd.grad(terms[name], params, allow_unused=True, retain_graph=True)
+            buffer = self.buffers.get(name)
+            if buffer is None:
+                buffer = self.buffers[name] = [None] * len(params)
+            for i, g in enumerate(grads):
+                if g is None:
+                    continue
+                if scale != 1.0:
+                    g = g * scale
+                buffer[i] = g if buffer[i] is None else buffer[i].add_(g)
+        self.weights = dict(weights)
+        total = sum(weights[name] * value for name, value in terms.items()).detach()
+        first = terms[primary]
+        return total + (first - first.detach())
+
+    def clip_and_combine_(self, params: list[torch.Tensor]) -> None:
+        """``p.grad = Σ_term weight · clip(gradient, max_norm)`` over the step's terms
+        (the primary's gradient is ``p.grad`` on entry); the buffers are emptied."""
+        if self.primary is None:
+            return
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        world = torch.distributed.get_world_size() if distributed else 1
+        gradients = {self.primary: [p.grad for p in params]}
+        for name, buffer in self.buffers.items():
+            if world > 1:
+                for g in buffer:
+                    if g is not None:
+                        torch.distributed.all_reduce(g)
+                        g.div_(world)
+            gradients[name] = buffer
+        combined: list[torch.Tensor | None] = gradients[self.primary]
+        for name, grads in gradients.items():
+            present = [g for g in grads if g is not None]
+            if not present:
+                continue
+            norm = _global_norm(present)
+            self.norm_sums[name] = self.norm_sums.get(name, 0.0) + float(norm)
+            factor = self.weights[name] * torch.clamp(self.max_norm / (norm + 1e-6), max=1.0)
+            if name == self.primary:
+                torch._foreach_mul_(present, factor)
+                continue
+            for i, g in enumerate(grads):
+                if g is None:
+                    continue
+                g.mul_(factor)
+                if combined[i] is None:
+                    combined[i] = params[i].grad = g
+                else:
+                    combined[i].add_(g)  # type: ignore[union-attr]
+        self.steps += 1
+        self.buffers.clear()
+
+    def pop_norms(self) -> dict[str, float]:
+        """Each term's mean gradient norm before clipping over the steps since the last
+        call."""
+        means = (
+            {name: total / self.steps for name, total in self.norm_sums.items()}
+            if self.steps
+            else {}
+        )
+        self.norm_sums, self.steps = {}, 0
+        return means

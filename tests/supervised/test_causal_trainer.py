@@ -196,11 +196,15 @@ def test_drawn_positions_weigh_each_row_by_its_scored_positions(tmp_path):
     assert torch.equal(everything, scored) and ones.tolist() == [1.0, 1.0, 1.0]
 
 
-@pytest.mark.parametrize("method", ["none", "noising", "imm"])
-def test_gradient_accumulation_4_by_2_takes_the_step_of_1_by_8(tmp_path, method):
+@pytest.mark.parametrize(
+    "method, clip", [("none", 0.0), ("noising", 0.0), ("imm", 0.0), ("none", 0.05), ("imm", 0.05)]
+)
+def test_gradient_accumulation_4_by_2_takes_the_step_of_1_by_8(tmp_path, method, clip):
     """The terms are sums over scored positions divided by Trainer's num_items_in_batch,
     and rows draw their windows and noise on their own: one optimizer step over the same 8
-    rows moves the weights alike."""
+    rows moves the weights alike. With clipping, each term's gradient is clipped once per
+    step, on what the step's micro-batches accumulated (as Trainer clips the sum), not
+    micro-batch by micro-batch."""
     data = windows_dataset()
     stepped, logged = [], []
     for batch, accumulate in ((8, 1), (2, 4)):
@@ -210,6 +214,7 @@ def test_gradient_accumulation_4_by_2_takes_the_step_of_1_by_8(tmp_path, method)
             gradient_accumulation_steps=accumulate,
             logging_strategy="steps",
             logging_steps=1,
+            max_grad_norm=clip,
         )
         trainer = IMMTrainer(
             tiny_gpt2(),
@@ -234,6 +239,14 @@ def test_gradient_accumulation_4_by_2_takes_the_step_of_1_by_8(tmp_path, method)
         if key in logged[0]:
             assert logged[1][key] == pytest.approx(logged[0][key], rel=1e-5), key
     assert 1.0 < logged[0]["lm_loss"] < 3.0  # a fresh model over 7 ids: about ln 7
+    if clip and method == "imm":
+        # Both terms' gradients were clipped (their norms before clipping exceed it).
+        for key in ("lm_grad_norm", "imm_grad_norm"):
+            assert logged[0][key] > clip and logged[1][key] == pytest.approx(
+                logged[0][key], rel=1e-5
+            ), key
+    else:
+        assert "imm_grad_norm" not in logged[0]
 
 
 def test_bad_input_is_refused_naming_the_field(tmp_path):

@@ -41,10 +41,15 @@ targets see the rows read before it, not the whole step's); without
 the accumulation steps.
 
 **Both kinds.** With ``args.max_grad_norm > 0`` (and a method with a second term), the
-terms' gradients are clipped separately (App. D.2.2, :mod:`imm_ray.supervised.clipping`);
-``fp16`` cannot be combined with that, ``bf16`` can. Draws (windows, noise, masks) come
-from a generator seeded with ``args.seed``. The logs gain each term's mean since the last
-log (``lm_loss``, ``imm_risk``; a masked LM's ``task_loss``, ``mlm_loss``, ``imm_risk``).
+terms' gradients are clipped separately (App. D.2.2, :mod:`imm_ray.supervised.clipping`),
+once per optimizer step on the gradients accumulated over its micro-batches, as Trainer
+clips the sum; ``fp16`` cannot be combined with that, ``bf16`` can. Draws (windows,
+noise, masks) come from a generator seeded with ``args.seed``. The logs gain each term's
+mean since the last log (``lm_loss``, ``imm_risk``; a masked LM's ``task_loss``,
+``mlm_loss``, ``imm_risk``) and, where the terms are clipped separately, each term's mean
+gradient norm before clipping (``lm_grad_norm``, ``imm_grad_norm``; ``task_grad_norm``,
+``mlm_grad_norm``, ``imm_grad_norm``); Trainer's own ``grad_norm`` is then the first
+term's.
 """
 
 from __future__ import annotations
@@ -53,10 +58,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 
 from imm_ray.restricted.kneser_ney import KneserNeyBigram
-from imm_ray.supervised.clipping import clipped_surrogate, separate_clipping
+from imm_ray.supervised.clipping import TermGradients, separate_clipping
 from imm_ray.supervised.hf_lm.causal_imm import WindowPool, causal_imm_risk
 from imm_ray.supervised.hf_lm.config import CausalIMMConfig, MaskedIMMConfig
 from imm_ray.supervised.hf_lm.masked import MaskedObjective
@@ -303,6 +308,13 @@ class IMMTrainer(Trainer):
         config = self.imm_config
         args, self.term_max_norm = separate_clipping(args, config.adds_terms)
         super().__init__(model=model, args=args, **kwargs)
+        #: The step's term gradients, clipped separately before the optimizer's step
+        #: (None where the terms are not clipped separately).
+        self.term_gradients = (
+            None if self.term_max_norm is None else TermGradients(self.term_max_norm)
+        )
+        if self.term_gradients is not None:
+            self.add_callback(_ClipTermsBeforeStep(self))
         self.generator = torch.Generator().manual_seed(self.args.seed)
         self.objective: CausalObjective | MaskedObjective
         if isinstance(config, CausalIMMConfig):
@@ -350,22 +362,54 @@ class IMMTrainer(Trainer):
             self._term_sums[name] += total
             self._term_counts[name] += count
         weights = self.term_weights
-        loss = sum(weights[name] * value for name, value in terms.items())
-        if self.term_max_norm is not None:
-            params = [p for p in model.parameters() if p.requires_grad]
-            loss = clipped_surrogate(terms, weights, params, self.term_max_norm, loss)
+        if self.term_gradients is not None:
+            # Trainer divides the loss it back-propagates by the accumulation steps
+            # unless it is already scaled for them: the other terms' buffers alike.
+            scale = 1.0
+            if not self.loss_is_scaled_for_ga:
+                scale = 1.0 / getattr(self, "current_gradient_accumulation_steps", 1)
+            loss = self.term_gradients.add(terms, weights, self._trained_parameters(model), scale)
+        else:
+            loss = sum(weights[name] * value for name, value in terms.items())
         return (loss, outputs) if return_outputs else loss
+
+    @staticmethod
+    def _trained_parameters(model) -> list[torch.Tensor]:
+        return [p for p in model.parameters() if p.requires_grad]
+
+    def clip_terms_(self, model) -> None:
+        """Sets ``p.grad`` to ``Σ_term weight · clip(term's gradient)`` over the optimizer
+        step's micro-batches (:class:`~imm_ray.supervised.clipping.TermGradients`), where
+        the terms are clipped separately: Trainer's training loop calls it before every
+        optimizer step; a loop of one's own calls it after the step's ``backward`` calls."""
+        if self.term_gradients is not None:
+            self.term_gradients.clip_and_combine_(self._trained_parameters(model))
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Adds each term's mean since the last log to Trainer's training logs: a causal
         LM's ``lm_loss`` (per scored position) and ``imm_risk`` (sampled: per covered
         position; serialized: its corrected cross-entropy, whose gradient, not value, is
         IMM's), whatever the gradient accumulation; a masked LM's ``task_loss``,
-        ``mlm_loss`` and ``imm_risk`` (means of the micro-batches' means)."""
+        ``mlm_loss`` and ``imm_risk`` (means of the micro-batches' means); and each term's
+        mean gradient norm before clipping (``<term>_grad_norm``) where they are clipped
+        separately."""
         if "loss" in logs:
             for term, key in self.objective.log_names.items():
                 if self._term_counts[term]:
                     logs[key] = self._term_sums[term] / self._term_counts[term]
+            if self.term_gradients is not None:
+                for term, norm in self.term_gradients.pop_norms().items():
+                    logs[f"{term}_grad_norm"] = norm
             self._term_sums = dict.fromkeys(self.objective.terms, 0.0)
             self._term_counts = dict.fromkeys(self.objective.terms, 0)
         super().log(logs, start_time)
+
+
+class _ClipTermsBeforeStep(TrainerCallback):
+    """Clips the step's terms separately and adds them, before the optimizer's step."""
+
+    def __init__(self, trainer: IMMTrainer) -> None:
+        self.trainer = trainer
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        self.trainer.clip_terms_(self.trainer.model)

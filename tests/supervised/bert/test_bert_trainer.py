@@ -119,9 +119,13 @@ def test_terms_are_clipped_separately_and_trainer_does_not_clip_the_sum(
     model.train()
     batch = DataCollatorWithPadding(bert_tokenizer)([train_set[i] for i in range(8)])
     state = trainer.generator.get_state()
-    loss = trainer.compute_loss(model, batch)
     model.zero_grad()
+    loss = trainer.compute_loss(model, batch)
     loss.backward()
+    # Trainer's own backward took the first term's gradient alone; before the optimizer's
+    # step, the terms are clipped and added.
+    task_only = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
+    trainer.clip_terms_(model)
     got = [p.grad.clone() for p in model.parameters()]
 
     trainer.generator.set_state(state)
@@ -132,7 +136,14 @@ def test_terms_are_clipped_separately_and_trainer_does_not_clip_the_sum(
     )
     expected = [torch.zeros_like(p) for p in model.parameters()]
     for name, weight in (("task", 1.0), ("mlm", 1.0), ("imm", 0.5)):
-        grads = torch.autograd.grad(terms[name], list(model.parameters()), allow_unused=True)
+        grads = torch.autograd.grad(
+            terms[name], list(model.parameters()), allow_unused=True, retain_graph=True
+        )
+        if name == "task":
+            for g, t in zip(grads, task_only, strict=True):
+                assert (g is None) == (t is None)
+                if g is not None:
+                    torch.testing.assert_close(t, g)
         norm = torch.sqrt(sum((g**2).sum() for g in grads if g is not None))
         assert norm > 0.01, f"the {name} gradient is clipped in this test"
         for e, g in zip(expected, grads, strict=True):
