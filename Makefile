@@ -3,14 +3,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: setup run test lint format bench mutate
+.PHONY: setup run test lint format bench mutate docs docs-serve
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first: pip's usual build here, a CPU wheel where one is on disk.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev,lm]'
+	$(PY) -m pip install --quiet -e '.[dev,lm,docs]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -29,6 +29,14 @@ test: setup lmplz
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# The documentation site (mkdocs.yml, docs/): a broken link or a missing reference fails the
+# build. NO_MKDOCS_2_WARNING silences Material's end-of-life banner on every build.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+docs-serve: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve -a 127.0.0.1:8000
 
 format: setup
 	$(VENV)/bin/ruff format .

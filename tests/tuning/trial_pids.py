@@ -1,5 +1,5 @@
-"""The README's promise that every trial writes the PID of its process to ``trial.pid``,
-checked on a finished sweep's folder (by the end-to-end sweep of every kind)."""
+"""The promise of ``docs/sweeps.md`` that every trial writes the PID of its process to
+``trial.pid``, checked on a finished sweep's folder (by the end-to-end sweep of every kind)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,163 @@
+"""The documentation: the site builds strictly (a broken link, anchor or API reference fails
+it), every page is in its nav, the README stays short and links into it, and every worked
+example of ``docs/extending.md`` runs and does what the page says it does."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import re
+import shlex
+import subprocess
+import sys
+import unicodedata
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+EXAMPLES = DOCS / "examples"
+#: Material for MkDocs prints an end-of-life banner on every build unless told not to.
+QUIET_MKDOCS = {"NO_MKDOCS_2_WARNING": "1"}
+
+
+def _run(args: list[str], timeout: float, **env: str) -> subprocess.CompletedProcess:
+    """``args`` in a fresh process from the repository root (this session's environment:
+    Ray's loopback switch and token mode, :mod:`conftest`; no ``RAY_ADDRESS``, so an
+    example starts its own embedded Ray); fails with its output unless it exits 0."""
+    result = subprocess.run(
+        args,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, **env},
+    )
+    assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
+    return result
+
+
+def _example(name: str, *args: str) -> dict[str, str]:
+    """Runs ``docs/examples/<name>.py``; returns its ``key: value`` lines."""
+    out = _run([sys.executable, str(EXAMPLES / f"{name}.py"), *args], timeout=600).stdout
+    return dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)
+
+
+def _nav_pages(nav: list) -> list[str]:
+    pages = []
+    for entry in nav:
+        value = next(iter(entry.values())) if isinstance(entry, dict) else entry
+        pages += _nav_pages(value) if isinstance(value, list) else [value]
+    return pages
+
+
+def _slug(heading: str) -> str:
+    """The anchor Python-Markdown's ``toc`` gives a heading (its default ``slugify``)."""
+    text = unicodedata.normalize("NFKD", heading).encode("ascii", "ignore").decode("ascii")
+    return re.sub(r"[-\s]+", "-", re.sub(r"[^\w\s-]", "", text).strip().lower())
+
+
+def test_the_site_builds_strictly_with_the_api_reference(tmp_path):
+    pytest.importorskip("mkdocs", reason="the docs extra is not installed (make test installs it)")
+    site = tmp_path / "site"
+    _run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(site)], 300, **QUIET_MKDOCS
+    )
+    # mkdocstrings rendered the docstrings, not an empty page: a function and a class.
+    assert "imm_ray.imm.losses.imm_loss" in (site / "reference/imm/index.html").read_text()
+    assert "envs.pair.PomdpMdpPair" in (site / "reference/envs/index.html").read_text()
+    # The examples are included into the page, not linked: their code is on it.
+    page = (site / "extending/index.html").read_text()
+    assert "induced_expert_policy" in page and "TableExperiment" in page and "RingEnv" in page
+
+
+def test_every_page_is_in_the_nav_and_every_nav_entry_is_a_page():
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text())
+    in_nav = _nav_pages(config["nav"])
+    pages = sorted(str(path.relative_to(DOCS)) for path in DOCS.rglob("*.md"))
+    assert sorted(in_nav) == pages
+    assert "tracking.md" in in_nav
+
+
+def test_the_readme_is_short_keeps_the_two_commands_and_links_into_the_docs():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 150
+    assert "```bash\nmake run\n```" in readme and "```bash\nmake test\n```" in readme
+    links = re.findall(r"\]\(([^)\s]+)\)", readme)
+    into_docs = [link for link in links if link.startswith("docs/")]
+    assert len(into_docs) >= 10
+    for link in into_docs:
+        path, _, anchor = link.partition("#")
+        assert (ROOT / path).is_file(), link
+        if anchor:
+            headings = re.findall(r"^#+ (.+)$", (ROOT / path).read_text(), re.MULTILINE)
+            assert anchor in {_slug(h) for h in headings}, link
+    assert all(link.startswith(("docs/", "http://", "https://")) for link in links), links
+
+
+def test_every_imm_ray_command_of_the_readme_parses():
+    from imm_ray.cli import build_parser
+
+    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
+    commands = [
+        line for block in blocks for line in block.splitlines() if line.startswith("imm-ray ")
+    ]
+    assert len(commands) >= 5
+    for command in commands:
+        try:
+            build_parser().parse_args(shlex.split(command)[1:])
+        except SystemExit:
+            pytest.fail(f"the README's {command!r} does not parse")
+
+
+def test_the_new_pair_example_steps_solves_and_trains():
+    out = _example("new_pair")
+    assert out["MDP observation"] == "[1, 1]"  # state 9: goal 1 (cell 6), cell 1
+    assert out["POMDP observation"] == "2 reward: 0.0"  # one step right: cell 2, not its goal
+    # The nearer goal, ties (cells 0 and 4) to the lowest action; wait on a goal.
+    assert out["restricted policy"] == "left right stay left left right stay left"
+    # By hand: per goal, start cells 1, 2, 3 collect 22 and cell 4 (or 0) 21 over 22 steps;
+    # the other four never reach it. (2 · 87) / 16 starts.
+    assert out["restricted policy alone"] == "10.875"
+    reward, seeds = re.fullmatch(
+        r"mean reward (\S+) over (\d+) seeds", out["IMM, 20 epochs"]
+    ).groups()
+    assert int(seeds) == 10 and 0.0 <= float(reward) <= 22.0
+
+
+def test_the_new_restricted_model_example_helps_by_more_than_four_paired_standard_errors():
+    out = _example("new_restricted_model")
+    assert out["target shape"] == "[11, 4], rows sum to 1: True"
+    assert float(out["induced expert alone"]) < float(out["FIB argmax alone"])
+    none, imm = map(
+        float, re.fullmatch(r"no IMM (\S+), IMM (\S+)", out["50 epochs, 30 seeds"]).groups()
+    )
+    gain, se = map(
+        float, re.fullmatch(r"(\S+) ± (\S+) \(paired standard error\)", out["IMM gain"]).groups()
+    )
+    assert imm > 2 * none and math.isclose(gain, imm - none, abs_tol=0.011)
+    assert gain > 4 * se > 0
+
+
+def test_the_new_kind_example_sweeps_and_writes_its_summary(tmp_path):
+    out = _run([sys.executable, str(EXAMPLES / "new_kind.py"), str(tmp_path)], 600).stdout
+    folder = tmp_path / "table-demo"
+    assert (folder / "summary.md").read_text() in out
+    assert (folder / "figure.png").stat().st_size > 0
+    with open(folder / "summary.csv") as handle:
+        means = {
+            (row["setting"], int(row["n"])): float(row["mean"]) for row in csv.DictReader(handle)
+        }
+    assert sorted({n for _, n in means}) == [10, 30, 100]
+    gaps = {n: means["No IMM", n] - means["IMM", n] for n in (10, 30, 100)}
+    assert all(gap > 0 for gap in gaps.values()), gaps  # IMM lowers the log-loss at every n
+    assert gaps[10] > gaps[100], gaps  # most where data is scarce
+    # The frame printed last (imm_ray.results.load) averages to the summary's means.
+    for n in (10, 30, 100):
+        row = re.search(rf"^{n}\s+(\S+)\s+(\S+)$", out, re.MULTILINE)
+        assert row, out
+        assert float(row[1]) == pytest.approx(means["IMM", n], abs=6e-4)
+        assert float(row[2]) == pytest.approx(means["No IMM", n], abs=6e-4)
