@@ -10,7 +10,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first: pip's usual build here, a CPU wheel where one is on disk.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev,lm,docs]'
+	$(PY) -m pip install --quiet -e '.[dev,lm,docs,tracking]'
 	touch $@
 
 setup: $(VENV)/.installed

@@ -34,6 +34,8 @@ those loggers say still shows. Dropped:
   ordering", which its Trainer logs (once per process) when it keeps one checkpoint (as a
   BERT trial does) and two were saved within a second of each other, as a tiny model's
   epochs are: it then orders them by step number, which is right on every filesystem.
+- MLflow's "Creating initial MLflow database tables" and "Updating database tables", as
+  ``--mlflow`` makes its SQLite store (:mod:`imm_ray.tracking`): nothing to act on.
 
 :func:`quiet_transformers` also turns off transformers' own progress bars (weights loaded
 and written): the BERT commands print one progress line of their own.
@@ -73,6 +75,9 @@ DROPPED = (
     # member at every perturbation.
     ("ray.tune.trainable.trainable", "from checkpoint: Checkpoint("),
     ("transformers.trainer_utils", "mtime may not be reliable on this filesystem"),
+    # A new SQLite store of --mlflow being made: two lines, one per command's first run.
+    ("mlflow.store.db.utils", "Creating initial MLflow database tables"),
+    ("mlflow.store.db.utils", "Updating database tables"),
 )
 
 

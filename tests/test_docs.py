@@ -98,19 +98,28 @@ def test_the_readme_is_short_keeps_the_two_commands_and_links_into_the_docs():
     assert all(link.startswith(("docs/", "http://", "https://")) for link in links), links
 
 
-def test_every_imm_ray_command_of_the_readme_parses():
+@pytest.mark.parametrize(
+    "page",
+    ["README.md", *sorted(str(p.relative_to(ROOT)) for p in DOCS.rglob("*.md"))],
+)
+def test_every_imm_ray_command_of_the_readme_and_the_docs_parses(page):
     from imm_ray.cli import build_parser
 
-    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
-    commands = [
-        line for block in blocks for line in block.splitlines() if line.startswith("imm-ray ")
-    ]
-    assert len(commands) >= 5
+    blocks = re.findall(r"```(?:bash|console|sh)\n(.*?)```", (ROOT / page).read_text(), re.DOTALL)
+    # A command may go on over lines ending in a backslash.
+    lines = [line for block in blocks for line in block.replace("\\\n", " ").splitlines()]
+    commands = [line.strip() for line in lines if line.strip().startswith("imm-ray ")]
+    if page == "README.md":
+        assert len(commands) >= 5
     for command in commands:
+        # A synopsis's alternatives (``--method none|imm``) stand for their first; ``...``
+        # for more of the same.
+        words = [w.split("|")[0] for w in shlex.split(command, comments=True)[1:] if w != "..."]
         try:
-            build_parser().parse_args(shlex.split(command)[1:])
-        except SystemExit:
-            pytest.fail(f"the README's {command!r} does not parse")
+            build_parser().parse_args(words)
+        except SystemExit as stop:
+            if stop.code != 0:  # --help and --version exit 0
+                pytest.fail(f"{page}'s {command!r} does not parse")
 
 
 def test_the_new_pair_example_steps_solves_and_trains():

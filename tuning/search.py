@@ -29,6 +29,7 @@ import io
 import json
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -673,6 +674,7 @@ def _fit_search(
     resume: bool,
     verbose: bool,
     tensorboard: bool,
+    callbacks: Sequence[Any] = (),
 ) -> bool:
     """Tune's run of a search (what :func:`tuning.sweep._fit` is to a sweep)."""
     from ray import tune
@@ -757,7 +759,7 @@ def _fit_search(
                 checkpoint_frequency=every,
             ),
             verbose=2 if verbose else 0,
-            callbacks=[*loggers, *progress, GpuWarnings()],
+            callbacks=[*loggers, *progress, GpuWarnings(), *callbacks],
         ),
     )
     with (

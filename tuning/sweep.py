@@ -20,12 +20,14 @@ logger (which imports PyTorch into the driver) loads only on request, and
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import gc
 import json
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,6 +41,7 @@ from tuning.resume import (
     mend_before_resume,
 )
 from tuning.storage import Location, check_writable, resolve
+from tuning.tracking import SweepTracking, check_beside, check_tracking, open_tracking
 
 #: How often Tune retries a crashed trial before marking it errored.
 MAX_FAILURES = 2
@@ -81,6 +84,7 @@ def run_sweep(
     address: str | None = None,
     verbose: bool = False,
     tensorboard: bool = False,
+    mlflow: str | None = None,
     inputs: dict[str, Any] | None = None,
     then: Callable[[Location], T] = lambda folder: folder,
     fit: Callable[..., bool] | None = None,
@@ -102,6 +106,11 @@ def run_sweep(
     written for every trial; ``tensorboard`` adds its TensorBoard event files (whose
     writer imports PyTorch into the driver: about a second and a half).
 
+    ``mlflow`` logs the sweep to MLflow (:mod:`tuning.tracking`): the store's URI, or
+    :data:`~imm_ray.tracking.BESIDE` for ``STORAGE/mlflow.db``; a sweep started so goes on
+    logging there when resumed. A :class:`~tuning.report.Report` that ``then`` returns
+    names the store (``paths["mlflow"]``).
+
     ``inputs`` are what the trials read (``experiment.load_inputs()``: a corpus, a
     checkpoint, restricted policies); by default the driver reads them here, before Ray
     starts. Trials get them through Ray's object store, never from the driver's paths.
@@ -110,8 +119,9 @@ def run_sweep(
     passes its own, :func:`tuning.search.run_search`), with :func:`_fit`'s arguments, and
     returns whether SIGINT stopped it.
     """
+    check_beside(storage, mlflow)  # before the storage is opened
     storage = resolve(storage)
-    folder = _sweep_folder(experiment, storage, resume)
+    folder = _sweep_folder(experiment, storage, resume, mlflow)
     # Tune records finished trials in its experiment state every 10 s by default; a killed
     # sweep reruns whatever finished since. Our state is small: save it every second.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
@@ -121,6 +131,7 @@ def run_sweep(
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if inputs is None:  # a bad input is a ValueError here, before Ray starts
         inputs = experiment.load_inputs()
+    tracking = open_tracking(experiment, storage, folder, mlflow, resume)
     # An embedded Ray prestarts one worker per CPU as the driver connects; the first
     # trials run on them (see _trials_on_prestarted_workers) and find Ray imported.
     started = False
@@ -136,6 +147,8 @@ def run_sweep(
                 resume=resume,
                 verbose=verbose,
                 tensorboard=tensorboard,
+                # A resumed sweep's callbacks are those Tune stored as it started.
+                callbacks=tracking.trial_callbacks() if tracking and not resume else (),
             )
     except KeyboardInterrupt:
         # Tune catches the first SIGINT of its run; this is one that came before (held
@@ -147,10 +160,16 @@ def run_sweep(
             # Checked empty above: everything in it is this run's, and without Tune's
             # state it would only stop the same command from starting again.
             folder.remove()
+        if tracking is not None:
+            tracking.end("KILLED")
         raise SweepInterrupted(folder, resumable) from None
     except BaseException:
         if started:
             shutdown_ray()
+        if tracking is not None:
+            tracking.end("FAILED")
+            if not resume and not _holds_state(folder):
+                tracking.forget(folder)  # nothing to resume: the same command may start again
         raise
     # Tune leaves garbage that holds Ray object references (more of it when stopped
     # early): collected once Ray has stopped, during the report that runs beside the
@@ -158,7 +177,7 @@ def run_sweep(
     # ("The core worker has already been shutdown"; 2 of 4 interrupted sweeps, and one
     # finished sweep of the suite's in a CI run). Collected here, while Ray is up.
     gc.collect()
-    report = (lambda: _partial(then, folder)) if interrupted else (lambda: then(folder))
+    report = functools.partial(_report, then, folder, interrupted, tracking)
     try:
         result = shutdown_ray_during(report) if started else report()
     except KeyboardInterrupt:
@@ -169,9 +188,33 @@ def run_sweep(
     return result
 
 
-def _sweep_folder(experiment: SweepExperiment, storage: Location, resume: bool) -> Location:
+def _report(
+    then: Callable[[Location], T],
+    folder: Location,
+    interrupted: bool,
+    tracking: SweepTracking | None,
+) -> T | None:
+    """``then(folder)`` (:func:`_partial` where SIGINT stopped the sweep); for a tracked
+    sweep, its files then logged as the parent run's artifacts as the run ends, and a
+    :class:`Report` names the store."""
+    if tracking is None:
+        return _partial(then, folder) if interrupted else then(folder)
+    try:
+        result = _partial(then, folder) if interrupted else then(folder)
+    except BaseException:
+        tracking.end("FAILED")
+        raise
+    tracking.end("KILLED" if interrupted else "FINISHED", folder)
+    if isinstance(result, Report):
+        result = dataclasses.replace(result, paths={**result.paths, "mlflow": tracking.uri})
+    return result
+
+
+def _sweep_folder(
+    experiment: SweepExperiment, storage: Location, resume: bool, mlflow: str | None = None
+) -> Location:
     """The sweep's folder in ``storage``: empty for a new sweep, holding Tune's state (and
-    the same sweep, mended) for ``resume``."""
+    the same sweep, tracked as it was started, mended) for ``resume``."""
     check_writable(storage)
     folder = storage / experiment.name
     if resume and not _holds_state(folder):
@@ -183,6 +226,7 @@ def _sweep_folder(experiment: SweepExperiment, storage: Location, resume: bool) 
         )
     if resume:
         check_same_sweep(folder, experiment)
+        check_tracking(storage, folder, mlflow, resume)
         check_state(folder)
         forget_deleted_checkpoints(folder)
         # A search mends its stored rows its own way (tuning.search._Searched.mend).
@@ -291,9 +335,11 @@ def _fit(
     resume: bool,
     verbose: bool,
     tensorboard: bool,
+    callbacks: Sequence[Any] = (),
 ) -> bool:
     """Runs the sweep on Tune; returns whether Tune stopped it early on SIGINT (it stops
-    its trials, saves its state one last time and returns as if done)."""
+    its trials, saves its state one last time and returns as if done). ``callbacks`` are
+    more of Tune's (a tracked sweep's MLflow logger)."""
     from ray import tune
 
     from tuning.loggers import result_loggers
@@ -327,7 +373,7 @@ def _fit(
             # Language-model trials checkpoint every epoch; a restart needs the last one.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
             verbose=2 if verbose else 0,
-            callbacks=[*loggers, *progress, GpuWarnings()],
+            callbacks=[*loggers, *progress, GpuWarnings(), *callbacks],
         ),
         tune_config=tune.TuneConfig(trial_dirname_creator=_trial_dirname, reuse_actors=True),
     )

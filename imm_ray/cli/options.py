@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from imm_ray import checks
+from imm_ray import checks, tracking
 
 T = TypeVar("T")
 
@@ -340,4 +340,29 @@ def resume_option(what: str):
     (:func:`imm_ray.cli.program.main`)."""
     parent, options = _parent()
     options.add_argument("--resume", action="store_true", help=f"continue {what}")
+    return parent
+
+
+def _mlflow_uri(text: str) -> str:
+    try:
+        return tracking.tracking_uri(text)
+    except tracking.TrackingError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def tracking_option(beside: str):
+    """``--mlflow [URI]``: log the command's runs to MLflow (:mod:`imm_ray.tracking`);
+    ``beside`` says where the store is without a URI. Given, it needs the ``tracking``
+    extra, which :func:`imm_ray.cli.program.main` checks before the command runs."""
+    parent, options = _parent()
+    options.add_argument(
+        "--mlflow",
+        nargs="?",
+        const=tracking.BESIDE,
+        type=_mlflow_uri,
+        metavar="URI",
+        help="log each trial or run to MLflow (parameters, metrics per step, artifacts) at "
+        "URI: sqlite:///PATH, file:PATH or http://HOST:PORT; without a URI, in a SQLite "
+        f"store beside the results: {beside} (needs the tracking extra: {tracking.EXTRA})",
+    )
     return parent

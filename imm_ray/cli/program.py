@@ -63,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "mlflow", None) is not None:
+        _check_mlflow(parser)
     from imm_ray.cluster import plain_worker_lines, prefer_loopback
     from imm_ray.console import quiet_library_logs
 
@@ -76,6 +78,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as interrupt:
         print(f"imm-ray: {_interrupted(argv, interrupt)}", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
+
+
+def _check_mlflow(parser: Parser) -> None:
+    """``--mlflow`` of any command, before it runs: MLflow (the ``tracking`` extra) must
+    be installed; one line naming the extra and exit status 2 otherwise."""
+    from imm_ray.tracking import TrackingError, require_mlflow
+
+    try:
+        require_mlflow()
+    except TrackingError as err:
+        parser.exit(EXIT_USAGE, f"imm-ray: error: {err}\n")
 
 
 def _interrupted(argv: list[str], interrupt: KeyboardInterrupt) -> str:

@@ -18,6 +18,7 @@ from imm_ray.cli.options import (
     lm_options,
     ray_options,
     resume_option,
+    tracking_option,
     training_options,
 )
 
@@ -57,6 +58,10 @@ def add_sweep_and_report(commands) -> None:
             lm_options(_LM, preset=None),
             finetune_options(_BERT, dest_prefix="bert_"),
             resume_option("an interrupted sweep in STORAGE/NAME without rerunning finished trials"),
+            tracking_option(
+                "STORAGE/mlflow.db, a parent run per sweep with a run per trial; --resume "
+                "goes on logging where the sweep was started"
+            ),
         ],
         guard=False,
     )
@@ -196,6 +201,7 @@ def _sweep(args: argparse.Namespace) -> int:
             address=args.address,
             verbose=args.verbose,
             tensorboard=args.tensorboard,
+            mlflow=args.mlflow,
         )
     except ValueError as err:
         raise UsageError(str(err)) from None

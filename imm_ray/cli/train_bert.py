@@ -9,16 +9,19 @@ and ``imm-ray: error: …``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
 
+from imm_ray import tracking
 from imm_ray.cli.base import add_command, from_options, use_torch, warn_unused
 from imm_ray.cli.options import (
     finetune_options,
     new_folder,
     out_folder,
     torch_options,
+    tracking_option,
     training_options,
 )
 
@@ -33,6 +36,10 @@ METHOD_OPTIONS = {
 }
 
 
+#: The loss terms ``finetune`` returns that transformers' MLflow callback logs as they go.
+LOGGED_TERMS = ("task_loss", "mlm_loss", "imm_risk")
+
+
 def add_bert_commands(kinds) -> None:
     """Adds ``train bert`` and ``train bert-pretrain`` to the ``train`` subparsers."""
     bert = add_command(
@@ -44,6 +51,10 @@ def add_bert_commands(kinds) -> None:
             finetune_options(required=("task", "model")),
             training_options(epochs="3", precision="fp32"),
             torch_options(["cpu", "cuda"]),
+            tracking_option(
+                "mlflow.db beside --output-dir, else in results/; a run per invocation, "
+                "through transformers' MLflow callback"
+            ),
         ],
     )
     bert.add_argument(
@@ -88,11 +99,29 @@ def _train_bert(args: argparse.Namespace) -> int:
     warn_unused(args, args.method, METHOD_OPTIONS)
     config = from_options(FinetuneConfig, args)
     use_torch(args.threads, config.device)
+    tracked = store = None
+    if args.mlflow is not None:  # opened before any work: a bad store is a usage error
+        results_folder = args.output_dir.parent if args.output_dir else Path("results")
+        store = tracking.Store(tracking.store_uri(args.mlflow, results_folder), "train-bert")
     quiet_transformers()
     run = prepare_run(config)
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="imm-ray-bert-") as scratch:
-        results = finetune(run, args.output_dir or scratch, progress=Progress())
+    if store is not None:
+        fields = dataclasses.asdict(config)
+        params = {key: value for key, value in fields.items() if value is not None}
+        name = f"{config.method}-seed{config.seed}"
+        if args.output_dir is None:  # a run that keeps no files
+            tracked = store.start_run(name, params)
+        else:
+            tracked = store.command_run(args.output_dir, name, params)
+    with tracking.running(tracked, active_uri=None if store is None else store.uri):
+        start = time.perf_counter()
+        callbacks = None if tracked is None else [tracking.training_callback()]
+        with tempfile.TemporaryDirectory(prefix="imm-ray-bert-") as scratch:
+            output_dir = args.output_dir or scratch
+            results = finetune(run, output_dir, progress=Progress(), callbacks=callbacks)
+        if tracked is not None:  # the loss terms' last values are the callback's already
+            final = {k: v for k, v in results.items() if k not in LOGGED_TERMS}
+            tracked.log_metrics(final, int(results["steps"]))
     metric = run.spec.metric
     print(
         f"{run.spec.name}: {config.method}, model {config.model}, seed {config.seed}, "
@@ -103,6 +132,8 @@ def _train_bert(args: argparse.Namespace) -> int:
     if f"test_{metric}" in results:
         line += f", test {metric} {results[f'test_{metric}']:.4f}"
     print(line)
+    if store is not None:
+        print(f"mlflow: {store.uri}")
     sys.stdout.flush()
     return 0
 

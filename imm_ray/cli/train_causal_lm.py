@@ -10,11 +10,19 @@ from the newest, and SIGINT (Ctrl+C) ends with the command that does.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
+from imm_ray import tracking
 from imm_ray.cli.base import add_command, use_torch, warn_unused
-from imm_ray.cli.options import int_at_least, resume_option, torch_options, training_options
+from imm_ray.cli.options import (
+    int_at_least,
+    resume_option,
+    torch_options,
+    tracking_option,
+    training_options,
+)
 from imm_ray.console import Interrupted
 
 #: The options that only some methods read: given with another --method, they are warned of.
@@ -39,6 +47,10 @@ def add_train_causal_lm(kinds) -> None:
             training_options(epochs="the preset's", precision="fp32"),
             torch_options(),
             resume_option("the training whose checkpoints are in --output-dir"),
+            tracking_option(
+                "mlflow.db beside --output-dir (causal-lm/mlflow.db); a run per invocation, "
+                "through transformers' MLflow callback"
+            ),
         ],
     )
     command.add_argument(
@@ -163,8 +175,23 @@ def _train_causal_lm(args: argparse.Namespace) -> int:
         )
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"--output-dir {folder} is a file; give a folder")
+    store = None
+    if args.mlflow is not None:  # opened before any work: a bad store is a usage error
+        store = tracking.Store(tracking.store_uri(args.mlflow, folder.parent), "train-causal-lm")
+    _train(args, config, folder, store)
+    if store is not None:
+        print(f"mlflow: {store.uri}")
+    sys.stdout.flush()
+    return 0
+
+
+def _train(args: argparse.Namespace, config, folder: Path, store: tracking.Store | None) -> None:
+    """Reads the data, trains (with ``store``, as an MLflow run: transformers' MLflow
+    callback logs each step, then the run gets the final metrics) and prints the
+    results."""
     from imm_ray.restricted.arpa import read_arpa
     from imm_ray.restricted.kneser_ney import estimate_kneser_ney
+    from imm_ray.supervised.hf_lm.train import latest_checkpoint
     from imm_ray.supervised.lm.corpus import load_corpus
 
     tokenizer = None
@@ -197,19 +224,35 @@ def _train_causal_lm(args: argparse.Namespace) -> int:
     from imm_ray.progress import Progress
     from imm_ray.supervised.hf_lm.train import train_causal_lm
 
-    try:
-        model, results = train_causal_lm(
-            config,
-            corpus,
-            bigram,
-            folder,
-            model=model,
-            resume=args.resume,
-            progress=Progress(),
-            tokenizer=tokenizer,
-        )
-    except KeyboardInterrupt:
-        raise Interrupted(resumable=latest_checkpoint(folder) is not None) from None
+    run = None
+    if store is not None:  # the configuration, its context as the model allows
+        given = {
+            "data": args.data,
+            "tokenizer": args.tokenizer,
+            "model": args.model,
+            "preset": None if args.model is not None else args.preset or "small",
+            **dataclasses.asdict(config),
+        }
+        params = {key: value for key, value in given.items() if value is not None}
+        name = f"{config.method}-seed{config.seed}"
+        run = store.command_run(folder, name, params, resume=args.resume)
+    with tracking.running(run, active_uri=None if store is None else store.uri):
+        try:
+            model, results = train_causal_lm(
+                config,
+                corpus,
+                bigram,
+                folder,
+                model=model,
+                resume=args.resume,
+                progress=Progress(),
+                tokenizer=tokenizer,
+                more_callbacks=None if run is None else [tracking.training_callback()],
+            )
+        except KeyboardInterrupt:
+            raise Interrupted(resumable=latest_checkpoint(folder) is not None) from None
+        if run is not None:
+            run.log_metrics(results, int(results["steps"]))
     name = f"--model {args.model}" if args.model is not None else f"preset {args.preset or 'small'}"
     print(
         f"{args.data}: {type(model).__name__} ({name}), {config.method}, seed {config.seed}, "
@@ -221,5 +264,3 @@ def _train_causal_lm(args: argparse.Namespace) -> int:
         induced, kn = results[f"induced_{split}_ppl"], results[f"kn_{split}_ppl"]
         print(f"{split:<6} {induced:>15.2f} {kn:>11.2f}")
     print(f"model: {folder / 'model'}")
-    sys.stdout.flush()
-    return 0

@@ -9,12 +9,20 @@ Every input is checked before training starts; bad input exits with status 2 and
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
 
+from imm_ray import tracking
 from imm_ray.cli.base import add_command, use_torch, warn_unused
-from imm_ray.cli.options import lm_options, resume_option, torch_options, training_options
+from imm_ray.cli.options import (
+    lm_options,
+    resume_option,
+    torch_options,
+    tracking_option,
+    training_options,
+)
 from imm_ray.console import Interrupted
 
 #: The options that only some methods read (LMConfig's fields of those names): given with
@@ -42,6 +50,10 @@ def add_train_lm(kinds) -> None:
             training_options(epochs="the preset's", precision="fp32"),
             torch_options(),
             resume_option("the training whose checkpoint is in --checkpoint-dir"),
+            tracking_option(
+                "mlflow.db beside --checkpoint-dir (lm-checkpoints/mlflow.db); a run per "
+                "invocation, per-epoch metrics"
+            ),
         ],
     )
     lm.add_argument("--data", type=Path, required=True, help="a PTB-format folder")
@@ -82,8 +94,7 @@ def _train_lm(args: argparse.Namespace) -> int:
     folder's modified Kneser–Ney bigram. Prints validation and test perplexity and the
     model's induced-bigram perplexity next to the bigram's (Table 5). A checkpoint is saved
     after every epoch; --resume continues it."""
-    from imm_ray.progress import Progress
-    from imm_ray.supervised.lm.train import CHECKPOINT_FILE, LMConfig, train_lm
+    from imm_ray.supervised.lm.train import CHECKPOINT_FILE, LMConfig
 
     warn_unused(args, args.method, METHOD_OPTIONS)
     config = LMConfig.preset(
@@ -113,9 +124,24 @@ def _train_lm(args: argparse.Namespace) -> int:
             f"{folder} already holds a checkpoint; pass --resume to continue it, or choose "
             "another --checkpoint-dir"
         )
+    store = None
+    if args.mlflow is not None:  # opened before any work: a bad store is a usage error
+        store = tracking.Store(tracking.store_uri(args.mlflow, folder.parent), "train-lm")
+    _train(args, config, folder, store)
+    if store is not None:
+        print(f"mlflow: {store.uri}")
+    sys.stdout.flush()
+    return 0
+
+
+def _train(args: argparse.Namespace, config, folder: Path, store: tracking.Store | None) -> None:
+    """Reads the data, trains (with ``store``, as an MLflow run: each epoch's metrics, then
+    the final ones) and prints the results."""
+    from imm_ray.progress import Progress
     from imm_ray.restricted.arpa import read_arpa
     from imm_ray.restricted.kneser_ney import estimate_kneser_ney
     from imm_ray.supervised.lm.corpus import load_corpus
+    from imm_ray.supervised.lm.train import CHECKPOINT_FILE, train_lm
 
     corpus = load_corpus(args.data)
     if args.arpa is not None:
@@ -125,19 +151,34 @@ def _train_lm(args: argparse.Namespace) -> int:
     from imm_ray._memory import reuse_freed_memory
 
     reuse_freed_memory()  # this process is the command's own: its allocator, its choice
+    run = None
+    if store is not None:
+        given = {"data": args.data, "preset": args.preset, "arpa": args.arpa}
+        given.update(dataclasses.asdict(config))
+        params = {key: value for key, value in given.items() if value is not None}
+        name = f"{config.method}-seed{config.seed}"
+        run = store.command_run(folder, name, params, resume=args.resume)
+
+    def logged(lm, metrics: dict[str, float]) -> None:
+        run.log_metrics(metrics, lm.epoch)
+
     start = time.perf_counter()
-    try:
-        trainer, results = train_lm(
-            config,
-            corpus,
-            bigram,
-            checkpoint_dir=folder,
-            resume=args.resume,
-            progress=Progress(),
-        )
-    except KeyboardInterrupt:
-        # Checkpoints are written whole (atomically) after each epoch.
-        raise Interrupted(resumable=(folder / CHECKPOINT_FILE).is_file()) from None
+    with tracking.running(run):
+        try:
+            trainer, results = train_lm(
+                config,
+                corpus,
+                bigram,
+                checkpoint_dir=folder,
+                resume=args.resume,
+                progress=Progress(),
+                on_epoch=None if run is None else logged,
+            )
+        except KeyboardInterrupt:
+            # Checkpoints are written whole (atomically) after each epoch.
+            raise Interrupted(resumable=(folder / CHECKPOINT_FILE).is_file()) from None
+        if run is not None:
+            run.log_metrics(results, trainer.epoch)
     seconds = time.perf_counter() - start
     print(
         f"{args.data}: {config.method}, preset {args.preset}, seed {config.seed}, "
@@ -149,5 +190,3 @@ def _train_lm(args: argparse.Namespace) -> int:
         induced, kn = results[f"induced_{split}_ppl"], results[f"kn_{split}_ppl"]
         print(f"{split:<6} {induced:>15.2f} {kn:>11.2f}")
     print(f"checkpoint: {folder / CHECKPOINT_FILE}")
-    sys.stdout.flush()
-    return 0

@@ -17,6 +17,7 @@ import math
 import os
 from pathlib import Path
 
+from imm_ray import tracking
 from imm_ray._io import write_text_atomically
 from imm_ray.cli import options
 from imm_ray.cli.base import UsageError, add_command, note, warn
@@ -39,7 +40,11 @@ def add_train_rl(kinds) -> None:
         parents=[
             options.ray_options(
                 seeds_help=" (default: 10)", per_trial_help=" (default: all seeds in one task)"
-            )
+            ),
+            options.tracking_option(
+                "mlflow.db in --output's folder, else in results/; a run per setting and "
+                "seed under a parent run"
+            ),
         ],
         guard=False,
     )
@@ -157,9 +162,7 @@ def _train_rl(args: argparse.Namespace) -> int:
     Sec. 7.3, App. D.3), and print mean evaluation rewards over seeds with 10th/90th
     percentiles. Seeds (and a setting's λ groups) train side by side (seed-vectorized), one
     Ray task per setting, or per setting and chunk of seeds with --seeds-per-trial, as in
-    `imm-ray sweep`."""
-    from tuning.aggregate import format_table, summarize
-
+    `imm-ray sweep`. With --mlflow, each setting and seed is an MLflow run."""
     try:
         experiment = _rl_experiment(args)
         trials = experiment.trials()
@@ -172,6 +175,29 @@ def _train_rl(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from None
     for line in experiment.notes():
         note(line)
+
+    store, parent = _tracking(args, experiment)
+    with tracking.running(parent):
+        return _train_and_report(args, trials, inputs, store, parent)
+
+
+def _tracking(args: argparse.Namespace, experiment) -> tuple:
+    """With ``--mlflow``: its store, opened before Ray starts (one that cannot be opened is
+    a usage error), and this command's parent run; else ``(None, None)``."""
+    if args.mlflow is None:
+        return None, None
+    folder = args.output.parent if args.output is not None else Path("results")
+    try:
+        store = tracking.Store(tracking.store_uri(args.mlflow, folder), experiment.name)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    return store, store.start_run("train rl", tracking.trial_params(experiment.to_dict()))
+
+
+def _train_and_report(args: argparse.Namespace, trials: list[dict], inputs: dict, store, parent):
+    """Runs the trials, prints their table (and writes ``--output``); with ``--mlflow``,
+    logs a run per setting and seed under ``parent``."""
+    from tuning.aggregate import format_table, summarize
 
     try:
         results = _run_trials_on_ray(trials, args.address, inputs)
@@ -192,11 +218,40 @@ def _train_rl(args: argparse.Namespace) -> int:
     for setting, _, seed, epochs, value in rows:
         if not math.isfinite(value):
             warn(f"seed {seed} ({setting}, {epochs} epochs) failed: its loss became non-finite")
-    print(format_table(summarize((row[0], row[3], row[4]) for row in rows)))
+    table = format_table(summarize((row[0], row[3], row[4]) for row in rows))
+    print(table)
     if args.output is not None:
         _write_csv_atomically(args.output, sorted(rows, key=lambda r: (r[0], r[2], r[3])))
         print(f"per-seed results: {args.output}")
+    if parent is not None:
+        _log_seed_runs(store, parent, trials, results, lam)
+        parent.log_text(table + "\n", "table.txt")
+        if args.output is not None:
+            parent.log_artifact(args.output)
+        print(f"mlflow: {store.uri}")
     return 0
+
+
+def _log_seed_runs(store, parent, trials: list[dict], results: list[dict], lam: dict) -> None:
+    """A run per setting and seed under ``parent``: the trial's fields and the seed as
+    parameters, ``eval_return_mean`` and ``lam`` at step = epochs; ``FAILED`` where the
+    seed's loss became non-finite."""
+    for trial, result in zip(trials, results, strict=True):
+        fields = {key: value for key, value in trial.items() if key != "seeds"}
+        by_seed: dict[int, dict[int, float]] = {}
+        for epochs, values in result.items():
+            for seed, value in values.items():
+                by_seed.setdefault(seed, {})[epochs] = value
+        for seed, returns in sorted(by_seed.items()):
+            run = store.start_run(
+                f"{trial['setting']} seed{seed}",
+                {**fields, "seed": seed},
+                {tracking.PARENT_TAG: parent.run_id},
+            )
+            for epochs, value in sorted(returns.items()):
+                metrics = {"eval_return_mean": value, "lam": lam[trial["setting"], epochs]}
+                run.log_metrics(metrics, step=epochs)
+            run.end("FINISHED" if all(map(math.isfinite, returns.values())) else "FAILED")
 
 
 def _run_trials_on_ray(trials: list[dict], address: str | None, inputs: dict) -> list[dict]:

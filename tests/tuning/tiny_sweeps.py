@@ -1,6 +1,7 @@
 """One tiny sweep of each experiment kind through ``imm-ray sweep``, run once a session
 however many tests read it: the kind's end-to-end test reads what it stored, and
-``test_console_sweeps.py`` what it printed."""
+``test_console_sweeps.py`` what it printed. The RL one logs to MLflow (``--mlflow``), which
+``test_sweep_tracking.py`` reads back."""
 
 from __future__ import annotations
 
@@ -41,7 +42,9 @@ def _arguments(kind: str, root: Path, bert_data: Callable[[], tuple[Path, Path, 
     if kind == "rl":
         sweep = root / "tiny.yaml"
         sweep.write_text(SWEEP.replace("seeds: 3", "seeds: 2"))
-        return [str(sweep)], "] done: IMM"
+        # Tracked in MLflow's default store, STORAGE/mlflow.db (test_sweep_tracking.py reads it),
+        # so that the console checks cover a tracked sweep too.
+        return [str(sweep), "--mlflow"], "] done: IMM"
     if kind == "logistic":
         return ["table4", "--seeds", "12"], "] done: "
     if kind == "lm":
