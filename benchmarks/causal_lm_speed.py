@@ -9,7 +9,9 @@ windows; each step is ``compute_loss``, ``backward`` and an AdamW step, timed af
 steps, methods interleaved round by round so that load drifts hit them alike. Prints each
 method's mean step time and its ratio to ``none``, and the sampled branch's token
 throughput (window tokens per second of its forward and backward) relative to the main
-pass's (batch tokens per second of a ``none`` step).
+pass's (batch tokens per second of a ``none`` step); then, for serialized IMM at 4
+positions, the backward pass of the terms' sum against that of each term on its own (what
+clipping the terms separately costs at the least).
 """
 
 from __future__ import annotations
@@ -120,6 +122,38 @@ def main() -> None:
         f"\nmain pass: {tokens / base:,.0f} tokens/s; sampled branch (k = 10, every step): "
         f"{branch_tokens / branch:,.0f} window tokens/s, "
         f"{(branch_tokens / branch) / (tokens / base):.2f} × the main pass's rate"
+    )
+    _second_backward(runs["serialized r=50, 4 positions per row"], batches, base, bf16)
+
+
+def _second_backward(run, batches, base: float, bf16: bool) -> None:
+    """What clipping the terms separately costs at the least: the IMM term's gradient taken
+    apart from the main term's, a second backward pass through the layers. Serialized IMM
+    at 4 positions, the same batches: the terms' sum back-propagated once, against each
+    term back-propagated on its own, both after the same forward pass."""
+    trainer, model, _, _ = run
+    params = [p for p in model.parameters() if p.requires_grad]
+    times: dict[str, list[float]] = {"one": [], "two": []}
+    for step, batch in enumerate(batches):
+        trainer.state.global_step = step
+        for mode in ("one", "two"):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                _, terms, _ = trainer.objective.training_terms(
+                    model, {"input_ids": batch, "labels": batch}, None, step=step
+                )
+            start = time.perf_counter()
+            if mode == "one":
+                torch.autograd.grad(terms["lm"] + terms["imm"], params, allow_unused=True)
+            else:
+                torch.autograd.grad(terms["lm"], params, allow_unused=True, retain_graph=True)
+                torch.autograd.grad(terms["imm"], params, allow_unused=True)
+            if step >= 3:
+                times[mode].append(time.perf_counter() - start)
+    one, two = statistics.mean(times["one"]), statistics.mean(times["two"])
+    print(
+        f"serialized IMM, 4 positions: backward of the terms' sum {1000 * one:.1f} ms, of each "
+        f"term on its own {1000 * two:.1f} ms: the second pass {1000 * (two - one):.1f} ms, "
+        f"{(two - one) / base:.2f} × a step without IMM"
     )
 
 

@@ -177,16 +177,19 @@ def test_version_prints_the_package_version():
         (["--no-imm", "--target", "softmax"], "--target has no effect with --no-imm"),
     ],
 )
-def test_an_option_without_effect_warns(args, warning):
-    result = imm_ray("train", "rl", "--epochs", "1", "--seeds", "1", *args)
-    assert result.returncode == 0, result.stderr
-    assert f"imm-ray: warning: {warning}" in result.stderr
+def test_an_option_without_effect_warns(args, warning, ray_session, capsys):
+    # In this process, on the session's Ray (the other tests here run the command whole).
+    code = main(["train", "rl", "--epochs", "1", "--seeds", "1", *args])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert f"imm-ray: warning: {warning}" in err
 
 
-def test_the_lambda_rule_says_where_it_turns_imm_off():
-    result = imm_ray("train", "rl", "--epochs", "1", "700", "--seeds", "1", "--num-samples", "2")
-    assert result.returncode == 0, result.stderr
-    assert "IMM is off there" in result.stderr and "r = 0 at 700 epochs" in result.stderr
+def test_the_lambda_rule_says_where_it_turns_imm_off(ray_session, capsys):
+    code = main(["train", "rl", "--epochs", "1", "700", "--seeds", "1", "--num-samples", "2"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "IMM is off there" in err and "r = 0 at 700 epochs" in err
 
 
 def test_seeds_mean_the_same_in_train_and_sweep():

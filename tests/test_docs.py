@@ -40,9 +40,53 @@ def _run(args: list[str], timeout: float, **env: str) -> subprocess.CompletedPro
     return result
 
 
-def _example(name: str, *args: str) -> dict[str, str]:
-    """Runs ``docs/examples/<name>.py``; returns its ``key: value`` lines."""
-    out = _run([sys.executable, str(EXAMPLES / f"{name}.py"), *args], timeout=600).stdout
+class _Examples:
+    """The worked examples, each started at once in a process of its own (they wait on
+    their embedded Ray's start as much as they compute, so side by side they take about as
+    long as the longest); :meth:`output` waits for one."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.processes: dict[str, tuple[subprocess.Popen, Path, Path]] = {}
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        for name in ("new_pair", "new_restricted_model", "new_kind"):
+            args = [str(folder / "kind")] if name == "new_kind" else []
+            out, err = folder / f"{name}.out", folder / f"{name}.err"
+            with out.open("w") as stdout, err.open("w") as stderr:
+                process = subprocess.Popen(
+                    [sys.executable, str(EXAMPLES / f"{name}.py"), *args],
+                    cwd=ROOT,
+                    stdout=stdout,
+                    stderr=stderr,
+                    text=True,
+                    env=env,
+                )
+            self.processes[name] = (process, out, err)
+
+    def output(self, name: str) -> str:
+        """``docs/examples/<name>.py``'s output; fails with it unless it exits 0."""
+        process, out, err = self.processes[name]
+        process.wait(timeout=600)
+        assert process.returncode == 0, (out.read_text()[-3000:], err.read_text()[-3000:])
+        return out.read_text()
+
+    def close(self) -> None:
+        for process, _, _ in self.processes.values():
+            if process.poll() is None:  # a test that failed before waiting for it
+                process.terminate()
+                process.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def examples(tmp_path_factory):
+    started = _Examples(tmp_path_factory.mktemp("examples"))
+    yield started
+    started.close()
+
+
+def _example(examples: _Examples, name: str) -> dict[str, str]:
+    """``docs/examples/<name>.py``'s ``key: value`` lines."""
+    out = examples.output(name)
     return dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)
 
 
@@ -122,8 +166,8 @@ def test_every_imm_ray_command_of_the_readme_and_the_docs_parses(page):
                 pytest.fail(f"{page}'s {command!r} does not parse")
 
 
-def test_the_new_pair_example_steps_solves_and_trains():
-    out = _example("new_pair")
+def test_the_new_pair_example_steps_solves_and_trains(examples):
+    out = _example(examples, "new_pair")
     assert out["MDP observation"] == "[1, 1]"  # state 9: goal 1 (cell 6), cell 1
     assert out["POMDP observation"] == "2 reward: 0.0"  # one step right: cell 2, not its goal
     # The nearer goal, ties (cells 0 and 4) to the lowest action; wait on a goal.
@@ -137,8 +181,10 @@ def test_the_new_pair_example_steps_solves_and_trains():
     assert int(seeds) == 10 and 0.0 <= float(reward) <= 22.0
 
 
-def test_the_new_restricted_model_example_helps_by_more_than_four_paired_standard_errors():
-    out = _example("new_restricted_model")
+def test_the_new_restricted_model_example_helps_by_more_than_four_paired_standard_errors(
+    examples,
+):
+    out = _example(examples, "new_restricted_model")
     assert out["target shape"] == "[11, 4], rows sum to 1: True"
     assert float(out["induced expert alone"]) < float(out["FIB argmax alone"])
     none, imm = map(
@@ -151,9 +197,9 @@ def test_the_new_restricted_model_example_helps_by_more_than_four_paired_standar
     assert gain > 4 * se > 0
 
 
-def test_the_new_kind_example_sweeps_and_writes_its_summary(tmp_path):
-    out = _run([sys.executable, str(EXAMPLES / "new_kind.py"), str(tmp_path)], 600).stdout
-    folder = tmp_path / "table-demo"
+def test_the_new_kind_example_sweeps_and_writes_its_summary(examples):
+    out = examples.output("new_kind")
+    folder = examples.folder / "kind" / "table-demo"
     assert (folder / "summary.md").read_text() in out
     assert (folder / "figure.png").stat().st_size > 0
     with open(folder / "summary.csv") as handle:
