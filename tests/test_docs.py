@@ -118,6 +118,23 @@ def test_the_site_builds_strictly_with_the_api_reference(tmp_path):
     assert "induced_expert_policy" in page and "TableExperiment" in page and "RingEnv" in page
 
 
+def test_every_public_module_is_in_the_api_reference():
+    """Each module of the packages (not a package's ``__init__``, not a private one, not
+    the command line's, whose reference is its ``--help``) has a ``::: module`` entry."""
+    documented = set()
+    for page in (DOCS / "reference").glob("*.md"):
+        documented |= set(re.findall(r"^::: ([\w.]+)$", page.read_text(), re.MULTILINE))
+    modules = set()
+    for package in ("imm_ray", "envs", "tuning"):
+        for path in (ROOT / package).rglob("*.py"):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            if path.stem != "__init__" and not any(p.startswith("_") for p in parts):
+                modules.add(".".join(parts))
+    modules = {m for m in modules if not m.startswith("imm_ray.cli.")}
+    assert len(modules) > 80
+    assert sorted(modules - documented) == []
+
+
 def test_every_page_is_in_the_nav_and_every_nav_entry_is_a_page():
     config = yaml.safe_load((ROOT / "mkdocs.yml").read_text())
     in_nav = _nav_pages(config["nav"])
