@@ -210,10 +210,11 @@ def test_seeds_mean_the_same_in_train_and_sweep():
             )
 
 
-def test_train_on_taxi_compares_imm_and_no_imm():
-    result = imm_ray("train", "rl", "--env", "imm_ray/Taxi-v0", "--compare", "--epochs", "2")
-    assert result.returncode == 0, result.stderr
-    body = [line.split() for line in result.stdout.splitlines()[2:4]]
+def test_train_on_taxi_compares_imm_and_no_imm(ray_session, capsys):
+    code = main(["train", "rl", "--env", "imm_ray/Taxi-v0", "--compare", "--epochs", "2"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    body = [line.split() for line in out.out.splitlines()[2:4]]
     assert {(row[0], row[1]) for row in body} == {("2", "imm"), ("2", "no-imm")}
     assert all(-2000 < float(row[2]) <= 20 for row in body)  # whole 200-step episodes
 
@@ -238,25 +239,16 @@ def test_train_prints_a_table_and_writes_results(tmp_path):
     assert len(rows) == 8 and {r["method"] for r in rows} == {"imm", "no-imm"}
 
 
-def test_train_rl_prints_the_same_table_whatever_its_seeds_per_trial(tmp_path):
+def test_train_rl_prints_the_same_table_whatever_its_seeds_per_trial(tmp_path, ray_session, capsys):
+    # In this process, on the session's Ray (the test above runs the command whole).
     outputs = []
     for split in ([], ["--seeds-per-trial", "2"]):
         out = tmp_path / f"res{len(outputs)}.csv"
-        result = imm_ray(
-            "train",
-            "rl",
-            "--compare",
-            "--epochs",
-            "2",
-            "3",
-            "--seeds",
-            "3",
-            "--output",
-            str(out),
-            *split,
-        )
-        assert result.returncode == 0, result.stderr
-        outputs.append((result.stdout.replace(str(out), "OUT"), out.read_text()))
+        args = ["--compare", "--epochs", "2", "3", "--seeds", "3", "--output", str(out)]
+        code = main(["train", "rl", *args, *split])
+        printed = capsys.readouterr()
+        assert code == 0, printed.err
+        outputs.append((printed.out.replace(str(out), "OUT"), out.read_text()))
     assert outputs[1] == outputs[0]
 
 

@@ -2,8 +2,9 @@
 tiny RL sweep (:mod:`tiny_sweeps`, tracked in the default store ``STORAGE/mlflow.db``) has
 a parent run named after it, with the report's files as artifacts, and a run per trial
 under it whose parameters are its setting and seeds and whose metric is the trial's value
-at each epoch count, as the stored results hold it; ``--resume`` refuses a store other than
-the sweep's own, before Ray starts."""
+at each epoch count, as the stored results hold it; the tiny sweep of every kind logs every
+stored value; ``--resume`` refuses a store other than the sweep's own, before Ray
+starts."""
 
 from __future__ import annotations
 
@@ -14,11 +15,14 @@ from mlflow.tracking import MlflowClient
 from sweep_drivers import imm_ray
 
 from imm_ray import results
+from tuning.kinds import KIND_MODULES
+from tuning.mlflow_trials import curve_metric
+from tuning.report import read_trials
 
 
 @pytest.fixture(scope="module")
 def tracked(tiny_sweeps):
-    run = tiny_sweeps("rl")  # SWEEP, 2 seeds one a trial, epochs 3 and 6, with --mlflow
+    run = tiny_sweeps("rl")  # SWEEP, 2 seeds one a trial, epochs 3 and 6
     assert run.result.returncode == 0, run.result.stderr[-3000:]
     uri = f"sqlite:///{run.storage.resolve() / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
@@ -113,3 +117,66 @@ def test_a_rows_metrics_are_its_numbers_and_its_mean_value_per_curve_at_its_size
     }
     _, failed = row_metrics(trial, {"size": 3, "values": {"0": float("nan")}})
     assert math.isnan(failed["value"])
+
+
+def _seeds(params: dict[str, str], every: set[int]) -> set[int]:
+    """A trial run's seeds: ``seed``, or ``seeds`` as ``--seeds`` writes them (``0-2,5``);
+    ``every`` for a logistic trial, whose ``runs`` Monte Carlo runs are the stored values'
+    seeds (its ``seed`` seeds them all)."""
+    if "runs" in params:
+        return every
+    text = params.get("seed", params.get("seeds"))
+    seeds = set()
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        seeds.update(range(int(low), int(high or low) + 1))
+    return seeds
+
+
+@pytest.mark.parametrize("kind", list(KIND_MODULES))
+def test_every_kinds_tracked_sweep_logs_each_stored_value_under_its_trials_run(tiny_sweeps, kind):
+    """Each trial's run logs, at each size its rows reached, the mean of the stored
+    per-seed values of each of its curves (``value``, ``value/<curve>``), and every stored
+    value is behind one of them; the parent holds the report's files."""
+    run = tiny_sweeps(kind)
+    assert run.result.returncode == 0, run.result.stderr[-3000:]
+    (folder,) = [p for p in run.storage.iterdir() if p.is_dir() and p.name != "mlartifacts"]
+    client = MlflowClient(tracking_uri=f"sqlite:///{run.storage.resolve() / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(folder.name)
+    runs = client.search_runs([experiment.experiment_id])
+    (parent,) = [r for r in runs if r.info.run_name == folder.name]
+    assert parent.info.status == "FINISHED"
+    report = {"summary.csv", "summary.md", "figure.png", "experiment.json"}
+    artifacts = {item.path for item in client.list_artifacts(parent.info.run_id)}
+    assert (
+        artifacts
+        == {name for name in report if (folder / name).is_file()}
+        >= {
+            "summary.csv",
+            "summary.md",
+            "experiment.json",
+        }
+    )
+    trials = [r for r in runs if r is not parent]
+    assert len(trials) == len(read_trials(folder))
+    frame = results.load(folder)
+    size = frame.columns[1]
+    every = set(frame["seed"])
+    covered = set()
+    for trial in trials:
+        params = trial.data.params
+        assert trial.info.status == "FINISHED" and "setting" in params
+        assert trial.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        seeds = _seeds(params, every)
+        curves = frame["setting"].map(lambda curve, s=params["setting"]: curve_metric(s, curve))
+        keys = [key for key in trial.data.metrics if key.split("/")[0] == "value"]
+        assert keys, trial.data.metrics
+        for key in keys:
+            for point in client.get_metric_history(trial.info.run_id, key):
+                rows = frame[
+                    (curves == key) & (frame[size] == point.step) & frame["seed"].isin(seeds)
+                ]
+                assert len(rows), (params["setting"], key, point.step)
+                assert point.value == pytest.approx(rows["value"].mean(), nan_ok=True)
+                covered.update(rows.index)
+    assert covered == set(frame.index), frame.drop(index=list(covered))

@@ -1,7 +1,8 @@
 """One tiny sweep of each experiment kind through ``imm-ray sweep``, run once a session
 however many tests read it: the kind's end-to-end test reads what it stored, and
-``test_console_sweeps.py`` what it printed. The RL one logs to MLflow (``--mlflow``), which
-``test_sweep_tracking.py`` reads back."""
+``test_console_sweeps.py`` what it printed. Each logs to MLflow (``--mlflow``, its default
+store ``STORAGE/mlflow.db``), which ``test_sweep_tracking.py`` reads back, so that the
+console checks cover tracked sweeps too."""
 
 from __future__ import annotations
 
@@ -42,9 +43,7 @@ def _arguments(kind: str, root: Path, bert_data: Callable[[], tuple[Path, Path, 
     if kind == "rl":
         sweep = root / "tiny.yaml"
         sweep.write_text(SWEEP.replace("seeds: 3", "seeds: 2"))
-        # Tracked in MLflow's default store, STORAGE/mlflow.db (test_sweep_tracking.py reads it),
-        # so that the console checks cover a tracked sweep too.
-        return [str(sweep), "--mlflow"], "] done: IMM"
+        return [str(sweep)], "] done: IMM"
     if kind == "logistic":
         return ["table4", "--seeds", "12"], "] done: "
     if kind == "lm":
@@ -82,6 +81,7 @@ class TinySweeps:
             unset = ("RAY_COLOR_PREFIX", "RAY_DEDUP_LOGS")
             env = {k: v for k, v in os.environ.items() if k not in unset}
             storage = root / "results"
-            result = imm_ray("sweep", *args, "--storage", str(storage), env=env)
+            # Tracked in MLflow's default store (a bare --mlflow goes last).
+            result = imm_ray("sweep", *args, "--storage", str(storage), "--mlflow", env=env)
             self.runs[kind] = TinySweep(result, storage, trial_line)
         return self.runs[kind]
