@@ -108,15 +108,10 @@ class TermGradients:
         if self.primary is None:
             return
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        world = torch.distributed.get_world_size() if distributed else 1
+        if distributed and torch.distributed.get_world_size() > 1:
+            self._average_over_processes(params, torch.distributed.get_world_size())
         gradients = {self.primary: [p.grad for p in params]}
-        for name, buffer in self.buffers.items():
-            if world > 1:
-                for g in buffer:
-                    if g is not None:
-                        torch.distributed.all_reduce(g)
-                        g.div_(world)
-            gradients[name] = buffer
+        gradients.update(self.buffers)
         combined: list[torch.Tensor | None] = gradients[self.primary]
         for name, grads in gradients.items():
             present = [g for g in grads if g is not None]
@@ -138,6 +133,21 @@ class TermGradients:
                     combined[i].add_(g)  # type: ignore[union-attr]
         self.steps += 1
         self.buffers.clear()
+
+    def _average_over_processes(self, params: list[torch.Tensor], world: int) -> None:
+        """Every process reduces every term of the weights but the first, each parameter's
+        buffer in the same order, so that none waits for another forever: a term this
+        process's micro-batches lacked (sampled IMM with no member in a batch), or a
+        parameter it left without a gradient, is zeros here."""
+        for name in self.weights:
+            if name == self.primary:
+                continue
+            buffer = self.buffers.setdefault(name, [None] * len(params))
+            for i, p in enumerate(params):
+                if buffer[i] is None:
+                    buffer[i] = torch.zeros_like(p)
+                torch.distributed.all_reduce(buffer[i])
+                buffer[i].div_(world)
 
     def pop_norms(self) -> dict[str, float]:
         """Each term's mean gradient norm before clipping over the steps since the last

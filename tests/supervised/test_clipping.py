@@ -73,13 +73,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _rank(rank: int, port: int, results) -> None:
+def _rank(rank: int, port: int, results, imm_ranks: tuple[int, ...]) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
     try:
         w = W0.clone().requires_grad_()
         clipped = TermGradients(BOUND)
-        clipped.add(terms_of(w, rank), {"main": 1.0, "imm": LAM}, [w]).backward()
+        terms = terms_of(w, rank)
+        if rank not in imm_ranks:  # its batch had no IMM term (no member, say)
+            del terms["imm"]
+        clipped.add(terms, {"main": 1.0, "imm": LAM}, [w]).backward()
         # DistributedDataParallel averages p.grad over the processes in backward.
         dist.all_reduce(w.grad)
         w.grad.div_(2)
@@ -89,12 +92,16 @@ def _rank(rank: int, port: int, results) -> None:
         dist.destroy_process_group()
 
 
-def test_under_torch_distributed_the_buffers_are_averaged_over_the_processes_first():
+@pytest.mark.parametrize("imm_ranks", [(0, 1), (0,)], ids=["both", "one"])
+def test_under_torch_distributed_the_buffers_are_averaged_over_the_processes_first(imm_ranks):
+    """Both processes end with the clipped sum of the averaged terms; a process whose
+    micro-batch lacked the IMM term takes part in its average with zeros (and does not
+    leave the other waiting)."""
     with mp.Manager() as manager:
         shared = manager.dict()
-        mp.spawn(_rank, args=(_free_port(), shared), nprocs=2, join=True)
+        mp.spawn(_rank, args=(_free_port(), shared, imm_ranks), nprocs=2, join=True)
         results = dict(shared)
     main = 0.5 * sum(2 * float(W0 @ A[r]) * A[r] for r in (0, 1))
-    imm = 0.5 * 3.0 * (B[0] + B[1])
+    imm = 0.5 * 3.0 * sum((B[r] for r in imm_ranks), torch.zeros(3))
     for rank in (0, 1):
         torch.testing.assert_close(results[rank], clip(main) + LAM * clip(imm))
