@@ -165,6 +165,14 @@ class Store:
         return self.start_run(name, params, tags)
 
 
+def open_store(option: str | None, folder: str | os.PathLike[str], experiment: str) -> Store | None:
+    """A command's store: None without ``--mlflow`` (``option`` None); else ``option``'s
+    store (:func:`store_uri`, beside ``folder`` without a URI), opened before any work."""
+    if option is None:
+        return None
+    return Store(store_uri(option, folder), experiment)
+
+
 class Run:
     """One MLflow run, written through ``client``; a metric is logged once per step (a
     second value for the same step is dropped)."""

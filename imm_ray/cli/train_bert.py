@@ -99,10 +99,10 @@ def _train_bert(args: argparse.Namespace) -> int:
     warn_unused(args, args.method, METHOD_OPTIONS)
     config = from_options(FinetuneConfig, args)
     use_torch(args.threads, config.device)
-    tracked = store = None
-    if args.mlflow is not None:  # opened before any work: a bad store is a usage error
-        results_folder = args.output_dir.parent if args.output_dir else Path("results")
-        store = tracking.Store(tracking.store_uri(args.mlflow, results_folder), "train-bert")
+    tracked = None
+    # Opened before any work: a bad store is a usage error.
+    results_folder = args.output_dir.parent if args.output_dir else Path("results")
+    store = tracking.open_store(args.mlflow, results_folder, "train-bert")
     quiet_transformers()
     run = prepare_run(config)
     if store is not None:

@@ -175,9 +175,8 @@ def _train_causal_lm(args: argparse.Namespace) -> int:
         )
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"--output-dir {folder} is a file; give a folder")
-    store = None
-    if args.mlflow is not None:  # opened before any work: a bad store is a usage error
-        store = tracking.Store(tracking.store_uri(args.mlflow, folder.parent), "train-causal-lm")
+    # Opened before any work: a bad store is a usage error.
+    store = tracking.open_store(args.mlflow, folder.parent, "train-causal-lm")
     _train(args, config, folder, store)
     if store is not None:
         print(f"mlflow: {store.uri}")

@@ -124,9 +124,8 @@ def _train_lm(args: argparse.Namespace) -> int:
             f"{folder} already holds a checkpoint; pass --resume to continue it, or choose "
             "another --checkpoint-dir"
         )
-    store = None
-    if args.mlflow is not None:  # opened before any work: a bad store is a usage error
-        store = tracking.Store(tracking.store_uri(args.mlflow, folder.parent), "train-lm")
+    # Opened before any work: a bad store is a usage error.
+    store = tracking.open_store(args.mlflow, folder.parent, "train-lm")
     _train(args, config, folder, store)
     if store is not None:
         print(f"mlflow: {store.uri}")
