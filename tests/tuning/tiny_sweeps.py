@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cluster_runs import table2
@@ -32,11 +32,31 @@ settings:
 class TinySweep:
     """A finished run: its output and the storage it wrote to; ``trial_line``, a fragment
     of a line that shows in the console as its trials run (a worker's own line where the
-    trainable prints one)."""
+    trainable prints one). ``stored``: each ``result.json`` under the storage as the sweep
+    left it, which every test reads; a test that edits rows does so on a copy
+    (:meth:`changed_results` names any file changed since)."""
 
     result: subprocess.CompletedProcess
     storage: Path
     trial_line: str
+    stored: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def changed_results(self) -> list[str]:
+        """The ``result.json`` files (relative to the storage) whose text is no longer what
+        the sweep wrote."""
+        now = _results(self.storage)
+        return sorted(
+            name
+            for name in self.stored.keys() | now.keys()
+            if self.stored.get(name) != now.get(name)
+        )
+
+
+def _results(storage: Path) -> dict[str, str]:
+    """Each ``result.json`` under ``storage`` (relative path → text)."""
+    return {
+        str(p.relative_to(storage)): p.read_text() for p in sorted(storage.rglob("result.json"))
+    }
 
 
 def _arguments(kind: str, root: Path, bert_data: Callable[[], tuple[Path, Path, Path]]):
@@ -83,5 +103,5 @@ class TinySweeps:
             storage = root / "results"
             # Tracked in MLflow's default store (a bare --mlflow goes last).
             result = imm_ray("sweep", *args, "--storage", str(storage), "--mlflow", env=env)
-            self.runs[kind] = TinySweep(result, storage, trial_line)
+            self.runs[kind] = TinySweep(result, storage, trial_line, _results(storage))
         return self.runs[kind]
