@@ -4,6 +4,7 @@ saved with ``save_pretrained`` and fine-tuned with ``--model``, a trained model 
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -11,7 +12,7 @@ import torch
 from test_lm_train_cli import run
 from transformers import BertConfig, BertForMaskedLM, LlamaConfig, LlamaForCausalLM
 
-from imm_ray.supervised.hf_lm.train import VOCAB_FILE
+from imm_ray.supervised.hf_lm.train import VOCAB_FILE, latest_checkpoint
 from imm_ray.supervised.lm.corpus import load_corpus
 from imm_ray.supervised.lm.synthetic import MarkovSource
 
@@ -114,6 +115,27 @@ def test_resume_continues_from_the_newest_checkpoint(data, tmp_path, capsys):
     assert int(re.search(r"(\d+) steps", out).group(1)) == 2 * steps
 
 
+def test_clip_terms_decides_whether_serialized_imm_clips_its_terms_apart(data, tmp_path, capsys):
+    """--clip and --clip-terms reach the trainer: serialized IMM clips its terms' sum as
+    one by default (no per-term norms in the logs), apart with --clip-terms separately
+    (each term's norm logged); --clip 0 clips nothing."""
+    logged = {}
+    for name, extra in (
+        ("default", ()),
+        ("apart", ("--clip-terms", "separately")),
+        ("none", ("--clip", "0", "--clip-terms", "separately")),
+    ):
+        output = tmp_path / name
+        args = ("--preset", "tiny", "--method", "serialized", "--max-steps", "4", *extra)
+        code, _, err = train(capsys, data, output, *args)
+        assert code == 0, err
+        state = json.loads((latest_checkpoint(output) / "trainer_state.json").read_text())
+        logged[name] = {key for entry in state["log_history"] for key in entry}
+    assert "lm_loss" in logged["default"] and "imm_grad_norm" not in logged["default"]
+    assert {"lm_grad_norm", "imm_grad_norm"} <= logged["apart"]
+    assert "imm_grad_norm" not in logged["none"]
+
+
 def test_bad_input_exits_2_naming_the_field(data, tmp_path, capsys):
     words = load_corpus(data).vocab.words
     other = tmp_path / "other"
@@ -135,6 +157,7 @@ def test_bad_input_exits_2_naming_the_field(data, tmp_path, capsys):
         ("--preset", "tiny", "--k", "0"): "--k must be an integer >= 1, got '0'",
         ("--preset", "tiny", "--positions", "0"): "--positions must be an integer >= 1, got '0'",
         ("--preset", "tiny", "--lam", "-1"): "lam must be",
+        ("--preset", "tiny", "--clip", "-1"): "clip must be a number >= 0, got -1.0",
         ("--preset", "tiny", "--context", "1"): "--context must be an integer >= 2, got '1'",
         ("--model", str(other)): f"differs from the corpus's (id 0 is {words[-1]!r} there",
         ("--model", str(masked)): "needs a causal LM, got a masked one",

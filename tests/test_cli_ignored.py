@@ -63,7 +63,12 @@ def test_an_option_the_method_does_not_read_is_warned_of_before_any_work(
 ):
     action = _option(path, field)
     flag = action.option_strings[0]
-    given = [flag] if action.nargs == 0 else [flag, "0.5" if action.type is float else "3"]
+    if action.nargs == 0:
+        given = [flag]
+    elif action.choices:
+        given = [flag, next(iter(action.choices))]
+    else:
+        given = [flag, "0.5" if action.type is float else "3"]
     missing = tmp_path / "missing"
     # A data folder that is not there stops the command right after its checks.
     code, err = run_main(

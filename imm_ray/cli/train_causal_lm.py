@@ -33,6 +33,7 @@ METHOD_OPTIONS = {
     "refresh_every": ("serialized",),
     "positions": ("serialized",),
     "gamma0": ("noising",),
+    "clip_terms": ("imm", "serialized"),
 }
 
 
@@ -106,6 +107,16 @@ def add_train_causal_lm(kinds) -> None:
     )
     command.add_argument("--gamma0", type=float, help="γ0 of KN noising (default: 0.2)")
     command.add_argument(
+        "--clip", type=float, help="gradient-norm bound, >= 0; 0: none (default: 1.0)"
+    )
+    command.add_argument(
+        "--clip-terms",
+        choices=["separately", "together"],
+        help="clip the IMM term's gradient apart from the LM term's (App. D.2.2) or their "
+        "sum (default: separately for imm, together for serialized, whose two terms are "
+        "one soft-target cross-entropy)",
+    )
+    command.add_argument(
         "--context",
         type=int_at_least("--context", 2),
         help="tokens the model reads per window, >= 2 (default: the preset's)",
@@ -154,6 +165,8 @@ def _train_causal_lm(args: argparse.Namespace) -> int:
         "refresh_every": args.refresh_every,
         "positions": args.positions,
         "gamma0": args.gamma0,
+        "clip": args.clip,
+        "clip_separately": None if args.clip_terms is None else args.clip_terms == "separately",
         "context": args.context,
         "batch_size": args.batch_size,
         "epochs": args.epochs,

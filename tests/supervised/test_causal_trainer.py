@@ -249,6 +249,66 @@ def test_gradient_accumulation_4_by_2_takes_the_step_of_1_by_8(tmp_path, method,
         assert "imm_grad_norm" not in logged[0]
 
 
+def _clip(grads: list[torch.Tensor], bound: float) -> list[torch.Tensor]:
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    return [g * min(1.0, bound / float(norm)) for g in grads]
+
+
+@pytest.mark.parametrize("clip_separately", [None, True])
+def test_serialized_imm_clips_its_terms_sum_as_one_unless_asked_to_clip_them_apart(
+    tmp_path, clip_separately
+):
+    """Serialized IMM's two terms are one soft-target cross-entropy: by default Trainer
+    back-propagates and clips their sum once, θ − lr · clip(∇lm + λ∇ĨMM); with
+    ``clip_separately`` each is clipped on its own, θ − lr · (clip(∇lm) + λ clip(∇ĨMM)).
+    Sampled IMM clips apart by default (App. D.2.2). Both steps by hand, on the trainer's
+    one batch of 8 rows."""
+    data = windows_dataset(8)
+    bound, lam, lr = 0.05, 0.5, 0.5
+    args = arguments(tmp_path, max_grad_norm=bound, logging_strategy="steps", logging_steps=1)
+    config = CausalIMMConfig(method="serialized", lam=lam, clip_separately=clip_separately)
+    bigram = estimate_kneser_ney(STREAM, VOCAB, EOS)
+    trainer = IMMTrainer(
+        tiny_gpt2(),
+        args,
+        train_dataset=data,
+        imm_config=config,
+        corpus=STREAM,
+        bigram=bigram,
+        eos_id=EOS,
+    )
+    assert (trainer.term_gradients is not None) == bool(clip_separately)
+    trainer.train()
+    (logs,) = [entry for entry in trainer.state.log_history if "lm_loss" in entry]
+    assert ("imm_grad_norm" in logs) == bool(clip_separately)
+
+    # By hand: the batch is the 8 rows (their order changes neither term).
+    model = tiny_gpt2().train()
+    params = list(model.parameters())
+    batch = torch.stack([row["input_ids"] for row in data])
+    nll, log_probs = lm_term(model, batch, batch)
+    weights = CausalSerializedIMM(50, VOCAB).causal_target_(model, 0, batch[:, :-1], bigram)
+    imm = -(weights * log_probs.reshape(-1, VOCAB)).sum() / batch[:, 1:].numel()
+    g_lm = torch.autograd.grad(nll, params, retain_graph=True)
+    g_imm = torch.autograd.grad(imm, params)
+    together = _clip([a + lam * b for a, b in zip(g_lm, g_imm, strict=True)], bound)
+    apart = [
+        a + lam * b
+        for a, b in zip(_clip(list(g_lm), bound), _clip(list(g_imm), bound), strict=True)
+    ]
+    want = apart if clip_separately else together
+    other = together if clip_separately else apart
+    got = [p.detach() for p in trainer.model.parameters()]
+    moved = [p.detach() - lr * g for p, g in zip(params, want, strict=True)]
+    for a, b in zip(got, moved, strict=True):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
+    wrong = [p.detach() - lr * g for p, g in zip(params, other, strict=True)]
+    assert any(not torch.allclose(a, b, atol=1e-5) for a, b in zip(got, wrong, strict=True))
+    assert CausalIMMConfig(method="imm").clips_separately
+    assert not CausalIMMConfig(method="imm", clip_separately=False).clips_separately
+    assert not CausalIMMConfig(method="serialized", lam=0).clips_separately
+
+
 def test_bad_input_is_refused_naming_the_field(tmp_path):
     for fields, message in (
         ({"method": "kd"}, "method must be one of none, noising, imm, serialized"),
@@ -256,6 +316,7 @@ def test_bad_input_is_refused_naming_the_field(tmp_path):
         ({"every": 0}, "every must be an integer >= 1, got 0"),
         ({"lam": -0.1}, "lam must be"),
         ({"positions": 0}, "positions must be an integer >= 1 or None, got 0"),
+        ({"clip_separately": "yes"}, "clip_separately must be true, false or None, got 'yes'"),
     ):
         with pytest.raises(ConfigError, match=message) as raised:
             CausalIMMConfig(**fields)

@@ -37,6 +37,10 @@ class CausalIMMConfig:
     of them, as Algorithm 2 (serialized)."""
     gamma0: float = 0.2
     """γ0 of Kneser–Ney noising (noising)."""
+    clip_separately: bool | None = None
+    """Where Trainer clips gradients (``max_grad_norm > 0``), whether the IMM term's
+    gradient is clipped on its own before it is added to the LM term's (App. D.2.2), or the
+    sum is clipped as one. None: the method's way (:attr:`clips_separately`)."""
 
     def __post_init__(self) -> None:
         checks.one_of("method", self.method, CAUSAL_METHODS)
@@ -48,11 +52,29 @@ class CausalIMMConfig:
             "positions", self.positions, 1, optional=True, allowed="an integer >= 1 or None"
         )
         checks.number("gamma0", self.gamma0, at_least=0, at_most=1)
+        if not (self.clip_separately is None or isinstance(self.clip_separately, bool)):
+            checks.fail("clip_separately", self.clip_separately, "true, false or None")
 
     @property
     def adds_terms(self) -> bool:
         """Whether the loss has a term besides the language model's (IMM's)."""
         return self.method in ("imm", "serialized") and self.lam > 0
+
+    @property
+    def clips_separately(self) -> bool:
+        """Whether the terms' gradients are clipped each on its own: where the loss adds
+        IMM, as ``clip_separately`` says, or by default for sampled IMM (App. D.2.2: its
+        risk and the LM's cross-entropy have very different scales) and not for
+        serialized IMM, whose term is a cross-entropy of the main pass's own outputs
+        against a corrected target: with the LM term it is one soft-target cross-entropy,
+        back-propagated and clipped once (Algorithm 2 applies ∇CE + λ·∇ĨMM; the LSTM's
+        serialized IMM alike), which keeps its overhead a constant factor (a second
+        backward pass through every layer is what clipping it apart costs)."""
+        if not self.adds_terms:
+            return False
+        if self.clip_separately is None:
+            return self.method == "imm"
+        return self.clip_separately
 
 
 @dataclass(frozen=True)
@@ -86,3 +108,9 @@ class MaskedIMMConfig:
     def adds_terms(self) -> bool:
         """Whether the loss has a term besides the task's (MLM's, IMM's)."""
         return self.method != "base"
+
+    @property
+    def clips_separately(self) -> bool:
+        """Whether the terms' gradients are clipped each on its own (App. D.2.2): wherever
+        the loss has several terms."""
+        return self.adds_terms

@@ -55,6 +55,9 @@ class CausalLMConfig:
     refresh_every: int = 50
     positions: int | None = None
     gamma0: float = 0.2
+    clip_separately: bool | None = None
+    """Whether the IMM term's gradient is clipped apart from the LM term's; None: sampled
+    IMM's is, serialized IMM's is not (:attr:`CausalIMMConfig.clips_separately`)."""
     layers: int = 2
     width: int = 128
     heads: int = 4
@@ -64,7 +67,8 @@ class CausalLMConfig:
     lr: float = 1e-3
     weight_decay: float = 0.01
     clip: float = 1.0
-    """Each term's gradient norm bound (0: none)."""
+    """The gradient norm bound (0: none): of each term where they are clipped separately
+    (``clip_separately``), else of their sum."""
     epochs: int = 4
     max_steps: int | None = None
     """Optimizer steps in all, overriding epochs when given."""

@@ -43,7 +43,11 @@ the accumulation steps.
 **Both kinds.** With ``args.max_grad_norm > 0`` (and a method with a second term), the
 terms' gradients are clipped separately (App. D.2.2, :mod:`imm_ray.supervised.clipping`),
 once per optimizer step on the gradients accumulated over its micro-batches, as Trainer
-clips the sum; ``fp16`` cannot be combined with that, ``bf16`` can. Draws (windows,
+clips the sum; ``fp16`` cannot be combined with that, ``bf16`` can. Serialized IMM is the
+exception by default: its term and the LM's are one soft-target cross-entropy of the same
+outputs, back-propagated and clipped once by Trainer, as Algorithm 2 and the LSTM's
+serialized IMM do (``CausalIMMConfig.clip_separately=True`` clips them apart, at the cost
+of a second backward pass). Draws (windows,
 noise, masks) come from a generator seeded with ``args.seed``. The logs gain each term's
 mean since the last log (``lm_loss``, ``imm_risk``; a masked LM's ``task_loss``,
 ``mlm_loss``, ``imm_risk``) and, where the terms are clipped separately, each term's mean
@@ -306,7 +310,7 @@ class IMMTrainer(Trainer):
                 f"{configs[self.kind].__name__}, got a {type(self.imm_config).__name__}"
             )
         config = self.imm_config
-        args, self.term_max_norm = separate_clipping(args, config.adds_terms)
+        args, self.term_max_norm = separate_clipping(args, config.clips_separately)
         super().__init__(model=model, args=args, **kwargs)
         #: The step's term gradients, clipped separately before the optimizer's step
         #: (None where the terms are not clipped separately).
