@@ -31,7 +31,7 @@ def tracked(tiny_sweeps):
     return run, uri, client, runs
 
 
-def test_the_sweep_is_a_parent_run_holding_the_report_as_artifacts(tracked):
+def test_the_sweep_is_a_parent_run_holding_the_report_as_artifacts(tracked, tmp_path):
     run, uri, client, runs = tracked
     assert f"mlflow: {uri}" in run.result.stdout
     (parent,) = [r for r in runs if r.info.run_name == "tiny"]
@@ -40,7 +40,7 @@ def test_the_sweep_is_a_parent_run_holding_the_report_as_artifacts(tracked):
     artifacts = {item.path for item in client.list_artifacts(parent.info.run_id)}
     assert artifacts == {"summary.csv", "summary.md", "figure.png", "experiment.json"}
     folder = run.storage / "tiny"
-    local = client.download_artifacts(parent.info.run_id, "summary.csv", str(folder.parent))
+    local = client.download_artifacts(parent.info.run_id, "summary.csv", str(tmp_path))
     assert open(local).read() == (folder / "summary.csv").read_text()
     # Beside the results: the store and its artifacts, never ./mlruns.
     assert parent.info.artifact_uri.startswith((run.storage / "mlartifacts").resolve().as_uri())

@@ -32,8 +32,9 @@ settings:
 class TinySweep:
     """A finished run: its output and the storage it wrote to; ``trial_line``, a fragment
     of a line that shows in the console as its trials run (a worker's own line where the
-    trainable prints one). ``stored``: each ``result.json`` under the storage as the sweep
-    left it, which every test reads; a test that edits rows does so on a copy
+    trainable prints one). ``stored``: each trial's ``result.json`` and the report's
+    ``summary.csv`` and ``summary.md`` under the storage as the sweep left them, which
+    every test reads; a test that edits rows or redraws the report does so on a copy
     (:meth:`changed_results` names any file changed since)."""
 
     result: subprocess.CompletedProcess
@@ -42,8 +43,8 @@ class TinySweep:
     stored: dict[str, str] = field(default_factory=dict, repr=False)
 
     def changed_results(self) -> list[str]:
-        """The ``result.json`` files (relative to the storage) whose text is no longer what
-        the sweep wrote."""
+        """The stored files (relative to the storage) whose text is no longer what the
+        sweep wrote, or that are gone or new."""
         now = _results(self.storage)
         return sorted(
             name
@@ -52,10 +53,16 @@ class TinySweep:
         )
 
 
+#: The files a sweep leaves that tests read: its trials' rows and its report's tables.
+STORED = ("result.json", "summary.csv", "summary.md")
+
+
 def _results(storage: Path) -> dict[str, str]:
-    """Each ``result.json`` under ``storage`` (relative path → text)."""
+    """Each of the :data:`STORED` files under ``storage`` (relative path → text)."""
     return {
-        str(p.relative_to(storage)): p.read_text() for p in sorted(storage.rglob("result.json"))
+        str(p.relative_to(storage)): p.read_text()
+        for name in STORED
+        for p in sorted(storage.rglob(name))
     }
 
 
