@@ -47,8 +47,8 @@ clips the sum; ``fp16`` cannot be combined with that, ``bf16`` can. Serialized I
 exception by default: its term and the LM's are one soft-target cross-entropy of the same
 outputs, back-propagated and clipped once by Trainer, as Algorithm 2 and the LSTM's
 serialized IMM do (``CausalIMMConfig.clip_separately=True`` clips them apart, at the cost
-of a second backward pass). Draws (windows,
-noise, masks) come from a generator seeded with ``args.seed``. The logs gain each term's
+of a second backward pass). Draws (windows, noise, masks) come from a generator seeded
+with ``args.seed``. The logs gain each term's
 mean since the last log (``lm_loss``, ``imm_risk``; a masked LM's ``task_loss``,
 ``mlm_loss``, ``imm_risk``) and, where the terms are clipped separately, each term's mean
 gradient norm before clipping (``lm_grad_norm``, ``imm_grad_norm``; ``task_grad_norm``,
