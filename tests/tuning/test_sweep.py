@@ -170,16 +170,19 @@ def test_the_driver_loads_pytorch_and_tensorboard_only_when_asked_for_event_file
         )
         for name, extra in (("plain", []), ("tensorboard", ["--tensorboard"]))
     }
-    runs = {}
-    for name, driver in drivers.items():
-        try:
-            _, stderr = driver.communicate(timeout=300)
-        finally:
+    errors = {}
+    try:
+        for name, driver in drivers.items():
+            errors[name] = driver.communicate(timeout=300)[1]
+    finally:  # neither is left running, whatever happened to the other
+        for driver in drivers.values():
             if driver.poll() is None:
                 driver.kill()
                 driver.wait()
+    runs = {}
+    for name, stderr in errors.items():
         storage = tmp_path / name
-        assert driver.returncode == 0, stderr[-3000:]
+        assert drivers[name].returncode == 0, stderr[-3000:]
         imported = {
             line.rsplit("|", 1)[1].strip()
             for line in stderr.splitlines()
