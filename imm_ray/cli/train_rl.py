@@ -188,7 +188,7 @@ def _tracking(args: argparse.Namespace, experiment) -> tuple:
         return None, None
     folder = args.output.parent if args.output is not None else Path("results")
     try:
-        store = tracking.Store(tracking.store_uri(args.mlflow, folder), experiment.name)
+        store = tracking.open_store(args.mlflow, folder, experiment.name)
     except ValueError as err:
         raise UsageError(str(err)) from None
     return store, store.start_run("train rl", tracking.trial_params(experiment.to_dict()))
